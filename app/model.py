@@ -62,12 +62,7 @@ class ServedModel:
         self.n_features = getattr(est, "n_features_in_", None) if self.input_kind == TABULAR else None
         self.classes = _plain(getattr(self.predictor, "classes_", None))
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
-        if is_classifier(self.predictor) or self.classes is not None:
-            self.task = "classification"
-        elif is_regressor(self.predictor):
-            self.task = "regression"
-        else:
-            self.task = "other"
+        self.task = _task(self.predictor, self.classes)
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
@@ -119,6 +114,23 @@ def _call(method, X):
         return method(X)
     except ValueError as exc:
         raise InvalidInput(f"input does not fit the model: {exc}") from exc
+
+
+def _task(predictor, classes) -> str:
+    if classes is not None:
+        return "classification"
+    try:
+        if is_classifier(predictor):
+            return "classification"
+        if is_regressor(predictor):
+            return "regression"
+    except (AttributeError, TypeError):
+        # scikit-learn-API estimators from other libraries may lack sklearn's tags;
+        # fall back to the older convention they usually do follow.
+        kind = getattr(predictor, "_estimator_type", None)
+        if kind in ("classifier", "regressor"):
+            return "classification" if kind == "classifier" else "regression"
+    return "other"
 
 
 def _names(values) -> list[str] | None:

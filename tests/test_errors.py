@@ -1,0 +1,100 @@
+"""Every error case: a JSON error with the right status, then a request that still succeeds."""
+import logging
+
+import joblib
+import pytest
+
+from conftest import models_env, to_rows
+
+
+class ExplodingModel:
+    """A 'model' whose predict has a bug (not an input error)."""
+
+    n_features_in_ = 2
+
+    def predict(self, X):
+        raise RuntimeError("boom: a bug in the model code")
+
+
+def error_of(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error"]["status"] == status and body["error"]["message"]
+    return body["error"]
+
+
+def still_serves(client, trained):
+    response = client.post("/models/cancer/predict", json={"instances": to_rows(trained["cancer"][2][:1])})
+    assert response.status_code == 200
+    assert response.get_json()["predictions"] == trained["cancer"][1].predict(trained["cancer"][2][:1]).tolist()
+
+
+CASES = [
+    # (description, path, kwargs, status, text the message must contain)
+    ("malformed JSON", "/predict", dict(data=b'{"instances": [1,', content_type="application/json"), 400, "malformed JSON"),
+    ("empty body", "/predict", dict(data=b"", content_type="application/json"), 400, "empty"),
+    ("not an object", "/predict", dict(json=[[1, 2]]), 400, "JSON object"),
+    ("no instances key", "/predict", dict(json={"rows": []}), 400, "instances"),
+    ("two instance keys", "/predict", dict(json={"instances": [], "inputs": []}), 400, "exactly one"),
+    ("bad parameters", "/predict", dict(json={"instances": [[1]], "parameters": {"probabilities": "yes"}}), 400, "probabilities"),
+    ("wrong content type", "/predict", dict(data="instances=1", content_type="text/plain"), 415, "application/json"),
+    ("form content type", "/predict", dict(data={"a": "1"}), 415, "application/json"),
+    ("no instances", "/predict", dict(json={"instances": []}), 422, "no instances"),
+    ("wrong feature count", "/predict", dict(json={"instances": [[1.0, 2.0]]}), 422, "expected 30 features"),
+    ("ragged rows", "/predict", dict(json={"instances": [[1.0] * 30, [1.0] * 29]}), 422, "different lengths"),
+    ("non-numeric", "/predict", dict(json={"instances": [[1.0] * 29 + ["abc"]]}), 422, "'abc' is not a number"),
+    ("objects without names", "/predict", dict(json={"instances": [{"a": 1}]}), 422, "without feature names"),
+    ("text to tabular", "/predict", dict(json={"instances": ["hello"]}), 422, "not text"),
+    ("unknown feature name", "/models/diabetes/predict", dict(json={"instances": [{"age": 1, "nope": 2}]}), 422, "unknown features ['nope']"),
+    ("missing feature name", "/models/ridge/predict", dict(json={"dataframe_records": [{"age": 1}]}), 422, "missing features"),
+    ("non-string to text", "/models/text/predict", dict(json={"instances": [42]}), 422, "not a string"),
+    ("tabular text route", "/model/cancer/text_to_prediction", dict(json={"text": "hi"}), 422, "tabular"),
+    ("speedrun missing text", "/model/text/text_to_prediction", dict(json={"txt": "hi"}), 400, '"text"'),
+    ("speedrun nested features", "/model/cancer/features_to_prediction", dict(json={"features": [[1.0]]}), 422, "flat list"),
+    ("predict_features wrong width", "/models/text/predict_features", dict(json={"features": [[1.0, 2.0]]}), 422, "features per row"),
+    ("bad csr", "/models/text/predict_features", dict(json={"features": {"format": "csr", "shape": [1, 2]}}), 422, "CSR"),
+    ("unknown model", "/models/nope/predict", dict(json={"instances": [[1.0]]}), 404, "unknown model"),
+    ("unknown version", "/models/cancer/versions/9/predict", dict(json={"instances": [[1.0]]}), 404, "no version"),
+    ("unknown speedrun model", "/model/nope/text_to_features", dict(json={"text": "x"}), 404, "unknown model"),
+    ("unknown route", "/nope", dict(json={}), 404, "not found"),
+]
+
+
+@pytest.mark.parametrize("description,path,kwargs,status,needle", CASES, ids=[c[0] for c in CASES])
+def test_error_then_success(client, trained, description, path, kwargs, status, needle):
+    error = error_of(client.post(path, **kwargs), status)
+    assert needle in error["message"], error
+    still_serves(client, trained)
+
+
+def test_unknown_model_metadata_is_404(client, trained):
+    error_of(client.get("/models/nope"), 404)
+    error_of(client.get("/models/cancer/versions/7"), 404)
+    still_serves(client, trained)
+
+
+def test_wrong_method_is_405_with_allow(client, trained):
+    response = client.get("/predict")
+    assert "POST" in error_of(response, 405)["allowed_methods"]
+    assert "POST" in response.headers["Allow"]
+    error_of(client.post("/healthz"), 405)
+    still_serves(client, trained)
+
+
+def test_body_over_the_limit_is_413(make_app, trained):
+    client = make_app(MODELS=models_env(trained, "cancer"), MAX_REQUEST_BYTES=1000).test_client()
+    error = error_of(client.post("/predict", data=b"[" + b"1," * 2000 + b"1]", content_type="application/json"), 413)
+    assert "1000 bytes" in error["message"]
+    still_serves(client, trained)
+
+
+def test_a_bug_is_a_json_500_with_a_logged_traceback(make_app, trained, tmp_path, caplog):
+    path = tmp_path / "exploding.joblib"
+    joblib.dump(ExplodingModel(), path)
+    client = make_app(MODELS=f"{models_env(trained, 'cancer')},bug={path}").test_client()
+    with caplog.at_level(logging.ERROR):
+        error = error_of(client.post("/models/bug/predict", json={"instances": [[1, 2]]}), 500)
+    assert error["message"] == "internal server error" and "boom" not in str(error)  # no internals leak
+    assert any(r.exc_info and "boom: a bug" in str(r.exc_info[1]) for r in caplog.records)
+    still_serves(client, trained)

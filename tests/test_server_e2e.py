@@ -1,0 +1,120 @@
+"""End to end against the real servers: `mlapi serve` (uWSGI) and `--server gunicorn`."""
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import joblib
+import pytest
+import requests
+
+from conftest import ROOT, VENV_BIN, models_env, to_rows
+from test_errors import ExplodingModel
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    subprocess.run([str(VENV_BIN / "mlapi"), "demo", "--out", str(folder)], check=True, capture_output=True)
+    return folder
+
+
+@pytest.fixture
+def server_env(trained, demo_models, tmp_path):
+    bug = tmp_path / "bug.joblib"
+    joblib.dump(ExplodingModel(), bug)
+    return {
+        "MODELS": f"iris={demo_models / 'iris.joblib'},tickets={demo_models / 'tickets.joblib'},"
+                  f"{models_env(trained, 'cancer', 'text', 'ridge')},bug={bug}",
+        "PYTHONPATH": str(TESTS),  # so workers can unpickle the test's ExplodingModel class
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "UWSGI_PROCESSES": "2",
+    }
+
+
+def check_predictions(url, trained, demo_models):
+    iris = joblib.load(demo_models / "iris.joblib")
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    names = list(iris.feature_names_in_)
+    body = requests.post(f"{url}/predict", json={"instances": rows}).json()
+    import pandas as pd
+    frame = pd.DataFrame(rows, columns=names)
+    assert body["predictions"] == iris.predict(frame).tolist() == ["setosa", "virginica"]
+    assert body["probabilities"] == iris.predict_proba(frame).tolist()
+    tickets = joblib.load(demo_models / "tickets.joblib")
+    texts = ["I was charged twice for my plan", "the app crashes when I open the camera screen"]
+    body = requests.post(f"{url}/models/tickets/predict", json={"instances": texts}).json()
+    assert body["predictions"] == tickets.predict(texts).tolist() == ["billing", "mobile app"]
+    for name in ("cancer", "text", "ridge"):
+        _, estimator, sample = trained[name]
+        instances = sample if name == "text" else to_rows(sample)
+        body = requests.post(f"{url}/models/{name}/predict", json={"instances": instances}).json()
+        assert body["predictions"] == estimator.predict(sample).tolist()
+
+
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+def test_real_server_predicts_like_the_models(start_server, server_env, trained, demo_models, server):
+    server_proc = start_server(server_env, args=("serve", "--server", server))
+    url = server_proc.url
+    assert requests.get(f"{url}/readyz").json()["ready"]  # bug model loads; it fails only when called
+    check_predictions(url, trained, demo_models)
+    # every class of error, each followed by a success on the same server
+    errors = [
+        requests.post(f"{url}/predict", data=b"{oops", headers={"Content-Type": "application/json"}),
+        requests.post(f"{url}/predict", data=b"x", headers={"Content-Type": "text/plain"}),
+        requests.post(f"{url}/predict", json={"instances": [[1, 2]]}),
+        requests.post(f"{url}/models/nope/predict", json={"instances": [[1]]}),
+        requests.get(f"{url}/predict"),
+        requests.post(f"{url}/predict", data=b"[" + b"1," * 6_000_000 + b"1]", headers={"Content-Type": "application/json"}),
+        requests.post(f"{url}/models/bug/predict", json={"instances": [[1, 2]]}),
+    ]
+    assert [r.status_code for r in errors] == [400, 415, 422, 404, 405, 413, 500]
+    assert all(r.headers["Content-Type"] == "application/json" and r.json()["error"]["message"] for r in errors)
+    check_predictions(url, trained, demo_models)
+    output = server_proc.output()
+    assert "boom: a bug in the model code" in output and "Traceback" in output  # logged with its traceback
+    # models load once, in the master, before the workers fork
+    assert output.count("loaded model iris:1") == 1
+
+
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+def test_keep_alive_clients_see_no_connection_errors_under_load(start_server, server_env, server):
+    server_proc = start_server(server_env, args=("serve", "--server", server))
+    url = f"{server_proc.url}/predict"
+    body = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+
+    def client(_):
+        session = requests.Session()  # keeps connections alive unless told to close
+        statuses = [session.post(url, json=body).status_code for _ in range(60)]
+        session.close()
+        return statuses
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = [s for batch in pool.map(client, range(16)) for s in batch]
+    assert statuses == [200] * 960
+
+
+def test_a_model_that_fails_to_load_does_not_crash_loop(start_server, tmp_path):
+    server_proc = start_server({"MODEL_URI": str(tmp_path / "missing.joblib")})
+    time.sleep(1.0)
+    assert server_proc.proc.poll() is None
+    ready = requests.get(f"{server_proc.url}/readyz")
+    assert ready.status_code == 503 and "not found" in ready.json()["failures"][0]["error"]
+    assert requests.get(f"{server_proc.url}/healthz").status_code == 200
+    assert server_proc.output().count("spawned uWSGI worker") >= 1 and "respawn" not in server_proc.output()
+
+
+def test_sigterm_stops_the_server(start_server, server_env):
+    server_proc = start_server(server_env)
+    started = time.time()
+    assert server_proc.stop() is not None
+    assert time.time() - started < 10
+
+
+def test_bad_models_setting_fails_fast(tmp_path):
+    result = subprocess.run([str(VENV_BIN / "mlapi"), "serve"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"PATH": f"{VENV_BIN}:/usr/bin:/bin", "MODELS": "no-uri-here", "PORT": "0"})
+    assert result.returncode != 0 and "no-uri-here" in result.stdout + result.stderr
