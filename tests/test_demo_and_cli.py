@@ -1,0 +1,52 @@
+"""`mlapi demo` (deterministic demo models) and `mlapi serve --dry-run`; plain .pkl artifacts."""
+import pickle
+import subprocess
+
+import joblib
+import pandas as pd
+
+from conftest import ROOT, VENV_BIN, to_rows
+
+
+def run(*args, **kwargs):
+    return subprocess.run([str(VENV_BIN / "mlapi"), *args], capture_output=True, text=True, check=True, **kwargs)
+
+
+def test_demo_is_deterministic_and_skips_existing(tmp_path):
+    run("demo", "--out", str(tmp_path / "a"))
+    run("demo", "--out", str(tmp_path / "b"))
+    for name in ("iris", "tickets"):
+        a = joblib.load(tmp_path / "a" / f"{name}.joblib")
+        b = joblib.load(tmp_path / "b" / f"{name}.joblib")
+        if name == "tickets":
+            probe = ["refund my invoice", "app crashes on the login screen"]
+        else:
+            probe = pd.DataFrame([[5.9, 3.0, 5.1, 1.8]], columns=a.feature_names_in_)
+        assert (a.predict_proba(probe) == b.predict_proba(probe)).all()
+    assert (tmp_path / "a" / "latest.joblib").read_bytes() == (tmp_path / "a" / "iris.joblib").read_bytes()
+    assert "already" in run("demo", "--out", str(tmp_path / "a")).stdout
+
+
+def test_demo_models_are_useful():
+    from app.demo import train_tickets
+
+    model = train_tickets()
+    assert model.predict(["I cannot log in, my password reset email never arrives",
+                          "the pricing page shows a 404 error"]).tolist() == ["account access", "website"]
+
+
+def test_serve_dry_run_commands():
+    uwsgi = run("serve", "--dry-run", "--port", "9000", cwd=ROOT).stdout.split()
+    assert uwsgi[0].endswith("uwsgi") and uwsgi[1:] == ["--ini", str(ROOT / "uwsgi.ini")]
+    gunicorn = run("serve", "--server", "gunicorn", "--dry-run", "--port", "9000", cwd=ROOT).stdout.split()
+    assert gunicorn[0].endswith("gunicorn") and "--preload" in gunicorn
+    assert gunicorn[gunicorn.index("--bind") + 1] == "0.0.0.0:9000"
+
+
+def test_plain_pickle_artifacts_are_served(make_app, trained, tmp_path):
+    _, estimator, sample = trained["cancer"]
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(estimator))
+    client = make_app(MODEL_URI=str(path)).test_client()
+    body = client.post("/predict", json={"instances": to_rows(sample)}).get_json()
+    assert body["predictions"] == estimator.predict(sample).tolist()
