@@ -2,11 +2,10 @@
 from setuptools import find_packages, setup
 
 GCS = ["google-cloud-storage>=2.14"]
-SQL = ["SQLAlchemy>=2.0"]
 EXTRAS = {
     "gcs": GCS,
-    "postgres": SQL + ["psycopg[binary]>=3.1"],
-    "mysql": SQL + ["PyMySQL>=1.1"],
+    "postgres": ["psycopg[binary]>=3.1"],
+    "mysql": ["PyMySQL>=1.1"],
     "redis": ["redis>=5.0"],
     "pubsub": ["google-cloud-pubsub>=2.20"],
 }
@@ -38,6 +37,7 @@ setup(
         "scipy>=1.10",
         "pandas>=2.0",
         "orjson>=3.9",  # JSON at several times the stdlib's speed on number-heavy bodies
+    "SQLAlchemy>=2.0",  # the feature store and predictions table (SQLite by default)
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mlapi=app.cli:main"]},

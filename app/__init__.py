@@ -10,10 +10,13 @@ from functools import partial
 
 from flask import Flask
 
+from app.batch import BatchInference
 from app.cache import PredictionCache
 from app.config import Settings
+from app.features import FeatureStore
 from app.inference import InferenceService
 from app.model import load_model
+from app.predictions import PredictionStore
 from app.registry import ModelRegistry
 
 __version__ = "0.1.0"
@@ -26,8 +29,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Flask refuses larger bodies with 413 before anything reads them.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     registry = ModelRegistry.load(settings.models, partial(load_model, settings=settings))
+    # Database engines are created lazily, in the worker that first needs them: a
+    # connection pool must never be shared across the server's fork().
+    store = FeatureStore(settings.feature_store_url, settings.feature_table,
+                         settings.feature_id_column, settings.feature_text_column)
+    inference = InferenceService(registry, PredictionCache(settings.prediction_cache_size), store)
+    predictions = PredictionStore(settings.predictions_db_url)
     app.extensions["mlapi.settings"] = settings
-    app.extensions["mlapi.inference"] = InferenceService(registry, PredictionCache(settings.prediction_cache_size))
+    app.extensions["mlapi.inference"] = inference
+    app.extensions["mlapi.predictions"] = predictions
+    app.extensions["mlapi.batch"] = BatchInference(inference, predictions)
 
     from app.routes import register_routes
 

@@ -1,4 +1,5 @@
-"""The `mlapi` command: `serve` (production server), `demo` (train the demo models)."""
+"""The `mlapi` command: `serve` (production server), `demo` (train the demo models), and the
+data commands from app/cli_data.py (`features`, `publish`)."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="models")
     demo.add_argument("--force", action="store_true", help="retrain even if the files exist")
     demo.set_defaults(handler=cmd_demo)
+
+    from app import cli_data
+
+    cli_data.register(commands)
 
     args = parser.parse_args(argv)
     return args.handler(args) or 0

@@ -43,6 +43,19 @@ class Settings:
     prediction_cache_size: int = 10_000
     # Python logging level name for the app's own log lines.
     log_level: str = "INFO"
+    # The online feature store that predict-by-id reads (read-only credentials suffice).
+    feature_store_url: str = "sqlite:///data/features.db"
+    # Where ingestion writes the store; defaults to feature_store_url.
+    feature_store_write_url: str = "sqlite:///data/features.db"
+    feature_table: str = "features"
+    feature_id_column: str = "id"
+    feature_text_column: str = "text"
+    # The application's own database that `mlapi features add` writes (seed 000); unset:
+    # records go straight into the online store.
+    source_db_url: str | None = None
+    source_table: str = "records"
+    # Where batch (Pub/Sub) predictions and poison-message failures are written.
+    predictions_db_url: str = "sqlite:///data/predictions.db"
     # Extra, unparsed environment the settings were built from (for diagnostics only).
     source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -61,6 +74,7 @@ class Settings:
             uri, sha = split_digest(uri)
             sha = sha or (env.get("MODEL_SHA256") or "").strip().lower() or None
             models = (ModelSpec(env.get("MODEL_NAME", "latest").strip() or "latest", "1", uri, sha),)
+        feature_store_url = env.get("FEATURE_STORE_URL") or "sqlite:///data/features.db"
         return cls(
             port=_int(env, "PORT", 8080, minimum=1),
             models=models,
@@ -69,6 +83,14 @@ class Settings:
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
             prediction_cache_size=_int(env, "PREDICTION_CACHE_SIZE", 10_000, minimum=0),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            feature_store_url=feature_store_url,
+            feature_store_write_url=env.get("FEATURE_STORE_WRITE_URL") or feature_store_url,
+            feature_table=_identifier(env, "FEATURE_TABLE", "features"),
+            feature_id_column=_identifier(env, "FEATURE_ID_COLUMN", "id"),
+            feature_text_column=_identifier(env, "FEATURE_TEXT_COLUMN", "text"),
+            source_db_url=env.get("SOURCE_DB_URL") or None,
+            source_table=_identifier(env, "SOURCE_TABLE", "records"),
+            predictions_db_url=env.get("PREDICTIONS_DB_URL") or "sqlite:///data/predictions.db",
             source=env,
         )
 
@@ -117,6 +139,17 @@ def parse_models(value: str) -> tuple[ModelSpec, ...]:
     if not specs:
         raise ConfigurationError("MODELS is set but lists no model")
     return tuple(specs)
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _identifier(env: Mapping[str, str], key: str, default: str) -> str:
+    # Table and column names end up in SQL: accept plain identifiers only.
+    value = (env.get(key) or default).strip()
+    if not _IDENTIFIER.match(value):
+        raise ConfigurationError(f"{key}={value!r} must be a plain SQL identifier (letters, digits, _)")
+    return value
 
 
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:

@@ -56,6 +56,12 @@ class ModelNotReady(MlapiError):
     status_code = 503
 
 
+class StoreUnavailable(MlapiError):
+    """A database (feature store, predictions table) cannot be reached: transient, retry."""
+
+    status_code = 503
+
+
 class ConfigurationError(MlapiError):
     """Settings that cannot work; raised at start-up, never per request."""
 

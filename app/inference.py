@@ -12,9 +12,11 @@ import numpy as np
 from scipy import sparse
 
 from app.cache import MISSING, PredictionCache, cache_key
-from app.errors import InvalidInput
+from app.errors import InvalidInput, RecordNotFound
+from app.features import FeatureStore
 from app.inputs import to_feature_matrix, to_model_input
 from app.model import TEXT, PredictionResult, ServedModel
+from app.records import record_to_instance
 from app.registry import ModelRegistry
 
 
@@ -32,10 +34,22 @@ class Cached:
     from_cache: bool
 
 
+@dataclass
+class RecordPredictions:
+    """Predictions for the records that could be scored; the others with their reasons."""
+
+    model: ServedModel
+    ids: list[str]
+    data: list[Any]
+    result: PredictionResult | None
+    failures: dict[str, str]     # entity id → why it cannot be scored (permanent)
+
+
 class InferenceService:
-    def __init__(self, registry: ModelRegistry, cache: PredictionCache):
+    def __init__(self, registry: ModelRegistry, cache: PredictionCache, store: FeatureStore | None = None):
         self.registry = registry
         self.cache = cache
+        self.store = store
 
     def model(self, ref: ModelRef) -> ServedModel:
         return self.registry.get(ref.name, ref.version)
@@ -52,6 +66,72 @@ class InferenceService:
     def predict_features(self, ref: ModelRef, features: Any, probabilities: bool | None = None):
         model = self.model(ref)
         return model, model.predict_features(to_feature_matrix(model, features), probabilities)
+
+    # ---- by id: the features come from the online store ----------------------------------
+    def predict_id(self, ref: ModelRef, entity_id: str) -> RecordPredictions:
+        """One record: unknown id → 404, a record the model cannot use → 422."""
+        model = self.model(ref)
+        record = self._store().lookup([entity_id]).get(entity_id)
+        if record is None:
+            raise RecordNotFound(f"no record with id {entity_id!r} in the feature store", id=entity_id)
+        instance, data = self._instance(model, entity_id, record)
+        result = model.predict(to_model_input(model, [instance]))
+        return RecordPredictions(model, [entity_id], [data], result, {})
+
+    def predict_ids(self, ref: ModelRef, entity_ids: list[str]) -> RecordPredictions:
+        """Many records in one model call; unknown ids and unusable records are reported per id
+        (batch inference stores them as failures instead of failing the whole message)."""
+        model = self.model(ref)
+        records = self._store().lookup(entity_ids)
+        failures: dict[str, str] = {}
+        ids, instances, data = [], [], []
+        for entity_id in dict.fromkeys(entity_ids):  # a repeated id is scored once
+            record = records.get(entity_id)
+            if record is None:
+                failures[entity_id] = f"no record with id {entity_id!r} in the feature store"
+                continue
+            try:
+                instance, shown = self._instance(model, entity_id, record)
+            except InvalidInput as exc:
+                failures[entity_id] = exc.message
+                continue
+            ids.append(entity_id)
+            instances.append(instance)
+            data.append(shown)
+        if not ids:
+            return RecordPredictions(model, [], [], None, failures)
+        try:
+            result = model.predict(to_model_input(model, instances))
+        except InvalidInput:
+            # One record the model rejects must not fail the others: score them one by one.
+            return self._predict_each(model, ids, instances, data, failures)
+        return RecordPredictions(model, ids, data, result, failures)
+
+    def _predict_each(self, model, ids, instances, data, failures) -> RecordPredictions:
+        kept_ids, kept_data, results = [], [], []
+        for entity_id, instance, shown in zip(ids, instances, data):
+            try:
+                results.append(model.predict(to_model_input(model, [instance])))
+            except InvalidInput as exc:
+                failures[entity_id] = exc.message
+                continue
+            kept_ids.append(entity_id)
+            kept_data.append(shown)
+        if not results:
+            return RecordPredictions(model, [], [], None, failures)
+        merged = PredictionResult([r.predictions[0] for r in results],
+                                  None if results[0].probabilities is None else [r.probabilities[0] for r in results],
+                                  results[0].classes)
+        return RecordPredictions(model, kept_ids, kept_data, merged, failures)
+
+    def _instance(self, model: ServedModel, entity_id: str, record: dict):
+        store = self._store()
+        return record_to_instance(model, entity_id, record, store.text_column, store.feature_columns)
+
+    def _store(self) -> FeatureStore:
+        if self.store is None:
+            raise RecordNotFound("no feature store is configured (FEATURE_STORE_URL)")
+        return self.store
 
     # ---- single-input operations with the prediction cache (seed 002's routes) ----------
     def text_to_features(self, ref: ModelRef, text: str, skip_cache: bool = False):

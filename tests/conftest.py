@@ -91,6 +91,8 @@ def make_app(tmp_path):
 
     def build(**env):
         env.setdefault("MODEL_CACHE_DIR", str(tmp_path / "cache"))
+        env.setdefault("FEATURE_STORE_URL", f"sqlite:///{tmp_path}/features.db")
+        env.setdefault("PREDICTIONS_DB_URL", f"sqlite:///{tmp_path}/predictions.db")
         return create_app(Settings.from_env({k: str(v) for k, v in env.items()}))
     return build
 
@@ -106,7 +108,10 @@ class ServerProcess:
     def __init__(self, env: dict, args=("serve",), cwd: Path = ROOT, ready_path="/healthz"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **{k: str(v) for k, v in env.items()}, "PORT": str(self.port)}
+        scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"mlapi-server-{self.port}"
+        defaults = {"FEATURE_STORE_URL": f"sqlite:///{scratch}/features.db",
+                    "PREDICTIONS_DB_URL": f"sqlite:///{scratch}/predictions.db"}
+        full_env = {**os.environ, **defaults, **{k: str(v) for k, v in env.items()}, "PORT": str(self.port)}
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"mlapi-server-{self.port}.log", "w+")
         self.proc = subprocess.Popen([str(VENV_BIN / "mlapi"), *args], env=full_env, cwd=cwd,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

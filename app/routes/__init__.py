@@ -5,8 +5,8 @@ from flask import Flask
 
 
 def register_routes(app: Flask) -> None:
-    from app.routes import errors, health, native, speedrun
+    from app.routes import byid, errors, health, native, pubsub, speedrun
 
     errors.register(app)
-    for module in (health, native, speedrun):
+    for module in (health, native, speedrun, byid, pubsub):
         app.register_blueprint(module.blueprint)

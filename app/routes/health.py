@@ -1,8 +1,9 @@
 """Liveness, readiness and model metadata."""
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
+from app.errors import StoreUnavailable
 from app.routes.common import inference, json_response
 
 blueprint = Blueprint("health", __name__)
@@ -19,10 +20,19 @@ def readyz():
     registry = inference().registry
     failures = [failure.describe() for failure in registry.failures()]
     models = [f"{m.name}:{m.version}" for m in registry.models()]
-    if failures or not models:
-        reasons = failures or [{"error": "no model is configured"}]
-        return json_response({"status": "unavailable", "ready": models, "failures": reasons}, 503)
-    return json_response({"status": "ok", "ready": models})
+    if not models and not failures:
+        failures.append({"error": "no model is configured"})
+    stores = {}
+    for name, store in (("feature_store", inference().store), ("predictions_db", current_app.extensions["mlapi.predictions"])):
+        try:
+            store.ping()
+            stores[name] = "ok"
+        except StoreUnavailable as exc:
+            stores[name] = exc.message
+            failures.append({"store": name, "error": exc.message})
+    if failures:
+        return json_response({"status": "unavailable", "ready": models, "stores": stores, "failures": failures}, 503)
+    return json_response({"status": "ok", "ready": models, "stores": stores})
 
 
 @blueprint.get("/models")

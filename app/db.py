@@ -1,0 +1,109 @@
+"""SQL plumbing shared by the feature store, the predictions table and ingestion:
+pooled engines, portable upserts / insert-ignores, and which failures are transient.
+
+SQLAlchemy is imported by the modules that need a database, so a server without one
+(no FEATURE_STORE_URL use, no Pub/Sub) never pays for it at request time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, make_url
+
+from app.errors import StoreUnavailable
+
+
+def make_engine(url: str) -> Engine:
+    """A pooled engine whose settings suit a Cloud Run instance (see comments)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # SQLite: one file, many threads and forked workers; wait for a writer rather than fail.
+        return sa.create_engine(url, connect_args={"timeout": 15, "check_same_thread": False},
+                                pool_pre_ping=True)
+    connect_args = {"connect_timeout": 5}
+    return sa.create_engine(
+        url,
+        connect_args=connect_args,
+        # A few connections per worker process: requests are short and a worker serves one
+        # at a time; Cloud SQL limits total connections across all instances.
+        pool_size=2,
+        max_overflow=2,
+        # Fail fast when the pool is exhausted rather than queue requests for long.
+        pool_timeout=5,
+        # Cloud SQL / RDS and NAT gateways drop idle connections; recycle before they do.
+        pool_recycle=1800,
+        # Test a connection before use, so a database restart costs one retry, not an error.
+        pool_pre_ping=True,
+    )
+
+
+def dispose_after_fork(engine: Engine) -> None:
+    """Forked workers must not share the master's sockets (uWSGI/gunicorn preload)."""
+    engine.dispose(close=False)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Database down, connection lost, lock timeout: worth a retry, unlike bad SQL or data."""
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError,
+                            sa_exc.TimeoutError)) or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
+
+
+def unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+    # The driver's message can carry a host or user name; say which store and the error class.
+    return StoreUnavailable(f"{what} is unreachable ({exc.__class__.__name__}); retry later", store=what)
+
+
+def _dialect_insert(table: sa.Table, dialect: str):
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - other databases are not supported
+        raise NotImplementedError(f"upserts are not implemented for {dialect}")
+    return insert(table)
+
+
+def upsert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict], keys: Sequence[str]) -> None:
+    """Insert rows, replacing the non-key columns of rows whose keys already exist."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    stmt = _dialect_insert(table, dialect)
+    updates = [c.name for c in table.columns if c.name not in keys and c.name in rows[0]]
+    if dialect in ("mysql", "mariadb"):
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updates}) if updates else stmt.prefix_with("IGNORE")
+    elif updates:
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in updates})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(stmt, list(rows))
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> int:
+    """Insert rows, silently skipping those that violate a unique constraint (redeliveries).
+    Returns how many rows were new."""
+    if not rows:
+        return 0
+    dialect = conn.dialect.name
+    stmt = _dialect_insert(table, dialect)
+    stmt = stmt.prefix_with("IGNORE") if dialect in ("mysql", "mariadb") else stmt.on_conflict_do_nothing()
+    return conn.execute(stmt, list(rows)).rowcount
+
+
+def chunks(items: Iterable, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,113 @@
+"""The online feature store, read side: records keyed by an entity id in a SQL table.
+
+Serving only reads, by primary key, so read-only credentials are enough (FEATURE_STORE_URL);
+ingestion (app/ingest.py) writes through FEATURE_STORE_WRITE_URL. Ids are strings on the wire.
+"""
+from __future__ import annotations
+
+import decimal
+import logging
+import threading
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from app.db import is_transient, make_engine, unavailable
+
+log = logging.getLogger(__name__)
+
+# Columns that describe a record rather than feed a model.
+BOOKKEEPING_COLUMNS = {"updated_at", "created_at"}
+
+
+class FeatureStore:
+    def __init__(self, url: str, table: str = "features", id_column: str = "id", text_column: str = "text"):
+        self.url = url
+        self.table_name = table
+        self.id_column = id_column
+        self.text_column = text_column
+        self._engine: sa.Engine | None = None
+        self._table: sa.Table | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> sa.Engine:
+        # Created on first use, in the worker: a pool must not be shared across fork().
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = make_engine(self.url)
+        return self._engine
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa_exc.SQLAlchemyError as exc:
+            raise unavailable("the feature store", exc) from exc
+
+    def table(self, conn: sa.Connection) -> sa.Table | None:
+        """The reflected table, or None while it does not exist (an empty store)."""
+        if self._table is None:
+            try:
+                self._table = sa.Table(self.table_name, sa.MetaData(), autoload_with=conn)
+            except sa_exc.NoSuchTableError:
+                return None
+        return self._table
+
+    def lookup(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Records by id (as strings); ids not in the store are simply absent."""
+        try:
+            with self.engine.connect() as conn:
+                table = self.table(conn)
+                if table is None:
+                    return {}
+                id_col = table.c[self.id_column]
+                keys = _keys_for(id_col, ids)
+                if not keys:
+                    return {}
+                rows = conn.execute(sa.select(table).where(id_col.in_(keys))).mappings().all()
+        except sa_exc.SQLAlchemyError as exc:
+            if is_transient(exc):
+                raise unavailable("the feature store", exc) from exc
+            raise
+        return {str(row[self.id_column]): {k: _plain(v) for k, v in row.items()} for row in rows}
+
+    def feature_columns(self) -> list[str]:
+        """Columns that can be features, in table order (for models fitted without names)."""
+        table = self._table
+        if table is None:
+            with self.engine.connect() as conn:
+                table = self.table(conn)
+        if table is None:
+            return []
+        skip = {self.id_column, self.text_column} | BOOKKEEPING_COLUMNS
+        return [c.name for c in table.columns if c.name not in skip]
+
+    def all_ids(self, conn: sa.Connection | None = None):
+        """Every id, in id order, streamed (bulk scoring --from-store)."""
+        with self.engine.connect() as conn:
+            table = self.table(conn)
+            if table is None:
+                return
+            result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
+                sa.select(table.c[self.id_column]).order_by(table.c[self.id_column]))
+            for (value,) in result:
+                yield str(value)
+
+
+def _keys_for(id_col: sa.Column, ids: Sequence[str]) -> list:
+    # A table made outside mlapi may key on an integer: compare as integers, and an id that
+    # is not a number cannot be in it (rather than a type error from the database).
+    try:
+        python_type = id_col.type.python_type
+    except NotImplementedError:
+        python_type = str
+    if python_type is int:
+        return [int(i) for i in ids if str(i).lstrip("-").isdigit()]
+    return [str(i) for i in ids]
+
+
+def _plain(value):
+    return float(value) if isinstance(value, decimal.Decimal) else value

@@ -1,0 +1,136 @@
+"""The predictions table (batch results) and the failures table (poison messages).
+
+Each row is unique on (message_id, entity_id): a redelivered or raced Pub/Sub message inserts
+nothing the second time, so every prediction is stored exactly once. Tables are created on
+first use, by whichever worker gets there first (CREATE ... IF NOT EXISTS semantics).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any, Sequence
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from app.db import insert_ignore, is_transient, make_engine, unavailable
+
+metadata = sa.MetaData()
+
+predictions_table = sa.Table(
+    "predictions", metadata,
+    sa.Column("row_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(128), nullable=False),
+    sa.Column("entity_id", sa.String(255), nullable=False),
+    sa.Column("model_name", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=False),
+    sa.Column("prediction", sa.Text, nullable=False),  # JSON, the predict-by-id shape
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("message_id", "entity_id", name="uq_predictions_message_entity"),
+)
+
+failures_table = sa.Table(
+    "prediction_failures", metadata,
+    sa.Column("row_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(128), nullable=False),
+    # "" when the failure concerns the whole message (undecodable data, unknown model):
+    # NULLs would not be unique, and a redelivery would add a second row.
+    sa.Column("entity_id", sa.String(255), nullable=False, default=""),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("message_id", "entity_id", name="uq_failures_message_entity"),
+)
+
+PAYLOAD_LIMIT = 4096  # enough to diagnose a poison message without storing megabytes
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class PredictionStore:
+    def __init__(self, url: str):
+        self.url = url
+        self._engine: sa.Engine | None = None
+        self._ready = False
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = make_engine(self.url)
+        return self._engine
+
+    def _ensure_schema(self) -> None:
+        if self._ready:
+            return
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+        except (sa_exc.ProgrammingError, sa_exc.IntegrityError):
+            # Another worker created the tables between our check and our CREATE.
+            metadata.create_all(self.engine, checkfirst=True)
+        self._ready = True
+
+    def _write(self, table: sa.Table, rows: Sequence[dict]) -> int:
+        try:
+            self._ensure_schema()
+            with self.engine.begin() as conn:
+                return insert_ignore(conn, table, rows)
+        except sa_exc.SQLAlchemyError as exc:
+            if is_transient(exc):
+                raise unavailable("the predictions database", exc) from exc
+            raise
+
+    def record_predictions(self, message_id: str, model_name: str, model_version: str,
+                           predictions: Sequence[tuple[str, Any]]) -> int:
+        """Store (entity_id, prediction) pairs of one message in one transaction."""
+        created = now()
+        return self._write(predictions_table, [
+            {"message_id": message_id, "entity_id": entity_id, "model_name": model_name,
+             "model_version": model_version, "prediction": orjson.dumps(prediction).decode(), "created_at": created}
+            for entity_id, prediction in predictions])
+
+    def record_failures(self, message_id: str, failures: Sequence[tuple[str, str]], payload: bytes | str | None) -> int:
+        """Store (entity_id or "", reason) pairs for a message that will not succeed on retry."""
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8", "replace")
+        created = now()
+        return self._write(failures_table, [
+            {"message_id": message_id, "entity_id": entity_id, "reason": reason,
+             "payload": payload[:PAYLOAD_LIMIT] if payload else None, "created_at": created}
+            for entity_id, reason in failures])
+
+    def for_entity(self, entity_id: str, limit: int = 100) -> list[dict]:
+        try:
+            self._ensure_schema()
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(predictions_table).where(predictions_table.c.entity_id == entity_id)
+                    .order_by(predictions_table.c.created_at.desc(), predictions_table.c.row_id.desc())
+                    .limit(limit)).mappings().all()
+        except sa_exc.SQLAlchemyError as exc:
+            if is_transient(exc):
+                raise unavailable("the predictions database", exc) from exc
+            raise
+        return [{"id": row["entity_id"], "model": {"name": row["model_name"], "version": row["model_version"]},
+                 "prediction": orjson.loads(row["prediction"]), "message_id": row["message_id"],
+                 "created_at": row["created_at"].isoformat() if row["created_at"] else None} for row in rows]
+
+    def failures(self, message_id: str | None = None) -> list[dict]:
+        self._ensure_schema()
+        query = sa.select(failures_table).order_by(failures_table.c.row_id)
+        if message_id is not None:
+            query = query.where(failures_table.c.message_id == message_id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings().all()]
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa_exc.SQLAlchemyError as exc:
+            raise unavailable("the predictions database", exc) from exc
