@@ -29,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--force", action="store_true", help="retrain even if the files exist")
     demo.set_defaults(handler=cmd_demo)
 
-    from app import cli_data
+    from app import cli_bulk, cli_data
 
     cli_data.register(commands)
+    cli_bulk.register(commands)
 
     args = parser.parse_args(argv)
     return args.handler(args) or 0

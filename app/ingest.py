@@ -92,7 +92,7 @@ def _column_type(values: list) -> sa.types.TypeEngine:
     if present and all(_is_int(v) for v in present):
         return sa.BigInteger()
     if present and all(_is_float(v) for v in present):
-        return sa.Float()
+        return sa.Double()  # 8-byte: MySQL's FLOAT would round features to 7 digits
     return sa.Text()
 
 
@@ -177,6 +177,12 @@ def _coerce(column_type, key: str, value):
 
 
 def _python_type(column_type):
+    # Reflected dialect types (MySQL's DOUBLE, PostgreSQL's DOUBLE_PRECISION) do not all
+    # implement python_type; their generic base classes say what they hold.
+    for generic, python_type in ((sa.Boolean, bool), (sa.Integer, int), (sa.Float, float), (sa.Numeric, float),
+                                 (sa.DateTime, dt.datetime)):
+        if isinstance(column_type, generic):
+            return python_type
     try:
         return column_type.python_type
     except NotImplementedError:

@@ -165,3 +165,49 @@ def as_plain(values):
 
 def to_rows(sample):
     return sample.to_numpy().tolist() if isinstance(sample, pd.DataFrame) else as_plain(sample)
+
+
+# ---- real databases: SQLite always, PostgreSQL and MariaDB on this machine and in CI --------
+SERVER_DATABASES = {
+    "postgresql": ("postgresql+psycopg://postgres@127.0.0.1:5432/{db}", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "mariadb": ("mysql+pymysql://root@127.0.0.1:3306/{db}", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+
+
+def _fresh_database(kind: str):
+    """Create an empty database on the server for one test; yield its URL; drop it after."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    template, admin_url = SERVER_DATABASES[kind]
+    name = f"mlapi_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except Exception as exc:  # driver missing or server down
+        service_missing(f"{kind} is not reachable at {admin_url} ({exc.__class__.__name__}: {exc})")
+    try:
+        yield template.format(db=name)
+    finally:
+        with admin.connect() as conn:
+            if kind == "postgresql":
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def db_url(request, tmp_path):
+    """An empty database of each kind the product supports."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/db.sqlite"
+    else:
+        yield from _fresh_database(request.param)
+
+
+@pytest.fixture
+def postgres_url():
+    yield from _fresh_database("postgresql")
