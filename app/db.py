@@ -6,6 +6,7 @@ SQLAlchemy is imported by the modules that need a database, so a server without 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -14,6 +15,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
 from app.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str) -> Engine:
@@ -55,7 +58,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def unavailable(what: str, exc: BaseException) -> StoreUnavailable:
-    # The driver's message can carry a host or user name; say which store and the error class.
+    # The driver's message can carry a host or user name: it goes to our log, and the client
+    # learns only which store and the error class.
+    log.warning("%s is unavailable: %s", what, str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
     return StoreUnavailable(f"{what} is unreachable ({exc.__class__.__name__}); retry later", store=what)
 
 
@@ -90,12 +95,19 @@ def upsert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict], keys: Seq
 def insert_ignore(conn: sa.Connection, table: sa.Table, rows: Sequence[dict]) -> int:
     """Insert rows, silently skipping those that violate a unique constraint (redeliveries).
     Returns how many rows were new."""
-    if not rows:
-        return 0
     dialect = conn.dialect.name
-    stmt = _dialect_insert(table, dialect)
-    stmt = stmt.prefix_with("IGNORE") if dialect in ("mysql", "mariadb") else stmt.on_conflict_do_nothing()
-    return conn.execute(stmt, list(rows)).rowcount
+    inserted = 0
+    # One multi-row VALUES statement per chunk (within SQLite's bound-parameter limit).
+    # Counting: MySQL's INSERT IGNORE reports inserted rows; psycopg reports -1 for
+    # ON CONFLICT inserts, so there (and in SQLite) RETURNING counts what was new.
+    key = next(iter(table.primary_key.columns))
+    for batch in chunks(rows, 500):
+        stmt = _dialect_insert(table, dialect).values(batch)
+        if dialect in ("mysql", "mariadb"):
+            inserted += conn.execute(stmt.prefix_with("IGNORE")).rowcount
+        else:
+            inserted += len(conn.execute(stmt.on_conflict_do_nothing().returning(key)).all())
+    return inserted
 
 
 def chunks(items: Iterable, size: int):

@@ -70,8 +70,9 @@ class PredictionStore:
             return
         try:
             metadata.create_all(self.engine, checkfirst=True)
-        except (sa_exc.ProgrammingError, sa_exc.IntegrityError):
-            # Another worker created the tables between our check and our CREATE.
+        except sa_exc.SQLAlchemyError:
+            # Another worker created the tables between our check and our CREATE (reported
+            # as ProgrammingError, IntegrityError or, by SQLite, OperationalError): check again.
             metadata.create_all(self.engine, checkfirst=True)
         self._ready = True
 
