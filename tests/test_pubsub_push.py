@@ -1,6 +1,8 @@
 """Batch inference over Pub/Sub push: envelopes in, predictions stored exactly once."""
 import base64
 import json
+import os
+import subprocess
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +14,7 @@ import sqlalchemy as sa
 
 from app.db import make_engine
 from app.ingest import import_rows
-from conftest import models_env
+from conftest import VENV_BIN, models_env
 from tcpproxy import TcpProxy
 
 
@@ -149,3 +151,14 @@ def test_database_outage_gives_503_then_every_message_is_stored_once(postgres_ur
         proxy.close()
     stored = rows_in(postgres_url)
     assert sorted(stored) == sorted((f"out-{i}", str(1 + i % 4)) for i in range(30))
+
+
+def test_publish_without_a_topic_posts_the_envelope_to_the_server(trained, start_server, tmp_path):
+    db = f"sqlite:///{tmp_path}/local.db"
+    stock(db)
+    server = start_server({"MODELS": models_env(trained, "text"), "FEATURE_STORE_URL": db, "PREDICTIONS_DB_URL": db})
+    env = {k: v for k, v in os.environ.items() if k != "PUBSUB_TOPIC"}
+    result = subprocess.run([str(VENV_BIN / "mlapi"), "publish", '{"id": "4"}'], capture_output=True, text=True,
+                            env={**env, "ML_API_URL": server.url}, timeout=60)
+    assert result.returncode == 0 and '"stored":1' in result.stdout
+    assert requests.get(f"{server.url}/predictions/4").json()["predictions"][0]["prediction"]["sequence"] == TEXTS["4"]
