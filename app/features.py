@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from app.db import is_transient, make_engine, unavailable
+from app.db import is_transient, make_engine, retry_stale, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class FeatureStore:
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
-                    self._engine = make_engine(self.url)
+                    self._engine = make_engine(self.url, read_only=True)
         return self._engine
 
     def ping(self) -> None:
@@ -58,16 +58,17 @@ class FeatureStore:
 
     def lookup(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Records by id (as strings); ids not in the store are simply absent."""
-        try:
+        def fetch():
             with self.engine.connect() as conn:
                 table = self.table(conn)
                 if table is None:
-                    return {}
+                    return []
                 id_col = table.c[self.id_column]
                 keys = _keys_for(id_col, ids)
-                if not keys:
-                    return {}
-                rows = conn.execute(sa.select(table).where(id_col.in_(keys))).mappings().all()
+                return conn.execute(sa.select(table).where(id_col.in_(keys))).mappings().all() if keys else []
+
+        try:
+            rows = retry_stale(fetch)
         except sa_exc.SQLAlchemyError as exc:
             if is_transient(exc):
                 raise unavailable("the feature store", exc) from exc

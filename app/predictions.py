@@ -14,7 +14,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from app.db import insert_ignore, is_transient, make_engine, unavailable
+from app.db import insert_ignore, is_transient, make_engine, retry_stale, unavailable
 
 metadata = sa.MetaData()
 
@@ -79,8 +79,11 @@ class PredictionStore:
     def _write(self, table: sa.Table, rows: Sequence[dict]) -> int:
         try:
             self._ensure_schema()
-            with self.engine.begin() as conn:
-                return insert_ignore(conn, table, rows)
+
+            def write():
+                with self.engine.begin() as conn:
+                    return insert_ignore(conn, table, rows)
+            return retry_stale(write)
         except sa_exc.SQLAlchemyError as exc:
             if is_transient(exc):
                 raise unavailable("the predictions database", exc) from exc
