@@ -211,3 +211,7 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def postgres_url():
     yield from _fresh_database("postgresql")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: tens of seconds (clean install, real server); runs in make test")

@@ -1,0 +1,321 @@
+# mlapi: serve scikit-learn models with Flask + uWSGI, locally, in Docker and on Cloud Run.
+#
+# `make` (or `make help`) lists every target. A setting comes from, strongest first:
+# the command line (`make deploy CLOUD_RUN_MAX_INSTANCES=5`), .env (copy example.env),
+# the environment, then the defaults below. Write .env as plain KEY=value lines: no quotes,
+# comments on lines of their own, and `\#` for a literal `#` (make reads the rest of a line
+# after `#` as a comment).
+
+# ---- settings ------------------------------------------------------------------------------
+MAKEFILE := $(abspath $(lastword $(MAKEFILE_LIST)))
+ENV_FILE ?= .env
+-include $(ENV_FILE)
+# Hand the variables .env sets to the commands below: `make run` serves with its MODELS, PORT, ...
+ENV_FILE_VARIABLES := $(shell sed -n -E 's/^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*[:?+]?=.*/\2/p' $(ENV_FILE) 2>/dev/null)
+ifneq ($(strip $(ENV_FILE_VARIABLES)),)
+export $(ENV_FILE_VARIABLES)
+endif
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Local development
+VENV ?= .venv
+ifndef PYTHON
+PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+endif
+PORT ?= 8080
+PYTEST_ARGS ?=
+
+# Google Cloud: project, region and the two service accounts (deployer, and the service's runtime identity)
+GCP_PROJECT_ID ?=
+GCP_REGION ?= europe-west1
+GCP_SERVICE_ACCOUNT_NAME ?= machine-learning-api
+GCP_KEY_FILE ?= secrets/gcp-key.json
+GCLOUD_CONFIGURATION ?= $(GCP_SERVICE_ACCOUNT_NAME)
+DEPLOYER_EMAIL = $(GCP_SERVICE_ACCOUNT_NAME)@$(GCP_PROJECT_ID).iam.gserviceaccount.com
+RUNTIME_SERVICE_ACCOUNT_NAME = $(GCP_SERVICE_ACCOUNT_NAME)-runtime
+RUNTIME_EMAIL = $(RUNTIME_SERVICE_ACCOUNT_NAME)@$(GCP_PROJECT_ID).iam.gserviceaccount.com
+
+# Image (built locally, pushed to Artifact Registry) and Cloud Run service, both named DOCKER_PROJECT
+DOCKER_PROJECT ?= mlapi
+ARTIFACT_REPOSITORY ?= mlapi
+ifndef GIT_SHA
+GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null)
+endif
+# Empty (as in example.env) means the current commit.
+IMAGE_TAG := $(or $(IMAGE_TAG),$(GIT_SHA))
+LOCAL_IMAGE = $(DOCKER_PROJECT):$(IMAGE_TAG)
+REGISTRY = $(GCP_REGION)-docker.pkg.dev
+IMAGE = $(REGISTRY)/$(GCP_PROJECT_ID)/$(ARTIFACT_REPOSITORY)/$(DOCKER_PROJECT):$(IMAGE_TAG)
+OS_PORT ?= 8080
+
+# Models on Cloud Storage (upload-model, deploy-model)
+MODEL_BUCKET ?=
+MODEL ?=
+
+# Cloud Run
+CLOUD_RUN_MEMORY ?= 1Gi
+CLOUD_RUN_CPU ?= 1
+CLOUD_RUN_CONCURRENCY ?= 8
+CLOUD_RUN_MIN_INSTANCES ?= 0
+CLOUD_RUN_MAX_INSTANCES ?= 3
+CLOUD_RUN_INGRESS ?= all
+CLOUD_RUN_ALLOW_UNAUTHENTICATED ?= false
+CANARY_PERCENT ?= 10
+REVISION ?=
+
+# Server settings that travel with the container (run-container, deploy). Not PORT (the
+# container listens on 8080; Cloud Run sets PORT itself), not MODEL_CACHE_DIR (a local path),
+# not GOOGLE_APPLICATION_CREDENTIALS (Cloud Run runs as the runtime service account).
+SERVER_SETTINGS = MODELS MODEL_URI MODEL_NAME MODEL_SHA256 STRICT_SKLEARN_VERSION \
+                  MAX_REQUEST_BYTES PREDICTION_CACHE_SIZE LOG_LEVEL
+SERVER_ENV = $(strip $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),$(v)=$($(v)))))
+empty :=
+space := $(empty) $(empty)
+# gcloud splits --set-env-vars on commas, and MODELS holds commas: `^|^` makes `|` the separator.
+# With no server setting in .env the service's environment is cleared: .env is the whole truth.
+ENV_VARS_FLAG = $(if $(SERVER_ENV),--set-env-vars='^|^$(subst $(space),|,$(SERVER_ENV))',--clear-env-vars)
+# Private unless asked otherwise: callers need roles/run.invoker and an identity token.
+AUTH_FLAG = $(if $(filter true,$(CLOUD_RUN_ALLOW_UNAUTHENTICATED)),--allow-unauthenticated,--no-allow-unauthenticated)
+SERVICE_FLAGS = --region=$(GCP_REGION) --project=$(GCP_PROJECT_ID)
+DEPLOY_FLAGS = --image=$(IMAGE) $(SERVICE_FLAGS) --service-account=$(RUNTIME_EMAIL) \
+               --memory=$(CLOUD_RUN_MEMORY) --cpu=$(CLOUD_RUN_CPU) --concurrency=$(CLOUD_RUN_CONCURRENCY) \
+               --min-instances=$(CLOUD_RUN_MIN_INSTANCES) --max-instances=$(CLOUD_RUN_MAX_INSTANCES) \
+               --ingress=$(CLOUD_RUN_INGRESS) --port=8080 $(AUTH_FLAG) $(ENV_VARS_FLAG)
+
+# $(call require,VAR ...) as a recipe's first line: stop before running anything when a variable is empty.
+require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: add $(v)=... to .env (see example.env) or run `make $@ $(v)=...`)))
+
+.PHONY: help venv install install-dev demo run test node-deps \
+        build-image run-container \
+        check-gcp-login enable-apis create-service-account create-repository create-bucket add-roles \
+        create-key create-config \
+        conf-docker-for-gcp image-to-gcp deploy list-cloud-run describe-service list-revisions \
+        upload-model deploy-model deploy-canary promote rollback \
+        delete-deployment delete-latest-gcp-image
+
+##@ Help
+help: ## list the targets (the default goal)
+	@awk 'BEGIN {FS = ":.*## "} \
+	     /^##@ / {printf "\n%s\n", substr($$0, 5)} \
+	     /^[a-z][a-z0-9-]*:.*## / {printf "  %-26s %s\n", $$1, $$2}' $(MAKEFILE)
+	@echo
+	@echo "Settings now (from the command line, $(ENV_FILE), the environment or defaults; see example.env):"
+	@echo "  GCP_PROJECT_ID=$(GCP_PROJECT_ID) GCP_REGION=$(GCP_REGION) GCP_SERVICE_ACCOUNT_NAME=$(GCP_SERVICE_ACCOUNT_NAME)"
+	@echo "  IMAGE=$(if $(GCP_PROJECT_ID),$(IMAGE),$(LOCAL_IMAGE) (the registry path needs GCP_PROJECT_ID))"
+
+##@ Local development
+venv: $(VENV)/bin/python ## create the virtualenv (VENV, default .venv) with python3.11, else python3
+
+$(VENV)/bin/python:
+	$(call require,PYTHON)
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps: reinstall only when the dependency declarations change.
+$(VENV)/.installed-gcs: $(VENV)/bin/python setup.py constraints.txt
+	$(VENV)/bin/python -m pip install -c constraints.txt -e '.[gcs]'
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/bin/python setup.py constraints.txt
+	$(VENV)/bin/python -m pip install -c constraints.txt -e '.[dev]'
+	@touch $@ $(VENV)/.installed-gcs
+
+install: $(VENV)/.installed-gcs ## install the server into the virtualenv, with Cloud Storage support
+
+install-dev: $(VENV)/.installed-dev ## install the server and every test tool into the virtualenv
+
+demo: $(VENV)/.installed-gcs ## train the demo models into models/ (skips those already there)
+	$(VENV)/bin/mlapi demo --out models
+
+# Serve both demo models unless .env (or the environment) says what to serve.
+run: export MODELS ?= $(if $(MODEL_URI),,iris=models/iris.joblib,tickets=models/tickets.joblib)
+run: demo ## serve with uWSGI on :8080 (PORT), as in production; MODELS defaults to the demo models
+	$(VENV)/bin/mlapi serve --server uwsgi --port $(PORT)
+
+# The tests see the environment make was called with, not .env: a MODELS or PORT meant for
+# `make run` must not leak into the servers the tests start.
+test: $(VENV)/.installed-dev node-deps ## run the test suite (PYTEST_ARGS=... passes options to pytest)
+	@echo "$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)"
+	@env $(addprefix -u ,$(ENV_FILE_VARIABLES)) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+node-deps: ## install newman (Postman collection runner) with npm ci, when package.json and npm exist
+	@if [ ! -f package.json ]; then exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm not found: skipping newman; the Postman collection test skips (fails under CI=true)"; exit 0; fi; \
+	if [ node_modules/.package-lock.json -nt package-lock.json ]; then exit 0; fi; \
+	echo "npm ci"; npm ci --no-audit --no-fund
+
+##@ Docker
+build-image: ## build the image DOCKER_PROJECT:<git sha>, with models/ copied in
+	$(call require,DOCKER_PROJECT IMAGE_TAG)
+	@mkdir -p models
+	@if ! ls models/*.joblib >/dev/null 2>&1; then \
+	  echo "warning: models/ holds no .joblib: the image needs MODEL_URI/MODELS pointing at gs:// (make upload-model), or run make demo"; fi
+	@if [ -n "$$(git status --porcelain 2>/dev/null)" ]; then \
+	  echo "warning: uncommitted changes: the image tagged $(IMAGE_TAG) holds code that commit does not"; fi
+	docker build --platform=linux/amd64 --tag=$(LOCAL_IMAGE) .
+
+# A key given in GOOGLE_APPLICATION_CREDENTIALS (to read gs:// models) is mounted read-only at
+# run time, never copied into the image; the container then runs as your uid to read it.
+run-container: ## run the image on http://localhost:OS_PORT with the server settings from .env
+	$(call require,DOCKER_PROJECT IMAGE_TAG OS_PORT)
+	docker run --rm --publish=$(OS_PORT):8080 --env=PORT=8080 \
+	  $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),--env='$(v)=$(strip $($(v)))')) \
+	  $(if $(GOOGLE_APPLICATION_CREDENTIALS),--user="$$(id -u):$$(id -g)" \
+	    --volume='$(abspath $(GOOGLE_APPLICATION_CREDENTIALS)):/run/secrets/gcp-key.json:ro' \
+	    --env=GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp-key.json) \
+	  $(LOCAL_IMAGE)
+
+##@ Google Cloud set-up (as your own account, before create-config switches to the deployer)
+check-gcp-login: ## show the account and project gcloud uses now
+	@account="$$(gcloud config get-value account 2>/dev/null)"; \
+	project="$$(gcloud config get-value project 2>/dev/null)"; \
+	if [ -z "$$account" ]; then \
+	  echo "error: gcloud has no active account: run 'gcloud auth login' (or make create-config)" >&2; exit 1; fi; \
+	echo "gcloud account: $$account"; \
+	echo "gcloud project: $${project:-(none)}"; \
+	if [ -n "$(GCP_PROJECT_ID)" ]; then \
+	  if [ "$$project" != "$(GCP_PROJECT_ID)" ]; then \
+	    echo "note: GCP_PROJECT_ID is $(GCP_PROJECT_ID) (every target passes --project=$(GCP_PROJECT_ID))"; fi; \
+	  if [ "$$account" = "$(DEPLOYER_EMAIL)" ]; then echo "this is the deployer service account"; \
+	  else echo "this is not the deployer ($(DEPLOYER_EMAIL)): right for the set-up steps; make create-config switches"; fi; \
+	fi
+
+enable-apis: ## enable the Cloud Run, Artifact Registry, IAM and Cloud Storage APIs
+	$(call require,GCP_PROJECT_ID)
+	gcloud services enable run.googleapis.com artifactregistry.googleapis.com iam.googleapis.com \
+	  storage.googleapis.com --project=$(GCP_PROJECT_ID)
+
+create-service-account: ## create the deployer account and the service's runtime account (<name>-runtime)
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME)
+	@name='$(RUNTIME_SERVICE_ACCOUNT_NAME)'; if [ $${#name} -gt 30 ]; then \
+	  echo "error: GCP_SERVICE_ACCOUNT_NAME is too long: $$name must be at most 30 characters" >&2; exit 1; fi
+	gcloud iam service-accounts create $(GCP_SERVICE_ACCOUNT_NAME) --project=$(GCP_PROJECT_ID) \
+	  --display-name='$(DOCKER_PROJECT) deployer' \
+	  --description='Pushes images of $(DOCKER_PROJECT) and deploys them to Cloud Run (make deploy)'
+	gcloud iam service-accounts create $(RUNTIME_SERVICE_ACCOUNT_NAME) --project=$(GCP_PROJECT_ID) \
+	  --display-name='$(DOCKER_PROJECT) runtime' \
+	  --description='Identity of the $(DOCKER_PROJECT) Cloud Run service: reads models from the model bucket'
+
+create-repository: ## create the Artifact Registry Docker repository ARTIFACT_REPOSITORY in GCP_REGION
+	$(call require,GCP_PROJECT_ID ARTIFACT_REPOSITORY)
+	gcloud artifacts repositories create $(ARTIFACT_REPOSITORY) --repository-format=docker \
+	  --location=$(GCP_REGION) --project=$(GCP_PROJECT_ID) --description='Images of $(DOCKER_PROJECT)'
+
+create-bucket: ## create the private model bucket gs://MODEL_BUCKET
+	$(call require,GCP_PROJECT_ID MODEL_BUCKET)
+	gcloud storage buckets create gs://$(MODEL_BUCKET) --project=$(GCP_PROJECT_ID) --location=$(GCP_REGION) \
+	  --uniform-bucket-level-access --public-access-prevention
+
+# Least privilege. The deployer may deploy Cloud Run services (not change who may call them),
+# push to this one repository (not delete images), act as the runtime account only, and add
+# models to the bucket. The runtime account may only read models.
+add-roles: ## grant the two service accounts their (few) roles
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY)
+	gcloud projects add-iam-policy-binding $(GCP_PROJECT_ID) --member=serviceAccount:$(DEPLOYER_EMAIL) \
+	  --role=roles/run.developer --condition=None --format=none
+	gcloud artifacts repositories add-iam-policy-binding $(ARTIFACT_REPOSITORY) --location=$(GCP_REGION) \
+	  --project=$(GCP_PROJECT_ID) --member=serviceAccount:$(DEPLOYER_EMAIL) \
+	  --role=roles/artifactregistry.writer --format=none
+	gcloud iam service-accounts add-iam-policy-binding $(RUNTIME_EMAIL) --project=$(GCP_PROJECT_ID) \
+	  --member=serviceAccount:$(DEPLOYER_EMAIL) --role=roles/iam.serviceAccountUser --format=none
+ifeq ($(strip $(MODEL_BUCKET)),)
+	@echo "MODEL_BUCKET is not set: no bucket roles granted (the image must hold its models)"
+else
+	gcloud storage buckets add-iam-policy-binding gs://$(MODEL_BUCKET) \
+	  --member=serviceAccount:$(RUNTIME_EMAIL) --role=roles/storage.objectViewer --format=none
+	gcloud storage buckets add-iam-policy-binding gs://$(MODEL_BUCKET) \
+	  --member=serviceAccount:$(DEPLOYER_EMAIL) --role=roles/storage.objectCreator --format=none
+	gcloud storage buckets add-iam-policy-binding gs://$(MODEL_BUCKET) \
+	  --member=serviceAccount:$(DEPLOYER_EMAIL) --role=roles/storage.objectViewer --format=none
+endif
+
+create-key: ## create a key for the deployer in secrets/ (git- and docker-ignored)
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME GCP_KEY_FILE)
+	@if [ -e '$(GCP_KEY_FILE)' ]; then echo "error: $(GCP_KEY_FILE) exists; keep it, or delete it (and its key in IAM) first" >&2; exit 1; fi
+	@mkdir -p '$(dir $(GCP_KEY_FILE))'
+	umask 077 && gcloud iam service-accounts keys create '$(GCP_KEY_FILE)' --iam-account=$(DEPLOYER_EMAIL) \
+	  --project=$(GCP_PROJECT_ID)
+
+create-config: ## create and activate a gcloud configuration that acts as the deployer, with the key
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME GCP_KEY_FILE GCLOUD_CONFIGURATION)
+	@if [ ! -f '$(GCP_KEY_FILE)' ]; then echo "error: no key at $(GCP_KEY_FILE): run make create-key first" >&2; exit 1; fi
+	gcloud config configurations create $(GCLOUD_CONFIGURATION) || gcloud config configurations activate $(GCLOUD_CONFIGURATION)
+	gcloud auth activate-service-account $(DEPLOYER_EMAIL) --key-file='$(GCP_KEY_FILE)'
+	gcloud config set project $(GCP_PROJECT_ID)
+	gcloud config set run/region $(GCP_REGION)
+
+##@ Deploy to Cloud Run (as the deployer)
+conf-docker-for-gcp: ## let docker push to GCP_REGION-docker.pkg.dev with the gcloud credentials
+	$(call require,GCP_REGION)
+	gcloud auth configure-docker $(REGISTRY)
+
+image-to-gcp: ## tag the local image for Artifact Registry and push it
+	$(call require,GCP_PROJECT_ID ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG)
+	docker tag $(LOCAL_IMAGE) $(IMAGE)
+	docker push $(IMAGE)
+
+deploy: ## deploy the pushed image to Cloud Run; private unless CLOUD_RUN_ALLOW_UNAUTHENTICATED=true
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG)
+	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS)
+
+list-cloud-run: ## list the Cloud Run services in GCP_REGION
+	$(call require,GCP_PROJECT_ID)
+	gcloud run services list $(SERVICE_FLAGS)
+
+describe-service: ## show the service: URL, revision, traffic, settings
+	$(call require,GCP_PROJECT_ID DOCKER_PROJECT)
+	gcloud run services describe $(DOCKER_PROJECT) $(SERVICE_FLAGS)
+
+list-revisions: ## list the service's revisions (names for rollback)
+	$(call require,GCP_PROJECT_ID DOCKER_PROJECT)
+	gcloud run revisions list --service=$(DOCKER_PROJECT) $(SERVICE_FLAGS)
+
+# Content-addressed: the object is named after the file's sha256, so an upload never replaces
+# a model a revision still serves, and the server verifies the bytes it downloads.
+# A canned recipe; its first lines set MODEL_DIGEST and MODEL_OBJECT for the lines after it.
+define upload_model
+$(eval MODEL_DIGEST := $(if $(wildcard $(MODEL)),$(firstword $(shell sha256sum '$(MODEL)'))))
+$(eval MODEL_OBJECT := gs://$(MODEL_BUCKET)/models/$(MODEL_DIGEST).joblib)
+@if [ ! -f '$(MODEL)' ]; then echo "error: MODEL=$(MODEL) is not a file" >&2; exit 1; fi
+gcloud storage cp --no-clobber '$(MODEL)' $(MODEL_OBJECT)
+@echo "MODEL_URI=$(MODEL_OBJECT)"
+@echo "MODEL_SHA256=$(MODEL_DIGEST)"
+endef
+
+upload-model: ## copy MODEL=path to gs://MODEL_BUCKET/models/<sha256>.joblib and print the URI
+	$(call require,MODEL MODEL_BUCKET)
+	$(upload_model)
+
+# MODELS is removed from the service because it wins over MODEL_URI.
+deploy-model: ## upload MODEL=path and roll a new revision serving it (no image rebuild)
+	$(call require,MODEL MODEL_BUCKET GCP_PROJECT_ID DOCKER_PROJECT)
+	$(upload_model)
+	gcloud run services update $(DOCKER_PROJECT) $(SERVICE_FLAGS) \
+	  --update-env-vars='MODEL_URI=$(MODEL_OBJECT)#sha256=$(MODEL_DIGEST)' --remove-env-vars=MODELS
+	@echo "$(DOCKER_PROJECT) now serves $(MODEL_OBJECT); to keep it across make deploy, put the two lines above in .env"
+
+deploy-canary: ## deploy the pushed image as revision tag canary and send it CANARY_PERCENT% of requests
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG CANARY_PERCENT)
+	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS) --no-traffic --tag=canary
+	gcloud run services update-traffic $(DOCKER_PROJECT) $(SERVICE_FLAGS) --to-tags=canary=$(CANARY_PERCENT)
+
+promote: ## send all requests to the newest revision (after a good canary)
+	$(call require,GCP_PROJECT_ID DOCKER_PROJECT)
+	gcloud run services update-traffic $(DOCKER_PROJECT) $(SERVICE_FLAGS) --to-latest
+
+rollback: ## send all requests to REVISION=<name> (see make list-revisions)
+	@if [ -z '$(REVISION)' ]; then echo "error: REVISION is not set: pick one from make list-revisions, then make rollback REVISION=<name>" >&2; exit 1; fi
+	$(call require,GCP_PROJECT_ID DOCKER_PROJECT)
+	gcloud run services update-traffic $(DOCKER_PROJECT) $(SERVICE_FLAGS) --to-revisions=$(REVISION)=100
+
+##@ Clean up
+delete-deployment: ## delete the Cloud Run service (asks first)
+	$(call require,GCP_PROJECT_ID DOCKER_PROJECT)
+	gcloud run services delete $(DOCKER_PROJECT) $(SERVICE_FLAGS)
+
+delete-latest-gcp-image: ## delete this commit's image from Artifact Registry (asks first; needs repoAdmin, see README)
+	$(call require,GCP_PROJECT_ID ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG)
+	gcloud artifacts docker images delete $(IMAGE) --delete-tags
