@@ -109,6 +109,8 @@ def test_a_model_that_fails_to_load_does_not_crash_loop(start_server, tmp_path):
 
 def test_sigterm_stops_the_server(start_server, server_env):
     server_proc = start_server(server_env)
+    for _ in range(20):  # a few requests, so both workers are past their start-up
+        assert requests.get(f"{server_proc.url}/healthz").status_code == 200
     started = time.time()
     assert server_proc.stop() is not None
     assert time.time() - started < 10
