@@ -38,6 +38,7 @@ setup(
         "pandas>=2.0",
         "orjson>=3.9",  # JSON at several times the stdlib's speed on number-heavy bodies
     "SQLAlchemy>=2.0",  # the feature store and predictions table (SQLite by default)
+    "tqdm>=4.60",  # progress bars for imports and bulk scoring
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mlapi=app.cli:main"]},
