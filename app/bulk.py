@@ -1,10 +1,10 @@
 """Bulk scoring: a file, or every record of the feature store, → predictions, chunk by chunk.
 
 Memory is bounded by the chunk size, never by the input: a file is read as a stream of Arrow
-batches, cut into chunks of exactly `chunk_size` rows, and each chunk is scored and written
-before more than a few others are read. Reading, scoring and writing run on three threads
-joined by short queues, so pyarrow's parsing and writing (which release the GIL) overlap the
-model on another core.
+batches and cut into chunks of exactly `chunk_size` rows; a chunk is scored and written while
+only a few others are in flight. One thread reads and parses (pyarrow releases the GIL), a
+pool of `workers` threads scores (scikit-learn's trees and BLAS release it too), and the
+caller's thread writes, in input order.
 
 Chunk k is rows [k * chunk_size, (k + 1) * chunk_size) of the input (of the store's ids, in id
 order, for --from-store). Shard i of n scores chunk k when k % n == i: n tasks running the same
@@ -13,12 +13,16 @@ what makes its predictions-table message id `batch:<run>:<shard>:<chunk>` idempo
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import queue
 import re
+import sys
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -29,7 +33,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-from sklearn.ensemble import RandomForestClassifier
 
 from app.errors import InvalidInput
 from app.model import TEXT, PredictionResult, ServedModel
@@ -231,7 +234,18 @@ class Scored:
     failures: dict[str, str] = field(default_factory=dict)  # store ids that could not be scored
 
 
-def score_chunk(model: ServedModel, layout: Layout, index: int, table: pa.Table, first_row: int) -> Scored:
+@dataclass
+class Chunk:
+    """A chunk ready for the model: built on the reader's thread, to keep the scorers' short."""
+
+    index: int
+    rows: str                       # "rows 20001-30000", for error messages
+    ids: pa.ChunkedArray
+    model_input: Any
+    columns: tuple[str, ...]
+
+
+def to_chunk(model: ServedModel, layout: Layout, index: int, table: pa.Table, first_row: int) -> Chunk:
     ids = table.column(layout.id_column)
     rows = f"rows {first_row + 1}-{first_row + table.num_rows}"
     if ids.null_count:
@@ -240,17 +254,28 @@ def score_chunk(model: ServedModel, layout: Layout, index: int, table: pa.Table,
         texts = table.column(layout.columns[0])
         if texts.null_count:
             raise InvalidInput(f"{rows}: {texts.null_count} row(s) have no text in {layout.columns[0]!r}")
-        model_input = texts.to_pylist()
-    else:
-        matrix = np.column_stack([table.column(name).to_numpy() for name in layout.columns])
-        model_input = matrix if model.feature_names is None else pd.DataFrame(matrix, columns=list(layout.columns), copy=False)
+        return Chunk(index, rows, ids, texts.to_pylist(), layout.columns)
+    # float64 columns → one row-major matrix: a copy per column, no per-row Python.
+    matrix = np.column_stack([table.column(name).to_numpy() for name in layout.columns])
+    if model.feature_names is not None:
+        matrix = pd.DataFrame(matrix, columns=list(layout.columns), copy=False)
+    return Chunk(index, rows, ids, matrix, layout.columns)
+
+
+def score_chunk(model: ServedModel, chunk: Chunk) -> Scored:
     try:
-        labels, proba = predict_arrays(model, model_input)
+        labels, proba = predict_arrays(model, chunk.model_input)
     except InvalidInput as exc:
-        empty = [] if layout.text else [n for n, bad in zip(layout.columns, np.isnan(matrix).any(axis=0)) if bad]
-        hint = f" (columns with empty or non-numeric values: {empty})" if empty else ""
-        raise InvalidInput(f"{rows}: {exc.message}{hint}") from exc
-    return Scored(index, ids, labels, proba, model_input if layout.text else None)
+        raise InvalidInput(f"{chunk.rows}: {exc.message}{_empty_hint(chunk)}") from exc
+    texts = chunk.model_input if isinstance(chunk.model_input, list) else None
+    return Scored(chunk.index, chunk.ids, labels, proba, texts)
+
+
+def _empty_hint(chunk: Chunk) -> str:
+    if isinstance(chunk.model_input, list):
+        return ""
+    empty = [name for name, bad in zip(chunk.columns, np.isnan(np.asarray(chunk.model_input)).any(axis=0)) if bad]
+    return f" (columns with empty or non-numeric values: {empty})" if empty else ""
 
 
 def predict_arrays(model: ServedModel, model_input) -> tuple[np.ndarray, np.ndarray | None]:
@@ -269,11 +294,13 @@ def predict_arrays(model: ServedModel, model_input) -> tuple[np.ndarray, np.ndar
 
 
 def _predict_is_argmax(predictor) -> bool:
-    # RandomForest's and ExtraTrees' methods are inherited from one ForestClassifier.
-    kind = type(predictor)
-    return (getattr(kind, "predict", None) is RandomForestClassifier.predict
-            and getattr(kind, "predict_proba", None) is RandomForestClassifier.predict_proba
-            and getattr(predictor, "n_outputs_", 1) == 1)
+    ensemble = sys.modules.get("sklearn.ensemble")  # not imported: the model is no forest
+    if ensemble is None:
+        return False
+    # RandomForest's and ExtraTrees' methods are the ones they inherit from ForestClassifier.
+    forest, kind = ensemble.RandomForestClassifier, type(predictor)
+    return (getattr(kind, "predict", None) is forest.predict and getattr(kind, "predict_proba", None) is
+            forest.predict_proba and getattr(predictor, "n_outputs_", 1) == 1)
 
 
 def _fits(method, X):
@@ -393,27 +420,54 @@ class PredictionsSink(_Sink):
 
 # ---- the pipeline -------------------------------------------------------------------------------
 def score_file(model: ServedModel, path: Path, sink, chunk_size: int, shard: Shard, id_column: str,
-               text_column: str, progress: Callable[[int], Any] = lambda rows: None) -> None:
+               text_column: str, workers: int = 1, progress: Callable[[int], Any] = lambda rows: None) -> None:
     fmt = file_format(path)
     layout = layout_for(model, read_header(path, fmt), id_column, text_column)
-    owned = ((k, table) for k, table in enumerate(read_chunks(path, fmt, layout, chunk_size)) if shard.owns(k))
-    scored = (score_chunk(model, layout, k, table, k * chunk_size) for k, table in prefetch(owned))
-    with contextlib.closing(prefetch(scored)) as chunks:  # closing stops the threads on an error
-        for chunk in chunks:
-            sink.write(chunk)
-            progress(len(chunk.labels))
+    chunks = (to_chunk(model, layout, k, table, k * chunk_size)
+              for k, table in enumerate(read_chunks(path, fmt, layout, chunk_size)) if shard.owns(k))
+    _drain(ordered_map(partial(score_chunk, model), prefetch(chunks), workers), sink, workers, progress)
 
 
-def score_store(inference, ref, store, sink, chunk_size: int, shard: Shard,
+def score_store(inference, ref, store, sink, chunk_size: int, shard: Shard, workers: int = 1,
                 progress: Callable[[int], Any] = lambda rows: None) -> None:
     from app.db import chunks as batches
 
     owned = ((k, ids) for k, ids in enumerate(batches(store.all_ids(), chunk_size)) if shard.owns(k))
-    scored = (records_to_scored(k, inference.predict_ids(ref, ids)) for k, ids in owned)
-    with contextlib.closing(prefetch(scored)) as chunks:
-        for chunk in chunks:
+    score = lambda job: records_to_scored(job[0], inference.predict_ids(ref, job[1]))  # noqa: E731
+    _drain(ordered_map(score, prefetch(owned), workers), sink, workers, progress)
+
+
+def _drain(scored: Iterator[Scored], sink, workers: int, progress) -> None:
+    from threadpoolctl import threadpool_limits
+
+    # Chunks in parallel, not each chunk's arithmetic: BLAS / OpenMP pools of their own in
+    # every scorer would oversubscribe the CPUs.
+    with threadpool_limits(1) if workers > 1 else contextlib.nullcontext(), contextlib.closing(scored):
+        for chunk in scored:  # closing `scored` on an error stops the threads behind it
             sink.write(chunk)
             progress(len(chunk.labels) + len(chunk.failures))
+
+
+def ordered_map(fn: Callable, items: Iterator, workers: int) -> Iterator:
+    """fn(item) on `workers` threads, yielded in the items' order. scikit-learn's native code
+    (trees, BLAS) releases the GIL, so chunks score in parallel; at most 2 × workers chunks
+    are in flight, which is what bounds memory."""
+    pending: collections.deque[Future] = collections.deque()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="mlapi-score")
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 class _End:

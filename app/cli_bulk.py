@@ -15,7 +15,7 @@ from app.errors import InvalidInput, MlapiError, ModelNotFound
 
 EPILOG = """\
 sharding: the input is cut into chunks of --chunk-size rows, numbered from 0; shard I of N
-scores chunk k when k %% N == I. --shard-index / --shard-count default to Cloud Run Jobs'
+scores chunk k when k % N == I. --shard-index / --shard-count default to Cloud Run Jobs'
 CLOUD_RUN_TASK_INDEX / CLOUD_RUN_TASK_COUNT (else 0 / 1), so the same command run as an
 N-task job covers every row exactly once. With N > 1, put {shard} in --output (one file
 per task). --to-db stores chunk k as message batch:<run id>:<shard>:<k>: a retried task
@@ -39,12 +39,15 @@ def register(commands) -> None:
                         help="CSV, Parquet or JSON lines: the id, `prediction`, and `proba_<class>` per class; "
                              "{shard} is replaced by the shard index")
     target.add_argument("--to-db", action="store_true", help="the predictions table (PREDICTIONS_DB_URL)")
-    cmd.add_argument("--chunk-size", type=_positive, default=10_000,
+    cmd.add_argument("--chunk-size", type=_positive, default=10_000, metavar="N",
                      help="rows scored at a time; memory grows with it, not with the input (default 10000)")
-    cmd.add_argument("--shard-index", type=_count, help="default $CLOUD_RUN_TASK_INDEX, else 0")
-    cmd.add_argument("--shard-count", type=_positive, help="default $CLOUD_RUN_TASK_COUNT, else 1")
-    cmd.add_argument("--id-column", help="the input's id column (default FEATURE_ID_COLUMN, i.e. id)")
-    cmd.add_argument("--run-id", help="names this run's messages with --to-db (default $CLOUD_RUN_EXECUTION, "
+    cmd.add_argument("--shard-index", type=_count, metavar="I", help="default $CLOUD_RUN_TASK_INDEX, else 0")
+    cmd.add_argument("--shard-count", type=_positive, metavar="N", help="default $CLOUD_RUN_TASK_COUNT, else 1")
+    cmd.add_argument("--workers", type=_positive, default=_cpus(), metavar="N",
+                     help="chunks scored at once, each on its own thread (default: the CPUs available, "
+                          f"{_cpus()} here)")
+    cmd.add_argument("--id-column", metavar="NAME", help="the input's id column (default FEATURE_ID_COLUMN, i.e. id)")
+    cmd.add_argument("--run-id", metavar="ID", help="names this run's messages with --to-db (default $CLOUD_RUN_EXECUTION, "
                                       "else a new id, printed); reuse it to retry a run")
     cmd.set_defaults(handler=cmd_batch_predict)
 
@@ -84,14 +87,14 @@ def _run(args) -> int:
                                  settings.feature_id_column, settings.feature_text_column)
             inference = InferenceService(registry, PredictionCache(0), store)
             bulk.score_store(inference, ModelRef(model.name, model.version), store, sink, args.chunk_size, shard,
-                             bar.update)
+                             args.workers, bar.update)
         else:
             bulk.score_file(model, args.input, sink, args.chunk_size, shard, id_column,
-                            settings.feature_text_column, bar.update)
+                            settings.feature_text_column, args.workers, bar.update)
     seconds = time.perf_counter() - started
     where = output if output is not None else f"the predictions table ({sink.stored} new rows, run id {run_id})"
     print(f"scored {sink.rows} rows with {model.name}:{model.version} (shard {shard.index}/{shard.count}) "
-          f"in {seconds:.1f}s → {where}")
+          f"in {seconds:.2f}s after start-up → {where}")
     if sink.failed:
         # Store records the model cannot use (missing features, ...): the others are scored.
         shown = "\n".join(f"  {entity_id}: {reason}" for entity_id, reason in sink.failure_examples.items())
@@ -155,6 +158,11 @@ def _progress(description: str):
 
     # disable=None: a bar on a terminal, silence in logs (Cloud Run, CI).
     return tqdm(desc=description, unit=" rows", unit_scale=True, file=sys.stderr, disable=None)
+
+
+def _cpus() -> int:
+    # The CPUs this process may run on (a container's or a task's), not the host's.
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _positive(raw: str) -> int:

@@ -7,6 +7,7 @@ SQLAlchemy is imported by the modules that need a database, so a server without 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -55,9 +56,31 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
     )
 
 
-def dispose_after_fork(engine: Engine) -> None:
-    """Forked workers must not share the master's sockets (uWSGI/gunicorn preload)."""
-    engine.dispose(close=False)
+class LazyDatabase:
+    """A database named by URL whose engine is created on first use — in the worker that
+    uses it, so a connection pool is never shared across the server's fork()."""
+
+    def __init__(self, url: str, description: str, read_only: bool = False):
+        self.url = url
+        self.description = description  # "the feature store": what error messages call it
+        self._read_only = read_only
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = make_engine(self.url, read_only=self._read_only)
+        return self._engine
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa_exc.SQLAlchemyError as exc:
+            raise unavailable(self.description, exc) from exc
 
 
 def retry_stale(operation):

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import decimal
 import logging
-import threading
 from typing import Any, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from app.db import is_transient, make_engine, retry_stale, unavailable
+from app.db import LazyDatabase, is_transient, retry_stale, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -21,31 +20,13 @@ log = logging.getLogger(__name__)
 BOOKKEEPING_COLUMNS = {"updated_at", "created_at"}
 
 
-class FeatureStore:
+class FeatureStore(LazyDatabase):
     def __init__(self, url: str, table: str = "features", id_column: str = "id", text_column: str = "text"):
-        self.url = url
+        super().__init__(url, "the feature store", read_only=True)
         self.table_name = table
         self.id_column = id_column
         self.text_column = text_column
-        self._engine: sa.Engine | None = None
         self._table: sa.Table | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def engine(self) -> sa.Engine:
-        # Created on first use, in the worker: a pool must not be shared across fork().
-        if self._engine is None:
-            with self._lock:
-                if self._engine is None:
-                    self._engine = make_engine(self.url, read_only=True)
-        return self._engine
-
-    def ping(self) -> None:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa_exc.SQLAlchemyError as exc:
-            raise unavailable("the feature store", exc) from exc
 
     def table(self, conn: sa.Connection) -> sa.Table | None:
         """The reflected table, or None while it does not exist (an empty store)."""
@@ -71,7 +52,7 @@ class FeatureStore:
             rows = retry_stale(fetch)
         except sa_exc.SQLAlchemyError as exc:
             if is_transient(exc):
-                raise unavailable("the feature store", exc) from exc
+                raise unavailable(self.description, exc) from exc
             raise
         return {str(row[self.id_column]): {k: _plain(v) for k, v in row.items()} for row in rows}
 

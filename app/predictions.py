@@ -7,14 +7,13 @@ first use, by whichever worker gets there first (CREATE ... IF NOT EXISTS semant
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from typing import Any, Sequence
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from app.db import insert_ignore, is_transient, make_engine, retry_stale, unavailable
+from app.db import LazyDatabase, insert_ignore, is_transient, retry_stale, unavailable
 
 metadata = sa.MetaData()
 
@@ -50,20 +49,10 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class PredictionStore:
+class PredictionStore(LazyDatabase):
     def __init__(self, url: str):
-        self.url = url
-        self._engine: sa.Engine | None = None
+        super().__init__(url, "the predictions database")
         self._ready = False
-        self._lock = threading.Lock()
-
-    @property
-    def engine(self) -> sa.Engine:
-        if self._engine is None:
-            with self._lock:
-                if self._engine is None:
-                    self._engine = make_engine(self.url)
-        return self._engine
 
     def _ensure_schema(self) -> None:
         if self._ready:
@@ -86,7 +75,7 @@ class PredictionStore:
             return retry_stale(write)
         except sa_exc.SQLAlchemyError as exc:
             if is_transient(exc):
-                raise unavailable("the predictions database", exc) from exc
+                raise unavailable(self.description, exc) from exc
             raise
 
     def record_predictions(self, message_id: str, model_name: str, model_version: str,
@@ -118,7 +107,7 @@ class PredictionStore:
                     .limit(limit)).mappings().all()
         except sa_exc.SQLAlchemyError as exc:
             if is_transient(exc):
-                raise unavailable("the predictions database", exc) from exc
+                raise unavailable(self.description, exc) from exc
             raise
         return [{"id": row["entity_id"], "model": {"name": row["model_name"], "version": row["model_version"]},
                  "prediction": orjson.loads(row["prediction"]), "message_id": row["message_id"],
@@ -131,10 +120,3 @@ class PredictionStore:
             query = query.where(failures_table.c.message_id == message_id)
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings().all()]
-
-    def ping(self) -> None:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa_exc.SQLAlchemyError as exc:
-            raise unavailable("the predictions database", exc) from exc

@@ -1,11 +1,9 @@
 """The HTTP API on Flask's test client, against models trained in the tests."""
-import logging
 
-import joblib
 import numpy as np
 import pytest
 
-from conftest import models_env, to_rows
+from conftest import to_rows
 
 ALL = ("cancer", "tree", "diabetes", "ridge", "text")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sklearn.base
 
-from conftest import models_env, to_rows
+from conftest import models_env
 
 
 class DuckClassifier:

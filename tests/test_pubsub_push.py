@@ -3,11 +3,9 @@ import base64
 import json
 import os
 import subprocess
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pandas as pd
 import pytest
 import requests
 import sqlalchemy as sa

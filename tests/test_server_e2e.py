@@ -1,6 +1,5 @@
 """End to end against the real servers: `mlapi serve` (uWSGI) and `--server gunicorn`."""
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
