@@ -39,6 +39,7 @@ setup(
         "orjson>=3.9",  # JSON at several times the stdlib's speed on number-heavy bodies
     "SQLAlchemy>=2.0",  # the feature store and predictions table (SQLite by default)
     "tqdm>=4.60",  # progress bars for imports and bulk scoring
+    "prometheus-client>=0.20",  # /metrics, summed across worker processes
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mlapi=app.cli:main"]},

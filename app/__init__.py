@@ -5,7 +5,6 @@ Every test calls it; app/wsgi.py calls it once for uWSGI and gunicorn.
 """
 from __future__ import annotations
 
-import logging
 from functools import partial
 
 from flask import Flask
@@ -14,6 +13,7 @@ from app.batch import BatchInference
 from app.cache import PredictionCache
 from app.config import Settings
 from app.features import FeatureStore
+from app.logs import configure_logging
 from app.inference import InferenceService
 from app.model import load_model
 from app.predictions import PredictionStore
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.google_cloud_project)
     app = Flask(__name__)
     # Flask refuses larger bodies with 413 before anything reads them.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
@@ -44,13 +44,3 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     register_routes(app)
     return app
-
-
-def configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not any(getattr(h, "_mlapi", False) for h in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"))
-        handler._mlapi = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(level)

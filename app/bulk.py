@@ -266,7 +266,7 @@ def score_chunk(model: ServedModel, chunk: Chunk) -> Scored:
     try:
         labels, proba = predict_arrays(model, chunk.model_input)
     except InvalidInput as exc:
-        raise InvalidInput(f"{chunk.rows}: {exc.message}{_empty_hint(chunk)}") from exc
+        raise InvalidInput(f"{chunk.rows}{_empty_hint(chunk)}: {exc.message}") from exc
     texts = chunk.model_input if isinstance(chunk.model_input, list) else None
     return Scored(chunk.index, chunk.ids, labels, proba, texts)
 
@@ -275,7 +275,7 @@ def _empty_hint(chunk: Chunk) -> str:
     if isinstance(chunk.model_input, list):
         return ""
     empty = [name for name, bad in zip(chunk.columns, np.isnan(np.asarray(chunk.model_input)).any(axis=0)) if bad]
-    return f" (columns with empty or non-numeric values: {empty})" if empty else ""
+    return f" have empty values in {empty}" if empty else ""
 
 
 def predict_arrays(model: ServedModel, model_input) -> tuple[np.ndarray, np.ndarray | None]:

@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 # One BLAS/OpenMP thread per worker: the server already runs a process per core, and
@@ -48,6 +49,7 @@ def server_command(server: str, port: int, ini: str | None, env: dict) -> list[s
                 "--graceful-timeout", "8",  # Cloud Run kills 10 s after SIGTERM
                 "--timeout", "60",          # like uWSGI's harakiri: recycle a stuck worker
                 "--max-requests", "10000", "--max-requests-jitter", "1000",
+                "--config", "python:app.gunicorn_hooks",  # drops a dead worker's live metrics
                 "--access-logfile", "-" if env.get("ACCESS_LOG") else "/dev/null"]
     return [_executable("uwsgi"), "--ini", _find_ini(ini, env)]
 
@@ -58,6 +60,7 @@ def cmd_serve(args) -> int:
     env["PORT"] = str(port)
     for cap in THREAD_CAPS:
         env.setdefault(cap, "1")
+    env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env.get("PROMETHEUS_MULTIPROC_DIR"))
     command = server_command(args.server, port, args.ini, dict(env))
     if args.dry_run:
         print(" ".join(command))
@@ -67,6 +70,18 @@ def cmd_serve(args) -> int:
     # Cloud Run's SIGTERM itself.
     os.execvpe(command[0], command, env)
     return 1  # unreachable
+
+
+def fresh_metrics_dir(configured: str | None) -> str:
+    """An empty directory for prometheus-client's per-worker files: samples left by a
+    previous server run would otherwise be summed into this one's."""
+    if not configured:
+        return tempfile.mkdtemp(prefix="mlapi-metrics-")
+    path = Path(configured)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return str(path)
 
 
 def cmd_demo(args) -> int:

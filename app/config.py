@@ -43,6 +43,14 @@ class Settings:
     prediction_cache_size: int = 10_000
     # Python logging level name for the app's own log lines.
     log_level: str = "INFO"
+    # "json": one Cloud Logging object per line; "text": plain readable lines.
+    log_format: str = "json"
+    # Also log one line per request (with httpRequest); Cloud Run already logs every request.
+    access_log: bool = False
+    # Project for trace links in logs (Cloud Run does not set it: `make deploy` does).
+    google_cloud_project: str | None = None
+    # When set, GET /metrics requires "Authorization: Bearer <token>".
+    metrics_token: str | None = field(default=None, repr=False)
     # The online feature store that predict-by-id reads (read-only credentials suffice).
     feature_store_url: str = "sqlite:///data/features.db"
     # Where ingestion writes the store; defaults to feature_store_url.
@@ -83,6 +91,10 @@ class Settings:
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
             prediction_cache_size=_int(env, "PREDICTION_CACHE_SIZE", 10_000, minimum=0),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),
+            access_log=_bool(env, "ACCESS_LOG", False),
+            google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT_ID") or None,
+            metrics_token=env.get("METRICS_TOKEN") or None,
             feature_store_url=feature_store_url,
             feature_store_write_url=env.get("FEATURE_STORE_WRITE_URL") or feature_store_url,
             feature_table=_identifier(env, "FEATURE_TABLE", "features"),
@@ -149,6 +161,13 @@ def _identifier(env: Mapping[str, str], key: str, default: str) -> str:
     value = (env.get(key) or default).strip()
     if not _IDENTIFIER.match(value):
         raise ConfigurationError(f"{key}={value!r} must be a plain SQL identifier (letters, digits, _)")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(key) or default).strip().lower()
+    if value not in choices:
+        raise ConfigurationError(f"{key}={value!r} must be one of {', '.join(choices)}")
     return value
 
 

@@ -28,6 +28,10 @@ class BadRequest(MlapiError):
     status_code = 400
 
 
+class Unauthorized(MlapiError):
+    status_code = 401
+
+
 class ModelNotFound(MlapiError):
     status_code = 404
 

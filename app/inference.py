@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from app import metrics
 from app.cache import MISSING, PredictionCache, cache_key
 from app.errors import InvalidInput, RecordNotFound
 from app.features import FeatureStore
@@ -52,7 +53,9 @@ class InferenceService:
         self.store = store
 
     def model(self, ref: ModelRef) -> ServedModel:
-        return self.registry.get(ref.name, ref.version)
+        model = self.registry.get(ref.name, ref.version)
+        metrics.note_model(model.name, model.version)
+        return model
 
     # ---- batch operations: instances in, one model call ---------------------------------
     def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None):
@@ -162,6 +165,7 @@ class InferenceService:
         key = cache_key(model.name, model.version, model.metadata.get("sha256"), operation, payload)
         if not skip_cache:
             value = self.cache.get(key)
+            metrics.record_cache(value is not MISSING)
             if value is not MISSING:
                 return Cached(value, True)
         value = compute()

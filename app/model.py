@@ -19,6 +19,7 @@ import sklearn
 from sklearn.base import is_classifier, is_regressor
 from sklearn.pipeline import Pipeline
 
+from app import metrics
 from app.config import ModelSpec, Settings
 from app.errors import ArtifactError, InvalidInput
 from app.storage import resolve_artifact, sha256_of
@@ -83,6 +84,7 @@ class ServedModel:
     def _predict(self, predictor, X, probabilities: bool | None) -> PredictionResult:
         want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
         labels = _call(predictor.predict, X)
+        metrics.record_prediction(self.name, self.version, len(labels))
         if not want_proba:
             return PredictionResult(_plain(labels))
         proba = _call(predictor.predict_proba, X)

@@ -142,7 +142,6 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        self.log.close()
         return self.proc.returncode
 
 
@@ -157,6 +156,7 @@ def start_server():
     yield start
     for server in servers:
         server.stop()
+        server.log.close()
 
 
 def as_plain(values):

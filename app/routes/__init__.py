@@ -5,8 +5,9 @@ from flask import Flask
 
 
 def register_routes(app: Flask) -> None:
-    from app.routes import byid, errors, health, native, pubsub, speedrun
+    from app.routes import byid, errors, health, native, observability, pubsub, speedrun
 
     errors.register(app)
+    observability.register(app)
     for module in (health, native, speedrun, byid, pubsub):
         app.register_blueprint(module.blueprint)

@@ -1,0 +1,61 @@
+"""Prometheus metrics, correct across uWSGI / gunicorn worker processes.
+
+`mlapi serve` points PROMETHEUS_MULTIPROC_DIR at a fresh directory before the server starts,
+so every worker writes its samples to memory-mapped files there and GET /metrics (answered by
+any worker) sums them all (prometheus-client's multiprocess mode). Without it (tests, the
+Flask dev server) metrics live in the process.
+
+The inference core records model-level facts (predictions, rows, batch sizes, cache use);
+the HTTP layer records requests. `current_model` carries the model a request resolved to
+from the core to the request metrics without the core knowing about HTTP.
+"""
+from __future__ import annotations
+
+import contextvars
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+current_model: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("current_model", default=None)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter("mlapi_requests_total", "HTTP requests", ["route", "method", "model", "version", "status"])
+LATENCY = Histogram("mlapi_request_duration_seconds", "HTTP request latency", ["route", "method"],
+                    buckets=LATENCY_BUCKETS)
+PREDICTIONS = Counter("mlapi_predictions_total", "predict calls answered", ["model", "version"])
+ROWS = Counter("mlapi_prediction_rows_total", "rows (instances) predicted", ["model", "version"])
+BATCH_SIZE = Histogram("mlapi_model_batch_rows", "rows per model call (micro-batching merges requests)",
+                       ["model", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096))
+CACHE = Counter("mlapi_cache_requests_total", "prediction cache lookups", ["result"])
+
+
+def note_model(name: str, version: str) -> None:
+    current_model.set((name, version))
+
+
+def record_prediction(name: str, version: str, rows: int) -> None:
+    PREDICTIONS.labels(name, version).inc()
+    ROWS.labels(name, version).inc(rows)
+    BATCH_SIZE.labels(name, version).observe(rows)
+
+
+def record_cache(hit: bool) -> None:
+    CACHE.labels("hit" if hit else "miss").inc()
+
+
+def record_request(route: str, method: str, status: int, seconds: float) -> None:
+    model = current_model.get() or ("", "")
+    REQUESTS.labels(route, method, model[0], model[1], str(status)).inc()
+    LATENCY.labels(route, method).observe(seconds)
+
+
+def exposition() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY)

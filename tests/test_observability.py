@@ -1,0 +1,78 @@
+"""Metrics across worker processes, Cloud Logging JSON lines, X-Request-ID."""
+import json
+
+import requests
+
+from conftest import models_env
+
+
+def metric_value(text, name, **labels):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_sum_every_worker(start_server, trained, tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"stale from a previous run")
+    server = start_server({"MODELS": models_env(trained, "cancer", "text"), "UWSGI_PROCESSES": "2",
+                           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    rows = trained["cancer"][2].tolist()
+    for _ in range(30):
+        assert requests.post(f"{server.url}/models/cancer/predict", json={"instances": rows}).status_code == 200
+    for _ in range(5):
+        requests.post(f"{server.url}/models/cancer/predict", json={"instances": [[1.0]]})
+    for _ in range(4):
+        requests.post(f"{server.url}/model/text/text_to_prediction", json={"text": "refund please"})
+    text = requests.get(f"{server.url}/metrics").text
+    writers = {p.stem.split("_")[-1] for p in metrics_dir.glob("counter_*.db")}
+    assert len(writers) >= 2 and "999999" not in writers  # both workers counted; stale files cleared
+    assert metric_value(text, "mlapi_requests_total", route="/models/<name>/predict", model="cancer", status="200") == 30
+    assert metric_value(text, "mlapi_requests_total", route="/models/<name>/predict", status="422") == 5
+    assert metric_value(text, "mlapi_prediction_rows_total", model="cancer", version="1") == 30 * len(rows)
+    assert metric_value(text, "mlapi_request_duration_seconds_count", route="/models/<name>/predict") == 35
+    hits = metric_value(text, "mlapi_cache_requests_total", result="hit")
+    misses = metric_value(text, "mlapi_cache_requests_total", result="miss")
+    assert hits + misses == 4 and 1 <= misses <= 2  # one miss per worker at most (per-process cache)
+
+
+def test_metrics_token(make_app, trained):
+    client = make_app(MODELS=models_env(trained, "cancer"), METRICS_TOKEN="s3cret").test_client()
+    denied = client.get("/metrics")
+    assert denied.status_code == 401 and "Bearer" in denied.get_json()["error"]["message"]
+    allowed = client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
+    assert allowed.status_code == 200 and b"mlapi_requests_total" in allowed.data
+
+
+def test_request_id_is_echoed_or_generated(client):
+    echoed = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    generated = client.get("/healthz", headers={"X-Request-ID": "bad id <script>" + "x" * 200})
+    assert len(generated.headers["X-Request-ID"]) == 32 and "<" not in generated.headers["X-Request-ID"]
+
+
+def test_json_logs_in_cloud_logging_format(start_server, trained):
+    server = start_server({"MODELS": models_env(trained, "cancer"), "ACCESS_LOG": "1", "GOOGLE_CLOUD_PROJECT": "proj-1"})
+    secret_body = {"instances": [[123456.789] * 30]}
+    headers = {"X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1", "X-Request-ID": "req-42"}
+    assert requests.post(f"{server.url}/predict", json=secret_body, headers=headers).status_code == 200
+    server.stop()
+    entries = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    access = [e for e in entries if e.get("httpRequest", {}).get("requestUrl") == "/predict"]
+    assert len(access) == 1
+    entry = access[0]
+    assert entry["severity"] == "INFO" and entry["request_id"] == "req-42"
+    assert entry["logging.googleapis.com/trace"] == "projects/proj-1/traces/105445aa7843bc8bf206b12000100000"
+    assert entry["httpRequest"]["status"] == 200 and entry["httpRequest"]["requestMethod"] == "POST"
+    assert any(e["message"].startswith("loaded model cancer:1") for e in entries)
+    assert "123456.789" not in server.output()  # no request bodies in logs
+
+
+def test_text_log_format(start_server, trained):
+    server = start_server({"MODELS": models_env(trained, "cancer"), "LOG_FORMAT": "text"})
+    server.stop()
+    line = next(line for line in server.output().splitlines() if "loaded model cancer:1" in line)
+    assert " INFO app.model [pid " in line and not line.startswith("{")
