@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # connection pool must never be shared across the server's fork().
     store = FeatureStore(settings.feature_store_url, settings.feature_table,
                          settings.feature_id_column, settings.feature_text_column)
-    inference = InferenceService(registry, PredictionCache(settings.prediction_cache_size), store)
+    inference = InferenceService(registry, PredictionCache(settings.prediction_cache_size), store,
+                                 settings.max_batch_size, settings.max_batch_wait_ms)
     predictions = PredictionStore(settings.predictions_db_url)
     app.extensions["mlapi.settings"] = settings
     app.extensions["mlapi.inference"] = inference

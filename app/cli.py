@@ -12,6 +12,8 @@ from pathlib import Path
 # One BLAS/OpenMP thread per worker: the server already runs a process per core, and
 # scikit-learn's native threads on top of that oversubscribe the CPU and add latency.
 THREAD_CAPS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Request threads per worker when micro-batching is on (UWSGI_THREADS / GUNICORN_THREADS override).
+BATCHING_THREADS = "16"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +47,7 @@ def server_command(server: str, port: int, ini: str | None, env: dict) -> list[s
         return [_executable("gunicorn"), "app.wsgi:application",
                 "--bind", f"0.0.0.0:{port}",
                 "--workers", workers,
+                "--threads", env.get("GUNICORN_THREADS") or "1",
                 "--preload",               # load models once in the master, share pages with workers
                 "--graceful-timeout", "8",  # Cloud Run kills 10 s after SIGTERM
                 "--timeout", "60",          # like uWSGI's harakiri: recycle a stuck worker
@@ -61,6 +64,11 @@ def cmd_serve(args) -> int:
     for cap in THREAD_CAPS:
         env.setdefault(cap, "1")
     env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env.get("PROMETHEUS_MULTIPROC_DIR"))
+    if int(env.get("MAX_BATCH_SIZE") or 0) > 1:
+        # Micro-batching merges requests that are in flight together in one worker, so each
+        # worker needs threads to hold them (predict releases the GIL in native code).
+        env.setdefault("UWSGI_THREADS", BATCHING_THREADS)
+        env.setdefault("GUNICORN_THREADS", BATCHING_THREADS)
     command = server_command(args.server, port, args.ini, dict(env))
     if args.dry_run:
         print(" ".join(command))

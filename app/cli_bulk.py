@@ -47,8 +47,9 @@ def register(commands) -> None:
                      help="chunks scored at once, each on its own thread (default: the CPUs available, "
                           f"{_cpus()} here)")
     cmd.add_argument("--id-column", metavar="NAME", help="the input's id column (default FEATURE_ID_COLUMN, i.e. id)")
-    cmd.add_argument("--run-id", metavar="ID", help="names this run's messages with --to-db (default $CLOUD_RUN_EXECUTION, "
-                                      "else a new id, printed); reuse it to retry a run")
+    cmd.add_argument("--run-id", metavar="ID",
+                     help="names this run's messages with --to-db (default $CLOUD_RUN_EXECUTION, else a new id, "
+                          "printed); reuse it to retry a run")
     cmd.set_defaults(handler=cmd_batch_predict)
 
 

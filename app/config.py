@@ -39,6 +39,11 @@ class Settings:
     strict_sklearn_version: bool = False
     # Bodies larger than this are refused with 413 before they are parsed.
     max_request_bytes: int = 10 * 1024 * 1024
+    # Micro-batching: concurrent requests for one model version answered by one predict call
+    # of at most this many rows (0 or 1: off). `mlapi serve` then runs threads per worker.
+    max_batch_size: int = 0
+    # How long a leader that inherited a queue may wait for more rows (never when idle).
+    max_batch_wait_ms: float = 0.0
     # Entries kept by the in-process prediction cache (0 turns it off).
     prediction_cache_size: int = 10_000
     # Python logging level name for the app's own log lines.
@@ -90,6 +95,8 @@ class Settings:
             strict_sklearn_version=_bool(env, "STRICT_SKLEARN_VERSION", False),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
             prediction_cache_size=_int(env, "PREDICTION_CACHE_SIZE", 10_000, minimum=0),
+            max_batch_size=_int(env, "MAX_BATCH_SIZE", 0, minimum=0),
+            max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", 0.0),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),
             access_log=_bool(env, "ACCESS_LOG", False),
@@ -168,6 +175,19 @@ def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, 
     value = (env.get(key) or default).strip().lower()
     if value not in choices:
         raise ConfigurationError(f"{key}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{key}={raw!r} is not a number") from None
+    if not 0 <= value <= 1000:
+        raise ConfigurationError(f"{key}={value} must be between 0 and 1000")
     return value
 
 

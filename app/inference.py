@@ -5,6 +5,7 @@ comes back; so a behaviour (validation, caching, error statuses) is the same on 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from scipy import sparse
 
 from app import metrics
+from app.batching import MicroBatcher
 from app.cache import MISSING, PredictionCache, cache_key
 from app.errors import InvalidInput, RecordNotFound
 from app.features import FeatureStore
@@ -47,10 +49,15 @@ class RecordPredictions:
 
 
 class InferenceService:
-    def __init__(self, registry: ModelRegistry, cache: PredictionCache, store: FeatureStore | None = None):
+    def __init__(self, registry: ModelRegistry, cache: PredictionCache, store: FeatureStore | None = None,
+                 max_batch_size: int = 0, max_batch_wait_ms: float = 0.0):
         self.registry = registry
         self.cache = cache
         self.store = store
+        self._batch_rows = max_batch_size
+        self._batch_wait_s = max_batch_wait_ms / 1000
+        self._batchers: dict[tuple[str, str], MicroBatcher] = {}
+        self._batchers_lock = threading.Lock()
 
     def model(self, ref: ModelRef) -> ServedModel:
         model = self.registry.get(ref.name, ref.version)
@@ -60,7 +67,19 @@ class InferenceService:
     # ---- batch operations: instances in, one model call ---------------------------------
     def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None):
         model = self.model(ref)
-        return model, model.predict(to_model_input(model, instances), probabilities)
+        model_input = to_model_input(model, instances)  # validated alone: a bad request fails alone
+        if self._batch_rows > 1:
+            return model, self._batcher(model).predict(model_input, probabilities)
+        return model, model.predict(model_input, probabilities)
+
+    def _batcher(self, model: ServedModel) -> MicroBatcher:
+        key = (model.name, model.version)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            with self._batchers_lock:
+                batcher = self._batchers.setdefault(
+                    key, MicroBatcher(model.predict, self._batch_rows, self._batch_wait_s))
+        return batcher
 
     def features(self, ref: ModelRef, instances: Any):
         model = self.model(ref)

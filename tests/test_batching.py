@@ -1,0 +1,139 @@
+"""Adaptive micro-batching: merged calls under load, none when idle, exact per-request answers,
+failures isolated."""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+
+from app.batching import MicroBatcher
+from app.errors import InvalidInput
+from app.model import ServedModel
+from conftest import models_env
+
+
+class CountingModel:
+    """Wraps a ServedModel's predict, counting calls and slowing the first one down so
+    that requests pile up behind it, as they do under load."""
+
+    def __init__(self, served: ServedModel, first_call_seconds=0.2):
+        self.served = served
+        self.calls: list[int] = []
+        self.first_call_seconds = first_call_seconds
+        self.lock = threading.Lock()
+
+    def __call__(self, model_input, probabilities=None):
+        with self.lock:
+            self.calls.append(len(model_input))
+            first = len(self.calls) == 1
+        if first:
+            time.sleep(self.first_call_seconds)
+        return self.served.predict(model_input, probabilities)
+
+
+@pytest.fixture
+def cancer_model(trained):
+    _, estimator, sample = trained["cancer"]
+    return ServedModel("cancer", "1", estimator), estimator
+
+
+def test_idle_request_runs_at_once_alone(cancer_model, trained):
+    served, estimator = cancer_model
+    counting = CountingModel(served, first_call_seconds=0)
+    batcher = MicroBatcher(counting, max_rows=64, max_wait_s=0.5)
+    rows = trained["cancer"][2][:2]
+    started = time.perf_counter()
+    result = batcher.predict(rows)
+    assert time.perf_counter() - started < 0.25  # did not wait MAX_BATCH_WAIT_MS when idle
+    assert counting.calls == [2] and result.predictions == estimator.predict(rows).tolist()
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_answers(cancer_model):
+    from sklearn.datasets import load_breast_cancer
+
+    served, estimator = cancer_model
+    X = load_breast_cancer().data
+    counting = CountingModel(served)
+    batcher = MicroBatcher(counting, max_rows=64, max_wait_s=0.002)
+    requests_rows = [X[i:i + 1 + i % 3] for i in range(32)]
+    barrier = threading.Barrier(32)
+
+    def call(rows):
+        barrier.wait()
+        return batcher.predict(rows)
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(call, requests_rows))
+    assert len(counting.calls) < 8 and max(counting.calls) > 10  # merged, not one call per request
+    assert all(size <= 64 for size in counting.calls)
+    for rows, result in zip(requests_rows, results):
+        assert result.predictions == estimator.predict(rows).tolist()  # labels exactly the model's
+        # BLAS may sum a batch in another order than a single row: equal to the last bits
+        np.testing.assert_allclose(result.probabilities, estimator.predict_proba(rows), rtol=1e-12, atol=1e-15)
+        assert result.classes == [0, 1]
+
+
+def test_one_bad_request_fails_alone(trained):
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    estimator = LogisticRegression().fit(X, [0, 1, 1, 0])
+    served = ServedModel("lr", "1", estimator)
+    counting = CountingModel(served)
+    batcher = MicroBatcher(counting, max_rows=64, max_wait_s=0.01)
+    inputs = [X[:1], np.array([[np.nan, 1.0]]), X[2:3], X[3:4]] * 4
+    barrier = threading.Barrier(len(inputs))
+
+    def call(rows):
+        barrier.wait()
+        try:
+            return batcher.predict(rows).predictions
+        except InvalidInput as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        outcomes = list(pool.map(call, inputs))
+    for rows, outcome in zip(inputs, outcomes):
+        if np.isnan(rows).any():
+            assert isinstance(outcome, InvalidInput) and "NaN" in outcome.message
+        else:
+            assert outcome == estimator.predict(rows).tolist()
+
+
+def test_batches_never_exceed_max_rows(cancer_model, trained):
+    served, _ = cancer_model
+    counting = CountingModel(served)
+    batcher = MicroBatcher(counting, max_rows=5, max_wait_s=0)
+    rows = trained["cancer"][2][:2]
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda _: batcher.predict(rows), range(12)))
+    assert max(counting.calls) <= 5 and sum(counting.calls) == 24
+
+
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+def test_batching_in_real_workers(start_server, trained, server):
+    from sklearn.datasets import load_breast_cancer
+
+    X = load_breast_cancer().data
+    estimator = trained["cancer"][1]
+    srv = start_server({"MODELS": models_env(trained, "cancer"), "MAX_BATCH_SIZE": "64", "MAX_BATCH_WAIT_MS": "2",
+                        "UWSGI_PROCESSES": "2", "WEB_CONCURRENCY": "2"}, args=("serve", "--server", server))
+
+    def call(i):
+        rows = X[i % len(X):i % len(X) + 1]
+        body = requests.post(f"{srv.url}/predict", json={"instances": rows.tolist()}, timeout=30).json()
+        return rows, body
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(call, range(600)))
+    for rows, body in results:
+        assert body["predictions"] == estimator.predict(rows).tolist()
+        np.testing.assert_allclose(body["probabilities"], estimator.predict_proba(rows), rtol=1e-12, atol=1e-15)
+    metrics = requests.get(f"{srv.url}/metrics").text
+    calls = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                if line.startswith("mlapi_model_batch_rows_count{"))
+    rows = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("mlapi_model_batch_rows_sum{"))
+    assert rows == 600 and calls < 600  # some requests were answered together
