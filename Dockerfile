@@ -27,7 +27,8 @@ WORKDIR /src
 # compile) is rebuilt when setup.py or constraints.txt change, not on every code change.
 # setup.py reads README.md; without app/ it builds an empty mlapi wheel, replaced below.
 COPY setup.py constraints.txt README.md ./
-RUN pip wheel -c constraints.txt '.[gcs]' -w /wheels
+# The image can reach every supported store: gs:// artifacts, PostgreSQL, MySQL/MariaDB, Pub/Sub.
+RUN pip wheel -c constraints.txt '.[gcs,postgres,mysql,pubsub]' -w /wheels
 
 # Then the app itself: only this cheap step reruns when the code changes.
 COPY app/ ./app/

@@ -66,14 +66,47 @@ CLOUD_RUN_ALLOW_UNAUTHENTICATED ?= false
 CANARY_PERCENT ?= 10
 REVISION ?=
 
-# Server settings that travel with the container (run-container, deploy). Not PORT (the
+# Batch inference (docs: README, "Batch inference on Google Cloud"). Pub/Sub pushes each request
+# to the service's /pubsub/push, as its own service account (<name>-pubsub) that may invoke this
+# one service; messages still failing after MAX_DELIVERY_ATTEMPTS go to <topic>-dead-letter.
+PUBSUB_TOPIC ?= mlapi-batch-requests
+PUBSUB_SUBSCRIPTION ?= $(PUBSUB_TOPIC)-push
+DEAD_LETTER_TOPIC = $(PUBSUB_TOPIC)-dead-letter
+# Keeps dead letters (a topic without a subscription drops what is published to it).
+DEAD_LETTER_SUBSCRIPTION = $(DEAD_LETTER_TOPIC)-pull
+DEAD_LETTER_RETENTION ?= 31d
+# Empty: asked of Cloud Run (gcloud run services describe) and of the project (gcloud projects describe).
+SERVICE_URL ?=
+GCP_PROJECT_NUMBER ?=
+ACK_DEADLINE ?= 60
+MAX_DELIVERY_ATTEMPTS ?= 10
+MIN_RETRY_DELAY ?= 10s
+MAX_RETRY_DELAY ?= 600s
+PUBSUB_INVOKER_NAME = $(GCP_SERVICE_ACCOUNT_NAME)-pubsub
+PUBSUB_INVOKER_EMAIL = $(PUBSUB_INVOKER_NAME)@$(GCP_PROJECT_ID).iam.gserviceaccount.com
+
+# The Cloud Run Job scoring the whole feature store into the predictions table, in BATCH_TASKS shards.
+BATCH_JOB_NAME ?= $(DOCKER_PROJECT)-batch
+BATCH_MODEL ?=
+BATCH_TASKS ?= 4
+BATCH_PARALLELISM ?= 0
+BATCH_MAX_RETRIES ?= 3
+BATCH_TASK_TIMEOUT ?= 3600s
+BATCH_MEMORY ?= 2Gi
+BATCH_CPU ?= 2
+
+# Server settings that travel with the container (run-container, deploy, deploy-batch-job). Not PORT (the
 # container listens on 8080; Cloud Run sets PORT itself), not MODEL_CACHE_DIR (a local path),
 # not GOOGLE_APPLICATION_CREDENTIALS (Cloud Run runs as the runtime service account).
 SERVER_SETTINGS = MODELS MODEL_URI MODEL_NAME MODEL_SHA256 STRICT_SKLEARN_VERSION \
-                  MAX_REQUEST_BYTES PREDICTION_CACHE_SIZE LOG_LEVEL
+                  MAX_REQUEST_BYTES PREDICTION_CACHE_SIZE LOG_LEVEL \
+                  FEATURE_TABLE FEATURE_ID_COLUMN FEATURE_TEXT_COLUMN FEATURE_STORE_URL \
+                  FEATURE_STORE_WRITE_URL PREDICTIONS_DB_URL SOURCE_DB_URL SOURCE_TABLE \
+                  LOG_FORMAT ACCESS_LOG GOOGLE_CLOUD_PROJECT MAX_BATCH_SIZE MAX_BATCH_WAIT_MS
 SERVER_ENV = $(strip $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),$(v)=$($(v)))))
 empty :=
 space := $(empty) $(empty)
+comma := ,
 # gcloud splits --set-env-vars on commas, and MODELS holds commas: `^|^` makes `|` the separator.
 # With no server setting in .env the service's environment is cleared: .env is the whole truth.
 ENV_VARS_FLAG = $(if $(SERVER_ENV),--set-env-vars='^|^$(subst $(space),|,$(SERVER_ENV))',--clear-env-vars)
@@ -84,6 +117,8 @@ DEPLOY_FLAGS = --image=$(IMAGE) $(SERVICE_FLAGS) --service-account=$(RUNTIME_EMA
                --memory=$(CLOUD_RUN_MEMORY) --cpu=$(CLOUD_RUN_CPU) --concurrency=$(CLOUD_RUN_CONCURRENCY) \
                --min-instances=$(CLOUD_RUN_MIN_INSTANCES) --max-instances=$(CLOUD_RUN_MAX_INSTANCES) \
                --ingress=$(CLOUD_RUN_INGRESS) --port=8080 $(AUTH_FLAG) $(ENV_VARS_FLAG)
+# `mlapi batch-predict` shards itself by CLOUD_RUN_TASK_INDEX / CLOUD_RUN_TASK_COUNT, which Cloud Run sets.
+BATCH_ARGS = batch-predict,--from-store,--to-db$(if $(strip $(BATCH_MODEL)),$(comma)--model=$(strip $(BATCH_MODEL)))
 
 # $(call require,VAR ...) as a recipe's first line: stop before running anything when a variable is empty.
 require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: add $(v)=... to .env (see example.env) or run `make $@ $(v)=...`)))
@@ -94,6 +129,8 @@ require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: add $
         create-key create-config \
         conf-docker-for-gcp image-to-gcp deploy list-cloud-run describe-service list-revisions \
         upload-model deploy-model deploy-canary promote rollback \
+        add-data-point import-data-to-fs \
+        create-topic create-pubsub-invoker create-push-subscription deploy-batch-job run-batch-job \
         delete-deployment delete-latest-gcp-image
 
 ##@ Help
@@ -147,6 +184,21 @@ node-deps: ## install newman (Postman collection runner) with npm ci, when packa
 	if [ node_modules/.package-lock.json -nt package-lock.json ]; then exit 0; fi; \
 	echo "npm ci"; npm ci --no-audit --no-fund
 
+##@ Feature store (seed 000's names for `mlapi features`; FEATURE_STORE_URL, SOURCE_DB_URL from .env)
+# Checked as the Makefile is read: before the virtualenv is created or installed.
+ifneq ($(filter add-data-point,$(MAKECMDGOALS)),)
+ifeq ($(strip $(TEXT)),)
+$(error TEXT is not set: run make add-data-point TEXT="the record's text")
+endif
+endif
+# TEXT reaches mlapi through the environment, not the shell line: quotes and backticks stay text.
+add-data-point: export TEXT := $(TEXT)
+add-data-point: $(VENV)/.installed-gcs ## store TEXT="..." as a record and print its id (SOURCE_DB_URL if set, else the store)
+	$(VENV)/bin/mlapi features add -- "$$TEXT"
+
+import-data-to-fs: $(VENV)/.installed-gcs ## copy SOURCE_DB_URL's records into the store, or import FILE=rows.csv|.parquet|.jsonl
+	$(VENV)/bin/mlapi features import $(if $(strip $(FILE)),'$(strip $(FILE))')
+
 ##@ Docker
 build-image: ## build the image DOCKER_PROJECT:<git sha>, with models/ copied in
 	$(call require,DOCKER_PROJECT IMAGE_TAG)
@@ -183,10 +235,10 @@ check-gcp-login: ## show the account and project gcloud uses now
 	  else echo "this is not the deployer ($(DEPLOYER_EMAIL)): right for the set-up steps; make create-config switches"; fi; \
 	fi
 
-enable-apis: ## enable the Cloud Run, Artifact Registry, IAM and Cloud Storage APIs
+enable-apis: ## enable the Cloud Run, Artifact Registry, IAM, Cloud Storage and Pub/Sub APIs
 	$(call require,GCP_PROJECT_ID)
 	gcloud services enable run.googleapis.com artifactregistry.googleapis.com iam.googleapis.com \
-	  storage.googleapis.com --project=$(GCP_PROJECT_ID)
+	  storage.googleapis.com pubsub.googleapis.com --project=$(GCP_PROJECT_ID)
 
 create-service-account: ## create the deployer account and the service's runtime account (<name>-runtime)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME)
@@ -310,6 +362,73 @@ rollback: ## send all requests to REVISION=<name> (see make list-revisions)
 	@if [ -z '$(REVISION)' ]; then echo "error: REVISION is not set: pick one from make list-revisions, then make rollback REVISION=<name>" >&2; exit 1; fi
 	$(call require,GCP_PROJECT_ID DOCKER_PROJECT)
 	gcloud run services update-traffic $(DOCKER_PROJECT) $(SERVICE_FLAGS) --to-revisions=$(REVISION)=100
+
+##@ Batch inference set-up (as your own account: these grant IAM roles)
+create-topic: ## create the Pub/Sub topic PUBSUB_TOPIC, its dead-letter topic, and a subscription keeping dead letters
+	$(call require,GCP_PROJECT_ID PUBSUB_TOPIC DEAD_LETTER_RETENTION)
+	gcloud pubsub topics create $(PUBSUB_TOPIC) --project=$(GCP_PROJECT_ID)
+	gcloud pubsub topics create $(DEAD_LETTER_TOPIC) --project=$(GCP_PROJECT_ID)
+	gcloud pubsub subscriptions create $(DEAD_LETTER_SUBSCRIPTION) --topic=$(DEAD_LETTER_TOPIC) \
+	  --project=$(GCP_PROJECT_ID) --message-retention-duration=$(DEAD_LETTER_RETENTION) --expiration-period=never
+
+create-pubsub-invoker: ## create the service account Pub/Sub pushes as (<name>-pubsub)
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME)
+	@name='$(PUBSUB_INVOKER_NAME)'; if [ $${#name} -gt 30 ]; then \
+	  echo "error: GCP_SERVICE_ACCOUNT_NAME is too long: $$name must be at most 30 characters" >&2; exit 1; fi
+	gcloud iam service-accounts create $(PUBSUB_INVOKER_NAME) --project=$(GCP_PROJECT_ID) \
+	  --display-name='$(DOCKER_PROJECT) Pub/Sub push' \
+	  --description='Identity Pub/Sub pushes batch requests as: may invoke the $(DOCKER_PROJECT) Cloud Run service only'
+
+# Sets PUSH_SERVICE_URL and PUSH_PROJECT_NUMBER for the lines after it (asking gcloud unless given).
+define resolve_push_target
+$(eval PUSH_SERVICE_URL := $(patsubst %/,%,$(strip $(or $(SERVICE_URL),$(shell gcloud run services describe \
+  $(DOCKER_PROJECT) $(SERVICE_FLAGS) --format='value(status.url)')))))
+$(if $(PUSH_SERVICE_URL),,$(error no URL for the Cloud Run service $(DOCKER_PROJECT) in $(GCP_REGION): deploy it first (make deploy), or set SERVICE_URL=https://...))
+$(eval PUSH_PROJECT_NUMBER := $(strip $(or $(GCP_PROJECT_NUMBER),$(shell gcloud projects describe $(GCP_PROJECT_ID) \
+  --format='value(projectNumber)'))))
+$(if $(PUSH_PROJECT_NUMBER),,$(error no project number for $(GCP_PROJECT_ID): check gcloud's account (make check-gcp-login), or set GCP_PROJECT_NUMBER=...))
+$(eval PUBSUB_SERVICE_AGENT := service-$(PUSH_PROJECT_NUMBER)@gcp-sa-pubsub.iam.gserviceaccount.com)
+endef
+
+# The push identity may invoke this one service (not the project's others). Pub/Sub's own service
+# agent signs its tokens (needed in projects from before April 2021), and moves a message that
+# failed MAX_DELIVERY_ATTEMPTS times to the dead-letter topic: for that it must publish there and
+# acknowledge on the subscription. The token's audience is the service URL, as Cloud Run checks.
+create-push-subscription: ## push PUBSUB_TOPIC to the service's /pubsub/push, authenticated, with retries and dead letters
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME DOCKER_PROJECT PUBSUB_TOPIC PUBSUB_SUBSCRIPTION \
+	  ACK_DEADLINE MAX_DELIVERY_ATTEMPTS MIN_RETRY_DELAY MAX_RETRY_DELAY)
+	$(resolve_push_target)
+	gcloud run services add-iam-policy-binding $(DOCKER_PROJECT) $(SERVICE_FLAGS) \
+	  --member=serviceAccount:$(PUBSUB_INVOKER_EMAIL) --role=roles/run.invoker --format=none
+	gcloud iam service-accounts add-iam-policy-binding $(PUBSUB_INVOKER_EMAIL) --project=$(GCP_PROJECT_ID) \
+	  --member=serviceAccount:$(PUBSUB_SERVICE_AGENT) --role=roles/iam.serviceAccountTokenCreator --format=none
+	gcloud pubsub subscriptions create $(PUBSUB_SUBSCRIPTION) --topic=$(PUBSUB_TOPIC) --project=$(GCP_PROJECT_ID) \
+	  --push-endpoint=$(PUSH_SERVICE_URL)/pubsub/push --push-auth-service-account=$(PUBSUB_INVOKER_EMAIL) \
+	  --push-auth-token-audience=$(PUSH_SERVICE_URL) --ack-deadline=$(ACK_DEADLINE) \
+	  --dead-letter-topic=projects/$(GCP_PROJECT_ID)/topics/$(DEAD_LETTER_TOPIC) \
+	  --max-delivery-attempts=$(MAX_DELIVERY_ATTEMPTS) --min-retry-delay=$(MIN_RETRY_DELAY) \
+	  --max-retry-delay=$(MAX_RETRY_DELAY) --expiration-period=never
+	gcloud pubsub topics add-iam-policy-binding $(DEAD_LETTER_TOPIC) --project=$(GCP_PROJECT_ID) \
+	  --member=serviceAccount:$(PUBSUB_SERVICE_AGENT) --role=roles/pubsub.publisher --format=none
+	gcloud pubsub subscriptions add-iam-policy-binding $(PUBSUB_SUBSCRIPTION) --project=$(GCP_PROJECT_ID) \
+	  --member=serviceAccount:$(PUBSUB_SERVICE_AGENT) --role=roles/pubsub.subscriber --format=none
+
+##@ Batch inference jobs (as the deployer)
+# The same image and server settings as deploy, run as the runtime account. Each task reads and
+# writes the databases itself: a SQLite URL would be a file inside that task's container.
+deploy-batch-job: ## create or update the Cloud Run Job BATCH_JOB_NAME: score the feature store in BATCH_TASKS shards
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG \
+	  BATCH_JOB_NAME BATCH_TASKS BATCH_PARALLELISM BATCH_MAX_RETRIES BATCH_TASK_TIMEOUT BATCH_MEMORY BATCH_CPU)
+	@$(foreach v,FEATURE_STORE_URL PREDICTIONS_DB_URL,$(if $(filter-out sqlite:%,$(firstword $($(v)))),,\
+	  echo "warning: $(v) is $(if $($(v)),SQLite,unset (so SQLite)): on Cloud Run that is a file inside each task's container, empty at the start and lost at the end" >&2;))
+	gcloud run jobs deploy $(BATCH_JOB_NAME) --image=$(IMAGE) $(SERVICE_FLAGS) --service-account=$(RUNTIME_EMAIL) \
+	  --command=mlapi --args=$(BATCH_ARGS) --tasks=$(BATCH_TASKS) --parallelism=$(BATCH_PARALLELISM) \
+	  --max-retries=$(BATCH_MAX_RETRIES) --task-timeout=$(BATCH_TASK_TIMEOUT) --memory=$(BATCH_MEMORY) \
+	  --cpu=$(BATCH_CPU) $(ENV_VARS_FLAG)
+
+run-batch-job: ## run the Cloud Run Job BATCH_JOB_NAME once and wait for it to finish
+	$(call require,GCP_PROJECT_ID BATCH_JOB_NAME)
+	gcloud run jobs execute $(BATCH_JOB_NAME) $(SERVICE_FLAGS) --wait
 
 ##@ Clean up
 delete-deployment: ## delete the Cloud Run service (asks first)

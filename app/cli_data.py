@@ -65,13 +65,16 @@ def cmd_features_add(args) -> int:
             raise SystemExit("mlapi features add: --json must be a JSON object")
     else:
         record = {settings.feature_text_column: args.text}
-    if settings.source_db_url:
-        # Seed 000: the application's own database; `features import` moves it to the store.
-        new_id = add_record(make_engine(settings.source_db_url), settings.source_table,
-                            settings.feature_id_column, record, autoincrement=True)
-    else:
-        new_id = add_record(_write_engine(settings), settings.feature_table, settings.feature_id_column,
-                            record, autoincrement=False)
+    try:
+        if settings.source_db_url:
+            # Seed 000: the application's own database; `features import` moves it to the store.
+            new_id = add_record(make_engine(settings.source_db_url), settings.source_table,
+                                settings.feature_id_column, record, autoincrement=True)
+        else:
+            new_id = add_record(_write_engine(settings), settings.feature_table, settings.feature_id_column,
+                                record, autoincrement=False)
+    except ValueError as exc:  # the record does not fit the existing table
+        raise SystemExit(f"mlapi features add: {exc}")
     print(new_id)
     return 0
 

@@ -32,9 +32,15 @@ class FeatureStore(LazyDatabase):
         """The reflected table, or None while it does not exist (an empty store)."""
         if self._table is None:
             try:
-                self._table = sa.Table(self.table_name, sa.MetaData(), autoload_with=conn)
+                table = sa.Table(self.table_name, sa.MetaData(), autoload_with=conn)
             except sa_exc.NoSuchTableError:
                 return None
+            for column in table.columns:
+                if isinstance(column.type, sa.Float):
+                    # MySQL's reflected DOUBLE defaults to Decimal results rounded to 10
+                    # places; features must come back exactly as stored.
+                    column.type.asdecimal = False
+            self._table = table
         return self._table
 
     def lookup(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -69,14 +75,18 @@ class FeatureStore(LazyDatabase):
 
     def all_ids(self, conn: sa.Connection | None = None):
         """Every id, in id order, streamed (bulk scoring --from-store)."""
+        # A server-side cursor lives inside a transaction (PostgreSQL), which this engine's
+        # autocommit reads do not open: ask for one on this connection.
         with self.engine.connect() as conn:
-            table = self.table(conn)
-            if table is None:
-                return
-            result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
-                sa.select(table.c[self.id_column]).order_by(table.c[self.id_column]))
-            for (value,) in result:
-                yield str(value)
+            conn = conn.execution_options(isolation_level=conn.default_isolation_level)
+            with conn.begin():
+                table = self.table(conn)
+                if table is None:
+                    return
+                result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
+                    sa.select(table.c[self.id_column]).order_by(table.c[self.id_column]))
+                for (value,) in result:
+                    yield str(value)
 
 
 def _keys_for(id_col: sa.Column, ids: Sequence[str]) -> list:

@@ -115,7 +115,7 @@ def test_builder_compiles_wheels_and_caches_dependencies_apart_from_the_code(doc
     builder, _ = stages(dockerfile)
     runs = [rest for keyword, rest in builder if keyword == "RUN"]
     assert any("build-essential" in run for run in runs)
-    assert any("pip wheel -c constraints.txt '.[gcs]' -w /wheels" in run for run in runs)
+    assert any("pip wheel -c constraints.txt '.[gcs,postgres,mysql,pubsub]' -w /wheels" in run for run in runs)
     copies = [rest for keyword, rest in builder if keyword == "COPY"]
     assert copies[0].split()[:-1] == ["setup.py", "constraints.txt", "README.md"]  # dependencies first
     assert copies[1].startswith("app/")
@@ -168,7 +168,7 @@ def image_like_install():
     venv = scratch / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-c",
-                              str(context / "constraints.txt"), f"{wheel}[gcs]"],
+                              str(context / "constraints.txt"), f"{wheel}[gcs,postgres,mysql,pubsub]"],
                              capture_output=True, text=True)
     assert install.returncode == 0, install.stdout + install.stderr
 

@@ -67,7 +67,7 @@ def test_predict_by_id_tabular_regressor(stocked, make_app, trained):
     estimator = trained["diabetes"][1]
     body = client.get("/models/diabetes/predict/p3").get_json()
     features = frame.drop(columns="id").iloc[[3]]
-    assert body["data"] == pytest.approx(features.iloc[0].to_dict())
+    assert body["data"] == features.iloc[0].to_dict()  # exactly as stored (no DECIMAL rounding)
     assert body["prediction"] == {"value": estimator.predict(features)[0]}
 
 

@@ -127,8 +127,24 @@ def test_help_is_the_default_goal_and_lists_every_target_with_a_description(make
                    "build-image", "run-container", "conf-docker-for-gcp", "image-to-gcp", "deploy",
                    "list-cloud-run", "describe-service", "delete-deployment", "delete-latest-gcp-image",
                    "create-repository", "create-bucket", "upload-model", "deploy-model", "deploy-canary",
-                   "promote", "rollback", "run", "test", "venv"):
+                   "promote", "rollback", "run", "test", "venv", "add-data-point", "import-data-to-fs",
+                   "create-topic", "create-pubsub-invoker", "create-push-subscription", "deploy-batch-job",
+                   "run-batch-job"):
         assert target in described, f"{target} is missing from make help"
+
+
+def server_settings_travelling() -> list[str]:
+    """SERVER_SETTINGS: the settings run-container, deploy and deploy-batch-job pass to the container."""
+    [names] = re.findall(r"^SERVER_SETTINGS = (.*)$", makefile_text(), flags=re.M)
+    return names.split()
+
+
+def test_the_feature_store_and_database_settings_travel_with_the_container():
+    assert set(server_settings_travelling()) >= {
+        "FEATURE_TABLE", "FEATURE_ID_COLUMN", "FEATURE_TEXT_COLUMN", "FEATURE_STORE_URL", "FEATURE_STORE_WRITE_URL",
+        "PREDICTIONS_DB_URL", "SOURCE_DB_URL", "SOURCE_TABLE"}
+    # local paths, ports and credentials stay behind
+    assert not {"PORT", "MODEL_CACHE_DIR", "GOOGLE_APPLICATION_CREDENTIALS"} & set(server_settings_travelling())
 
 
 def test_example_env_lists_every_setting():
@@ -137,7 +153,8 @@ def test_example_env_lists_every_setting():
     makefile_settings = set(re.findall(r"^([A-Z][A-Z0-9_]*) \?=", makefile_text(), flags=re.M)) - {"ENV_FILE"}
     server_settings = {"PORT", "MODELS", "MODEL_URI", "MODEL_NAME", "MODEL_SHA256", "MODEL_CACHE_DIR",
                        "STRICT_SKLEARN_VERSION", "MAX_REQUEST_BYTES", "PREDICTION_CACHE_SIZE", "LOG_LEVEL",
-                       "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST"}
+                       "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "PUBSUB_TOPIC", "ML_API_URL",
+                       "PUBSUB_EMULATOR_HOST", *server_settings_travelling()}
     missing = (makefile_settings | server_settings | {"IMAGE_TAG"}) - listed
     assert not missing, f"example.env does not mention {sorted(missing)}"
     for line in example.splitlines():
@@ -148,7 +165,8 @@ def test_example_env_lists_every_setting():
 NEEDS_PROJECT = ["enable-apis", "create-service-account", "create-repository", "create-bucket", "add-roles",
                  "create-key", "create-config", "image-to-gcp", "deploy", "list-cloud-run", "describe-service",
                  "list-revisions", "deploy-model", "deploy-canary", "promote", "rollback",
-                 "delete-deployment", "delete-latest-gcp-image"]
+                 "delete-deployment", "delete-latest-gcp-image", "create-topic", "create-pubsub-invoker",
+                 "create-push-subscription", "deploy-batch-job", "run-batch-job"]
 
 
 @pytest.mark.parametrize("target", NEEDS_PROJECT)
@@ -167,6 +185,15 @@ def test_a_missing_project_id_fails_clearly_before_any_command(make, model_file,
     ("deploy-model", {**GCP, "MODEL_BUCKET": BUCKET}, "MODEL"),
     ("deploy", {**GCP, "GCP_SERVICE_ACCOUNT_NAME": ""}, "GCP_SERVICE_ACCOUNT_NAME"),
     ("image-to-gcp", {**GCP, "IMAGE_TAG": "", "GIT_SHA": ""}, "IMAGE_TAG"),
+    ("create-topic", {**GCP, "PUBSUB_TOPIC": ""}, "PUBSUB_TOPIC"),
+    ("create-pubsub-invoker", {**GCP, "GCP_SERVICE_ACCOUNT_NAME": ""}, "GCP_SERVICE_ACCOUNT_NAME"),
+    ("create-push-subscription", {**GCP, "PUBSUB_TOPIC": ""}, "PUBSUB_TOPIC"),
+    ("create-push-subscription", {**GCP, "MAX_DELIVERY_ATTEMPTS": ""}, "MAX_DELIVERY_ATTEMPTS"),
+    ("create-push-subscription", {**GCP, "MIN_RETRY_DELAY": ""}, "MIN_RETRY_DELAY"),
+    ("deploy-batch-job", {**GCP, "BATCH_TASKS": ""}, "BATCH_TASKS"),
+    ("deploy-batch-job", {**GCP, "BATCH_JOB_NAME": ""}, "BATCH_JOB_NAME"),
+    ("deploy-batch-job", {**GCP, "IMAGE_TAG": "", "GIT_SHA": ""}, "IMAGE_TAG"),
+    ("run-batch-job", {**GCP, "BATCH_JOB_NAME": ""}, "BATCH_JOB_NAME"),
 ])
 def test_other_missing_variables_fail_clearly(make, target, variables, missing):
     run = make(target, **variables)
@@ -209,7 +236,7 @@ def test_check_gcp_login_names_the_account_and_whether_it_is_the_deployer(make):
 def test_enable_apis(make):
     assert ok(make("enable-apis", **GCP)).argvs() == [
         ["services", "enable", "run.googleapis.com", "artifactregistry.googleapis.com", "iam.googleapis.com",
-         "storage.googleapis.com", f"--project={PROJECT}"]]
+         "storage.googleapis.com", "pubsub.googleapis.com", f"--project={PROJECT}"]]
 
 
 def test_create_service_account_makes_a_deployer_and_a_runtime_account(make):
@@ -418,6 +445,169 @@ def test_canary_promote_rollback(make):
         ["run", "services", "update-traffic", "mlapi", *SERVICE_FLAGS, "--to-revisions=mlapi-00003-xyz=100"]]
 
 
+def test_deploy_passes_the_feature_store_and_database_settings(make):
+    store = "postgresql+psycopg://reader@10.0.0.5:5432/features?sslmode=require&application_name=mlapi"
+    predictions = "mysql+pymysql://writer@10.0.0.6/predictions?charset=utf8mb4"
+    [argv] = ok(make("deploy", FEATURE_STORE_URL=store, PREDICTIONS_DB_URL=predictions, FEATURE_TABLE="customers",
+                     FEATURE_ID_COLUMN="customer_id", SOURCE_TABLE="tickets", **GCP)).argvs()
+    assert argv == deploy_argv(git_sha(), env_flag=(
+        f"--set-env-vars=^|^FEATURE_TABLE=customers|FEATURE_ID_COLUMN=customer_id|FEATURE_STORE_URL={store}"
+        f"|PREDICTIONS_DB_URL={predictions}|SOURCE_TABLE=tickets"))
+    [docker] = ok(make("run-container", FEATURE_STORE_URL=store)).argvs("docker")
+    assert f"--env=FEATURE_STORE_URL={store}" in docker
+
+
+# ---- batch inference on Google Cloud -----------------------------------------------------------
+PUSH_SA = f"{SA_NAME}-pubsub@{PROJECT}.iam.gserviceaccount.com"
+PROJECT_NUMBER = "123456789012"  # what the stand-in's `gcloud projects describe` prints
+PUBSUB_AGENT = f"service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+SERVICE_URL = "https://mlapi-4f6pmbdm5q-ew.a.run.app"  # what the stand-in's `run services describe` prints
+DESCRIBE_URL = ["run", "services", "describe", "mlapi", *SERVICE_FLAGS, "--format=value(status.url)"]
+DESCRIBE_NUMBER = ["projects", "describe", PROJECT, "--format=value(projectNumber)"]
+
+
+def test_create_topic_makes_the_topic_and_a_dead_letter_topic_that_keeps_its_messages(make):
+    assert ok(make("create-topic", **GCP)).argvs() == [
+        ["pubsub", "topics", "create", "mlapi-batch-requests", f"--project={PROJECT}"],
+        ["pubsub", "topics", "create", "mlapi-batch-requests-dead-letter", f"--project={PROJECT}"],
+        # a topic without a subscription drops what is published to it; an idle one expires in 31 days
+        ["pubsub", "subscriptions", "create", "mlapi-batch-requests-dead-letter-pull",
+         "--topic=mlapi-batch-requests-dead-letter", f"--project={PROJECT}", "--message-retention-duration=31d",
+         "--expiration-period=never"],
+    ]
+    other = ok(make("create-topic", PUBSUB_TOPIC="scoring", DEAD_LETTER_RETENTION="7d", **GCP)).argvs()
+    assert [argv[3] for argv in other] == ["scoring", "scoring-dead-letter", "scoring-dead-letter-pull"]
+    assert "--message-retention-duration=7d" in other[-1]
+
+
+def test_create_pubsub_invoker_makes_the_push_identity(make):
+    [argv] = ok(make("create-pubsub-invoker", **GCP)).argvs()
+    assert argv[:4] == ["iam", "service-accounts", "create", f"{SA_NAME}-pubsub"]
+    assert f"--project={PROJECT}" in argv
+
+    too_long = make("create-pubsub-invoker", GCP_SERVICE_ACCOUNT_NAME="x" * 24, **GCP)  # + "-pubsub": 31
+    assert too_long.returncode != 0 and "at most 30 characters" in too_long.err
+    assert too_long.calls == []
+
+
+def subscription_argv(url: str = SERVICE_URL, *, subscription: str = "mlapi-batch-requests-push",
+                      topic: str = "mlapi-batch-requests", ack: str = "60", attempts: str = "10",
+                      min_delay: str = "10s", max_delay: str = "600s") -> list[str]:
+    return ["pubsub", "subscriptions", "create", subscription, f"--topic={topic}", f"--project={PROJECT}",
+            f"--push-endpoint={url}/pubsub/push", f"--push-auth-service-account={PUSH_SA}",
+            f"--push-auth-token-audience={url}", f"--ack-deadline={ack}",
+            f"--dead-letter-topic=projects/{PROJECT}/topics/{topic}-dead-letter",
+            f"--max-delivery-attempts={attempts}", f"--min-retry-delay={min_delay}",
+            f"--max-retry-delay={max_delay}", "--expiration-period=never"]
+
+
+def test_create_push_subscription_pushes_authenticated_with_retries_and_dead_letters(make):
+    run = ok(make("create-push-subscription", **GCP))
+    argvs = run.argvs()
+    # the URL and the project number are asked of gcloud first
+    assert argvs[:2] == [DESCRIBE_URL, DESCRIBE_NUMBER]
+    [create] = [argv for argv in argvs if argv[:3] == ["pubsub", "subscriptions", "create"]]
+    assert create == subscription_argv()
+    grants = [argv for argv in argvs if "add-iam-policy-binding" in argv]
+    assert len(argvs) == 2 + 1 + len(grants)
+    assert bindings(grants) == {
+        # the push identity may invoke this one service: not project-wide run.invoker
+        ("run services", "mlapi", f"serviceAccount:{PUSH_SA}", "roles/run.invoker"),
+        # Pub/Sub's service agent signs the push identity's tokens (projects from before April 2021)...
+        ("iam service-accounts", PUSH_SA, f"serviceAccount:{PUBSUB_AGENT}", "roles/iam.serviceAccountTokenCreator"),
+        # ...and dead-letters: publish to the dead-letter topic, acknowledge on the subscription
+        ("pubsub topics", "mlapi-batch-requests-dead-letter", f"serviceAccount:{PUBSUB_AGENT}",
+         "roles/pubsub.publisher"),
+        ("pubsub subscriptions", "mlapi-batch-requests-push", f"serviceAccount:{PUBSUB_AGENT}",
+         "roles/pubsub.subscriber"),
+    }
+    invoker = next(argv for argv in grants if argv[:2] == ["run", "services"])
+    assert all(flag in invoker for flag in SERVICE_FLAGS)
+    assert all(f"--project={PROJECT}" in argv for argv in grants)
+    # the subscription exists before the grant on it
+    assert argvs.index(create) < next(i for i, argv in enumerate(argvs)
+                                      if argv[:3] == ["pubsub", "subscriptions", "add-iam-policy-binding"])
+
+
+def test_create_push_subscription_settings_and_overrides(make):
+    run = ok(make("create-push-subscription", SERVICE_URL="https://batch.example.com/", GCP_PROJECT_NUMBER="42",
+                  PUBSUB_TOPIC="scoring", PUBSUB_SUBSCRIPTION="scoring-to-mlapi", ACK_DEADLINE="120",
+                  MAX_DELIVERY_ATTEMPTS="5", MIN_RETRY_DELAY="30s", MAX_RETRY_DELAY="300s", **GCP))
+    argvs = run.argvs()
+    assert DESCRIBE_URL not in argvs and DESCRIBE_NUMBER not in argvs  # given, so not asked
+    assert subscription_argv("https://batch.example.com", subscription="scoring-to-mlapi", topic="scoring",
+                             ack="120", attempts="5", min_delay="30s", max_delay="300s") in argvs
+    members = {flag for argv in argvs for flag in argv if flag.startswith("--member=")}
+    assert "--member=serviceAccount:service-42@gcp-sa-pubsub.iam.gserviceaccount.com" in members
+    resources = {(argv[0], argv[3]) for argv in argvs if argv[2] == "add-iam-policy-binding"}
+    assert ("pubsub", "scoring-dead-letter") in resources and ("pubsub", "scoring-to-mlapi") in resources
+
+    other_service = ok(make("create-push-subscription", DOCKER_PROJECT="fraud", GCP_REGION="us-central1",
+                            env={"FAKEBIN_SERVICE_URL": "https://fraud-xyz-uc.a.run.app"}, **GCP)).argvs()
+    assert other_service[0] == ["run", "services", "describe", "fraud", "--region=us-central1",
+                                f"--project={PROJECT}", "--format=value(status.url)"]
+    assert "--push-endpoint=https://fraud-xyz-uc.a.run.app/pubsub/push" in other_service[-3]
+
+
+def test_create_push_subscription_needs_a_deployed_service_and_the_project_number(make):
+    no_service = make("create-push-subscription", env={"FAKEBIN_SERVICE_URL": ""}, **GCP)
+    assert no_service.returncode != 0
+    assert "no URL for the Cloud Run service mlapi in europe-west1: deploy it first (make deploy), or set " \
+           "SERVICE_URL=" in no_service.err
+    assert "Cannot find service [mlapi]" in no_service.err  # gcloud's own reason is shown too
+    assert no_service.argvs() == [DESCRIBE_URL]  # nothing granted, nothing created
+
+    no_number = make("create-push-subscription", env={"FAKEBIN_PROJECT_NUMBER": ""}, **GCP)
+    assert no_number.returncode != 0
+    assert f"no project number for {PROJECT}: check gcloud's account (make check-gcp-login), or set " \
+           "GCP_PROJECT_NUMBER=" in no_number.err
+    assert no_number.argvs() == [DESCRIBE_URL, DESCRIBE_NUMBER]
+
+
+def batch_job_argv(sha: str, args: str = "batch-predict,--from-store,--to-db", *, tasks: str = "4",
+                   parallelism: str = "0", retries: str = "3", timeout: str = "3600s", memory: str = "2Gi",
+                   cpu: str = "2", env_flag: str = "--clear-env-vars", job: str = "mlapi-batch") -> list[str]:
+    return ["run", "jobs", "deploy", job, f"--image={image(sha)}", *SERVICE_FLAGS, f"--service-account={RUNTIME}",
+            "--command=mlapi", f"--args={args}", f"--tasks={tasks}", f"--parallelism={parallelism}",
+            f"--max-retries={retries}", f"--task-timeout={timeout}", f"--memory={memory}", f"--cpu={cpu}", env_flag]
+
+
+def test_deploy_batch_job_runs_batch_predict_from_the_store_to_the_database(make):
+    sha = git_sha()
+    default = ok(make("deploy-batch-job", **GCP))
+    assert default.argvs() == [batch_job_argv(sha)]
+    assert default.argvs("docker") == []  # the image deploy uses, already pushed
+    # SQLite on Cloud Run is a file inside each task: said, not refused
+    assert "warning: FEATURE_STORE_URL is unset (so SQLite)" in default.err
+    assert "warning: PREDICTIONS_DB_URL is unset (so SQLite)" in default.err
+
+    store = "postgresql+psycopg://reader@10.0.0.5/features?sslmode=require"
+    predictions = "postgresql+psycopg://writer@10.0.0.5/predictions"
+    models = f"iris=models/iris.joblib,tickets:2=gs://{BUCKET}/models/{'ab' * 32}.joblib"
+    configured = ok(make("deploy-batch-job", BATCH_MODEL="tickets:2", BATCH_TASKS="10", BATCH_PARALLELISM="5",
+                         BATCH_MAX_RETRIES="1", BATCH_TASK_TIMEOUT="2h", BATCH_MEMORY="4Gi", BATCH_CPU="4",
+                         BATCH_JOB_NAME="nightly-scoring", IMAGE_TAG="v3", MODELS=models, FEATURE_STORE_URL=store,
+                         PREDICTIONS_DB_URL=predictions, PORT="9999", MODEL_CACHE_DIR="/x", **GCP))
+    assert configured.argvs() == [batch_job_argv(
+        "v3", "batch-predict,--from-store,--to-db,--model=tickets:2", tasks="10", parallelism="5", retries="1",
+        timeout="2h", memory="4Gi", cpu="4", job="nightly-scoring",
+        env_flag=f"--set-env-vars=^|^MODELS={models}|FEATURE_STORE_URL={store}|PREDICTIONS_DB_URL={predictions}")]
+    assert "warning" not in configured.err
+
+    sqlite = make("deploy-batch-job", PREDICTIONS_DB_URL="sqlite:////tmp/p.db", FEATURE_STORE_URL=store, **GCP)
+    assert "warning: PREDICTIONS_DB_URL is SQLite: on Cloud Run that is a file inside each task's container" \
+           in ok(sqlite).err
+    assert "FEATURE_STORE_URL" not in sqlite.err
+
+    assert ok(make("deploy-batch-job", DOCKER_PROJECT="fraud", **GCP)).argvs()[0][3] == "fraud-batch"
+
+
+def test_run_batch_job_executes_and_waits(make):
+    assert ok(make("run-batch-job", **GCP)).argvs() == [["run", "jobs", "execute", "mlapi-batch", *SERVICE_FLAGS,
+                                                         "--wait"]]
+    assert ok(make("run-batch-job", BATCH_JOB_NAME="nightly", **GCP)).argvs()[0][3] == "nightly"
+
+
 # ---- local development targets ---------------------------------------------------------------
 @pytest.fixture
 def stand_in_venv(tmp_path):
@@ -475,6 +665,91 @@ def test_test_target_runs_pytest_without_the_settings_from_env(make, stand_in_ve
     [pytest_call] = [c for c in run.calls if c["tool"] == "python"]
     assert pytest_call["argv"] == ["-m", "pytest", "-q", "tests", "-x", "-k", "api"]
     assert pytest_call["env"] == {"MODELS": None, "GCP_PROJECT_ID": None, "PORT": None, "CI": "true"}
+
+
+# ---- feature store aliases (seed 000's add_data_point / import_data_to_fs), run for real ---------
+@pytest.fixture
+def real_venv(tmp_path):
+    """A virtualenv holding this checkout's real mlapi, already installed (fresh stamps)."""
+    venv = tmp_path / "real-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "mlapi").symlink_to(VENV_BIN / "mlapi")
+    later = time.time() + 3600
+    for stamp in (".installed-gcs", ".installed-dev"):
+        (venv / stamp).touch()
+        os.utime(venv / stamp, (later, later))
+    return venv
+
+
+def sqlite_rows(path: Path, table: str) -> list[dict]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(table):
+                return []
+            return [dict(row._mapping) for row in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id"))]
+    finally:
+        engine.dispose()
+
+
+TRICKY_TEXT = """I was charged "twice" for `order` 42 -- can't log in; echo pwned"""
+
+
+def test_add_data_point_writes_straight_into_the_store_without_a_source_database(make, real_venv, tmp_path):
+    store = tmp_path / "features.db"
+    dotenv = tmp_path / "my.env"
+    dotenv.write_text(f"FEATURE_STORE_URL=sqlite:///{store}\n")
+    first = ok(make("add-data-point", VENV=real_venv, ENV_FILE=dotenv, TEXT=TRICKY_TEXT))
+    assert first.out.strip().splitlines()[-1] == "1"
+    second = ok(make("add-data-point", VENV=real_venv, ENV_FILE=dotenv, TEXT="-starts with a dash"))
+    assert second.out.strip().splitlines()[-1] == "2"
+    rows = sqlite_rows(store, "features")
+    assert [(row["id"], row["text"]) for row in rows] == [("1", TRICKY_TEXT), ("2", "-starts with a dash")]
+
+
+def test_add_data_point_then_import_data_to_fs_moves_the_record_into_the_store(make, real_venv, tmp_path):
+    source, store = tmp_path / "app.db", tmp_path / "features.db"
+    settings = {"SOURCE_DB_URL": f"sqlite:///{source}", "FEATURE_STORE_URL": f"sqlite:///{store}"}
+    added = ok(make("add-data-point", VENV=real_venv, TEXT="I cannot log in since the update", env=settings))
+    assert added.out.strip().splitlines()[-1] == "1"
+    assert [(r["id"], r["text"]) for r in sqlite_rows(source, "records")] == [(1, "I cannot log in since the update")]
+    assert sqlite_rows(store, "features") == []  # not in the store until it is imported
+
+    imported = ok(make("import-data-to-fs", VENV=real_venv, env=settings))
+    assert "synced 1 rows into features" in imported.out
+    assert [(str(r["id"]), r["text"]) for r in sqlite_rows(store, "features")] == [
+        ("1", "I cannot log in since the update")]
+
+
+def test_import_data_to_fs_imports_a_file(make, real_venv, tmp_path):
+    store = tmp_path / "features.db"
+    rows = tmp_path / "my rows.csv"  # a space in the name
+    rows.write_text("id,text\n7,refund please\n8,the app crashes\n")
+    run = ok(make("import-data-to-fs", VENV=real_venv, FILE=rows, FEATURE_STORE_URL=f"sqlite:///{store}"))
+    assert "imported 2 rows into features" in run.out
+    assert [(r["id"], r["text"]) for r in sqlite_rows(store, "features")] == [("7", "refund please"),
+                                                                              ("8", "the app crashes")]
+
+
+def test_feature_store_aliases_run_mlapi_features(make, stand_in_venv):
+    assert [c["argv"] for c in ok(make("add-data-point", VENV=stand_in_venv, TEXT="hello")).calls] == [
+        ["features", "add", "--", "hello"]]
+    assert [c["argv"] for c in ok(make("import-data-to-fs", VENV=stand_in_venv)).calls] == [["features", "import"]]
+    assert [c["argv"] for c in ok(make("import-data-to-fs", VENV=stand_in_venv, FILE="data/a b.csv")).calls] == [
+        ["features", "import", "data/a b.csv"]]
+
+    for empty in ("", "  "):
+        missing = make("add-data-point", VENV=stand_in_venv, TEXT=empty)
+        assert missing.returncode != 0
+        assert 'TEXT is not set: run make add-data-point TEXT="the record\'s text"' in missing.err
+        assert missing.calls == []
+    # said before a missing virtualenv is created and installed
+    fresh = stand_in_venv.parent / "fresh-venv"
+    unset = make("add-data-point", VENV=fresh)
+    assert unset.returncode != 0 and "TEXT is not set" in unset.err
+    assert not fresh.exists()
 
 
 @pytest.fixture
@@ -545,6 +820,25 @@ def scenarios(scratch: Path, model: Path) -> list[tuple[str, dict]]:
         ("rollback", {**GCP, "REVISION": "mlapi-00002-abc"}),
         ("delete-deployment", GCP),
         ("delete-latest-gcp-image", GCP),
+        ("create-topic", GCP),
+        ("create-topic", {**GCP, "PUBSUB_TOPIC": "scoring", "DEAD_LETTER_RETENTION": "10m"}),
+        ("create-pubsub-invoker", GCP),
+        ("create-push-subscription", GCP),
+        ("create-push-subscription", {**GCP, "SERVICE_URL": "https://batch.example.com/", "GCP_PROJECT_NUMBER": "42",
+                                      "PUBSUB_TOPIC": "scoring", "ACK_DEADLINE": "600", "MAX_DELIVERY_ATTEMPTS": "5",
+                                      "MIN_RETRY_DELAY": "0s", "MAX_RETRY_DELAY": "600s"}),
+        ("create-push-subscription", {**GCP, "ACK_DEADLINE": "10", "MAX_DELIVERY_ATTEMPTS": "100",
+                                      "MIN_RETRY_DELAY": "1s", "MAX_RETRY_DELAY": "1s"}),
+        ("deploy-batch-job", GCP),
+        ("deploy-batch-job", {**GCP, "BATCH_MODEL": "tickets:2", "BATCH_TASKS": "10", "BATCH_PARALLELISM": "5",
+                              "BATCH_MAX_RETRIES": "0", "BATCH_TASK_TIMEOUT": "2h", "BATCH_MEMORY": "4Gi",
+                              "BATCH_CPU": "4", "MODELS": models,
+                              "FEATURE_STORE_URL": "postgresql+psycopg://reader@10.0.0.5/features?sslmode=require",
+                              "PREDICTIONS_DB_URL": "mysql+pymysql://writer@10.0.0.6/predictions?charset=utf8mb4",
+                              "FEATURE_TABLE": "customers", "FEATURE_ID_COLUMN": "customer_id"}),
+        ("deploy", {**GCP, "FEATURE_STORE_URL": "postgresql+psycopg://reader@10.0.0.5/features?sslmode=require",
+                    "PREDICTIONS_DB_URL": "postgresql+psycopg://writer@10.0.0.5/predictions", "SOURCE_TABLE": "t"}),
+        ("run-batch-job", GCP),
     ]
 
 
