@@ -27,6 +27,7 @@ PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev
 endif
 PORT ?= 8080
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # Google Cloud: project, region and the two service accounts (deployer, and the service's runtime identity)
 GCP_PROJECT_ID ?=
@@ -123,7 +124,7 @@ BATCH_ARGS = batch-predict,--from-store,--to-db$(if $(strip $(BATCH_MODEL)),$(co
 # $(call require,VAR ...) as a recipe's first line: stop before running anything when a variable is empty.
 require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: add $(v)=... to .env (see example.env) or run `make $@ $(v)=...`)))
 
-.PHONY: help venv install install-dev demo run test node-deps \
+.PHONY: help venv install install-dev demo run test bench bench-peers node-deps \
         build-image run-container \
         check-gcp-login enable-apis create-service-account create-repository create-bucket add-roles \
         create-key create-config \
@@ -176,6 +177,14 @@ run: demo ## serve with uWSGI on :8080 (PORT), as in production; MODELS defaults
 test: $(VENV)/.installed-dev node-deps ## run the test suite (PYTEST_ARGS=... passes options to pytest)
 	@echo "$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)"
 	@env $(addprefix -u ,$(ENV_FILE_VARIABLES)) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev ## measure: serving cells vs floors (wrk), predict-by-id overhead, bulk scoring; results in bench/results/
+	$(VENV)/bin/python bench/serve_bench.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/byid_bench.py
+	$(VENV)/bin/python bench/bulk_bench.py
+
+bench-peers: $(VENV)/.installed-dev ## mlapi against MLflow, MLServer, BentoML and a minimal Flask+uWSGI handler (../shared/bench/peers)
+	ANCHORS_PROFILE=mlapi MLAPI_CHECKOUT=$(CURDIR) ../shared/bench/peers/run.sh
 
 node-deps: ## install newman (Postman collection runner) with npm ci, when package.json and npm exist
 	@if [ ! -f package.json ]; then exit 0; fi; \
