@@ -18,7 +18,6 @@ import contextlib
 import csv
 import queue
 import re
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -282,34 +281,7 @@ def _empty_hint(chunk: Chunk) -> str:
 def predict_arrays(model: ServedModel, model_input) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels (and class probabilities when the model has them) as numpy arrays: what
     ServedModel.predict computes, without its per-row conversion to Python lists."""
-    features = model.features(model_input)
-    predictor = model.predictor
-    if not model.has_proba:
-        return _fits(predictor.predict, features), None
-    proba = _fits(predictor.predict_proba, features)
-    if _predict_is_argmax(predictor):
-        # A forest's predict() is exactly this line over predict_proba(); calling both would
-        # walk every tree twice, and trees are the whole cost.
-        return predictor.classes_.take(np.argmax(proba, axis=1), axis=0), proba
-    return _fits(predictor.predict, features), proba
-
-
-def _predict_is_argmax(predictor) -> bool:
-    ensemble = sys.modules.get("sklearn.ensemble")  # not imported: the model is no forest
-    if ensemble is None:
-        return False
-    # RandomForest's and ExtraTrees' methods are the ones they inherit from ForestClassifier.
-    forest, kind = ensemble.RandomForestClassifier, type(predictor)
-    return (getattr(kind, "predict", None) is forest.predict and getattr(kind, "predict_proba", None) is
-            forest.predict_proba and getattr(predictor, "n_outputs_", 1) == 1)
-
-
-def _fits(method, X):
-    # As in ServedModel: scikit-learn reports input that does not fit the model as ValueError.
-    try:
-        return method(X)
-    except ValueError as exc:
-        raise InvalidInput(f"input does not fit the model: {exc}") from exc
+    return model.predict_arrays(model.features(model_input))
 
 
 def records_to_scored(index: int, records) -> Scored:

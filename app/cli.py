@@ -51,7 +51,7 @@ def server_command(server: str, port: int, ini: str | None, env: dict) -> list[s
                 "--preload",               # load models once in the master, share pages with workers
                 "--graceful-timeout", "8",  # Cloud Run kills 10 s after SIGTERM
                 "--timeout", "60",          # like uWSGI's harakiri: recycle a stuck worker
-                "--max-requests", "10000", "--max-requests-jitter", "1000",
+                "--max-requests", "200000", "--max-requests-jitter", "10000",  # as uwsgi.ini
                 "--config", "python:app.gunicorn_hooks",  # drops a dead worker's live metrics
                 "--access-logfile", "-" if env.get("ACCESS_LOG") else "/dev/null"]
     return [_executable("uwsgi"), "--ini", _find_ini(ini, env)]

@@ -82,13 +82,25 @@ class ServedModel:
         return self.predict_features(self.features(model_input), probabilities)
 
     def _predict(self, predictor, X, probabilities: bool | None) -> PredictionResult:
-        want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
-        labels = _call(predictor.predict, X)
-        metrics.record_prediction(self.name, self.version, len(labels))
-        if not want_proba:
+        labels, proba = self.predict_arrays(X, probabilities)
+        if proba is None:
             return PredictionResult(_plain(labels))
-        proba = _call(predictor.predict_proba, X)
         return PredictionResult(_plain(labels), proba.tolist(), self.classes)
+
+    def predict_arrays(self, features, probabilities: bool | None = None):
+        """features → (labels, probabilities or None) as numpy arrays, for callers that
+        keep arrays (bulk scoring) rather than JSON-ready lists."""
+        predictor = self.predictor
+        want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
+        proba = _call(predictor.predict_proba, features) if want_proba else None
+        if proba is not None and _predict_is_argmax(predictor):
+            # A forest's or tree's predict() is exactly this line over predict_proba();
+            # calling both would walk every tree twice, and the trees are the whole cost.
+            labels = predictor.classes_.take(np.argmax(proba, axis=1), axis=0)
+        else:
+            labels = _call(predictor.predict, features)
+        metrics.record_prediction(self.name, self.version, len(labels))
+        return labels, proba
 
     def describe(self) -> dict:
         return {
@@ -116,6 +128,19 @@ def _call(method, X):
         return method(X)
     except ValueError as exc:
         raise InvalidInput(f"input does not fit the model: {exc}") from exc
+
+
+def _predict_is_argmax(predictor) -> bool:
+    """True when the estimator's predict() is, by its own code, classes_[argmax(predict_proba)]:
+    scikit-learn's single-output forests and decision trees (not a subclass that overrides)."""
+    if getattr(predictor, "n_outputs_", 1) != 1:
+        return False
+    from sklearn.ensemble._forest import ForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    kind = type(predictor)
+    return any(getattr(kind, "predict", None) is base.predict and getattr(kind, "predict_proba", None) is base.predict_proba
+               for base in (ForestClassifier, DecisionTreeClassifier))
 
 
 def _task(predictor, classes) -> str:
