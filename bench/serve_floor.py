@@ -1,8 +1,8 @@
 """The model floor for bench/serve_bench.py: µs per in-process call, no HTTP.
 
 For each model and request body: the estimator's own `predict`, and `app.model.ServedModel.predict`
-(what the server computes for a request by default: the features once, then `predict` and
-`predict_proba`, as lists). serve_bench.py runs this in a fresh process with the server's
+(what a request computes by default: labels and probabilities, as lists; for a forest both come
+from one `predict_proba`). serve_bench.py runs this in a fresh process with the server's
 one-thread BLAS caps and reads the JSON it prints.
 
     python bench/serve_floor.py '{"m1": {"path": "m1.joblib", "bodies": {"1": "m1_1.json"}}}' 0.3

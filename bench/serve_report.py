@@ -130,7 +130,7 @@ def markdown(results: dict, cells: dict) -> str:
         "",
         "Against the floors: req/s as a fraction of the same server's `/healthz` in the same cell; c1 p50 "
         "as a multiple of in-process `predict` on 1 row, and minus in-process `ServedModel.predict` (what "
-        "the server computes by default: `predict` and `predict_proba`) = what HTTP, JSON and the app add; b100 c4 p50 as a "
+        "a request computes by default: labels and probabilities) = what HTTP, JSON and the app add; b100 c4 p50 as a "
         "multiple of `predict` on 100 rows, and its rows/s as a fraction of `predict` on 100 rows on one core.",
         "",
         "| system | model | c1 ÷ noop | c16 ÷ noop | c64 ÷ noop | b100 c4 ÷ noop | c1 p50 ÷ predict(1) "
@@ -156,8 +156,8 @@ def markdown(results: dict, cells: dict) -> str:
                          + " | ".join(_num(row["cells"].get(c, {}).get("server_cpu_us_per_req")) for c in cells) + " |")
     if summary["inproc"]:
         lines += ["", "In-process model floor, µs per call (one BLAS thread, median of 3 timed loops; "
-                  "served = `app.model.ServedModel.predict`: `predict` + `predict_proba` on features "
-                  "computed once, as lists):", "",
+                  "served = `app.model.ServedModel.predict`: labels and probabilities as a request gets "
+                  "them, as lists):", "",
                   "| model | predict, 1 row | served, 1 row | predict, 100 rows | served, 100 rows |",
                   "|---|--:|--:|--:|--:|"]
         for model in dict.fromkeys(key.rsplit("_", 1)[0] for key in summary["inproc"]):
