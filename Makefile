@@ -123,6 +123,9 @@ BATCH_ARGS = batch-predict,--from-store,--to-db$(if $(strip $(BATCH_MODEL)),$(co
 
 # $(call require,VAR ...) as a recipe's first line: stop before running anything when a variable is empty.
 require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: add $(v)=... to .env (see example.env) or run `make $@ $(v)=...`)))
+# A service account name derived from GCP_SERVICE_ACCOUNT_NAME must fit IAM's 30 characters.
+check_account_name = @name='$(1)'; if [ $${\#name} -gt 30 ]; then \
+	  echo "error: GCP_SERVICE_ACCOUNT_NAME is too long: $$name must be at most 30 characters" >&2; exit 1; fi
 
 .PHONY: help venv install install-dev demo run test bench bench-peers node-deps \
         build-image run-container \
@@ -251,8 +254,7 @@ enable-apis: ## enable the Cloud Run, Artifact Registry, IAM, Cloud Storage and 
 
 create-service-account: ## create the deployer account and the service's runtime account (<name>-runtime)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME)
-	@name='$(RUNTIME_SERVICE_ACCOUNT_NAME)'; if [ $${#name} -gt 30 ]; then \
-	  echo "error: GCP_SERVICE_ACCOUNT_NAME is too long: $$name must be at most 30 characters" >&2; exit 1; fi
+	$(call check_account_name,$(RUNTIME_SERVICE_ACCOUNT_NAME))
 	gcloud iam service-accounts create $(GCP_SERVICE_ACCOUNT_NAME) --project=$(GCP_PROJECT_ID) \
 	  --display-name='$(DOCKER_PROJECT) deployer' \
 	  --description='Pushes images of $(DOCKER_PROJECT) and deploys them to Cloud Run (make deploy)'
@@ -382,8 +384,7 @@ create-topic: ## create the Pub/Sub topic PUBSUB_TOPIC, its dead-letter topic, a
 
 create-pubsub-invoker: ## create the service account Pub/Sub pushes as (<name>-pubsub)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME)
-	@name='$(PUBSUB_INVOKER_NAME)'; if [ $${#name} -gt 30 ]; then \
-	  echo "error: GCP_SERVICE_ACCOUNT_NAME is too long: $$name must be at most 30 characters" >&2; exit 1; fi
+	$(call check_account_name,$(PUBSUB_INVOKER_NAME))
 	gcloud iam service-accounts create $(PUBSUB_INVOKER_NAME) --project=$(GCP_PROJECT_ID) \
 	  --display-name='$(DOCKER_PROJECT) Pub/Sub push' \
 	  --description='Identity Pub/Sub pushes batch requests as: may invoke the $(DOCKER_PROJECT) Cloud Run service only'
