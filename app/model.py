@@ -64,6 +64,8 @@ class ServedModel:
         self.classes = _plain(getattr(self.predictor, "classes_", None))
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
         self.task = _task(self.predictor, self.classes)
+        # Decided once: whether labels can be read off predict_proba (see predict_arrays).
+        self._labels_from_proba = self.has_proba and _predict_is_argmax(self.predictor)
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
@@ -93,7 +95,7 @@ class ServedModel:
         predictor = self.predictor
         want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
         proba = _call(predictor.predict_proba, features) if want_proba else None
-        if proba is not None and _predict_is_argmax(predictor):
+        if proba is not None and self._labels_from_proba:
             # A forest's or tree's predict() is exactly this line over predict_proba();
             # calling both would walk every tree twice, and the trees are the whole cost.
             labels = predictor.classes_.take(np.argmax(proba, axis=1), axis=0)
