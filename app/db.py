@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import datetime as dt
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -92,6 +93,20 @@ def retry_stale(operation):
         if not exc.connection_invalidated:
             raise
         return operation()
+
+
+def python_type_of(column_type) -> type:
+    """The Python type a column holds (int, float, bool, datetime, str ...; object if unknown)."""
+    # Reflected dialect types (MySQL's DOUBLE, PostgreSQL's DOUBLE_PRECISION) do not all
+    # implement python_type; their generic base classes say what they hold.
+    for generic, python_type in ((sa.Boolean, bool), (sa.Integer, int), (sa.Float, float), (sa.Numeric, float),
+                                 (sa.DateTime, dt.datetime)):
+        if isinstance(column_type, generic):
+            return python_type
+    try:
+        return column_type.python_type
+    except NotImplementedError:
+        return object
 
 
 def is_transient(exc: BaseException) -> bool:

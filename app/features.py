@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from app.db import LazyDatabase, is_transient, retry_stale, unavailable
+from app.db import LazyDatabase, is_transient, python_type_of, retry_stale, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,7 @@ class FeatureStore(LazyDatabase):
 def _keys_for(id_col: sa.Column, ids: Sequence[str]) -> list:
     # A table made outside mlapi may key on an integer: compare as integers, and an id that
     # is not a number cannot be in it (rather than a type error from the database).
-    try:
-        python_type = id_col.type.python_type
-    except NotImplementedError:
-        python_type = str
-    if python_type is int:
+    if python_type_of(id_col.type) is int:
         return [int(i) for i in ids if str(i).lstrip("-").isdigit()]
     return [str(i) for i in ids]
 

@@ -19,7 +19,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from app.db import chunks, make_engine, upsert
+from app.db import chunks, make_engine, python_type_of, upsert
 from app.errors import InvalidInput
 
 CHUNK_ROWS = 1000
@@ -152,7 +152,7 @@ def coerce_row(table: sa.Table, id_column: str, row: dict) -> dict:
 def _coerce(column_type, key: str, value):
     if value is None:
         return None
-    python_type = _python_type(column_type)
+    python_type = python_type_of(column_type)
     try:
         if python_type is float:
             number = float(value)
@@ -174,19 +174,6 @@ def _coerce(column_type, key: str, value):
     except (TypeError, ValueError):
         raise ValueError(f"column {key!r}: {value!r} is not a {python_type.__name__}") from None
     return value
-
-
-def _python_type(column_type):
-    # Reflected dialect types (MySQL's DOUBLE, PostgreSQL's DOUBLE_PRECISION) do not all
-    # implement python_type; their generic base classes say what they hold.
-    for generic, python_type in ((sa.Boolean, bool), (sa.Integer, int), (sa.Float, float), (sa.Numeric, float),
-                                 (sa.DateTime, dt.datetime)):
-        if isinstance(column_type, generic):
-            return python_type
-    try:
-        return column_type.python_type
-    except NotImplementedError:
-        return object
 
 
 # ---- the import ---------------------------------------------------------------------------------
@@ -322,7 +309,7 @@ def add_record(engine: sa.Engine, table_name: str, id_column: str, record: dict,
         if values.get(id_column) is not None:
             upsert(conn, table, [coerce_row(table, id_column, values)], [id_column])
             return str(values[id_column])
-        if _python_type(table.c[id_column].type) is int:
+        if python_type_of(table.c[id_column].type) is int:
             result = conn.execute(sa.insert(table).values(**{k: v for k, v in values.items() if k != id_column}))
             return str(result.inserted_primary_key[0])
     # A string-keyed store has no sequence: take the next free integer id, and retry if a
