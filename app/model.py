@@ -65,7 +65,7 @@ class ServedModel:
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
         self.task = _task(self.predictor, self.classes)
         # Decided once: whether labels can be read off predict_proba (see predict_arrays).
-        self._labels_from_proba = self.has_proba and _predict_is_argmax(self.predictor)
+        self._proba_relation = _labels_from_proba(self.predictor) if self.has_proba else None
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
@@ -95,11 +95,12 @@ class ServedModel:
         predictor = self.predictor
         want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
         proba = _call(predictor.predict_proba, features) if want_proba else None
-        if proba is not None and self._labels_from_proba:
-            # A forest's or tree's predict() is exactly this line over predict_proba();
-            # calling both would walk every tree twice, and the trees are the whole cost.
-            labels = predictor.classes_.take(np.argmax(proba, axis=1), axis=0)
-        else:
+        labels = None
+        if proba is not None and self._proba_relation is not None:
+            # predict() would repeat the model's whole cost (every tree walked again, the
+            # scores recomputed and validated again) for labels predict_proba already holds.
+            labels = _argmax_labels(predictor.classes_, proba, self._proba_relation)
+        if labels is None:
             labels = _call(predictor.predict, features)
         metrics.record_prediction(self.name, self.version, len(labels))
         return labels, proba
@@ -132,17 +133,50 @@ def _call(method, X):
         raise InvalidInput(f"input does not fit the model: {exc}") from exc
 
 
-def _predict_is_argmax(predictor) -> bool:
-    """True when the estimator's predict() is, by its own code, classes_[argmax(predict_proba)]:
-    scikit-learn's single-output forests and decision trees (not a subclass that overrides)."""
+# How an estimator's predict() relates to its predict_proba(), by its own code:
+# ARGMAX: predict() is classes_[argmax(predict_proba())] (forests, decision trees);
+# MONOTONE: predict() is the argmax of scores that predict_proba() maps through a strictly
+# increasing function (logistic/softmax of the decision function, exp of the joint log
+# likelihood, ...), so both agree except where two probabilities are too close to tell apart
+# after rounding; there the model's own predict() decides.
+ARGMAX = "argmax"
+MONOTONE = "monotone"
+# Probabilities closer than this may not order the classes as the model's scores do.
+TIE_MARGIN = 1e-9
+
+
+def _labels_from_proba(predictor) -> str | None:
     if getattr(predictor, "n_outputs_", 1) != 1:
-        return False
+        return None
+    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.ensemble._forest import ForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model._base import LinearClassifierMixin
+    from sklearn.naive_bayes import _BaseNB
     from sklearn.tree import DecisionTreeClassifier
 
+    # (kind, class whose predict is used, class whose predict_proba is used); a subclass that
+    # overrides either method is not trusted to keep the relation.
+    known = ((ARGMAX, ForestClassifier, ForestClassifier),
+             (ARGMAX, DecisionTreeClassifier, DecisionTreeClassifier),
+             (MONOTONE, LinearClassifierMixin, LogisticRegression),
+             (MONOTONE, HistGradientBoostingClassifier, HistGradientBoostingClassifier),
+             (MONOTONE, _BaseNB, _BaseNB))
     kind = type(predictor)
-    return any(getattr(kind, "predict", None) is base.predict and getattr(kind, "predict_proba", None) is base.predict_proba
-               for base in (ForestClassifier, DecisionTreeClassifier))
+    for relation, predict_owner, proba_owner in known:
+        if (getattr(kind, "predict", None) is getattr(predict_owner, "predict", False)
+                and getattr(kind, "predict_proba", None) is getattr(proba_owner, "predict_proba", False)):
+            return relation
+    return None
+
+
+def _argmax_labels(classes: np.ndarray, proba: np.ndarray, relation: str) -> np.ndarray | None:
+    """Labels read off the probabilities, or None when a near tie needs the model's predict()."""
+    if relation == MONOTONE and proba.shape[1] > 1:
+        top_two = np.partition(proba, -2, axis=1)[:, -2:]
+        if np.any(top_two[:, 1] - top_two[:, 0] < TIE_MARGIN):
+            return None
+    return classes.take(np.argmax(proba, axis=1), axis=0)
 
 
 def _task(predictor, classes) -> str:
