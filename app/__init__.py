@@ -6,23 +6,32 @@ Every test calls it; app/wsgi.py calls it once for uWSGI and gunicorn.
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from app.batch import BatchInference
-from app.cache import PredictionCache
-from app.config import Settings
-from app.features import FeatureStore
-from app.logs import configure_logging
-from app.inference import InferenceService
-from app.model import load_model
-from app.predictions import PredictionStore
-from app.registry import ModelRegistry
+    from app.config import Settings
 
 __version__ = "0.1.0"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    # Imported here, not at the top: `mlapi serve`, `mlapi features ...` and bulk scoring
+    # import this package too, and must not pay for Flask, scikit-learn and the database
+    # layer before they exec the server or do work that needs none of them.
+    from flask import Flask
+
+    from app.batch import BatchInference
+    from app.cache import PredictionCache
+    from app.config import Settings
+    from app.features import FeatureStore
+    from app.inference import InferenceService
+    from app.logs import configure_logging
+    from app.model import load_model
+    from app.predictions import PredictionStore
+    from app.registry import ModelRegistry
+
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, settings.google_cloud_project)
     app = Flask(__name__)

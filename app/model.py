@@ -54,6 +54,11 @@ class ServedModel:
         else:
             self.feature_step = None
             self.predictor = est.steps[-1][1] if isinstance(est, Pipeline) else est
+        # The feature step's transformers, called one after the other: what Pipeline.transform
+        # does without metadata routing, whose per-call bookkeeping (routing objects, deep-copied
+        # tags) costs more than a one-row scaler.
+        self._transformers = [] if self.feature_step is None else [
+            step for _, step in self.feature_step.steps if step is not None and step != "passthrough"]
         if not hasattr(self.predictor, "predict"):
             raise ArtifactError(f"{type(self.predictor).__name__} has no predict(): not a servable estimator")
         first = est.steps[0][1] if isinstance(est, Pipeline) else est
@@ -70,9 +75,9 @@ class ServedModel:
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
         """raw → features (identity for a bare estimator)."""
-        if self.feature_step is None:
-            return model_input
-        return _call(self.feature_step.transform, model_input)
+        for transformer in self._transformers:
+            model_input = _call(transformer.transform, model_input)
+        return model_input
 
     def predict_features(self, features, probabilities: bool | None = None) -> PredictionResult:
         """features → prediction, with the final step alone."""
