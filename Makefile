@@ -28,6 +28,9 @@ endif
 PORT ?= 8080
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# make bench-peers: the systems (see ../shared/bench/peers/README.md) and rounds, interleaved
+PEER_SYSTEMS ?= mlapi,mlapi_batch,flask_uwsgi_p2t1,mlserver_pw2,bentoml_w2,mlflow_w2_connclose,floor_uwsgi_flask_noop
+PEER_ROUNDS ?= 3
 
 # Google Cloud: project, region and the two service accounts (deployer, and the service's runtime identity)
 GCP_PROJECT_ID ?=
@@ -186,8 +189,10 @@ bench: $(VENV)/.installed-dev ## measure: serving cells vs floors (wrk), predict
 	$(VENV)/bin/python bench/byid_bench.py
 	$(VENV)/bin/python bench/bulk_bench.py
 
-bench-peers: $(VENV)/.installed-dev ## mlapi against MLflow, MLServer, BentoML and a minimal Flask+uWSGI handler (../shared/bench/peers)
-	ANCHORS_PROFILE=mlapi MLAPI_CHECKOUT=$(CURDIR) ../shared/bench/peers/run.sh
+bench-peers: $(VENV)/.installed-dev ## mlapi (with and without batching) against MLflow, MLServer, BentoML, a minimal Flask+uWSGI handler and its no-op route
+	ANCHORS_PROFILE=mlapi ANCHORS_SYSTEMS=$(PEER_SYSTEMS) ANCHORS_ROUNDS=$(PEER_ROUNDS) \
+	  ANCHORS_OUT=$(CURDIR)/bench/results/peers.json MLAPI_CHECKOUT=$(CURDIR) ../shared/bench/peers/run.sh
+	$(VENV)/bin/python bench/peers_report.py bench/results/peers.json
 
 node-deps: ## install newman (Postman collection runner) with npm ci, when package.json and npm exist
 	@if [ ! -f package.json ]; then exit 0; fi; \

@@ -1,0 +1,86 @@
+"""Markdown tables from `make bench-peers` (bench/results/peers.json): every system's cells,
+then mlapi's ratios against the minimal Flask + uWSGI handler and the best peer, next to the
+targets of the performance issue. All ratios come from the one run in the file.
+
+usage: python bench/peers_report.py [bench/results/peers.json]  (writes bench/results/peers.md)
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REFERENCE = "flask_uwsgi_p2t1"
+PEERS = ("mlserver_pw2", "bentoml_w2", "mlflow_w2_connclose", "mlflow_w2", "flask_gunicorn_w2")
+PEER_NAMES = {"mlserver_pw2": "MLServer", "bentoml_w2": "BentoML", "mlflow_w2_connclose": "MLflow*",
+              "mlflow_w2": "MLflow", "flask_gunicorn_w2": "Flask+gunicorn"}
+OURS = ("mlapi", "mlapi_batch", "mlapi_gunicorn")
+CELLS = ("single_c1", "single_c16", "single_c64", "batch100_c4")
+CELL_NAMES = {"single_c1": "c1", "single_c16": "c16", "single_c64": "c64", "batch100_c4": "b100 c4"}
+
+
+def main(path: str) -> int:
+    summary = json.loads(Path(path).read_text())["summary"]
+    lines = ["| system | model | " + " | ".join(f"{CELL_NAMES[c]} req/s (p50 / p99 ms)" for c in CELLS)
+             + " | cold start s | PSS MB |", "|---|---|" + "--:|" * (len(CELLS) + 2)]
+    for key, s in summary.items():
+        if key == "inproc" or not s.get("rounds_ok"):
+            continue
+        system, model = key.split("/")
+        cells = [f"{s[c]['rps']:,.0f} ({s[c]['lat_p50_us'] / 1000:.2f} / {s[c]['lat_p99_us'] / 1000:.2f})"
+                 if c in s else "–" for c in CELLS]
+        lines.append(f"| {system} | {model} | " + " | ".join(cells) + f" | {s['cold_start_s']:.2f} | {s['pss_mb']:.0f} |")
+    lines += ["", *targets(summary)]
+    text = "\n".join(lines) + "\n"
+    Path(path).with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+def targets(summary: dict) -> list[str]:
+    def cell(system, model, name):
+        return summary.get(f"{system}/{model}", {}).get(name)
+
+    def ratio(value, floor):
+        return f"{value / floor:.2f}×" if value is not None and floor else "–"
+
+    rows = ["| target | M1 | M2 |", "|---|--:|--:|"]
+
+    def add(label, compute):
+        rows.append(f"| {label} | {compute('m1')} | {compute('m2')} |")
+
+    def rps(system, name):
+        return lambda m: ratio((cell(system, m, name) or {}).get("rps"), (cell(REFERENCE, m, name) or {}).get("rps"))
+
+    add("mlapi ÷ minimal, c16 req/s (≥ 0.9×, M1)", rps("mlapi", "single_c16"))
+    add("mlapi_batch ÷ minimal, c64 req/s (≥ 3× M1, ≥ 5× M2)", rps("mlapi_batch", "single_c64"))
+    add("mlapi_batch ÷ minimal, c64 p99 (≤ 2×)", lambda m: ratio(
+        (cell("mlapi_batch", m, "single_c64") or {}).get("lat_p99_us"),
+        (cell(REFERENCE, m, "single_c64") or {}).get("lat_p99_us")))
+    for system in ("mlapi", "mlapi_batch"):
+        add(f"{system} ÷ minimal, c1 p50 (≤ 1.1×)", lambda m, system=system: ratio(
+            (cell(system, m, "single_c1") or {}).get("lat_p50_us"),
+            (cell(REFERENCE, m, "single_c1") or {}).get("lat_p50_us")))
+    add("mlapi ÷ minimal, b100 c4 rows/s (≥ 1.5×, M1)", rps("mlapi", "batch100_c4"))
+    for name in CELLS:
+        add(f"best mlapi ÷ best peer, {CELL_NAMES[name]} req/s (≥ 3×)", lambda m, name=name: best_vs_peer(summary, m, name))
+    for field, label in (("cold_start_s", "cold start"), ("pss_mb", "PSS")):
+        add(f"mlapi ÷ minimal, {label} (≤ 1.2×)", lambda m, field=field: ratio(
+            summary.get(f"mlapi/{m}", {}).get(field), summary.get(f"{REFERENCE}/{m}", {}).get(field)))
+    return rows
+
+
+def best_vs_peer(summary: dict, model: str, name: str) -> str:
+    def best(systems):
+        found = [(summary[f"{s}/{model}"][name]["rps"], s) for s in systems
+                 if name in summary.get(f"{s}/{model}", {})]
+        return max(found) if found else None
+
+    ours, peer = best(OURS), best(PEERS)
+    if not ours or not peer:
+        return "–"
+    return f"{ours[0] / peer[0]:.2f}× ({ours[1]} vs {PEER_NAMES[peer[1]]})"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/peers.json"))
