@@ -65,7 +65,7 @@ BATCHING = {"MAX_BATCH_SIZE": "64", "MAX_BATCH_WAIT_MS": "2"}
 SYSTEMS = {
     "uwsgi": dict(server="uwsgi", env={}, desc="mlapi serve: uWSGI with uwsgi.ini (one process per core)"),
     "uwsgi_batch": dict(server="uwsgi", env=BATCHING,
-                        desc="mlapi serve, micro-batching on (MAX_BATCH_SIZE=64, MAX_BATCH_WAIT_MS=2; 16 threads per worker)"),
+                        desc="mlapi serve, micro-batching on (MAX_BATCH_SIZE=64, MAX_BATCH_WAIT_MS=2; 32 threads per worker)"),
     "gunicorn": dict(server="gunicorn", env={}, desc="mlapi serve --server gunicorn (sync workers, one per core)"),
     "gunicorn_batch": dict(server="gunicorn", env=BATCHING,
                            desc="mlapi serve --server gunicorn, micro-batching on (as uwsgi_batch)"),
