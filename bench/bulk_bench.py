@@ -3,7 +3,8 @@
 For each model, in one run:
   (a) in-process `model.predict` rows/s over the same rows already in memory, on the whole
       array and in the command's 10,000-row chunks (and predict + predict_proba, which is what
-      the command computes, for reference);
+      the command computes, for reference); and, as a notebook would do it, `pandas.read_csv`
+      of the file then `predict` (start-up and writing not counted);
   (b) `mlapi batch-predict --input big.csv --output out.csv` rows/s: a subprocess, wall time
       from start to exit, so Python start-up, imports and model loading are included;
   (c) that process's peak RSS, on the file and on the same rows three times (memory must not
@@ -98,10 +99,17 @@ def best_rate(rows: int, run, repeats: int) -> dict:
             "median_rows_per_s": rows / statistics.median(seconds)}
 
 
-def in_process(model, X: np.ndarray, repeats: int) -> dict:
+def in_process(model, X: np.ndarray, source: Path, repeats: int) -> dict:
     chunks = [X[i:i + CHUNK] for i in range(0, len(X), CHUNK)]
     model.predict(chunks[0])  # warm up: first-call imports and allocations
+    import pandas as pd
+
+    def read_then_predict():
+        frame = pd.read_csv(source)
+        model.predict(frame.drop(columns="id").to_numpy())
+
     rates = {
+        "read_csv_then_predict": best_rate(len(X), read_then_predict, repeats),
         "whole": best_rate(len(X), lambda: model.predict(X), repeats),
         "chunked": best_rate(len(X), lambda: [model.predict(c) for c in chunks], repeats),
         "chunked_predict_and_proba": best_rate(len(X), lambda: [(model.predict(c), model.predict_proba(c))
@@ -158,7 +166,7 @@ def main() -> None:
         results = {}
         for i, (label, (model, _)) in enumerate(models.items(), start=1):
             print(f"{label}: in-process predict ...", file=sys.stderr)
-            a = in_process(model, X, args.repeats)
+            a = in_process(model, X, source, args.repeats)
             print(f"{label}: mlapi batch-predict ...", file=sys.stderr)
             b = end_to_end(f"m{i}", source, args.rows, folder, env, args.repeats)
             large = end_to_end(f"m{i}", triple, 3 * args.rows, folder, env, 1)
@@ -167,7 +175,9 @@ def main() -> None:
             results[label] = {"in_process": a, "batch_predict": b, "ratio_b_over_a": b["rows_per_s"] / a_best,
                               "peak_rss_mb_three_times_the_rows": large["peak_rss_mb"],
                               "batch_predict_parquet": columnar,
-                              "ratio_parquet_over_a": columnar["rows_per_s"] / a_best}
+                              "ratio_parquet_over_a": columnar["rows_per_s"] / a_best,
+                              "ratio_b_over_read_csv_then_predict":
+                                  b["rows_per_s"] / a["read_csv_then_predict"]["rows_per_s"]}
         report = {
             "rows": args.rows, "chunk_size": CHUNK, "repeats": args.repeats, "input_bytes": source.stat().st_size,
             "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
@@ -190,8 +200,9 @@ def markdown(report: dict) -> str:
         "",
         "| model | (a) `predict` in memory, whole / 10k chunks | predict + predict_proba, 10k chunks "
         "| predict, all cores | (b) `mlapi batch-predict` CSV → CSV, wall (start-up) | b / a "
-        "| b after start-up | (c) peak RSS, the rows / 3 × the rows | Parquet → Parquet (b / a) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| b after start-up | (c) peak RSS, the rows / 3 × the rows | Parquet → Parquet (b / a) "
+        "| `read_csv` + `predict` in process (b / it) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, r in report["models"].items():
         a, b = r["in_process"], r["batch_predict"]
@@ -202,7 +213,8 @@ def markdown(report: dict) -> str:
             f"| {k(b['rows_per_s'])} ({min(b['seconds']):.1f} s, of which {min(b['startup_seconds']):.1f} s start-up) "
             f"| **{r['ratio_b_over_a']:.0%}** | {k(b['rows_per_s_after_startup'])} "
             f"| {b['peak_rss_mb']:.0f} / {r['peak_rss_mb_three_times_the_rows']:.0f} MiB "
-            f"| {k(r['batch_predict_parquet']['rows_per_s'])} ({r['ratio_parquet_over_a']:.0%}) |")
+            f"| {k(r['batch_predict_parquet']['rows_per_s'])} ({r['ratio_parquet_over_a']:.0%}) "
+            f"| {k(a['read_csv_then_predict']['rows_per_s'])} ({r['ratio_b_over_read_csv_then_predict']:.0%}) |")
     lines.append("\nrows/s; b / a compares (b) with the faster of the two (a) figures.")
     return "\n".join(lines)
 
