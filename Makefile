@@ -29,8 +29,10 @@ PORT ?= 8080
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # make bench-peers: the systems (see ../shared/bench/peers/README.md) and rounds, interleaved
-PEER_SYSTEMS ?= mlapi,mlapi_batch,flask_uwsgi_p2t1,mlserver_pw2,bentoml_w2,mlflow_w2_connclose,floor_uwsgi_flask_noop
-PEER_ROUNDS ?= 3
+# (empty, as in example.env, means these defaults; a variable, because $(or) splits at commas)
+DEFAULT_PEER_SYSTEMS := mlapi,mlapi_batch,flask_uwsgi_p2t1,mlserver_pw2,bentoml_w2,mlflow_w2_connclose,floor_uwsgi_flask_noop
+PEER_SYSTEMS := $(or $(PEER_SYSTEMS),$(DEFAULT_PEER_SYSTEMS))
+PEER_ROUNDS := $(or $(PEER_ROUNDS),3)
 
 # Google Cloud: project, region and the two service accounts (deployer, and the service's runtime identity)
 GCP_PROJECT_ID ?=

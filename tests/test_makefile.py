@@ -901,3 +901,23 @@ def test_the_real_gcloud_accepts_every_command_the_makefile_runs(make, model_fil
         elif returncode != 0 and not any(expected in output for expected in EXPECTED_FAILURES):
             problems.append(f"{shown}\n  failed ({returncode}) for an unexpected reason:\n{output.strip()}")
     assert not problems, "\n\n".join(problems)
+
+
+@pytest.mark.parametrize("env_file, settings, systems, rounds", [
+    ("", [], "mlapi,mlapi_batch,flask_uwsgi_p2t1,mlserver_pw2,bentoml_w2,mlflow_w2_connclose,floor_uwsgi_flask_noop", "3"),
+    ("PEER_SYSTEMS=\nPEER_ROUNDS=\n", [],
+     "mlapi,mlapi_batch,flask_uwsgi_p2t1,mlserver_pw2,bentoml_w2,mlflow_w2_connclose,floor_uwsgi_flask_noop", "3"),
+    ("", ["PEER_SYSTEMS=mlapi,floor_uwsgi_raw", "PEER_ROUNDS=1"], "mlapi,floor_uwsgi_raw", "1"),
+], ids=["defaults", "empty-in-env-file-as-in-example-env", "chosen"])
+def test_bench_peers_runs_the_peer_script_with_both_mlapi_modes_then_reports(tmp_path, env_file, settings, systems,
+                                                                            rounds):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(env_file)
+    dry = subprocess.run([MAKE, "-n", "-s", "-C", str(ROOT), f"ENV_FILE={dotenv}", "bench-peers", *settings],
+                         capture_output=True, text=True, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert dry.returncode == 0, dry.stderr
+    script = dry.stdout.replace("\\\n", " ")
+    assert "ANCHORS_PROFILE=mlapi" in script and f"ANCHORS_SYSTEMS={systems} " in script
+    assert f"ANCHORS_ROUNDS={rounds} " in script
+    assert f"ANCHORS_OUT={ROOT}/bench/results/peers.json" in script and "../shared/bench/peers/run.sh" in script
+    assert "bench/peers_report.py bench/results/peers.json" in script
