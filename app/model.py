@@ -8,6 +8,7 @@ because it is what turns a ModelSpec into a ServedModel.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class ServedModel:
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
         self.task = _task(self.predictor, self.classes)
         # Decided once: whether labels can be read off predict_proba (see predict_arrays).
-        self._proba_relation = _labels_from_proba(self.predictor) if self.has_proba else None
+        self._proba_relation = _proba_relation_of(self.predictor) if self.has_proba else None
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
@@ -150,29 +151,38 @@ MONOTONE = "monotone"
 TIE_MARGIN = 1e-9
 
 
-def _labels_from_proba(predictor) -> str | None:
+# (relation, class whose predict is used, class whose predict_proba is used), by module path.
+PROBA_RELATIONS = (
+    (ARGMAX, "sklearn.ensemble._forest.ForestClassifier", "sklearn.ensemble._forest.ForestClassifier"),
+    (ARGMAX, "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeClassifier"),
+    (MONOTONE, "sklearn.linear_model._base.LinearClassifierMixin", "sklearn.linear_model._logistic.LogisticRegression"),
+    (MONOTONE, "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier"),
+    (MONOTONE, "sklearn.naive_bayes._BaseNB", "sklearn.naive_bayes._BaseNB"),
+)
+
+
+def _proba_relation_of(predictor) -> str | None:
+    """How this estimator's predict() relates to its predict_proba(), or None if not known.
+    A subclass that overrides either method is not trusted to keep the relation."""
     if getattr(predictor, "n_outputs_", 1) != 1:
         return None
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.ensemble._forest import ForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.linear_model._base import LinearClassifierMixin
-    from sklearn.naive_bayes import _BaseNB
-    from sklearn.tree import DecisionTreeClassifier
-
-    # (kind, class whose predict is used, class whose predict_proba is used); a subclass that
-    # overrides either method is not trusted to keep the relation.
-    known = ((ARGMAX, ForestClassifier, ForestClassifier),
-             (ARGMAX, DecisionTreeClassifier, DecisionTreeClassifier),
-             (MONOTONE, LinearClassifierMixin, LogisticRegression),
-             (MONOTONE, HistGradientBoostingClassifier, HistGradientBoostingClassifier),
-             (MONOTONE, _BaseNB, _BaseNB))
     kind = type(predictor)
-    for relation, predict_owner, proba_owner in known:
-        if (getattr(kind, "predict", None) is getattr(predict_owner, "predict", False)
-                and getattr(kind, "predict_proba", None) is getattr(proba_owner, "predict_proba", False)):
+    for relation, predict_owner, proba_owner in PROBA_RELATIONS:
+        predict_class, proba_class = _loaded_class(predict_owner), _loaded_class(proba_owner)
+        if (predict_class is not None and proba_class is not None
+                and getattr(kind, "predict", None) is getattr(predict_class, "predict", False)
+                and getattr(kind, "predict_proba", None) is getattr(proba_class, "predict_proba", False)):
             return relation
     return None
+
+
+def _loaded_class(path: str):
+    # Only modules already imported: an estimator whose class derives from one has imported it
+    # by being unpickled, and importing the others (73 modules for a logistic model) would only
+    # add to start-up and memory to learn that the model is not one of them.
+    module, _, name = path.rpartition(".")
+    return getattr(sys.modules.get(module), name, None)
 
 
 def _argmax_labels(classes: np.ndarray, proba: np.ndarray, relation: str) -> np.ndarray | None:

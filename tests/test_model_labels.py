@@ -2,6 +2,8 @@
 whose relation we trust, and the model's predict() must decide near ties and unknown estimators."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_iris
@@ -13,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
-from app.model import ServedModel
+from app.model import PROBA_RELATIONS, ServedModel
 
 ESTIMATORS = {
     "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
@@ -88,3 +90,11 @@ def test_a_subclass_that_overrides_predict_is_not_second_guessed():
     X, y = load_breast_cancer(return_X_y=True)
     estimator = Shifted(n_estimators=5, random_state=0).fit(X, y)
     assert ServedModel("s", "1", estimator).predict(X[:20]).predictions == estimator.predict(X[:20]).tolist()
+
+
+@pytest.mark.parametrize("path", sorted({path for _, *paths in PROBA_RELATIONS for path in paths}))
+def test_every_known_relation_names_a_class_this_scikit_learn_has(path):
+    # The table names private scikit-learn paths; a release that moves one would silently cost
+    # every such model its second call again.
+    module, _, name = path.rpartition(".")
+    assert isinstance(getattr(importlib.import_module(module), name), type)
