@@ -142,7 +142,8 @@ def drop_privileges() -> list[str]:
         return []
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        pytest.skip("running as root without setpriv: cannot run the server as a non-root user like the image")
+        service_missing("running as root without setpriv (util-linux): cannot run the server as a non-root user "
+                        "like the image")
     return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VENV_BIN
+from conftest import ROOT, VENV_BIN, service_missing
 
 MAKEFILE = ROOT / "Makefile"
 FAKEBIN = Path(__file__).parent / "fakebin"
@@ -86,7 +86,7 @@ class Make:
 @pytest.fixture
 def make(tmp_path):
     if MAKE is None:
-        pytest.skip("GNU make is not installed")
+        service_missing("GNU make is not installed")
     return Make(tmp_path)
 
 
