@@ -8,7 +8,6 @@ because it is what turns a ModelSpec into a ServedModel.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from app import metrics
 from app.config import ModelSpec, Settings
+from app.estimators import ARGMAX, argmax_labels, forest_shortcut, proba_relation_of
 from app.errors import ArtifactError, InvalidInput
 from app.storage import resolve_artifact, sha256_of
 
@@ -70,8 +70,11 @@ class ServedModel:
         self.classes = _plain(getattr(self.predictor, "classes_", None))
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
         self.task = _task(self.predictor, self.classes)
-        # Decided once: whether labels can be read off predict_proba (see predict_arrays).
-        self._proba_relation = _proba_relation_of(self.predictor) if self.has_proba else None
+        # Decided once: whether labels can be read off predict_proba (see predict_arrays), and
+        # whether a forest's trees can be walked without joblib (app/estimators.py).
+        self._proba_relation = proba_relation_of(self.predictor) if self.has_proba else None
+        self._forest_proba = forest_shortcut(self.predictor, "predict_proba") if self.has_proba else None
+        self._forest_predict = None if self.classes is not None else forest_shortcut(self.predictor, "predict")
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
@@ -100,16 +103,18 @@ class ServedModel:
         keep arrays (bulk scoring) rather than JSON-ready lists."""
         predictor = self.predictor
         want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
-        proba = _call(predictor.predict_proba, features) if want_proba else None
+        # For ARGMAX models predict() is predict_proba() plus an argmax: same cost either way.
+        need_proba = want_proba or self._proba_relation == ARGMAX
+        proba = _call(self._forest_proba or predictor.predict_proba, features) if need_proba else None
         labels = None
         if proba is not None and self._proba_relation is not None:
             # predict() would repeat the model's whole cost (every tree walked again, the
             # scores recomputed and validated again) for labels predict_proba already holds.
-            labels = _argmax_labels(predictor.classes_, proba, self._proba_relation)
+            labels = argmax_labels(predictor.classes_, proba, self._proba_relation)
         if labels is None:
-            labels = _call(predictor.predict, features)
+            labels = _call(self._forest_predict or predictor.predict, features)
         metrics.record_prediction(self.name, self.version, len(labels))
-        return labels, proba
+        return labels, (proba if want_proba else None)
 
     def describe(self) -> dict:
         return {
@@ -137,61 +142,6 @@ def _call(method, X):
         return method(X)
     except ValueError as exc:
         raise InvalidInput(f"input does not fit the model: {exc}") from exc
-
-
-# How an estimator's predict() relates to its predict_proba(), by its own code:
-# ARGMAX: predict() is classes_[argmax(predict_proba())] (forests, decision trees);
-# MONOTONE: predict() is the argmax of scores that predict_proba() maps through a strictly
-# increasing function (logistic/softmax of the decision function, exp of the joint log
-# likelihood, ...), so both agree except where two probabilities are too close to tell apart
-# after rounding; there the model's own predict() decides.
-ARGMAX = "argmax"
-MONOTONE = "monotone"
-# Probabilities closer than this may not order the classes as the model's scores do.
-TIE_MARGIN = 1e-9
-
-
-# (relation, class whose predict is used, class whose predict_proba is used), by module path.
-PROBA_RELATIONS = (
-    (ARGMAX, "sklearn.ensemble._forest.ForestClassifier", "sklearn.ensemble._forest.ForestClassifier"),
-    (ARGMAX, "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeClassifier"),
-    (MONOTONE, "sklearn.linear_model._base.LinearClassifierMixin", "sklearn.linear_model._logistic.LogisticRegression"),
-    (MONOTONE, "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
-     "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier"),
-    (MONOTONE, "sklearn.naive_bayes._BaseNB", "sklearn.naive_bayes._BaseNB"),
-)
-
-
-def _proba_relation_of(predictor) -> str | None:
-    """How this estimator's predict() relates to its predict_proba(), or None if not known.
-    A subclass that overrides either method is not trusted to keep the relation."""
-    if getattr(predictor, "n_outputs_", 1) != 1:
-        return None
-    kind = type(predictor)
-    for relation, predict_owner, proba_owner in PROBA_RELATIONS:
-        predict_class, proba_class = _loaded_class(predict_owner), _loaded_class(proba_owner)
-        if (predict_class is not None and proba_class is not None
-                and getattr(kind, "predict", None) is getattr(predict_class, "predict", False)
-                and getattr(kind, "predict_proba", None) is getattr(proba_class, "predict_proba", False)):
-            return relation
-    return None
-
-
-def _loaded_class(path: str):
-    # Only modules already imported: an estimator whose class derives from one has imported it
-    # by being unpickled, and importing the others (73 modules for a logistic model) would only
-    # add to start-up and memory to learn that the model is not one of them.
-    module, _, name = path.rpartition(".")
-    return getattr(sys.modules.get(module), name, None)
-
-
-def _argmax_labels(classes: np.ndarray, proba: np.ndarray, relation: str) -> np.ndarray | None:
-    """Labels read off the probabilities, or None when a near tie needs the model's predict()."""
-    if relation == MONOTONE and proba.shape[1] > 1:
-        top_two = np.partition(proba, -2, axis=1)[:, -2:]
-        if np.any(top_two[:, 1] - top_two[:, 0] < TIE_MARGIN):
-            return None
-    return classes.take(np.argmax(proba, axis=1), axis=0)
 
 
 def _task(predictor, classes) -> str:

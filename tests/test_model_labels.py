@@ -15,7 +15,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
-from app.model import PROBA_RELATIONS, ServedModel
+from app.estimators import PROBA_RELATIONS
+from app.model import ServedModel
 
 ESTIMATORS = {
     "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),

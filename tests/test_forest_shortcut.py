@@ -1,0 +1,145 @@
+"""Forests walked tree by tree without joblib (app/estimators.py) must give bit-for-bit what
+scikit-learn's own predict_proba / predict give, and must stand aside whenever they cannot."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.ensemble import (ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier,
+                              RandomForestRegressor)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier
+
+from app.errors import InvalidInput
+from app.model import ServedModel
+
+CLASSIFIERS = {
+    "random_forest": lambda: RandomForestClassifier(n_estimators=25, random_state=0),
+    "extra_trees": lambda: ExtraTreesClassifier(n_estimators=25, random_state=0),
+    "pipeline": lambda: make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=25, random_state=0)),
+}
+REGRESSORS = {
+    "random_forest": lambda: RandomForestRegressor(n_estimators=25, random_state=0),
+    "extra_trees": lambda: ExtraTreesRegressor(n_estimators=25, random_state=0),
+}
+
+
+def _noisy(X, seed=0):
+    rng = np.random.default_rng(seed)
+    return X + rng.normal(scale=X.std(axis=0) * 0.5, size=X.shape)
+
+
+class Counting:
+    """Counts calls to one method of one estimator instance (the class is left alone)."""
+
+    def __init__(self, estimator, method):
+        self.calls = 0
+        original = getattr(estimator, method)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        setattr(estimator, method, counted)
+
+
+@pytest.mark.parametrize("dataset", [load_breast_cancer, load_iris], ids=["binary", "multiclass"])
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_classifier_shortcut_equals_predict_proba_bit_for_bit(name, dataset):
+    X, y = dataset(return_X_y=True)
+    estimator = CLASSIFIERS[name]().fit(X, y)
+    served = ServedModel(name, "1", estimator)
+    assert served._forest_proba is not None
+    cases = [(rows, estimator.predict_proba(rows).tolist(), estimator.predict(rows).tolist())
+             for rows in (X, _noisy(X), _noisy(X)[:1])]
+    sklearn_calls = Counting(served.predictor, "predict_proba")
+    for rows, proba, labels in cases:
+        result = served.predict(rows)
+        assert result.probabilities == proba and result.predictions == labels
+        labels_only = served.predict(rows, probabilities=False)
+        assert labels_only.predictions == labels and labels_only.probabilities is None
+    assert sklearn_calls.calls == 0
+
+
+def test_string_labels_and_a_dataframe_with_feature_names():
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    estimator = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, labels)
+    served = ServedModel("iris", "1", estimator)
+    rows = X.sample(40, random_state=1)
+    result = served.predict(rows)
+    assert result.predictions == estimator.predict(rows).tolist()
+    assert result.probabilities == estimator.predict_proba(rows).tolist()
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSORS))
+def test_regressor_shortcut_equals_predict_bit_for_bit(name):
+    X, y = load_diabetes(return_X_y=True)
+    estimator = REGRESSORS[name]().fit(X, y)
+    served = ServedModel(name, "1", estimator)
+    assert served._forest_predict is not None
+    cases = [(rows, estimator.predict(rows).tolist()) for rows in (X, _noisy(X), _noisy(X)[:1])]
+    sklearn_calls = Counting(served.predictor, "predict")
+    for rows, expected in cases:
+        assert served.predict(rows).predictions == expected
+    assert sklearn_calls.calls == 0
+
+
+def test_missing_values_follow_the_trees_learned_direction():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.copy()
+    X[::7, 3] = np.nan  # trained with gaps: each split learned where a missing value goes
+    estimator = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y)
+    served = ServedModel("gaps", "1", estimator)
+    assert served._forest_proba is not None
+    rows = _noisy(np.nan_to_num(X))
+    rows[::3, [3, 5, 10]] = np.nan
+    assert served.predict(rows).probabilities == estimator.predict_proba(rows).tolist()
+
+
+def test_bad_input_is_the_forests_own_error():
+    X, y = load_breast_cancer(return_X_y=True)
+    served = ServedModel("f", "1", RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y))
+    with pytest.raises(InvalidInput, match="30 features"):
+        served.predict(X[:2, :29])
+    rows = X[:2].copy()
+    rows[0, 0] = np.inf
+    with pytest.raises(InvalidInput, match="infinity"):
+        served.predict(rows)
+
+
+def test_parallel_forests_and_subclasses_keep_scikit_learns_code():
+    X, y = load_breast_cancer(return_X_y=True)
+
+    class Sharpened(RandomForestClassifier):
+        def predict_proba(self, X):
+            return np.round(super().predict_proba(X))
+
+    parallel = RandomForestClassifier(n_estimators=5, n_jobs=2, random_state=0).fit(X, y)
+    sharpened = Sharpened(n_estimators=5, random_state=0).fit(X, y)
+    for estimator in (parallel, sharpened):
+        served = ServedModel("f", "1", estimator)
+        assert served._forest_proba is None
+        assert served.predict(X[:30]).probabilities == estimator.predict_proba(X[:30]).tolist()
+
+
+def test_a_release_whose_trees_report_other_values_turns_the_shortcut_off(monkeypatch):
+    # Stands for a scikit-learn whose trees report probabilities differently than they store
+    # them: the probe at load must notice and leave the model to scikit-learn.
+    X, y = load_breast_cancer(return_X_y=True)
+    estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    original = DecisionTreeClassifier.predict_proba
+    monkeypatch.setattr(DecisionTreeClassifier, "predict_proba",
+                        lambda self, X, check_input=True: original(self, X, check_input) / 2)
+    served = ServedModel("f", "1", estimator)
+    assert served._forest_proba is None
+    assert served.predict(X[:30]).probabilities == estimator.predict_proba(X[:30]).tolist()
+
+
+def test_pandas_input_without_names_for_a_forest_fitted_on_arrays():
+    X, y = load_breast_cancer(return_X_y=True)
+    estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    rows = pd.DataFrame(X[:10])
+    assert ServedModel("f", "1", estimator).predict(rows).probabilities == estimator.predict_proba(rows).tolist()
