@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from app.batch import BatchInference
+    from app.fastpath import FastPredict
     from app.cache import PredictionCache
     from app.config import Settings
     from app.features import FeatureStore
@@ -53,4 +54,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.routes import register_routes
 
     register_routes(app)
+    # The predict routes' happy path, answered below Flask (app/fastpath.py); the rest and
+    # every error still go through Flask, and so does everything when each request is logged
+    # (the access log has one implementation, in Flask's hooks).
+    if not settings.access_log:
+        app.wsgi_app = FastPredict(app.wsgi_app, inference, settings.max_request_bytes)
     return app

@@ -6,25 +6,49 @@ Request bodies are never logged; the request id and trace come from the request 
 """
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
+import re
 import sys
+import uuid
 
 import orjson
-from flask import g, has_app_context
 
 _HANDLER_FLAG = "_mlapi_handler"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# (request id, trace id or None) of the request this thread is answering; set by the HTTP
+# layer (Flask's hooks and the predict fast path alike), read by every log line.
+current_request: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar(
+    "current_request", default=None)
+
+
+def begin_request(request_id_header: str | None, trace_header: str | None) -> contextvars.Token:
+    """Name the current request: the caller's X-Request-ID if it is harmless in logs and
+    headers, else a fresh one; the trace id from X-Cloud-Trace-Context (TRACE_ID/SPAN_ID;o=1)."""
+    given = request_id_header or ""
+    request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    trace_id = (trace_header or "").split("/", 1)[0] or None
+    return current_request.set((request_id, trace_id))
+
+
+def end_request(token: contextvars.Token) -> None:
+    current_request.reset(token)
+
+
+def current_request_id() -> str:
+    ids = current_request.get()
+    return ids[0] if ids else ""
 
 
 def request_fields(project: str | None) -> dict:
     """The current request's id and trace (empty outside a request)."""
-    if not has_app_context():
+    ids = current_request.get()
+    if ids is None:
         return {}
-    fields = {}
-    request_id = g.get("request_id")
-    if request_id:
-        fields["request_id"] = request_id
-    trace_id = g.get("trace_id")  # set by routes/observability.py from X-Cloud-Trace-Context
+    request_id, trace_id = ids
+    fields = {"request_id": request_id}
     if trace_id and project:
         fields["logging.googleapis.com/trace"] = f"projects/{project}/traces/{trace_id}"
     return fields

@@ -10,7 +10,7 @@ from flask import Response, current_app, request
 from app.errors import BadRequest, UnsupportedMediaType
 from app.inference import InferenceService
 
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def inference() -> InferenceService:
@@ -22,7 +22,11 @@ def json_body() -> dict:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, got {request.mimetype or 'none'!r}")
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    return parse_json(request.get_data(cache=False))  # get_data raises 413 past MAX_CONTENT_LENGTH
+
+
+def parse_json(raw: bytes) -> dict:
+    """A request body that must be a JSON object; 400 for anything else."""
     if not raw:
         raise BadRequest("the request body is empty; send a JSON object")
     try:
@@ -35,4 +39,4 @@ def json_body() -> dict:
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body, option=_DUMP_OPTIONS), status=status, mimetype="application/json")
+    return Response(orjson.dumps(body, option=DUMP_OPTIONS), status=status, mimetype="application/json")

@@ -4,37 +4,39 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import time
-import uuid
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from app import metrics
 from app.errors import Unauthorized
+from app.logs import begin_request, current_request_id, end_request
 
 log = logging.getLogger("app.access")
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def register(app: Flask) -> None:
     app.before_request(_start)
     app.after_request(_finish)
+    app.teardown_request(_forget)
     app.register_blueprint(blueprint)
 
 
 def _start() -> None:
-    given = request.headers.get("X-Request-ID", "")
-    # Echo a caller's id only if it is harmless in logs and headers; else make our own.
-    g.request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
-    # X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=OPTIONS
-    g.trace_id = request.headers.get("X-Cloud-Trace-Context", "").split("/", 1)[0] or None
+    g.request_token = begin_request(request.headers.get("X-Request-ID"),
+                                    request.headers.get("X-Cloud-Trace-Context"))
     g.started = time.perf_counter()
     metrics.current_model.set(None)
 
 
+def _forget(_exc) -> None:
+    token = g.pop("request_token", None)
+    if token is not None:
+        end_request(token)
+
+
 def _finish(response: Response) -> Response:
-    response.headers["X-Request-ID"] = g.get("request_id", "")
+    response.headers["X-Request-ID"] = current_request_id()
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
     metrics.record_request(route, request.method, response.status_code, elapsed)

@@ -1,0 +1,95 @@
+"""POST .../predict answered below Flask: the hot route without Flask's per-request machinery.
+
+Flask's request and response objects, URL map, contexts and hooks cost about 50 µs of CPU per
+request (its no-op route serves ~14,000 req/s here where raw uWSGI serves ~25,000), as much as
+the model itself for a one-row logistic regression. The native predict routes carry nearly all
+traffic, so this WSGI middleware answers them with the very functions the Flask route uses
+(app.routes.common.parse_json, app.protocols.native, InferenceService.predict, orjson) and the
+same X-Request-ID, log context and request metrics (measured: +29 % req/s at 16 connections).
+
+It only takes the happy path. Everything else goes to Flask untouched: other routes and methods,
+another content type, a missing, empty or too large body — and any
+request that fails here, whose body is handed back so that Flask answers it exactly as it
+always has (status, JSON error, logged traceback). A failing request can thus run twice up to
+the point it failed; nothing on this path writes anything but metrics, which are recorded only
+on success. With ACCESS_LOG on, create_app does not install it (one access log, in Flask).
+"""
+from __future__ import annotations
+
+import io
+import re
+import time
+from typing import Callable, Iterable
+
+import orjson
+
+from app import metrics
+from app.inference import InferenceService, ModelRef
+from app.logs import begin_request, current_request_id, end_request
+from app.protocols import native
+from app.routes.common import DUMP_OPTIONS, parse_json
+
+# The Flask rules (app/routes/native.py) this path answers, with the same segment syntax as
+# Flask's default converter: anything but a slash.
+ROUTES = (
+    (re.compile(r"/predict"), "/predict"),
+    (re.compile(r"/models/(?P<name>[^/]+)/predict"), "/models/<name>/predict"),
+    (re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/predict"),
+     "/models/<name>/versions/<version>/predict"),
+)
+
+
+class FastPredict:
+    """WSGI middleware in front of the Flask app (installed as app.wsgi_app)."""
+
+    def __init__(self, flask_wsgi: Callable, inference: InferenceService, max_body_bytes: int):
+        self.flask_wsgi = flask_wsgi
+        self.inference = inference
+        self.max_body_bytes = max_body_bytes
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        route = self._route(environ)
+        if route is None:
+            return self.flask_wsgi(environ, start_response)
+        rule, match = route
+        started = time.perf_counter()
+        raw = environ["wsgi.input"].read(self._length(environ))
+        token = begin_request(environ.get("HTTP_X_REQUEST_ID"), environ.get("HTTP_X_CLOUD_TRACE_CONTEXT"))
+        try:
+            metrics.current_model.set(None)
+            request = native.decode_predict(parse_json(raw))
+            ref = ModelRef(match.groupdict().get("name"), match.groupdict().get("version"))
+            model, result = self.inference.predict(ref, request.instances, request.probabilities)
+            body = orjson.dumps(native.encode_prediction(model, result), option=DUMP_OPTIONS)
+            request_id = current_request_id()
+        except Exception:
+            # Flask answers it from scratch, errors and all, with the body given back.
+            environ["wsgi.input"] = io.BytesIO(raw)
+            return self.flask_wsgi(environ, start_response)
+        finally:
+            end_request(token)
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(body))),
+                                  ("X-Request-ID", request_id)])
+        metrics.record_request(rule, "POST", 200, time.perf_counter() - started)
+        return [body]
+
+    def _route(self, environ: dict):
+        if environ.get("REQUEST_METHOD") != "POST" or not environ.get("PATH_INFO", "").endswith("/predict"):
+            return None
+        content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json" or not 0 < self._length(environ) <= self.max_body_bytes:
+            return None
+        path = environ["PATH_INFO"]
+        for pattern, rule in ROUTES:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                return rule, match
+        return None
+
+    @staticmethod
+    def _length(environ: dict) -> int:
+        try:
+            return int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return 0
