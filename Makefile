@@ -192,6 +192,7 @@ bench: $(VENV)/.installed-dev ## measure: serving cells vs floors (wrk), predict
 	$(VENV)/bin/python bench/bulk_bench.py
 
 bench-peers: $(VENV)/.installed-dev ## mlapi (with and without batching) against MLflow, MLServer, BentoML, a minimal Flask+uWSGI handler and its no-op route
+	mkdir -p bench/results  # git-ignored, so absent from a fresh clone; the peer script writes into it
 	ANCHORS_PROFILE=mlapi ANCHORS_SYSTEMS=$(PEER_SYSTEMS) ANCHORS_ROUNDS=$(PEER_ROUNDS) \
 	  ANCHORS_OUT=$(CURDIR)/bench/results/peers.json MLAPI_CHECKOUT=$(CURDIR) ../shared/bench/peers/run.sh
 	$(VENV)/bin/python bench/peers_report.py bench/results/peers.json

@@ -921,3 +921,5 @@ def test_bench_peers_runs_the_peer_script_with_both_mlapi_modes_then_reports(tmp
     assert f"ANCHORS_ROUNDS={rounds} " in script
     assert f"ANCHORS_OUT={ROOT}/bench/results/peers.json" in script and "../shared/bench/peers/run.sh" in script
     assert "bench/peers_report.py bench/results/peers.json" in script
+    # bench/results/ is git-ignored: a fresh clone must create it before the peer script writes there
+    assert "mkdir -p bench/results" in script and script.index("mkdir -p bench/results") < script.index("run.sh")
