@@ -88,11 +88,13 @@ def forest_shortcut(predictor, method: str) -> Callable | None:
     if known is None or getattr(predictor, "n_outputs_", 1) != 1 or predictor.n_jobs not in (None, 1):
         return None
     _, _, tree_owner, tree_method = known
-    if not all(_inherits(tree, tree_method, tree_owner) for tree in predictor.estimators_):
-        return None
-    trees = [tree.tree_ for tree in predictor.estimators_]
+    estimators = getattr(predictor, "estimators_", None) or []
+    validate = getattr(predictor, "_validate_X_predict", None)
+    if not estimators or validate is None or not all(
+            _inherits(tree, tree_method, tree_owner) and hasattr(tree, "tree_") for tree in estimators):
+        return None  # not fitted, or a scikit-learn whose forests are built differently
+    trees = [tree.tree_ for tree in estimators]
     width = len(predictor.classes_) if method == "predict_proba" else 1
-    validate = predictor._validate_X_predict
 
     def forest_output(X):
         X = validate(X)
@@ -120,7 +122,10 @@ def _agrees(shortcut, original, predictor) -> bool:
     probe = np.array([np.zeros(n_features), np.ones(n_features), np.full(n_features, -1.0)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a model fitted on a DataFrame warns about a bare array
-        return np.array_equal(shortcut(probe), original(probe))
+        try:
+            return np.array_equal(shortcut(probe), original(probe))
+        except Exception:  # e.g. a model that needs more than numbers: leave it to scikit-learn
+            return False
 
 
 def _inherits(estimator, method: str, owner_path: str) -> bool:

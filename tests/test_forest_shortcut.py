@@ -143,3 +143,15 @@ def test_pandas_input_without_names_for_a_forest_fitted_on_arrays():
     estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
     rows = pd.DataFrame(X[:10])
     assert ServedModel("f", "1", estimator).predict(rows).probabilities == estimator.predict_proba(rows).tolist()
+
+
+def test_a_forest_the_probe_cannot_run_on_still_loads_without_the_shortcut():
+    X, y = load_breast_cancer(return_X_y=True)
+    estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+
+    def refuse(X):
+        raise TypeError("this forest only takes its own input type")
+
+    estimator._validate_X_predict = refuse  # instance attribute: the class is left alone
+    served = ServedModel("f", "1", estimator)
+    assert served._forest_proba is None and served.task == "classification"
