@@ -58,5 +58,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     # every error still go through Flask, and so does everything when each request is logged
     # (the access log has one implementation, in Flask's hooks).
     if not settings.access_log:
-        app.wsgi_app = FastPredict(app.wsgi_app, inference, settings.max_request_bytes)
+        predict_rules = [rule.rule for rule in app.url_map.iter_rules("native.predict")]
+        app.wsgi_app = FastPredict(app.wsgi_app, inference, settings.max_request_bytes, predict_rules)
     return app

@@ -29,23 +29,32 @@ from app.logs import begin_request, current_request_id, end_request
 from app.protocols import native
 from app.routes.common import DUMP_OPTIONS, parse_json
 
-# The Flask rules (app/routes/native.py) this path answers, with the same segment syntax as
-# Flask's default converter: anything but a slash.
-ROUTES = (
-    (re.compile(r"/predict"), "/predict"),
-    (re.compile(r"/models/(?P<name>[^/]+)/predict"), "/models/<name>/predict"),
-    (re.compile(r"/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)/predict"),
-     "/models/<name>/versions/<version>/predict"),
-)
+# A Flask rule's variable with the default converter: one path segment, anything but a slash.
+_VARIABLE = re.compile(r"<([A-Za-z_][A-Za-z0-9_]*)>")
+
+
+def rule_patterns(rules: Iterable[str]) -> tuple[tuple[re.Pattern, str], ...]:
+    """Flask rule strings → (regex, rule), so this path answers exactly the URLs the Flask
+    route is registered under and labels its metrics with the same rule."""
+    patterns = []
+    for rule in rules:
+        parts = _VARIABLE.split(rule)  # literal, name, literal, name, ..., literal
+        if any("<" in literal or ">" in literal for literal in parts[::2]):
+            raise ValueError(f"{rule!r}: only <name> variables (the default converter) are supported")
+        regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts))
+        patterns.append((re.compile(regex), rule))
+    return tuple(patterns)
 
 
 class FastPredict:
     """WSGI middleware in front of the Flask app (installed as app.wsgi_app)."""
 
-    def __init__(self, flask_wsgi: Callable, inference: InferenceService, max_body_bytes: int):
+    def __init__(self, flask_wsgi: Callable, inference: InferenceService, max_body_bytes: int,
+                 rules: Iterable[str]):
         self.flask_wsgi = flask_wsgi
         self.inference = inference
         self.max_body_bytes = max_body_bytes
+        self.routes = rule_patterns(rules)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         route = self._route(environ)
@@ -75,17 +84,15 @@ class FastPredict:
         return [body]
 
     def _route(self, environ: dict):
-        if environ.get("REQUEST_METHOD") != "POST" or not environ.get("PATH_INFO", "").endswith("/predict"):
+        if environ.get("REQUEST_METHOD") != "POST":
             return None
+        path = environ.get("PATH_INFO", "")
+        route = next(((rule, match) for pattern, rule in self.routes
+                      if (match := pattern.fullmatch(path)) is not None), None)
         content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-        if content_type != "application/json" or not 0 < self._length(environ) <= self.max_body_bytes:
+        if route is None or content_type != "application/json" or not 0 < self._length(environ) <= self.max_body_bytes:
             return None
-        path = environ["PATH_INFO"]
-        for pattern, rule in ROUTES:
-            match = pattern.fullmatch(path)
-            if match is not None:
-                return rule, match
-        return None
+        return route
 
     @staticmethod
     def _length(environ: dict) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app import metrics
-from app.fastpath import FastPredict
+from app.fastpath import FastPredict, rule_patterns
 from app.logs import CloudLoggingFormatter
 from conftest import as_plain, models_env, to_rows
 
@@ -157,3 +157,11 @@ def test_predictions_match_for_many_rows(app, trained):
     body = app.test_client().post("/models/cancer/predict", json={"instances": rows.tolist()}).get_json()
     assert body["predictions"] == estimator.predict(rows).tolist()
     assert body["probabilities"] == estimator.predict_proba(rows).tolist()
+
+
+def test_the_fast_path_takes_its_urls_from_the_flask_predict_rules(app):
+    flask_rules = {rule.rule for rule in app.url_map.iter_rules("native.predict")}
+    assert {rule for _, rule in app.wsgi_app.routes} == flask_rules == {
+        "/predict", "/models/<name>/predict", "/models/<name>/versions/<version>/predict"}
+    with pytest.raises(ValueError, match="default converter"):
+        rule_patterns(["/models/<int:number>/predict"])
