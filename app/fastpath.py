@@ -60,9 +60,9 @@ class FastPredict:
         route = self._route(environ)
         if route is None:
             return self.flask_wsgi(environ, start_response)
-        rule, match = route
+        rule, match, length = route
         started = time.perf_counter()
-        raw = environ["wsgi.input"].read(self._length(environ))
+        raw = environ["wsgi.input"].read(length)
         token = begin_request(environ.get("HTTP_X_REQUEST_ID"), environ.get("HTTP_X_CLOUD_TRACE_CONTEXT"))
         try:
             metrics.current_model.set(None)
@@ -90,9 +90,10 @@ class FastPredict:
         route = next(((rule, match) for pattern, rule in self.routes
                       if (match := pattern.fullmatch(path)) is not None), None)
         content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-        if route is None or content_type != "application/json" or not 0 < self._length(environ) <= self.max_body_bytes:
+        length = self._length(environ)
+        if route is None or content_type != "application/json" or not 0 < length <= self.max_body_bytes:
             return None
-        return route
+        return (*route, length)
 
     @staticmethod
     def _length(environ: dict) -> int:
