@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -155,6 +153,11 @@ def publish_to_topic(topic: str, data) -> str:
 
 def post_envelope(url: str, data) -> tuple[int, str]:
     """Without a topic: deliver the push envelope Pub/Sub would send, so the flow runs locally."""
+    # urllib.request is imported here, not at the top: every `mlapi serve` (every container
+    # start) imports this module to build its --help, and would pay ~20 ms for it.
+    import urllib.error
+    import urllib.request
+
     from app.protocols.pubsub import encode_envelope
 
     body = orjson.dumps(encode_envelope(data, f"local-{uuid.uuid4().hex}"))

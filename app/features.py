@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import decimal
 import logging
-from typing import Any, Sequence
-
-import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
+from typing import TYPE_CHECKING, Any, Sequence
 
 from app.db import LazyDatabase, is_transient, python_type_of, retry_stale, unavailable
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,12 @@ class FeatureStore(LazyDatabase):
 
     def table(self, conn: sa.Connection) -> sa.Table | None:
         """The reflected table, or None while it does not exist (an empty store)."""
+        import sqlalchemy as sa  # on first use: see app/db.py
+
         if self._table is None:
             try:
                 table = sa.Table(self.table_name, sa.MetaData(), autoload_with=conn)
-            except sa_exc.NoSuchTableError:
+            except sa.exc.NoSuchTableError:
                 return None
             for column in table.columns:
                 if isinstance(column.type, sa.Float):
@@ -45,6 +47,8 @@ class FeatureStore(LazyDatabase):
 
     def lookup(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Records by id (as strings); ids not in the store are simply absent."""
+        import sqlalchemy as sa
+
         def fetch():
             with self.engine.connect() as conn:
                 table = self.table(conn)
@@ -56,7 +60,7 @@ class FeatureStore(LazyDatabase):
 
         try:
             rows = retry_stale(fetch)
-        except sa_exc.SQLAlchemyError as exc:
+        except sa.exc.SQLAlchemyError as exc:
             if is_transient(exc):
                 raise unavailable(self.description, exc) from exc
             raise
@@ -77,6 +81,8 @@ class FeatureStore(LazyDatabase):
         """Every id, in id order, streamed (bulk scoring --from-store)."""
         # A server-side cursor lives inside a transaction (PostgreSQL), which this engine's
         # autocommit reads do not open: ask for one on this connection.
+        import sqlalchemy as sa
+
         with self.engine.connect() as conn:
             conn = conn.execution_options(isolation_level=conn.default_isolation_level)
             with conn.begin():

@@ -7,40 +7,57 @@ first use, by whichever worker gets there first (CREATE ... IF NOT EXISTS semant
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Sequence
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from app.db import LazyDatabase, insert_ignore, is_transient, retry_stale, unavailable
 
-metadata = sa.MetaData()
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
-predictions_table = sa.Table(
-    "predictions", metadata,
-    sa.Column("row_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("message_id", sa.String(128), nullable=False),
-    sa.Column("entity_id", sa.String(255), nullable=False),
-    sa.Column("model_name", sa.String(128), nullable=False),
-    sa.Column("model_version", sa.String(128), nullable=False),
-    sa.Column("prediction", sa.Text, nullable=False),  # JSON, the predict-by-id shape
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("message_id", "entity_id", name="uq_predictions_message_entity"),
-)
 
-failures_table = sa.Table(
-    "prediction_failures", metadata,
-    sa.Column("row_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("message_id", sa.String(128), nullable=False),
-    # "" when the failure concerns the whole message (undecodable data, unknown model):
-    # NULLs would not be unique, and a redelivery would add a second row.
-    sa.Column("entity_id", sa.String(255), nullable=False, default=""),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("payload", sa.Text, nullable=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.UniqueConstraint("message_id", "entity_id", name="uq_failures_message_entity"),
-)
+@dataclass(frozen=True)
+class Schema:
+    metadata: sa.MetaData
+    predictions: sa.Table
+    failures: sa.Table
+
+
+@functools.cache
+def schema() -> Schema:
+    """The two tables, defined on first use (SQLAlchemy is imported then: see app/db.py)."""
+    import sqlalchemy as sa
+
+    metadata = sa.MetaData()
+    predictions = sa.Table(
+        "predictions", metadata,
+        sa.Column("row_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("message_id", sa.String(128), nullable=False),
+        sa.Column("entity_id", sa.String(255), nullable=False),
+        sa.Column("model_name", sa.String(128), nullable=False),
+        sa.Column("model_version", sa.String(128), nullable=False),
+        sa.Column("prediction", sa.Text, nullable=False),  # JSON, the predict-by-id shape
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("message_id", "entity_id", name="uq_predictions_message_entity"),
+    )
+
+    failures = sa.Table(
+        "prediction_failures", metadata,
+        sa.Column("row_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("message_id", sa.String(128), nullable=False),
+        # "" when the failure concerns the whole message (undecodable data, unknown model):
+        # NULLs would not be unique, and a redelivery would add a second row.
+        sa.Column("entity_id", sa.String(255), nullable=False, default=""),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("payload", sa.Text, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.UniqueConstraint("message_id", "entity_id", name="uq_failures_message_entity"),
+    )
+    return Schema(metadata, predictions, failures)
+
 
 PAYLOAD_LIMIT = 4096  # enough to diagnose a poison message without storing megabytes
 
@@ -57,15 +74,19 @@ class PredictionStore(LazyDatabase):
     def _ensure_schema(self) -> None:
         if self._ready:
             return
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
-            metadata.create_all(self.engine, checkfirst=True)
-        except sa_exc.SQLAlchemyError:
+            schema().metadata.create_all(self.engine, checkfirst=True)
+        except SQLAlchemyError:
             # Another worker created the tables between our check and our CREATE (reported
             # as ProgrammingError, IntegrityError or, by SQLite, OperationalError): check again.
-            metadata.create_all(self.engine, checkfirst=True)
+            schema().metadata.create_all(self.engine, checkfirst=True)
         self._ready = True
 
     def _write(self, table: sa.Table, rows: Sequence[dict]) -> int:
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             self._ensure_schema()
 
@@ -73,7 +94,7 @@ class PredictionStore(LazyDatabase):
                 with self.engine.begin() as conn:
                     return insert_ignore(conn, table, rows)
             return retry_stale(write)
-        except sa_exc.SQLAlchemyError as exc:
+        except SQLAlchemyError as exc:
             if is_transient(exc):
                 raise unavailable(self.description, exc) from exc
             raise
@@ -82,7 +103,7 @@ class PredictionStore(LazyDatabase):
                            predictions: Sequence[tuple[str, Any]]) -> int:
         """Store (entity_id, prediction) pairs of one message in one transaction."""
         created = now()
-        return self._write(predictions_table, [
+        return self._write(schema().predictions, [
             {"message_id": message_id, "entity_id": entity_id, "model_name": model_name,
              "model_version": model_version, "prediction": orjson.dumps(prediction).decode(), "created_at": created}
             for entity_id, prediction in predictions])
@@ -92,20 +113,23 @@ class PredictionStore(LazyDatabase):
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8", "replace")
         created = now()
-        return self._write(failures_table, [
+        return self._write(schema().failures, [
             {"message_id": message_id, "entity_id": entity_id, "reason": reason,
              "payload": payload[:PAYLOAD_LIMIT] if payload else None, "created_at": created}
             for entity_id, reason in failures])
 
     def for_entity(self, entity_id: str, limit: int = 100) -> list[dict]:
+        import sqlalchemy as sa
+
+        table = schema().predictions
         try:
             self._ensure_schema()
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    sa.select(predictions_table).where(predictions_table.c.entity_id == entity_id)
-                    .order_by(predictions_table.c.created_at.desc(), predictions_table.c.row_id.desc())
+                    sa.select(table).where(table.c.entity_id == entity_id)
+                    .order_by(table.c.created_at.desc(), table.c.row_id.desc())
                     .limit(limit)).mappings().all()
-        except sa_exc.SQLAlchemyError as exc:
+        except sa.exc.SQLAlchemyError as exc:
             if is_transient(exc):
                 raise unavailable(self.description, exc) from exc
             raise
@@ -114,9 +138,12 @@ class PredictionStore(LazyDatabase):
                  "created_at": row["created_at"].isoformat() if row["created_at"] else None} for row in rows]
 
     def failures(self, message_id: str | None = None) -> list[dict]:
+        import sqlalchemy as sa
+
         self._ensure_schema()
-        query = sa.select(failures_table).order_by(failures_table.c.row_id)
+        table = schema().failures
+        query = sa.select(table).order_by(table.c.row_id)
         if message_id is not None:
-            query = query.where(failures_table.c.message_id == message_id)
+            query = query.where(table.c.message_id == message_id)
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings().all()]

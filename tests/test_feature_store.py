@@ -182,3 +182,26 @@ def test_sync_from_an_operational_database(db_url, tmp_path, make_app, trained):
     client = app_for(make_app, trained, store_url)
     assert client.get("/predict/10").get_json()["data"] == "cannot log in"
     assert client.get("/predict/11").get_json()["data"] == "app crashes"
+
+
+def test_server_start_leaves_sqlalchemy_for_the_first_request_that_needs_it(stocked, trained, tmp_path):
+    # A server answering only /predict never imports SQLAlchemy (0.17 s of a cold start);
+    # the first request that needs a database imports it and works. A fresh interpreter:
+    # this test process has imported SQLAlchemy long ago.
+    url, texts, _ = stocked
+    script = f"""
+import sys
+from app import create_app
+from app.config import Settings
+app = create_app(Settings.from_env({{"MODELS": "text={trained['text'][0]}", "FEATURE_STORE_URL": {url!r},
+                                    "PREDICTIONS_DB_URL": "sqlite:///{tmp_path}/predictions.db"}}))
+client = app.test_client()
+assert client.post("/predict", json={{"instances": ["refund please"]}}).status_code == 200
+print("after predict:", "sqlalchemy" in sys.modules)
+print("by id:", client.get("/predict/1").get_json()["data"])
+print("readyz:", client.get("/readyz").status_code)
+"""
+    result = subprocess.run([str(VENV_BIN / "python"), "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    printed = [line for line in result.stdout.splitlines() if not line.startswith("{")]  # not the JSON logs
+    assert printed == ["after predict: False", f"by id: {texts['text'][0]}", "readyz: 200"]
