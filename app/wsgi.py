@@ -4,6 +4,15 @@ Importing this module loads every model, so the server must import it once in th
 before forking workers (uWSGI without lazy-apps; gunicorn --preload): workers then share
 the model's memory pages copy-on-write.
 """
+import gc
+
 from app import create_app
 
 application = app = create_app()
+
+# Everything loaded so far (the libraries, the models) lives as long as the process: move
+# it out of the garbage collector's sight before the fork. Otherwise each worker's first
+# full collection writes to the header of every one of those objects and so copies every
+# page that holds one: measured under load on the peers' benchmark model, the server's
+# PSS after the load was 259 MB without this line, 179 MB with it (163 MB idle).
+gc.freeze()
