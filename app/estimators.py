@@ -1,12 +1,19 @@
 """What we know about particular scikit-learn estimators' code, used to skip redundant work.
 
-Two shortcuts, each taken only for classes whose methods are exactly scikit-learn's own (a
+Three shortcuts, each taken only for classes whose methods are exactly scikit-learn's own (a
 subclass that overrides one is left alone) and each giving bit-for-bit the model's own output:
 
 - labels read off predict_proba, so a request that wants both does not pay for the model twice;
 - a forest's predict_proba / predict computed tree by tree in the calling thread, without the
   joblib Parallel set-up and per-tree input checks that cost ~10x the tree walks themselves
-  for the small batches a server sees (100 trees, one row: ~7 ms → ~0.7 ms).
+  for the small batches a server sees (100 trees, one row: ~7 ms → ~0.7 ms);
+- StandardScaler, LogisticRegression and linear regressors computed without the per-call input
+  validation that is almost all of their cost for a request's rows, when the rows are ones that
+  validation would pass through unchanged (`linear_shortcut`).
+
+The last two are checked against the model's own method on probe rows when the model loads,
+and not used if they differ: a scikit-learn release that computes differently turns them off
+rather than changing predictions.
 
 Classes are looked up among modules already imported, never imported here: a model of that kind
 has imported its module by being unpickled, and importing the others (73 modules for a logistic
@@ -111,6 +118,114 @@ def forest_shortcut(predictor, method: str) -> Callable | None:
                     type(predictor).__name__, method)
         return None
     return forest_output
+
+
+def shortcut(estimator, method: str) -> Callable | None:
+    """The fastest known drop-in for estimator.<method>, or None to call the method itself."""
+    return forest_shortcut(estimator, method) or linear_shortcut(estimator, method)
+
+
+# ---- linear steps without the per-call input checks ----------------------------------------
+# scikit-learn validates its input in every call (namespace and dataframe detection, dtype,
+# shape, finiteness, feature names): for a one-row StandardScaler + LogisticRegression that is
+# nearly all of the call, the arithmetic a microsecond or two. Rows that validation would hand
+# through unchanged (a 2-D C-ordered float64 ndarray, the fitted width, every value finite) get
+# the same numpy expressions scikit-learn's methods evaluate after it; anything else (lists,
+# DataFrames, sparse matrices, NaN, a wrong width) goes to the estimator's own method, for its
+# conversions and its error messages.
+# (class, method, and the methods that one calls, which must be scikit-learn's too), by module path.
+LINEAR_METHODS = (
+    ("sklearn.preprocessing._data.StandardScaler", "transform", ()),
+    ("sklearn.linear_model._logistic.LogisticRegression", "predict_proba",
+     (("decision_function", "sklearn.linear_model._base.LinearClassifierMixin"),
+      ("_predict_proba_lr", "sklearn.linear_model._base.LinearClassifierMixin"))),
+    ("sklearn.linear_model._base.LinearModel", "predict",
+     (("_decision_function", "sklearn.linear_model._base.LinearModel"),)),
+    # Two predicts that only call LinearModel's (for their docstrings): LinearRegression's, Ridge's
+    ("sklearn.linear_model._base.MultiOutputLinearModel", "predict",
+     (("_decision_function", "sklearn.linear_model._base.LinearModel"),)),
+    ("sklearn.linear_model._ridge.Ridge", "predict",
+     (("_decision_function", "sklearn.linear_model._base.LinearModel"),)),
+)
+
+
+def linear_shortcut(estimator, method: str) -> Callable | None:
+    """A drop-in for estimator.<method> when it is one of LINEAR_METHODS, else None."""
+    known = next((row for row in LINEAR_METHODS if row[1] == method and _inherits(estimator, method, row[0])), None)
+    if known is None or not all(_inherits(estimator, name, owner) for name, owner in known[2]):
+        return None
+    n_features = getattr(estimator, "n_features_in_", None)
+    # Fitted on a DataFrame, the estimator checks feature names; set to output DataFrames, it
+    # wraps its result: both are validation's and output's business, so leave them to it.
+    if n_features is None or hasattr(estimator, "feature_names_in_") or _output_configured(estimator):
+        return None
+    compute = _LINEAR_COMPUTE[method](estimator)
+    if compute is None:
+        return None
+    original = getattr(estimator, method)
+
+    def linear_output(X):
+        # C order too: the matrix product of a Fortran-ordered array can round differently.
+        if (type(X) is np.ndarray and X.dtype == np.float64 and X.ndim == 2 and X.shape[1] == n_features
+                and X.flags.c_contiguous and np.isfinite(X).all()):
+            return compute(X)
+        return original(X)
+
+    if not _agrees(linear_output, original, estimator):
+        log.warning("%s.%s: the unvalidated shortcut disagrees with scikit-learn on a probe; not used",
+                    type(estimator).__name__, method)
+        return None
+    return linear_output
+
+
+def _scaler_transform(scaler):
+    # StandardScaler.transform on a dense float64 array, after validation copied it.
+    if getattr(scaler, "copy", True) is not True:
+        return None  # copy=False transforms the caller's array in place: keep that to scikit-learn
+    mean = scaler.mean_ if scaler.with_mean else None
+    scale = scaler.scale_ if scaler.with_std else None
+
+    def transform(X):
+        X = X.copy()
+        if mean is not None:
+            X -= mean.astype(X.dtype)
+        if scale is not None:
+            X /= scale.astype(X.dtype)
+        return X
+    return transform
+
+
+def _linear_scores(model):
+    # LinearClassifierMixin.decision_function / LinearModel._decision_function after validation
+    # (safe_sparse_dot of two dense arrays is their matrix product).
+    coef, intercept = model.coef_, model.intercept_
+    coef_T = coef.T if coef.ndim == 2 else coef
+    return lambda X: X @ coef_T + intercept
+
+
+def _logistic_proba(model):
+    from scipy.special import expit
+    from sklearn.utils.extmath import softmax
+
+    scores_of = _linear_scores(model)
+    binary = len(model.classes_) <= 2
+
+    def predict_proba(X):
+        scores = scores_of(X)
+        if binary:  # LinearClassifierMixin._predict_proba_lr, one column of scores
+            if scores.ndim > 1 and scores.shape[1] == 1:
+                scores = scores.reshape(-1)
+            prob = expit(scores, out=scores)
+            return np.stack([1 - prob, prob], axis=1)
+        return softmax(scores, copy=False)
+    return predict_proba
+
+
+_LINEAR_COMPUTE = {"transform": _scaler_transform, "predict_proba": _logistic_proba, "predict": _linear_scores}
+
+
+def _output_configured(estimator) -> bool:
+    return bool(getattr(estimator, "_sklearn_output_config", None))
 
 
 def _agrees(shortcut, original, predictor) -> bool:

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from app import metrics
 from app.config import ModelSpec, Settings
-from app.estimators import ARGMAX, argmax_labels, forest_shortcut, proba_relation_of
+from app.estimators import ARGMAX, argmax_labels, proba_relation_of, shortcut
 from app.errors import ArtifactError, InvalidInput
 from app.storage import resolve_artifact, sha256_of
 
@@ -55,11 +55,12 @@ class ServedModel:
         else:
             self.feature_step = None
             self.predictor = est.steps[-1][1] if isinstance(est, Pipeline) else est
-        # The feature step's transformers, called one after the other: what Pipeline.transform
+        # The feature step's transforms, called one after the other: what Pipeline.transform
         # does without metadata routing, whose per-call bookkeeping (routing objects, deep-copied
-        # tags) costs more than a one-row scaler.
-        self._transformers = [] if self.feature_step is None else [
-            step for _, step in self.feature_step.steps if step is not None and step != "passthrough"]
+        # tags) costs more than a one-row scaler; each through a shortcut where one is known.
+        self._transforms = [] if self.feature_step is None else [
+            shortcut(step, "transform") or step.transform
+            for _, step in self.feature_step.steps if step is not None and step != "passthrough"]
         if not hasattr(self.predictor, "predict"):
             raise ArtifactError(f"{type(self.predictor).__name__} has no predict(): not a servable estimator")
         first = est.steps[0][1] if isinstance(est, Pipeline) else est
@@ -71,16 +72,16 @@ class ServedModel:
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
         self.task = _task(self.predictor, self.classes)
         # Decided once: whether labels can be read off predict_proba (see predict_arrays), and
-        # whether a forest's trees can be walked without joblib (app/estimators.py).
+        # which methods have a faster drop-in (forests, linear models: app/estimators.py).
         self._proba_relation = proba_relation_of(self.predictor) if self.has_proba else None
-        self._forest_proba = forest_shortcut(self.predictor, "predict_proba") if self.has_proba else None
-        self._forest_predict = None if self.classes is not None else forest_shortcut(self.predictor, "predict")
+        self._predict_proba = self.has_proba and shortcut(self.predictor, "predict_proba") or None
+        self._predict_labels = None if self.classes is not None else shortcut(self.predictor, "predict")
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
         """raw → features (identity for a bare estimator)."""
-        for transformer in self._transformers:
-            model_input = _call(transformer.transform, model_input)
+        for transform in self._transforms:
+            model_input = _call(transform, model_input)
         return model_input
 
     def predict_features(self, features, probabilities: bool | None = None) -> PredictionResult:
@@ -105,14 +106,14 @@ class ServedModel:
         want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
         # For ARGMAX models predict() is predict_proba() plus an argmax: same cost either way.
         need_proba = want_proba or self._proba_relation == ARGMAX
-        proba = _call(self._forest_proba or predictor.predict_proba, features) if need_proba else None
+        proba = _call(self._predict_proba or predictor.predict_proba, features) if need_proba else None
         labels = None
         if proba is not None and self._proba_relation is not None:
             # predict() would repeat the model's whole cost (every tree walked again, the
             # scores recomputed and validated again) for labels predict_proba already holds.
             labels = argmax_labels(predictor.classes_, proba, self._proba_relation)
         if labels is None:
-            labels = _call(self._forest_predict or predictor.predict, features)
+            labels = _call(self._predict_labels or predictor.predict, features)
         metrics.record_prediction(self.name, self.version, len(labels))
         return labels, (proba if want_proba else None)
 

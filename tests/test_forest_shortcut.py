@@ -51,7 +51,7 @@ def test_classifier_shortcut_equals_predict_proba_bit_for_bit(name, dataset):
     X, y = dataset(return_X_y=True)
     estimator = CLASSIFIERS[name]().fit(X, y)
     served = ServedModel(name, "1", estimator)
-    assert served._forest_proba is not None
+    assert served._predict_proba is not None
     cases = [(rows, estimator.predict_proba(rows).tolist(), estimator.predict(rows).tolist())
              for rows in (X, _noisy(X), _noisy(X)[:1])]
     sklearn_calls = Counting(served.predictor, "predict_proba")
@@ -79,7 +79,7 @@ def test_regressor_shortcut_equals_predict_bit_for_bit(name):
     X, y = load_diabetes(return_X_y=True)
     estimator = REGRESSORS[name]().fit(X, y)
     served = ServedModel(name, "1", estimator)
-    assert served._forest_predict is not None
+    assert served._predict_labels is not None
     cases = [(rows, estimator.predict(rows).tolist()) for rows in (X, _noisy(X), _noisy(X)[:1])]
     sklearn_calls = Counting(served.predictor, "predict")
     for rows, expected in cases:
@@ -93,7 +93,7 @@ def test_missing_values_follow_the_trees_learned_direction():
     X[::7, 3] = np.nan  # trained with gaps: each split learned where a missing value goes
     estimator = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y)
     served = ServedModel("gaps", "1", estimator)
-    assert served._forest_proba is not None
+    assert served._predict_proba is not None
     rows = _noisy(np.nan_to_num(X))
     rows[::3, [3, 5, 10]] = np.nan
     assert served.predict(rows).probabilities == estimator.predict_proba(rows).tolist()
@@ -121,7 +121,7 @@ def test_parallel_forests_and_subclasses_keep_scikit_learns_code():
     sharpened = Sharpened(n_estimators=5, random_state=0).fit(X, y)
     for estimator in (parallel, sharpened):
         served = ServedModel("f", "1", estimator)
-        assert served._forest_proba is None
+        assert served._predict_proba is None
         assert served.predict(X[:30]).probabilities == estimator.predict_proba(X[:30]).tolist()
 
 
@@ -134,7 +134,7 @@ def test_a_release_whose_trees_report_other_values_turns_the_shortcut_off(monkey
     monkeypatch.setattr(DecisionTreeClassifier, "predict_proba",
                         lambda self, X, check_input=True: original(self, X, check_input) / 2)
     served = ServedModel("f", "1", estimator)
-    assert served._forest_proba is None
+    assert served._predict_proba is None
     assert served.predict(X[:30]).probabilities == estimator.predict_proba(X[:30]).tolist()
 
 
@@ -154,4 +154,4 @@ def test_a_forest_the_probe_cannot_run_on_still_loads_without_the_shortcut():
 
     estimator._validate_X_predict = refuse  # instance attribute: the class is left alone
     served = ServedModel("f", "1", estimator)
-    assert served._forest_proba is None and served.task == "classification"
+    assert served._predict_proba is None and served.task == "classification"
