@@ -65,7 +65,10 @@ def proba_relation_of(predictor) -> str | None:
 
 def argmax_labels(classes: np.ndarray, proba: np.ndarray, relation: str) -> np.ndarray | None:
     """Labels read off the probabilities, or None when a near tie needs the model's predict()."""
-    if relation == MONOTONE and proba.shape[1] > 1:
+    if relation == MONOTONE and proba.shape[1] == 2:  # the common binary case, without a partition
+        if np.any(np.abs(proba[:, 1] - proba[:, 0]) < TIE_MARGIN):
+            return None
+    elif relation == MONOTONE and proba.shape[1] > 2:
         top_two = np.partition(proba, -2, axis=1)[:, -2:]
         if np.any(top_two[:, 1] - top_two[:, 0] < TIE_MARGIN):
             return None
