@@ -2,7 +2,7 @@
 pooled engines, portable upserts / insert-ignores, and which failures are transient.
 
 SQLAlchemy is imported on first use, not when the server starts: it is 0.17 s of a cold
-start and ~10 MB of memory that a server answering only /predict never needs (Cloud Run
+start and 12 MB of memory that a server answering only /predict never needs (Cloud Run
 scales from zero, so cold starts are on the critical path). The first by-id request,
 /readyz or batch message in each worker pays that import once.
 """
