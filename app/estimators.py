@@ -116,11 +116,7 @@ def forest_shortcut(predictor, method: str) -> Callable | None:
         total /= len(trees)
         return total if method == "predict_proba" else total[:, 0]
 
-    if not _agrees(forest_output, getattr(predictor, method), predictor):
-        log.warning("%s.%s: the tree-by-tree shortcut disagrees with scikit-learn on a probe; not used",
-                    type(predictor).__name__, method)
-        return None
-    return forest_output
+    return _probed(forest_output, predictor, method, "the tree-by-tree shortcut")
 
 
 def shortcut(estimator, method: str) -> Callable | None:
@@ -174,11 +170,7 @@ def linear_shortcut(estimator, method: str) -> Callable | None:
             return compute(X)
         return original(X)
 
-    if not _agrees(linear_output, original, estimator):
-        log.warning("%s.%s: the unvalidated shortcut disagrees with scikit-learn on a probe; not used",
-                    type(estimator).__name__, method)
-        return None
-    return linear_output
+    return _probed(linear_output, estimator, method, "the unvalidated shortcut")
 
 
 def _scaler_transform(scaler):
@@ -231,10 +223,18 @@ def _output_configured(estimator) -> bool:
     return bool(getattr(estimator, "_sklearn_output_config", None))
 
 
-def _agrees(shortcut, original, predictor) -> bool:
-    # A check at load on constant rows, so that a scikit-learn release that changes how trees
-    # store or average their values turns the shortcut off rather than changing predictions.
-    n_features = getattr(predictor, "n_features_in_", None)
+def _probed(shortcut: Callable, estimator, method: str, what: str) -> Callable | None:
+    """The shortcut if it gives bit-for-bit estimator.<method>'s output on probe rows, else None
+    (with a warning): a scikit-learn release that computes differently turns it off rather than
+    changing predictions."""
+    if _agrees(shortcut, getattr(estimator, method), estimator):
+        return shortcut
+    log.warning("%s.%s: %s disagrees with scikit-learn on a probe; not used", type(estimator).__name__, method, what)
+    return None
+
+
+def _agrees(shortcut, original, estimator) -> bool:
+    n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         return False
     probe = np.array([np.zeros(n_features), np.ones(n_features), np.full(n_features, -1.0)])

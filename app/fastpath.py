@@ -89,9 +89,11 @@ class FastPredict:
         path = environ.get("PATH_INFO", "")
         route = next(((rule, match) for pattern, rule in self.routes
                       if (match := pattern.fullmatch(path)) is not None), None)
+        if route is None:
+            return None
         content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         length = self._length(environ)
-        if route is None or content_type != "application/json" or not 0 < length <= self.max_body_bytes:
+        if content_type != "application/json" or not 0 < length <= self.max_body_bytes:
             return None
         return (*route, length)
 

@@ -30,7 +30,7 @@ REGRESSORS = {
 
 def _shortcuts_in_use(served: ServedModel) -> bool:
     steps = served._transforms + [served._predict_proba or served._predict_labels]
-    return all(getattr(step, "__name__", "") in ("linear_output",) for step in steps)
+    return all(getattr(step, "__name__", "") == "linear_output" for step in steps)
 
 
 @pytest.mark.parametrize("dataset", [load_breast_cancer, load_iris], ids=["binary", "multiclass"])
