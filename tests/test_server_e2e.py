@@ -133,7 +133,7 @@ def test_the_server_starts_with_one_blas_thread_per_worker(start_server, server_
 def test_the_entry_point_hides_what_it_loaded_from_the_garbage_collector(trained, tmp_path):
     # app.wsgi is what uWSGI's master and gunicorn --preload import before forking: the
     # libraries and models it loads must be frozen out of the collector's sight, or each
-    # worker's first full collection copies every page that holds one (PSS +45 % measured).
+    # worker's first full collection copies every page that holds one (80 MB of PSS, measured).
     script = """
 import gc
 import app.wsgi
