@@ -33,6 +33,7 @@ class _Pending:
     rows: int
     probabilities: bool | None
     done: threading.Event = field(default_factory=threading.Event)
+    arrived: float = field(default_factory=time.monotonic)
     lead: bool = False
     result: PredictionResult | None = None
     error: BaseException | None = None
@@ -72,7 +73,9 @@ class MicroBatcher:
         batch = [me]
         with self._lock:
             if inherited and self.max_wait_s > 0:
-                deadline = time.monotonic() + self.max_wait_s
+                # MAX_BATCH_WAIT_MS bounds how long the oldest request waits in all: the
+                # leader is the oldest queued, and has already waited out the previous call.
+                deadline = me.arrived + self.max_wait_s
                 while sum(p.rows for p in batch + self._queue) < self.max_rows:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not self._more.wait(remaining):

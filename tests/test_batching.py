@@ -76,6 +76,27 @@ def test_concurrent_requests_share_calls_and_get_their_own_answers(cancer_model)
         assert result.classes == [0, 1]
 
 
+def test_wait_is_counted_from_the_oldest_request_not_from_the_batch(cancer_model, trained):
+    # MAX_BATCH_WAIT_MS bounds the oldest request's wait: requests queued behind a 1 s call
+    # have already waited longer than the 0.9 s limit, so their batch runs the moment that
+    # call ends, instead of waiting another 0.9 s for rows that will not come.
+    served, _ = cancer_model
+    counting = CountingModel(served, first_call_seconds=1.0)
+    batcher = MicroBatcher(counting, max_rows=64, max_wait_s=0.9)
+    rows = trained["cancer"][2][:1]
+    first = threading.Thread(target=batcher.predict, args=(rows,))
+    started = time.perf_counter()
+    first.start()
+    while not counting.calls:  # the first call is running
+        time.sleep(0.001)
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: batcher.predict(rows), range(3)))
+    elapsed = time.perf_counter() - started
+    first.join()
+    assert counting.calls == [1, 3]
+    assert elapsed < 1.7  # 1.9 s or more had the batch waited after the call
+
+
 def test_one_bad_request_fails_alone(trained):
     from sklearn.linear_model import LogisticRegression
 
