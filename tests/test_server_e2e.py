@@ -146,3 +146,14 @@ print(gc.get_freeze_count() > 10_000, any(o is model for o in gc.get_objects()))
                             env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-2:] == ["True", "False"]
+
+
+@pytest.mark.parametrize("server_pyarrow", ["0", "1"])
+def test_the_server_keeps_pyarrow_out_unless_asked(start_server, server_env, trained, demo_models, server_pyarrow):
+    # pandas loads pyarrow (~34 MB) whenever it is installed, and the server never uses it:
+    # app.wsgi imports pandas with pyarrow hidden, unless SERVER_PYARROW=1. The models that
+    # go through pandas (named features, text) still answer exactly as in-process.
+    server_proc = start_server({**server_env, "SERVER_PYARROW": server_pyarrow})
+    check_predictions(server_proc.url, trained, demo_models)
+    mapped = Path(f"/proc/{server_proc.proc.pid}/maps").read_text()
+    assert ("libarrow" in mapped) == (server_pyarrow == "1")
