@@ -86,18 +86,15 @@ class ServedModel:
 
     def predict_features(self, features, probabilities: bool | None = None) -> PredictionResult:
         """features → prediction, with the final step alone."""
-        return self._predict(self.predictor, features, probabilities)
+        labels, proba = self.predict_arrays(features, probabilities)
+        if proba is None:
+            return PredictionResult(_plain(labels))
+        return PredictionResult(_plain(labels), proba.tolist(), self.classes)
 
     def predict(self, model_input, probabilities: bool | None = None) -> PredictionResult:
         """raw → prediction. Transforms once and reuses the features for predict and
         predict_proba, which is what Pipeline.predict / predict_proba compute."""
         return self.predict_features(self.features(model_input), probabilities)
-
-    def _predict(self, predictor, X, probabilities: bool | None) -> PredictionResult:
-        labels, proba = self.predict_arrays(X, probabilities)
-        if proba is None:
-            return PredictionResult(_plain(labels))
-        return PredictionResult(_plain(labels), proba.tolist(), self.classes)
 
     def predict_arrays(self, features, probabilities: bool | None = None):
         """features → (labels, probabilities or None) as numpy arrays, for callers that
