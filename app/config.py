@@ -37,6 +37,8 @@ class Settings:
     model_cache_dir: str = "/tmp/mlapi-models"
     # Refuse (rather than warn about) a pickle made by another scikit-learn version.
     strict_sklearn_version: bool = False
+    # Let pandas load pyarrow in the server process (off: ~34 MB less per instance; see app/wsgi.py).
+    server_pyarrow: bool = False
     # Bodies larger than this are refused with 413 before they are parsed.
     max_request_bytes: int = 10 * 1024 * 1024
     # Micro-batching: concurrent requests for one model version answered by one predict call
@@ -45,8 +47,6 @@ class Settings:
     # The longest a request under load waits, from its arrival, for rows to join its batch
     # (never when idle).
     max_batch_wait_ms: float = 0.0
-    # Let pandas load pyarrow in the server process (off: ~34 MB less per instance; see app/wsgi.py).
-    server_pyarrow: bool = False
     # Entries kept by the in-process prediction cache (0 turns it off).
     prediction_cache_size: int = 10_000
     # Python logging level name for the app's own log lines.
@@ -96,9 +96,9 @@ class Settings:
             models=models,
             model_cache_dir=env.get("MODEL_CACHE_DIR", "/tmp/mlapi-models"),
             strict_sklearn_version=_bool(env, "STRICT_SKLEARN_VERSION", False),
+            server_pyarrow=_bool(env, "SERVER_PYARROW", False),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
             prediction_cache_size=_int(env, "PREDICTION_CACHE_SIZE", 10_000, minimum=0),
-            server_pyarrow=_bool(env, "SERVER_PYARROW", False),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", 0, minimum=0),
             max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", 0.0),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
