@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 
 from app.errors import InvalidInput
+from app.inputs import is_dataframe
 from app.model import PredictionResult
 
 
@@ -140,7 +140,9 @@ def _row_count(model_input) -> int:
 
 def _concat(inputs: list):
     first = inputs[0]
-    if isinstance(first, pd.DataFrame):
+    if is_dataframe(first):
+        import pandas as pd  # imported already: the inputs are DataFrames
+
         return pd.concat(inputs, ignore_index=True)
     if isinstance(first, np.ndarray):
         return np.concatenate(inputs)

@@ -7,15 +7,18 @@ what was expected. It also decodes feature matrices (dense or CSR) for predict_f
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 
 from app.errors import InvalidInput
 from app.model import TEXT, ServedModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,16 @@ def _frame_from_rows(rows: list, names: list[str]) -> pd.DataFrame:
     return _frame(matrix, names)
 
 
+def is_dataframe(value) -> bool:
+    """isinstance(value, pandas.DataFrame), without importing pandas: a DataFrame can only
+    exist once pandas is imported, and the server imports it only for a model that needs it."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
 def _frame(matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: see is_dataframe
+
     frame = pd.DataFrame(matrix, columns=names)
     if matrix.dtype == object:
         # Mixed input (e.g. categorical columns): keep strings as they are and make every

@@ -2,7 +2,8 @@
 
 Importing this module loads every model, so the server must import it once in the master,
 before forking workers (uWSGI without lazy-apps; gunicorn --preload): workers then share
-the model's memory pages copy-on-write.
+the model's memory pages copy-on-write. It also decides what the master imports: nothing the
+models do not need (import_scikit_learn_without_pandas, import_pandas).
 """
 import gc
 import sys
@@ -11,30 +12,49 @@ from app import create_app
 from app.config import Settings
 
 
-def import_pandas_without_pyarrow() -> None:
-    """Import pandas as if pyarrow were not installed.
-
-    pandas imports pyarrow whenever it is installed (to back its string columns), and
-    scikit-learn imports pandas: ~34 MB per server (measured: PSS of the M1 server after load
-    228 → 194 MB) for a library the server never uses — pyarrow is here for bulk scoring and
-    Parquet imports, which run as their own commands. Without it pandas keeps strings in
-    Python objects; models get the same values. pyarrow is hidden only while pandas is
-    imported: code that imports pyarrow itself later still gets it (SERVER_PYARROW=1 turns
-    this off for a model whose pickle holds pyarrow-backed pandas data).
-    """
-    if "pandas" in sys.modules or "pyarrow" in sys.modules:
-        return  # too late to matter: whatever pandas found is already loaded
-    sys.modules["pyarrow"] = None  # makes `import pyarrow` raise ImportError
+def import_scikit_learn_without_pandas() -> None:
+    """scikit-learn imports pandas whenever it is installed (sklearn/utils/fixes.py keeps it
+    for a helper that is handed pandas as an argument anyway); a server whose models take
+    arrays never uses it, and it is 0.24 s of a ~1.1 s cold start (measured, 100-tree forest).
+    So scikit-learn is imported with pandas hidden. pandas is still importable afterwards,
+    and scikit-learn finds it then by looking in sys.modules, as it always does."""
+    if "pandas" in sys.modules or "sklearn" in sys.modules:
+        return
+    sys.modules["pandas"] = None  # makes `import pandas` raise ImportError
     try:
+        import sklearn.utils.fixes  # noqa: F401  (the module that imports pandas)
+    finally:
+        del sys.modules["pandas"]
+
+
+def import_pandas(pyarrow_allowed: bool) -> None:
+    """Import pandas, by default as if pyarrow were not installed.
+
+    pandas imports pyarrow whenever it is installed, to back its string columns: 34 MB of PSS
+    (M1 server after load, 228 → 194 MB) that the server does not use — pyarrow is installed
+    for bulk scoring and Parquet imports, which run as their own commands. Without it pandas
+    keeps strings as Python objects, and models get the same values. It is hidden only while
+    pandas is imported, so code that imports pyarrow itself still gets it; SERVER_PYARROW=1
+    lets pandas have it, for a model whose pickle holds pyarrow-backed pandas data.
+    """
+    if pyarrow_allowed or "pyarrow" in sys.modules:
         import pandas  # noqa: F401
+        return
+    sys.modules["pyarrow"] = None
+    try:
+        import pandas  # noqa: F401,F811
     finally:
         del sys.modules["pyarrow"]
 
 
 settings = Settings.from_env()
-if not settings.server_pyarrow:
-    import_pandas_without_pyarrow()
+import_scikit_learn_without_pandas()
 application = app = create_app(settings)
+if "pandas" not in sys.modules and any(
+        model.feature_names for model in app.extensions["mlapi.inference"].registry.models()):
+    # A model fitted on a DataFrame is given DataFrames (app/inputs.py): import pandas here,
+    # once, so that the workers share it rather than each importing it on its first request.
+    import_pandas(settings.server_pyarrow)
 
 # Everything loaded so far (the libraries, the models) lives as long as the process: move
 # it out of the garbage collector's sight before the fork. Otherwise each worker's first

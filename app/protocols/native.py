@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import sparse
 
 from app.errors import BadRequest
-from app.inputs import Columns
+from app.inputs import Columns, is_dataframe
 from app.model import PredictionResult, ServedModel
 
 INSTANCE_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
@@ -85,7 +84,7 @@ def encode_features(model: ServedModel, matrix) -> dict:
         features: Any = {"format": "csr", "shape": list(csr.shape), "data": csr.data.tolist(),
                          "indices": csr.indices.tolist(), "indptr": csr.indptr.tolist()}
     else:
-        if isinstance(matrix, pd.DataFrame):
+        if is_dataframe(matrix):
             matrix = matrix.to_numpy()
         features = np.asarray(matrix).tolist()
     return {"model": {"name": model.name, "version": model.version}, "features": features}
