@@ -8,6 +8,7 @@ scales from zero, so cold starts are on the critical path). The first by-id requ
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import datetime as dt
@@ -88,6 +89,19 @@ class LazyDatabase:
                 conn.execute(sa.text("SELECT 1"))
         except sa.exc.SQLAlchemyError as exc:
             raise unavailable(self.description, exc) from exc
+
+    @contextlib.contextmanager
+    def transient_failures_unavailable(self):
+        """A transient database failure inside the block becomes StoreUnavailable (503, retry
+        later); any other database error (bad SQL, bad data) propagates as it is."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            if is_transient(exc):
+                raise unavailable(self.description, exc) from exc
+            raise
 
 
 def retry_stale(operation):

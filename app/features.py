@@ -9,7 +9,7 @@ import decimal
 import logging
 from typing import TYPE_CHECKING, Any, Sequence
 
-from app.db import LazyDatabase, is_transient, python_type_of, retry_stale, unavailable
+from app.db import LazyDatabase, python_type_of, retry_stale
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -58,12 +58,8 @@ class FeatureStore(LazyDatabase):
                 keys = _keys_for(id_col, ids)
                 return conn.execute(sa.select(table).where(id_col.in_(keys))).mappings().all() if keys else []
 
-        try:
+        with self.transient_failures_unavailable():
             rows = retry_stale(fetch)
-        except sa.exc.SQLAlchemyError as exc:
-            if is_transient(exc):
-                raise unavailable(self.description, exc) from exc
-            raise
         return {str(row[self.id_column]): {k: _plain(v) for k, v in row.items()} for row in rows}
 
     def feature_columns(self) -> list[str]:

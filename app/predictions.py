@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
 
-from app.db import LazyDatabase, insert_ignore, is_transient, retry_stale, unavailable
+from app.db import LazyDatabase, insert_ignore, retry_stale
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -85,19 +85,13 @@ class PredictionStore(LazyDatabase):
         self._ready = True
 
     def _write(self, table: sa.Table, rows: Sequence[dict]) -> int:
-        from sqlalchemy.exc import SQLAlchemyError
+        def write():
+            with self.engine.begin() as conn:
+                return insert_ignore(conn, table, rows)
 
-        try:
+        with self.transient_failures_unavailable():
             self._ensure_schema()
-
-            def write():
-                with self.engine.begin() as conn:
-                    return insert_ignore(conn, table, rows)
             return retry_stale(write)
-        except SQLAlchemyError as exc:
-            if is_transient(exc):
-                raise unavailable(self.description, exc) from exc
-            raise
 
     def record_predictions(self, message_id: str, model_name: str, model_version: str,
                            predictions: Sequence[tuple[str, Any]]) -> int:
@@ -122,17 +116,13 @@ class PredictionStore(LazyDatabase):
         import sqlalchemy as sa
 
         table = schema().predictions
-        try:
+        with self.transient_failures_unavailable():
             self._ensure_schema()
             with self.engine.connect() as conn:
                 rows = conn.execute(
                     sa.select(table).where(table.c.entity_id == entity_id)
                     .order_by(table.c.created_at.desc(), table.c.row_id.desc())
                     .limit(limit)).mappings().all()
-        except sa.exc.SQLAlchemyError as exc:
-            if is_transient(exc):
-                raise unavailable(self.description, exc) from exc
-            raise
         return [{"id": row["entity_id"], "model": {"name": row["model_name"], "version": row["model_version"]},
                  "prediction": orjson.loads(row["prediction"]), "message_id": row["message_id"],
                  "created_at": row["created_at"].isoformat() if row["created_at"] else None} for row in rows]
