@@ -6,10 +6,21 @@ the model's memory pages copy-on-write. It also decides what the master imports:
 models do not need (import_scikit_learn_without_pandas, import_pandas).
 """
 import gc
+import importlib
 import sys
 
 from app import create_app
 from app.config import Settings
+
+
+def import_without(module: str, hidden: str) -> None:
+    """Import `module` as if `hidden` were not installed. Only while `module` is imported:
+    `hidden` is importable again afterwards, for whatever needs it later."""
+    sys.modules[hidden] = None  # makes `import <hidden>` raise ImportError
+    try:
+        importlib.import_module(module)
+    finally:
+        del sys.modules[hidden]
 
 
 def import_scikit_learn_without_pandas() -> None:
@@ -18,13 +29,8 @@ def import_scikit_learn_without_pandas() -> None:
     arrays never uses it, and it is 0.24 s of a ~1.1 s cold start (measured, 100-tree forest).
     So scikit-learn is imported with pandas hidden. pandas is still importable afterwards,
     and scikit-learn finds it then by looking in sys.modules, as it always does."""
-    if "pandas" in sys.modules or "sklearn" in sys.modules:
-        return
-    sys.modules["pandas"] = None  # makes `import pandas` raise ImportError
-    try:
-        import sklearn.utils.fixes  # noqa: F401  (the module that imports pandas)
-    finally:
-        del sys.modules["pandas"]
+    if "pandas" not in sys.modules and "sklearn" not in sys.modules:
+        import_without("sklearn.utils.fixes", hidden="pandas")  # the module that imports pandas
 
 
 def import_pandas(pyarrow_allowed: bool) -> None:
@@ -38,13 +44,9 @@ def import_pandas(pyarrow_allowed: bool) -> None:
     lets pandas have it, for a model whose pickle holds pyarrow-backed pandas data.
     """
     if pyarrow_allowed or "pyarrow" in sys.modules:
-        import pandas  # noqa: F401
-        return
-    sys.modules["pyarrow"] = None
-    try:
-        import pandas  # noqa: F401,F811
-    finally:
-        del sys.modules["pyarrow"]
+        importlib.import_module("pandas")
+    else:
+        import_without("pandas", hidden="pyarrow")
 
 
 settings = Settings.from_env()
