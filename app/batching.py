@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from app.errors import InvalidInput
-from app.inputs import is_dataframe
+from app.frames import is_dataframe
 from app.model import PredictionResult
 
 

@@ -28,6 +28,8 @@ from typing import Callable
 
 import numpy as np
 
+from app.frames import is_dataframe
+
 log = logging.getLogger(__name__)
 
 # ---- labels from probabilities -------------------------------------------------------------
@@ -154,23 +156,38 @@ def linear_shortcut(estimator, method: str) -> Callable | None:
     if known is None or not all(_inherits(estimator, name, owner) for name, owner in known[2]):
         return None
     n_features = getattr(estimator, "n_features_in_", None)
-    # Fitted on a DataFrame, the estimator checks feature names; set to output DataFrames, it
-    # wraps its result: both are validation's and output's business, so leave them to it.
-    if n_features is None or hasattr(estimator, "feature_names_in_") or _output_configured(estimator):
+    # Set to output DataFrames, the estimator wraps its result: that is scikit-learn's business.
+    if n_features is None or _output_configured(estimator):
         return None
     compute = _LINEAR_COMPUTE[method](estimator)
     if compute is None:
         return None
     original = getattr(estimator, method)
+    # Fitted on a DataFrame (the usual case for a data scientist's model, and our demo's),
+    # scikit-learn checks the columns' names on every call, then validates the values as it
+    # would an array: a DataFrame with exactly the fitted columns, in order, is that array
+    # (np.asarray is what its validation takes too). A bare array goes to scikit-learn, which
+    # warns that it has no names.
+    names = _names_in(estimator)
 
     def linear_output(X):
+        rows = X
+        if names is not None:
+            if not (is_dataframe(X) and X.columns.tolist() == names):
+                return original(X)
+            # Fortran-ordered for a DataFrame of several rows built from an array (pandas
+            # keeps columns together), so only a single row or a frame built by column passes.
+            rows = np.asarray(X)
         # C order too: the matrix product of a Fortran-ordered array can round differently.
-        if (type(X) is np.ndarray and X.dtype == np.float64 and X.ndim == 2 and X.shape[1] == n_features
-                and X.flags.c_contiguous and np.isfinite(X).all()):
-            return compute(X)
+        if (type(rows) is np.ndarray and rows.dtype == np.float64 and rows.ndim == 2 and rows.shape[1] == n_features
+                and rows.flags.c_contiguous and np.isfinite(rows).all()):
+            return compute(rows)
         return original(X)
 
-    return _probed(linear_output, estimator, method, "the unvalidated shortcut")
+    # The probe runs the computation itself: given the probe's bare array, linear_output
+    # would hand a DataFrame-fitted model's rows to scikit-learn. (Building a DataFrame here
+    # instead would import pandas, with pyarrow, before the server decides how: app/wsgi.py.)
+    return _probed(linear_output, estimator, method, "the unvalidated shortcut", probe_with=compute)
 
 
 def _scaler_transform(scaler):
@@ -223,11 +240,12 @@ def _output_configured(estimator) -> bool:
     return bool(getattr(estimator, "_sklearn_output_config", None))
 
 
-def _probed(shortcut: Callable, estimator, method: str, what: str) -> Callable | None:
+def _probed(shortcut: Callable, estimator, method: str, what: str,
+            probe_with: Callable | None = None) -> Callable | None:
     """The shortcut if it gives bit-for-bit estimator.<method>'s output on probe rows, else None
     (with a warning): a scikit-learn release that computes differently turns it off rather than
     changing predictions."""
-    if _agrees(shortcut, getattr(estimator, method), estimator):
+    if _agrees(probe_with or shortcut, getattr(estimator, method), estimator):
         return shortcut
     log.warning("%s.%s: %s disagrees with scikit-learn on a probe; not used", type(estimator).__name__, method, what)
     return None
@@ -244,6 +262,11 @@ def _agrees(shortcut, original, estimator) -> bool:
             return np.array_equal(shortcut(probe), original(probe))
         except Exception:  # e.g. a model that needs more than numbers: leave it to scikit-learn
             return False
+
+
+def _names_in(estimator) -> list | None:
+    names = getattr(estimator, "feature_names_in_", None)
+    return None if names is None else names.tolist()
 
 
 def _inherits(estimator, method: str, owner_path: str) -> bool:

@@ -56,7 +56,12 @@ class FeatureStore(LazyDatabase):
                     return []
                 id_col = table.c[self.id_column]
                 keys = _keys_for(id_col, ids)
-                return conn.execute(sa.select(table).where(id_col.in_(keys))).mappings().all() if keys else []
+                if not keys:
+                    return []
+                # One id (predict by id) as `=`: an IN list is re-rendered for its length on
+                # every call, where `=` runs SQLAlchemy's cached statement as it is.
+                match = id_col == keys[0] if len(keys) == 1 else id_col.in_(keys)
+                return conn.execute(sa.select(table).where(match)).mappings().all()
 
         with self.transient_failures_unavailable():
             rows = retry_stale(fetch)

@@ -7,7 +7,6 @@ what was expected. It also decodes feature matrices (dense or CSR) for predict_f
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -149,15 +148,8 @@ def _frame_from_rows(rows: list, names: list[str]) -> pd.DataFrame:
     return _frame(matrix, names)
 
 
-def is_dataframe(value) -> bool:
-    """isinstance(value, pandas.DataFrame), without importing pandas: a DataFrame can only
-    exist once pandas is imported, and the server imports it only for a model that needs it."""
-    pandas = sys.modules.get("pandas")
-    return pandas is not None and isinstance(value, pandas.DataFrame)
-
-
 def _frame(matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
-    import pandas as pd  # here, not at the top: see is_dataframe
+    import pandas as pd  # here, not at the top: see app/frames.py
 
     frame = pd.DataFrame(matrix, columns=names)
     if matrix.dtype == object:

@@ -126,14 +126,3 @@ class PredictionStore(LazyDatabase):
         return [{"id": row["entity_id"], "model": {"name": row["model_name"], "version": row["model_version"]},
                  "prediction": orjson.loads(row["prediction"]), "message_id": row["message_id"],
                  "created_at": row["created_at"].isoformat() if row["created_at"] else None} for row in rows]
-
-    def failures(self, message_id: str | None = None) -> list[dict]:
-        import sqlalchemy as sa
-
-        self._ensure_schema()
-        table = schema().failures
-        query = sa.select(table).order_by(table.c.row_id)
-        if message_id is not None:
-            query = query.where(table.c.message_id == message_id)
-        with self.engine.connect() as conn:
-            return [dict(row) for row in conn.execute(query).mappings().all()]

@@ -3,6 +3,8 @@ must give bit-for-bit what scikit-learn's own methods give, and must hand every 
 validation would change or refuse to scikit-learn."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,30 +81,111 @@ def test_input_validation_would_change_or_refuse_goes_to_scikit_learn():
             served.predict(rows)
 
 
-def test_models_fitted_on_dataframes_subclasses_and_configured_outputs_keep_scikit_learns_code():
-    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+def test_subclasses_and_configured_outputs_keep_scikit_learns_code():
+    X, y = load_breast_cancer(return_X_y=True)
 
     class Sharpened(LogisticRegression):
         def predict_proba(self, X):
             return np.round(super().predict_proba(X))
 
-    named = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
-    sharpened = Sharpened(max_iter=5000).fit(X.to_numpy(), y)
+    sharpened = Sharpened(max_iter=5000).fit(X, y)
     pandas_out = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).set_output(transform="pandas")
-    pandas_out.fit(X.to_numpy(), y)
-    in_place = make_pipeline(StandardScaler(copy=False), LogisticRegression(max_iter=1000)).fit(X.to_numpy(), y)
-    assert ServedModel("n", "1", named)._transforms[0] == named[0].transform
+    pandas_out.fit(X, y)
+    in_place = make_pipeline(StandardScaler(copy=False), LogisticRegression(max_iter=1000)).fit(X, y)
     assert ServedModel("s", "1", sharpened)._predict_proba is None
     assert ServedModel("p", "1", pandas_out)._transforms[0] == pandas_out[0].transform
     assert ServedModel("i", "1", in_place)._transforms[0] == in_place[0].transform
-    for estimator, rows in ((named, X.iloc[:20]), (sharpened, X.to_numpy()[:20]), (pandas_out, X.to_numpy()[:20])):
-        assert ServedModel("m", "1", estimator).predict(rows).probabilities == estimator.predict_proba(rows).tolist()
+    for estimator in (sharpened, pandas_out, in_place):
+        rows = X[:20].copy()
+        assert ServedModel("m", "1", estimator).predict(rows).probabilities == estimator.predict_proba(X[:20]).tolist()
 
 
-def test_a_release_that_computes_differently_turns_the_shortcut_off(monkeypatch, caplog):
+@pytest.fixture
+def sklearn_validations(monkeypatch):
+    """Counts scikit-learn's input validation in the scaler's and the linear models' methods:
+    zero means every call went through the shortcut."""
+    import sklearn.linear_model._base as linear_base
+    import sklearn.preprocessing._data as scaler_module
+
+    counter = {"calls": 0}
+    for module in (linear_base, scaler_module):
+        original = module.validate_data
+
+        def counted(*args, _original=original, **kwargs):
+            counter["calls"] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, "validate_data", counted)
+    return counter
+
+
+def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(sklearn_validations):
+    # A data scientist's model is usually fitted on a DataFrame; the server hands it one with
+    # the fitted columns in the fitted order (app/inputs.py), and that is the shortcut's input.
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    labels = np.array(["benign", "malignant"])[y]
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, labels)
+    bare = LogisticRegression(max_iter=5000).fit(X, labels)
+    Xd, yd = load_diabetes(return_X_y=True, as_frame=True)
+    regressor = make_pipeline(StandardScaler(), Ridge()).fit(Xd, yd)
+    noisy = pd.DataFrame(_noisy(X.to_numpy()), columns=X.columns)
+    one_noisy_row = pd.DataFrame(noisy.to_numpy()[3:4], columns=X.columns)  # as app/inputs.py builds it
+    served = {id(estimator): ServedModel("named", "1", estimator) for estimator in (pipeline, bare, regressor)}
+    for estimator, shortcut_cases, other_cases in (
+            (pipeline, (X, X.iloc[:1], one_noisy_row), (noisy,)),
+            (bare, (X.iloc[:7], one_noisy_row), (noisy,)),
+            (regressor, (Xd, Xd.iloc[:1]), ())):
+        model = served[id(estimator)]
+        assert _shortcuts_in_use(model)
+        for rows in shortcut_cases + other_cases:
+            # A frame built from a 2-D array of several rows is Fortran-ordered (noisy): the
+            # shortcut leaves it to scikit-learn, with the same answers.
+            sklearn_validations["calls"] = 0
+            result = model.predict(rows)
+            assert (sklearn_validations["calls"] == 0) == (rows is not noisy), rows.shape
+            assert result.predictions == estimator.predict(rows).tolist()
+            if hasattr(estimator, "predict_proba"):
+                assert result.probabilities == estimator.predict_proba(rows).tolist()
+    # Through the server's own input layer: one row as an object keyed by feature name.
+    from app.inputs import to_model_input
+
+    model = served[id(pipeline)]
+    for row in noisy.to_numpy()[:5]:
+        instance = dict(zip(X.columns, map(float, row)))
+        sklearn_validations["calls"] = 0
+        result = model.predict(to_model_input(model, [instance]))
+        assert sklearn_validations["calls"] == 0
+        assert result.probabilities == pipeline.predict_proba(pd.DataFrame([instance])).tolist()
+
+
+def test_dataframes_the_shortcut_cannot_take_go_to_scikit_learn(sklearn_validations):
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
+    served = ServedModel("named", "1", pipeline)
+    assert _shortcuts_in_use(served)
+    # Converted by scikit-learn, same answers: integer columns, a bare array (it warns).
+    for rows in (X.iloc[:5].astype(np.int64), X.to_numpy()[:5]):
+        sklearn_validations["calls"] = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            assert served.predict(rows).probabilities == pipeline.predict_proba(rows).tolist()
+        assert sklearn_validations["calls"] > 0
+    # Refused by scikit-learn, with its own message: columns reordered, one missing, a NaN.
+    with pytest.raises(InvalidInput, match="same order"):
+        served.predict(X.iloc[:2, ::-1])
+    with pytest.raises(InvalidInput, match="missing"):
+        served.predict(X.iloc[:2].drop(columns=["mean radius"]))
+    with_nan = X.iloc[:2].copy()
+    with_nan.iloc[1, 3] = np.nan
+    with pytest.raises(InvalidInput, match="NaN"):
+        served.predict(with_nan)
+
+
+@pytest.mark.parametrize("fitted_on", ["array", "dataframe"])
+def test_a_release_that_computes_differently_turns_the_shortcut_off(monkeypatch, caplog, fitted_on):
     # Stands for a scikit-learn whose LogisticRegression computes its probabilities in another
     # way than ours: the probe at load must notice and leave the model to scikit-learn.
-    X, y = load_breast_cancer(return_X_y=True)
+    X, y = load_breast_cancer(return_X_y=True, as_frame=fitted_on == "dataframe")
     estimator = LogisticRegression(max_iter=5000).fit(X, y)
     exact = estimators._LINEAR_COMPUTE["predict_proba"]
     monkeypatch.setitem(estimators._LINEAR_COMPUTE, "predict_proba",

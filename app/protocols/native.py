@@ -15,7 +15,8 @@ import numpy as np
 from scipy import sparse
 
 from app.errors import BadRequest
-from app.inputs import Columns, is_dataframe
+from app.frames import is_dataframe
+from app.inputs import Columns
 from app.model import PredictionResult, ServedModel
 
 INSTANCE_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
