@@ -146,16 +146,21 @@ def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(skl
             assert result.predictions == estimator.predict(rows).tolist()
             if hasattr(estimator, "predict_proba"):
                 assert result.probabilities == estimator.predict_proba(rows).tolist()
-    # Through the server's own input layer: one row as an object keyed by feature name.
+    # Through the server's own input layer (rows as objects keyed by feature name, or as lists),
+    # whose frames of several rows are laid out for the shortcut too.
     from app.inputs import to_model_input
 
     model = served[id(pipeline)]
-    for row in noisy.to_numpy()[:5]:
-        instance = dict(zip(X.columns, map(float, row)))
+    objects = [dict(zip(X.columns, map(float, row))) for row in noisy.to_numpy()[:50]]
+    lists = noisy.to_numpy()[:50].tolist()
+    for instances in (objects[:1], objects[1:2], objects, lists[:1], lists):
+        model_input = to_model_input(model, instances)
         sklearn_validations["calls"] = 0
-        result = model.predict(to_model_input(model, [instance]))
+        result = model.predict(model_input)
         assert sklearn_validations["calls"] == 0
-        assert result.probabilities == pipeline.predict_proba(pd.DataFrame([instance])).tolist()
+        # The model's own answer for the very frame it was given (for several rows, scikit-learn's
+        # last bit depends on the frame's memory layout, as for arrays: see the README).
+        assert result.probabilities == pipeline.predict_proba(model_input).tolist()
 
 
 def test_dataframes_the_shortcut_cannot_take_go_to_scikit_learn(sklearn_validations):
