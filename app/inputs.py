@@ -14,6 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from app.errors import InvalidInput
+from app.frames import column_index
 from app.model import TEXT, ServedModel
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def _frame(matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
     # Not copied: the matrix is this request's own. A numeric frame then holds the matrix's
     # transpose, so np.asarray(frame) is the C-ordered matrix again, the linear shortcut's
     # input (app/estimators.py); a copied frame of several rows would be Fortran-ordered.
-    frame = pd.DataFrame(matrix, columns=names, copy=matrix.dtype == object)
+    frame = pd.DataFrame(matrix, columns=column_index(tuple(names)), copy=matrix.dtype == object)
     if matrix.dtype == object:
         # Mixed input (e.g. categorical columns): keep strings as they are and make every
         # column that is entirely numeric numeric, as it was when the model was fitted.
