@@ -74,6 +74,56 @@ def test_string_labels_and_a_dataframe_with_feature_names():
     assert result.probabilities == estimator.predict_proba(rows).tolist()
 
 
+@pytest.fixture
+def forest_validations(monkeypatch):
+    """Counts the forests' input validation (ForestClassifier/Regressor._validate_X_predict):
+    zero means the shortcut converted the rows itself."""
+    import sklearn.ensemble._forest as forest_module
+
+    counter = {"calls": 0}
+    original = forest_module.validate_data
+
+    def counted(*args, **kwargs):
+        counter["calls"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(forest_module, "validate_data", counted)
+    return counter
+
+
+@pytest.mark.parametrize("fitted_on", ["array", "dataframe"])
+def test_rows_validation_would_pass_unchanged_skip_it(fitted_on, forest_validations):
+    # Finite float64 rows of the fitted width (for a DataFrame-fitted forest: a DataFrame with
+    # exactly its columns, as the server builds it) are converted to float32 here, as the
+    # forest's validation would; everything else still goes through that validation.
+    from app.inputs import to_model_input
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    fit_rows = X if fitted_on == "dataframe" else X.to_numpy()
+    estimator = RandomForestClassifier(n_estimators=15, random_state=0).fit(fit_rows, y)
+    served = ServedModel("f", "1", estimator)
+    noisy = _noisy(X.to_numpy())
+    plain = [to_model_input(served, noisy[:n].tolist()) for n in (1, 40)] + [fit_rows[:1] if fitted_on == "array"
+                                                                              else fit_rows.iloc[:1]]
+    for rows in plain:
+        forest_validations["calls"] = 0
+        result = served.predict(rows)
+        assert forest_validations["calls"] == 0
+        assert result.probabilities == estimator.predict_proba(rows).tolist()
+        assert result.predictions == estimator.predict(rows).tolist()
+    converted = [noisy[:5].astype(np.float32), np.asfortranarray(noisy[:5]), noisy[:5].round().astype(np.int64)]
+    if fitted_on == "dataframe":
+        converted = [pd.DataFrame(rows, columns=X.columns) for rows in converted[::2]]
+    for rows in converted:
+        forest_validations["calls"] = 0
+        assert served.predict(rows).probabilities == estimator.predict_proba(rows).tolist()
+        assert forest_validations["calls"] > 0
+    with pytest.raises(InvalidInput, match="infinity"):
+        rows = noisy[:2].copy()
+        rows[1, 4] = np.inf
+        served.predict(to_model_input(served, rows.tolist()) if fitted_on == "dataframe" else rows)
+
+
 @pytest.mark.parametrize("name", sorted(REGRESSORS))
 def test_regressor_shortcut_equals_predict_bit_for_bit(name):
     X, y = load_diabetes(return_X_y=True)
@@ -125,10 +175,11 @@ def test_parallel_forests_and_subclasses_keep_scikit_learns_code():
         assert served.predict(X[:30]).probabilities == estimator.predict_proba(X[:30]).tolist()
 
 
-def test_a_release_whose_trees_report_other_values_turns_the_shortcut_off(monkeypatch):
+@pytest.mark.parametrize("fitted_on", ["array", "dataframe"])
+def test_a_release_whose_trees_report_other_values_turns_the_shortcut_off(monkeypatch, fitted_on):
     # Stands for a scikit-learn whose trees report probabilities differently than they store
     # them: the probe at load must notice and leave the model to scikit-learn.
-    X, y = load_breast_cancer(return_X_y=True)
+    X, y = load_breast_cancer(return_X_y=True, as_frame=fitted_on == "dataframe")
     estimator = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
     original = DecisionTreeClassifier.predict_proba
     monkeypatch.setattr(DecisionTreeClassifier, "predict_proba",
