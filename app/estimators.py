@@ -203,7 +203,8 @@ def plain_rows(X, n_features: int | None, names: list | None) -> np.ndarray | No
         if not (is_dataframe(X) and X.columns.tolist() == names):
             return None
         X = X.to_numpy()  # the array np.asarray (validation's conversion) gives, 25x faster
-    # C order too: the matrix product of a Fortran-ordered array can round differently.
+    # C order too: validation hands it on as it is, and a Fortran-ordered array's matrix product
+    # (the linear models') can round differently.
     if (type(X) is np.ndarray and X.dtype == np.float64 and X.ndim == 2 and X.shape[1] == n_features
             and X.flags.c_contiguous and np.isfinite(X).all()):
         return X
@@ -285,8 +286,10 @@ def _agrees(shortcut, original, estimator) -> bool:
 
 
 def _names_in(estimator) -> list | None:
+    """The column names the estimator was fitted with, as plain strings (what DataFrame
+    columns compare equal to), or None for an estimator fitted on an array."""
     names = getattr(estimator, "feature_names_in_", None)
-    return None if names is None else names.tolist()
+    return None if names is None else np.asarray(names).tolist()
 
 
 def _inherits(estimator, method: str, owner_path: str) -> bool:
