@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from app.frames import is_dataframe
+from app.frames import is_plain_numeric_frame
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,16 @@ def forest_shortcut(predictor, method: str) -> Callable | None:
     def float32_rows(rows):
         # What the forest's validation makes of rows it passes through unchanged (finite
         # float64 of the fitted width, for a DataFrame-fitted forest its own columns): the
-        # float32 copy the trees read. The validation itself costs ~0.09 ms for an array,
-        # ~0.6 ms for a one-row DataFrame.
-        return rows.astype(np.float32)
+        # float32 copy the trees read — unless a value is too large for float32 and becomes
+        # infinite, which validation refuses (None: let it say so). The validation itself
+        # costs ~0.09 ms for an array, ~0.6 ms for a one-row DataFrame.
+        rows32 = rows.astype(np.float32)
+        return rows32 if np.isfinite(rows32).all() else None
 
     def forest_output(X):
         rows = plain_rows(X, n_features, names)
-        return walk_trees(float32_rows(rows) if rows is not None else validate(X))
+        rows32 = float32_rows(rows) if rows is not None else None
+        return walk_trees(rows32 if rows32 is not None else validate(X))
 
     # The probe runs the conversion and the walk itself (see linear_shortcut's probe).
     return _probed(forest_output, predictor, method, "the tree-by-tree shortcut",
@@ -144,10 +147,11 @@ def shortcut(estimator, method: str) -> Callable | None:
 # scikit-learn validates its input in every call (namespace and dataframe detection, dtype,
 # shape, finiteness, feature names): for a one-row StandardScaler + LogisticRegression that is
 # nearly all of the call, the arithmetic a microsecond or two. Rows that validation would hand
-# through unchanged (a 2-D C-ordered float64 ndarray, the fitted width, every value finite) get
-# the same numpy expressions scikit-learn's methods evaluate after it; anything else (lists,
-# DataFrames, sparse matrices, NaN, a wrong width) goes to the estimator's own method, for its
-# conversions and its error messages.
+# through unchanged (a 2-D C-ordered float64 ndarray, the fitted width, every value finite; for
+# an estimator fitted on a DataFrame, a DataFrame of its own columns holding such an array: see
+# plain_rows) get the same numpy expressions scikit-learn's methods evaluate after it; anything
+# else (lists, other DataFrames, sparse matrices, NaN, a wrong width) goes to the estimator's
+# own method, for its conversions, its warnings and its error messages.
 # (class, method, and the methods that one calls, which must be scikit-learn's too), by module path.
 LINEAR_METHODS = (
     ("sklearn.preprocessing._data.StandardScaler", "transform", ()),
@@ -200,13 +204,13 @@ def plain_rows(X, n_features: int | None, names: list | None) -> np.ndarray | No
     warn or refuse (then the estimator's own method must see X). An estimator fitted on a
     DataFrame takes a DataFrame with exactly its columns in order, as that array."""
     if names is not None:
-        if not (is_dataframe(X) and X.columns.tolist() == names):
+        if not is_plain_numeric_frame(X, names):
             return None
         X = X.to_numpy()  # the array np.asarray (validation's conversion) gives, 25x faster
     # C order too: validation hands it on as it is, and a Fortran-ordered array's matrix product
-    # (the linear models') can round differently.
-    if (type(X) is np.ndarray and X.dtype == np.float64 and X.ndim == 2 and X.shape[1] == n_features
-            and X.flags.c_contiguous and np.isfinite(X).all()):
+    # (the linear models') can round differently. No rows: validation refuses them.
+    if (type(X) is np.ndarray and X.dtype == np.float64 and X.ndim == 2 and X.shape[0] > 0
+            and X.shape[1] == n_features and X.flags.c_contiguous and np.isfinite(X).all()):
         return X
     return None
 

@@ -118,10 +118,15 @@ def test_rows_validation_would_pass_unchanged_skip_it(fitted_on, forest_validati
         forest_validations["calls"] = 0
         assert served.predict(rows).probabilities == estimator.predict_proba(rows).tolist()
         assert forest_validations["calls"] > 0
-    with pytest.raises(InvalidInput, match="infinity"):
+    # Refused by the forest's validation, with its message: infinity, a value that float32
+    # cannot hold (finite as float64, infinite once converted), no rows.
+    for bad in (np.inf, 1e39):
         rows = noisy[:2].copy()
-        rows[1, 4] = np.inf
-        served.predict(to_model_input(served, rows.tolist()) if fitted_on == "dataframe" else rows)
+        rows[1, 4] = bad
+        with pytest.raises(InvalidInput, match="infinity or a value too large"):
+            served.predict(to_model_input(served, rows.tolist()) if fitted_on == "dataframe" else rows)
+    with pytest.raises(InvalidInput, match="0 sample"):
+        served.predict(fit_rows[:0])
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSORS))

@@ -168,13 +168,29 @@ def test_dataframes_the_shortcut_cannot_take_go_to_scikit_learn(sklearn_validati
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
     served = ServedModel("named", "1", pipeline)
     assert _shortcuts_in_use(served)
-    # Converted by scikit-learn, same answers: integer columns, a bare array (it warns).
-    for rows in (X.iloc[:5].astype(np.int64), X.to_numpy()[:5]):
+    # Converted by scikit-learn, same answers: integer columns, a DataFrame subclass.
+    class Frame(pd.DataFrame):
+        pass
+
+    for rows in (X.iloc[:5].astype(np.int64), Frame(X.iloc[:5])):
         sklearn_validations["calls"] = 0
+        assert served.predict(rows).probabilities == pipeline.predict_proba(rows).tolist()
+        assert sklearn_validations["calls"] > 0
+    # Same answers and scikit-learn's own warning: a bare array, names that are not str.
+    numpy_names = X.iloc[:5].copy()
+    numpy_names.columns = pd.Index([np.str_(name) for name in X.columns], dtype=object)
+    for rows in (X.to_numpy()[:5], numpy_names):
+        with pytest.warns(UserWarning, match="valid feature names"):
+            result = served.predict(rows)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            assert served.predict(rows).probabilities == pipeline.predict_proba(rows).tolist()
-        assert sklearn_validations["calls"] > 0
+            assert result.probabilities == pipeline.predict_proba(rows).tolist()
+    # Refused by scikit-learn: sparse columns (it would make a sparse matrix), no rows.
+    sparse_columns = X.iloc[:1].astype(pd.SparseDtype("float64", 0.0))
+    with pytest.raises(InvalidInput, match="sparse"):
+        served.predict(sparse_columns)
+    with pytest.raises(InvalidInput, match="0 sample"):
+        served.predict(X.iloc[:0])
     # Refused by scikit-learn, with its own message: columns reordered, one missing, a NaN.
     with pytest.raises(InvalidInput, match="same order"):
         served.predict(X.iloc[:2, ::-1])
