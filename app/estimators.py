@@ -108,7 +108,7 @@ def forest_shortcut(predictor, method: str) -> Callable | None:
         return None  # not fitted, or a scikit-learn whose forests are built differently
     trees = [tree.tree_ for tree in estimators]
     width = len(predictor.classes_) if method == "predict_proba" else 1
-    n_features, names = getattr(predictor, "n_features_in_", None), _names_in(predictor)
+    n_features, names = getattr(predictor, "n_features_in_", None), fitted_names(predictor)
 
     def walk_trees(X32):
         total = np.zeros((X32.shape[0], width), dtype=np.float64)
@@ -186,7 +186,7 @@ def linear_shortcut(estimator, method: str) -> Callable | None:
     # would an array: a DataFrame with exactly the fitted columns, in order, is that array
     # (what np.asarray, its validation's conversion, gives). A bare array goes to scikit-learn,
     # which warns that it has no names.
-    names = _names_in(estimator)
+    names = fitted_names(estimator)
 
     def linear_output(X):
         rows = plain_rows(X, n_features, names)
@@ -289,11 +289,11 @@ def _agrees(shortcut, original, estimator) -> bool:
             return False
 
 
-def _names_in(estimator) -> list | None:
+def fitted_names(estimator) -> list[str] | None:
     """The column names the estimator was fitted with, as plain strings (what DataFrame
     columns compare equal to), or None for an estimator fitted on an array."""
     names = getattr(estimator, "feature_names_in_", None)
-    return None if names is None else np.asarray(names).tolist()
+    return None if names is None else [str(name) for name in names]
 
 
 def _inherits(estimator, method: str, owner_path: str) -> bool:

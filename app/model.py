@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from app import metrics
 from app.config import ModelSpec, Settings
-from app.estimators import ARGMAX, argmax_labels, proba_relation_of, shortcut
+from app.estimators import ARGMAX, argmax_labels, fitted_names, proba_relation_of, shortcut
 from app.errors import ArtifactError, InvalidInput
 from app.storage import resolve_artifact, sha256_of
 
@@ -66,7 +66,7 @@ class ServedModel:
         first = est.steps[0][1] if isinstance(est, Pipeline) else est
         # Any vectorizer that builds an analyzer takes raw documents (Count/Tfidf/Hashing).
         self.input_kind = TEXT if hasattr(first, "build_analyzer") else TABULAR
-        self.feature_names = _names(getattr(est, "feature_names_in_", None))
+        self.feature_names = fitted_names(est)
         self.n_features = getattr(est, "n_features_in_", None) if self.input_kind == TABULAR else None
         self.classes = _plain(getattr(self.predictor, "classes_", None))
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
@@ -157,10 +157,6 @@ def _task(predictor, classes) -> str:
         if kind in ("classifier", "regressor"):
             return "classification" if kind == "classifier" else "regression"
     return "other"
-
-
-def _names(values) -> list[str] | None:
-    return None if values is None else [str(v) for v in values]
 
 
 def _plain(values):
