@@ -30,6 +30,7 @@ setup(
         "flask>=3.0",
         "uwsgi>=2.0.24",
         "gunicorn>=22",
+        "granian>=2.5",  # the server `mlapi serve` picks for micro-batching: HTTP in Rust, outside the GIL
         "joblib>=1.3",
         "scikit-learn>=1.3",
         "numpy>=1.24",

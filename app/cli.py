@@ -16,6 +16,7 @@ THREAD_CAPS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # A batch can only hold the requests a worker has in flight: measured on 2 cores, 100-tree
 # forest, 64 connections: 8 threads 1,232 req/s, 16 1,772, 32 2,328 (and ~+100 MB PSS, see README).
 BATCHING_THREADS = "32"
+SERVERS = ("uwsgi", "gunicorn", "granian")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="start the production server on 0.0.0.0:$PORT")
-    serve.add_argument("--server", choices=("uwsgi", "gunicorn"), default="uwsgi")
+    serve.add_argument("--server", choices=SERVERS,
+                       help="default: $SERVER, else granian when micro-batching is on (MAX_BATCH_SIZE > 1), else uwsgi")
     serve.add_argument("--port", type=int, help="overrides $PORT (default 8080)")
     serve.add_argument("--ini", help="uWSGI config (default: $UWSGI_INI, then ./uwsgi.ini)")
     serve.add_argument("--dry-run", action="store_true", help="print the server command instead of running it")
@@ -43,7 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     return args.handler(args) or 0
 
 
+def choose_server(explicit: str | None, env: dict) -> str:
+    """uWSGI by default; granian when micro-batching is on, because batching needs many
+    requests in flight per worker and granian holds them in Rust rather than in Python
+    threads (measured: README, Performance); `--server` or $SERVER decide otherwise."""
+    server = explicit or env.get("SERVER") or ("granian" if batching(env) else "uwsgi")
+    if server not in SERVERS:
+        raise SystemExit(f"mlapi serve: SERVER={server!r} is not one of {', '.join(SERVERS)}")
+    return server
+
+
+def batching(env: dict) -> bool:
+    return int(env.get("MAX_BATCH_SIZE") or 0) > 1
+
+
 def server_command(server: str, port: int, ini: str | None, env: dict) -> list[str]:
+    if server == "granian":
+        # A Python launcher: it loads the models, then starts granian (app/granian_server.py).
+        return [sys.executable, "-m", "app.granian_server", f"0.0.0.0:{port}"]
     if server == "gunicorn":
         workers = env.get("WEB_CONCURRENCY") or str(os.cpu_count() or 1)
         return [_executable("gunicorn"), "app.wsgi:application",
@@ -66,12 +85,13 @@ def cmd_serve(args) -> int:
     for cap in THREAD_CAPS:
         env.setdefault(cap, "1")
     env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env.get("PROMETHEUS_MULTIPROC_DIR"))
-    if int(env.get("MAX_BATCH_SIZE") or 0) > 1:
+    if batching(env):
         # Micro-batching merges requests that are in flight together in one worker, so each
         # worker needs threads to hold them (predict releases the GIL in native code).
         env.setdefault("UWSGI_THREADS", BATCHING_THREADS)
         env.setdefault("GUNICORN_THREADS", BATCHING_THREADS)
-    command = server_command(args.server, port, args.ini, dict(env))
+        env.setdefault("GRANIAN_BLOCKING_THREADS", BATCHING_THREADS)
+    command = server_command(choose_server(args.server, env), port, args.ini, dict(env))
     if args.dry_run:
         print(" ".join(command))
         return 0

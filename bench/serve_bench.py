@@ -4,8 +4,9 @@ Models: M1 = Pipeline(StandardScaler, LogisticRegression) and M2 = RandomForestC
 trees), both fitted on scikit-learn's bundled breast-cancer data with the peer benchmark's
 recipe (../shared/bench/peers/prepare.py), and the demo text model (`mlapi demo`: tickets).
 Systems: `mlapi serve` with uWSGI (`uwsgi`) and with gunicorn (`gunicorn`), and with
-micro-batching on (MAX_BATCH_SIZE=64, MAX_BATCH_WAIT_MS=2: `uwsgi_batch`; `gunicorn_batch` only
-when asked for). For each system × model and round, a fresh server:
+micro-batching on (MAX_BATCH_SIZE=64, MAX_BATCH_WAIT_MS=2): `granian_batch` (the server
+`mlapi serve` picks for batching) and `uwsgi_batch`; `granian` and `gunicorn_batch` only when
+asked for. For each system × model and round, a fresh server:
   cold start   process start → first correct prediction (polled every 20 ms)
   cells        c1, c16, c64: one row per request on 1, 16, 64 connections; b100_c4: 100 rows
                per request on 4 connections; each after a discarded warm-up, loaded from a
@@ -64,13 +65,17 @@ CELLS = {  # name: (rows per request, connections)
 BATCHING = {"MAX_BATCH_SIZE": "64", "MAX_BATCH_WAIT_MS": "2"}
 SYSTEMS = {
     "uwsgi": dict(server="uwsgi", env={}, desc="mlapi serve: uWSGI with uwsgi.ini (one process per core)"),
+    "granian_batch": dict(server="granian", env=BATCHING,
+                          desc="mlapi serve, micro-batching on (MAX_BATCH_SIZE=64, MAX_BATCH_WAIT_MS=2): granian, "
+                               "the server it picks then, 32 Python threads per worker"),
     "uwsgi_batch": dict(server="uwsgi", env=BATCHING,
-                        desc="mlapi serve, micro-batching on (MAX_BATCH_SIZE=64, MAX_BATCH_WAIT_MS=2; 32 threads per worker)"),
+                        desc="mlapi serve --server uwsgi, micro-batching on (as granian_batch; 32 threads per worker)"),
+    "granian": dict(server="granian", env={}, desc="mlapi serve --server granian (one Python thread per worker)"),
     "gunicorn": dict(server="gunicorn", env={}, desc="mlapi serve --server gunicorn (sync workers, one per core)"),
     "gunicorn_batch": dict(server="gunicorn", env=BATCHING,
-                           desc="mlapi serve --server gunicorn, micro-batching on (as uwsgi_batch)"),
+                           desc="mlapi serve --server gunicorn, micro-batching on (as granian_batch)"),
 }
-DEFAULT_SYSTEMS = ("uwsgi", "uwsgi_batch", "gunicorn")
+DEFAULT_SYSTEMS = ("uwsgi", "granian_batch", "uwsgi_batch", "gunicorn")
 MODELS = ("m1", "m2", "tickets")
 # What uWSGI and gunicorn log when max-requests recycles a worker (which stalls requests).
 RECYCLE_MARKERS = ("is done. Seeya!", "Autorestarting worker after current request.")
@@ -78,7 +83,7 @@ SINGLE_TEXT = "I was charged twice for my plan"
 # Settings a caller's environment (make exports .env) must not slip into the servers: each
 # system sets exactly what it measures. Only the names are recorded, never the values.
 SERVER_SETTING_PREFIXES = ("MODEL", "MAX_BATCH", "MAX_REQUEST", "PREDICTION", "FEATURE_", "SOURCE_", "PUBSUB_",
-                           "STORAGE_EMULATOR", "UWSGI_", "GUNICORN_", "WEB_CONCURRENCY", "PROMETHEUS_",
+                           "STORAGE_EMULATOR", "UWSGI_", "GUNICORN_", "GRANIAN_", "SERVER", "WEB_CONCURRENCY", "PROMETHEUS_",
                            "METRICS_", "ACCESS_LOG", "LOG_", "STRICT_SKLEARN", "OMP_", "OPENBLAS_", "MKL_",
                            "PORT", "AIP_")
 # `mlapi serve` itself (app.cli.main: thread caps, metrics dir, batching threads, exec), with

@@ -134,7 +134,7 @@ def test_batches_never_exceed_max_rows(cancer_model, trained):
     assert max(counting.calls) <= 5 and sum(counting.calls) == 24
 
 
-@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "granian"])
 def test_batching_in_real_workers(start_server, trained, server):
     from sklearn.datasets import load_breast_cancer
 

@@ -1,4 +1,5 @@
 """`mlapi demo` (deterministic demo models) and `mlapi serve --dry-run`; plain .pkl artifacts."""
+import os
 import pickle
 import subprocess
 
@@ -41,6 +42,20 @@ def test_serve_dry_run_commands():
     gunicorn = run("serve", "--server", "gunicorn", "--dry-run", "--port", "9000", cwd=ROOT).stdout.split()
     assert gunicorn[0].endswith("gunicorn") and "--preload" in gunicorn
     assert gunicorn[gunicorn.index("--bind") + 1] == "0.0.0.0:9000"
+
+
+def test_serve_picks_granian_for_micro_batching_unless_told_otherwise():
+    def command(*args, **env):
+        return run("serve", "--dry-run", *args, cwd=ROOT, env={**os.environ, **env}).stdout.split()
+
+    assert command("--port", "9000", MAX_BATCH_SIZE="64")[1:] == ["-m", "app.granian_server", "0.0.0.0:9000"]
+    assert command(MAX_BATCH_SIZE="1")[0].endswith("uwsgi")  # 1 row per call: batching is off
+    assert command("--server", "uwsgi", MAX_BATCH_SIZE="64")[0].endswith("uwsgi")
+    assert command(MAX_BATCH_SIZE="64", SERVER="gunicorn")[0].endswith("gunicorn")
+    assert command(SERVER="granian")[1:3] == ["-m", "app.granian_server"]
+    refused = subprocess.run([str(VENV_BIN / "mlapi"), "serve", "--dry-run"], capture_output=True, text=True,
+                             cwd=ROOT, env={**os.environ, "SERVER": "nginx"})
+    assert refused.returncode != 0 and "SERVER='nginx' is not one of uwsgi, gunicorn, granian" in refused.stderr
 
 
 def test_plain_pickle_artifacts_are_served(make_app, trained, tmp_path):

@@ -1,6 +1,7 @@
 """Metrics across worker processes, Cloud Logging JSON lines, X-Request-ID."""
 import json
 
+import pytest
 import requests
 
 from conftest import models_env
@@ -14,12 +15,14 @@ def metric_value(text, name, **labels):
     return total
 
 
-def test_metrics_sum_every_worker(start_server, trained, tmp_path):
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "granian"])
+def test_metrics_sum_every_worker(start_server, trained, tmp_path, server):
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_999999.db").write_bytes(b"stale from a previous run")
     server = start_server({"MODELS": models_env(trained, "cancer", "text"), "UWSGI_PROCESSES": "2",
-                           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+                           "WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+                          args=("serve", "--server", server))
     rows = trained["cancer"][2].tolist()
     for _ in range(30):
         assert requests.post(f"{server.url}/models/cancer/predict", json={"instances": rows}).status_code == 200
@@ -54,8 +57,11 @@ def test_request_id_is_echoed_or_generated(client):
     assert len(generated.headers["X-Request-ID"]) == 32 and "<" not in generated.headers["X-Request-ID"]
 
 
-def test_json_logs_in_cloud_logging_format(start_server, trained):
-    server = start_server({"MODELS": models_env(trained, "cancer"), "ACCESS_LOG": "1", "GOOGLE_CLOUD_PROJECT": "proj-1"})
+@pytest.mark.parametrize("server", ["uwsgi", "granian"])
+def test_json_logs_in_cloud_logging_format(start_server, trained, server):
+    server_name = server
+    server = start_server({"MODELS": models_env(trained, "cancer"), "ACCESS_LOG": "1", "GOOGLE_CLOUD_PROJECT": "proj-1"},
+                          args=("serve", "--server", server_name))
     secret_body = {"instances": [[123456.789] * 30]}
     headers = {"X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1", "X-Request-ID": "req-42"}
     assert requests.post(f"{server.url}/predict", json=secret_body, headers=headers).status_code == 200
@@ -69,6 +75,10 @@ def test_json_logs_in_cloud_logging_format(start_server, trained):
     assert entry["httpRequest"]["status"] == 200 and entry["httpRequest"]["requestMethod"] == "POST"
     assert any(e["message"].startswith("loaded model cancer:1") for e in entries)
     assert "123456.789" not in server.output()  # no request bodies in logs
+    if server_name == "granian":  # granian's own lines (start, workers, shutdown) are JSON too
+        lines = [line for line in server.output().splitlines() if line.strip()]
+        assert lines and all(line.startswith("{") for line in lines), lines
+        assert any(e["logger"].startswith("_granian") for e in entries)
 
 
 def test_text_log_format(start_server, trained):

@@ -1,4 +1,4 @@
-"""End to end against the real servers: `mlapi serve` (uWSGI) and `--server gunicorn`."""
+"""End to end against the real servers: `mlapi serve` (uWSGI), `--server gunicorn` and `--server granian`."""
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +31,7 @@ def server_env(trained, demo_models, tmp_path):
         "PYTHONPATH": str(TESTS),  # so workers can unpickle the test's ExplodingModel class
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "UWSGI_PROCESSES": "2",
+        "WEB_CONCURRENCY": "2",
     }
 
 
@@ -54,7 +55,7 @@ def check_predictions(url, trained, demo_models):
         assert body["predictions"] == estimator.predict(sample).tolist()
 
 
-@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "granian"])
 def test_real_server_predicts_like_the_models(start_server, server_env, trained, demo_models, server):
     server_proc = start_server(server_env, args=("serve", "--server", server))
     url = server_proc.url
@@ -79,7 +80,7 @@ def test_real_server_predicts_like_the_models(start_server, server_env, trained,
     assert output.count("loaded model iris:1") == 1
 
 
-@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "granian"])
 def test_keep_alive_clients_see_no_connection_errors_under_load(start_server, server_env, server):
     server_proc = start_server(server_env, args=("serve", "--server", server))
     url = f"{server_proc.url}/predict"

@@ -14,7 +14,7 @@ from slow_model import SlowModel
 TESTS = Path(__file__).parent
 
 
-@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "granian"])
 def test_sigterm_drains_in_flight_requests(start_server, tmp_path, server):
     path = tmp_path / "slow.joblib"
     joblib.dump(SlowModel(), path)
