@@ -1,4 +1,4 @@
-"""The WSGI entry point for uWSGI (`module = app.wsgi:application`) and gunicorn.
+"""The WSGI entry point for uWSGI (`module = app.wsgi:application`), gunicorn and granian.
 
 Importing this module loads every model, so the server must import it once in the master,
 before forking workers (uWSGI without lazy-apps; gunicorn --preload): workers then share

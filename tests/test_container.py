@@ -201,7 +201,12 @@ def runtime_env(dockerfile: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_like_install, dockerfile, tmp_path):
+@pytest.mark.parametrize("settings, server_process", [
+    ({}, "uwsgi"),                         # as shipped
+    ({"MAX_BATCH_SIZE": "64"}, "python"),  # micro-batching: granian's launcher (app/granian_server.py)
+])
+def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_like_install, dockerfile, tmp_path,
+                                                                        settings, server_process):
     venv, workdir = image_like_install
     _, runtime = stages(dockerfile)
     [cmd] = [json.loads(rest) for keyword, rest in runtime if keyword == "CMD"]
@@ -209,7 +214,7 @@ def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_li
     scratch = workdir.parent
     env = {**runtime_env(dockerfile), "PORT": str(port), "HOME": str(scratch / "home"), "LANG": "C.UTF-8",
            "PATH": os.pathsep.join([str(venv / "bin"), "/usr/local/bin", "/usr/bin", "/bin"]),
-           "MODEL_CACHE_DIR": str(scratch / "cache"), "UWSGI_PROCESSES": "2"}
+           "MODEL_CACHE_DIR": str(scratch / "cache"), "UWSGI_PROCESSES": "2", "WEB_CONCURRENCY": "2", **settings}
     log = open(tmp_path / "server.log", "w+")
     server = subprocess.Popen([*drop_privileges(), *cmd], cwd=workdir, env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
@@ -228,8 +233,8 @@ def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_li
         log.seek(0)
         assert ready is not None and ready.status_code == 200, (ready and ready.text, log.read())
 
-        # `mlapi serve` exec'd uWSGI: the process the runtime signals is the server itself (PID 1 in the image)
-        assert Path(f"/proc/{server.pid}/comm").read_text().strip().startswith("uwsgi")
+        # `mlapi serve` exec'd the server: the process the runtime signals is the server itself (PID 1 in the image)
+        assert Path(f"/proc/{server.pid}/comm").read_text().strip().startswith(server_process)
 
         answer = requests.post(url + "/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10)
         assert answer.status_code == 200, answer.text

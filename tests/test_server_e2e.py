@@ -1,4 +1,6 @@
 """End to end against the real servers: `mlapi serve` (uWSGI), `--server gunicorn` and `--server granian`."""
+import os
+import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -174,3 +176,23 @@ def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, serv
     mapped = Path(f"/proc/{server_proc.proc.pid}/maps").read_text()
     assert ("pandas/_libs" in mapped) == pandas_loaded
     assert ("libarrow" in mapped) == pyarrow_loaded
+
+
+def test_granian_replaces_a_worker_that_dies(start_server, server_env):
+    server_proc = start_server({**server_env, "WEB_CONCURRENCY": "2"}, args=("serve", "--server", "granian"))
+    body = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+    pid = server_proc.proc.pid
+
+    def workers():
+        return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+    before = workers()
+    assert len(before) == 2
+    os.kill(min(before), signal.SIGKILL)
+    deadline = time.time() + 20
+    while time.time() < deadline and (len(workers()) < 2 or min(before) in workers()):
+        time.sleep(0.2)
+    after = workers()
+    assert len(after) == 2 and min(before) not in after  # a new worker in its place
+    statuses = [requests.post(f"{server_proc.url}/predict", json=body, timeout=10).status_code for _ in range(40)]
+    assert statuses == [200] * 40 and server_proc.proc.poll() is None
