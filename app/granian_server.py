@@ -4,15 +4,15 @@ Why a third server: micro-batching needs many requests in flight in each worker.
 gunicorn hold each one in a Python thread that parses HTTP, reads the body and writes the
 response itself, taking and dropping the GIL at every step; with 32 such threads per worker
 the hand-offs cost more than batching a cheap model saves (README, Performance). granian
-accepts, parses, buffers and writes in Rust, outside the GIL, keeps connections alive, and
+accepts, parses, reads and writes in Rust, outside the GIL, keeps connections alive, and
 enters Python once per request, to call the WSGI app. `mlapi serve` picks it when
 micro-batching is on.
 
 What it keeps from the other two: the models load once, in this (master) process, before the
-workers fork, so the workers share their pages (granian forks on Linux; its per-worker loader
-returns the app this process already imported); SIGTERM drains in-flight requests within
-8 s; a worker that dies is replaced; granian's own log lines go through the app's JSON (or
-text) handler.
+workers fork, so the workers share their pages (granian forks where Python's default start
+method is fork: Linux up to 3.13; its per-worker loader returns the app this process already
+imported); SIGTERM drains in-flight requests within 8 s; a worker that dies is replaced;
+granian's own log lines go through the app's JSON (or text) handler.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The WSGI entry point for uWSGI (`module = app.wsgi:application`), gunicorn and granian.
 
 Importing this module loads every model, so the server must import it once in the master,
-before forking workers (uWSGI without lazy-apps; gunicorn --preload): workers then share
+before forking workers (uWSGI without lazy-apps; gunicorn --preload; app/granian_server.py): workers then share
 the model's memory pages copy-on-write. It also decides what the master imports: nothing the
 models do not need (import_scikit_learn_without_pandas, import_pandas).
 """

@@ -196,3 +196,14 @@ def test_granian_replaces_a_worker_that_dies(start_server, server_env):
     assert len(after) == 2 and min(before) not in after  # a new worker in its place
     statuses = [requests.post(f"{server_proc.url}/predict", json=body, timeout=10).status_code for _ in range(40)]
     assert statuses == [200] * 40 and server_proc.proc.poll() is None
+
+
+def test_granian_refuses_an_oversized_body_before_reading_it(start_server, server_env):
+    import socket
+
+    server_proc = start_server(server_env, args=("serve", "--server", "granian"))
+    with socket.create_connection(("127.0.0.1", server_proc.port), timeout=5) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 50000000\r\n\r\n[[1,2")  # 5 of the 50 MB announced
+        head = sock.recv(4096)  # answered now, not after 50 MB (the timeout would raise)
+    assert head.startswith(b"HTTP/1.1 413 ") and b"application/json" in head
