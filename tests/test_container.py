@@ -203,7 +203,6 @@ def runtime_env(dockerfile: str) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("settings, server_process", [
     ({}, "uwsgi"),                         # as shipped
-    ({"MAX_BATCH_SIZE": "64"}, "python"),  # micro-batching: granian's launcher (app/granian_server.py)
 ])
 def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_like_install, dockerfile, tmp_path,
                                                                         settings, server_process):
