@@ -60,11 +60,14 @@ def batching(env: dict) -> bool:
 
 
 def server_command(server: str, port: int, ini: str | None, env: dict) -> list[str]:
+    workers = env.get("WEB_CONCURRENCY") or str(os.cpu_count() or 1)
     if server == "granian":
         # A Python launcher: it loads the models, then starts granian (app/granian_server.py).
-        return [sys.executable, "-m", "app.granian_server", f"0.0.0.0:{port}"]
+        # cmd_serve runs it in this process rather than exec'ing it (see there).
+        return [sys.executable, "-m", "app.granian_server", f"0.0.0.0:{port}",
+                "--workers", workers,
+                "--blocking-threads", env.get("GRANIAN_BLOCKING_THREADS") or "1"]
     if server == "gunicorn":
-        workers = env.get("WEB_CONCURRENCY") or str(os.cpu_count() or 1)
         return [_executable("gunicorn"), "app.wsgi:application",
                 "--bind", f"0.0.0.0:{port}",
                 "--workers", workers,
@@ -91,11 +94,20 @@ def cmd_serve(args) -> int:
         env.setdefault("UWSGI_THREADS", BATCHING_THREADS)
         env.setdefault("GUNICORN_THREADS", BATCHING_THREADS)
         env.setdefault("GRANIAN_BLOCKING_THREADS", BATCHING_THREADS)
-    command = server_command(choose_server(args.server, env), port, args.ini, dict(env))
+    server = choose_server(args.server, env)
+    command = server_command(server, port, args.ini, dict(env))
     if args.dry_run:
         print(" ".join(command))
         return 0
     sys.stdout.flush()
+    if server == "granian":
+        # This process already is that Python (nothing heavy imported yet, env set above):
+        # becoming the launcher saves an interpreter start, and needs no right to exec
+        # sys.executable, which a non-root user may lack where Python lives in a private dir.
+        from app import granian_server
+
+        granian_server.main(command[3:])
+        return 0
     # exec: the server replaces this process, so in a container it is PID 1 and receives
     # Cloud Run's SIGTERM itself.
     os.execvpe(command[0], command, env)

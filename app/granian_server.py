@@ -16,7 +16,7 @@ granian's own log lines go through the app's JSON (or text) handler.
 """
 from __future__ import annotations
 
-import os
+import argparse
 import sys
 
 # Cloud Run kills 10 s after SIGTERM; in-flight requests get 8 of them (as uwsgi.ini, gunicorn).
@@ -42,26 +42,31 @@ def load_application(target: str):
 
 
 def main(argv: list[str]) -> None:
-    """argv: [address:port], as `mlapi serve` builds it."""
+    """argv as `mlapi serve` builds it (app.cli.server_command): address:port --workers N
+    --blocking-threads N."""
+    parser = argparse.ArgumentParser(prog="app.granian_server")
+    parser.add_argument("bind")
+    parser.add_argument("--workers", type=int, required=True)
+    # Python threads per worker that run the app; more only help micro-batching.
+    parser.add_argument("--blocking-threads", type=int, required=True)
+    args = parser.parse_args(argv)
+
     from granian import Granian
     from granian.constants import Interfaces
 
     from app.config import Settings
 
-    settings = Settings.from_env()
-    env = os.environ  # server options, read as `mlapi serve` reads them for uWSGI and gunicorn
-    address, _, port = (argv[0] if argv else f"0.0.0.0:{settings.port}").rpartition(":")
+    address, _, port = args.bind.rpartition(":")
     server = Granian(
         "app.wsgi:application",
         address=address,
         port=int(port),
         interface=Interfaces.WSGI,
-        workers=int(env.get("WEB_CONCURRENCY") or os.cpu_count() or 1),
-        # Python threads per worker that run the app; more only help micro-batching.
-        blocking_threads=int(env.get("GRANIAN_BLOCKING_THREADS") or 1),
+        workers=args.workers,
+        blocking_threads=args.blocking_threads,
         workers_kill_timeout=DRAIN_SECONDS,
         respawn_failed_workers=True,
-        log_level=settings.log_level.lower(),
+        log_level=Settings.from_env().log_level.lower(),
         log_dictconfig=_LOGGING,
         log_access=False,  # Cloud Run logs every request; ACCESS_LOG=1 makes the app log them
     )

@@ -203,6 +203,7 @@ def runtime_env(dockerfile: str) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("settings, server_process", [
     ({}, "uwsgi"),                         # as shipped
+    ({"MAX_BATCH_SIZE": "64"}, "mlapi"),   # micro-batching: granian, run by `mlapi serve` itself
 ])
 def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_like_install, dockerfile, tmp_path,
                                                                         settings, server_process):
