@@ -191,6 +191,9 @@ def test_granian_replaces_a_worker_that_dies(start_server, server_env):
     def workers():
         return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
+    deadline = time.time() + 10  # ready means one worker answered; the other may still be forking
+    while time.time() < deadline and len(workers()) < 2:
+        time.sleep(0.1)
     before = workers()
     assert len(before) == 2
     os.kill(min(before), signal.SIGKILL)
