@@ -60,17 +60,15 @@ def batching(env: dict) -> bool:
 
 
 def server_command(server: str, port: int, ini: str | None, env: dict) -> list[str]:
-    workers = env.get("WEB_CONCURRENCY") or str(os.cpu_count() or 1)
     if server == "granian":
         # A Python launcher: it loads the models, then starts granian (app/granian_server.py).
-        # cmd_serve runs it in this process rather than exec'ing it (see there).
-        return [sys.executable, "-m", "app.granian_server", f"0.0.0.0:{port}",
-                "--workers", workers,
-                "--blocking-threads", env.get("GRANIAN_BLOCKING_THREADS") or "1"]
+        # cmd_serve runs it in this process rather than exec'ing it (see there); this is the
+        # command --dry-run shows, and what the launcher would be run as on its own.
+        return [sys.executable, "-m", "app.granian_server", *granian_arguments(port, env)]
     if server == "gunicorn":
         return [_executable("gunicorn"), "app.wsgi:application",
                 "--bind", f"0.0.0.0:{port}",
-                "--workers", workers,
+                "--workers", worker_count(env),
                 "--threads", env.get("GUNICORN_THREADS") or "1",
                 "--preload",               # load models once in the master, share pages with workers
                 "--graceful-timeout", "8",  # Cloud Run kills 10 s after SIGTERM
@@ -79,6 +77,17 @@ def server_command(server: str, port: int, ini: str | None, env: dict) -> list[s
                 "--config", "python:app.gunicorn_hooks",  # drops a dead worker's live metrics
                 "--access-logfile", "-" if env.get("ACCESS_LOG") else "/dev/null"]
     return [_executable("uwsgi"), "--ini", _find_ini(ini, env)]
+
+
+def granian_arguments(port: int, env: dict) -> list[str]:
+    """app.granian_server's arguments: bind address, workers, Python threads per worker."""
+    return [f"0.0.0.0:{port}", "--workers", worker_count(env),
+            "--blocking-threads", env.get("GRANIAN_BLOCKING_THREADS") or "1"]
+
+
+def worker_count(env: dict) -> str:
+    """Worker processes for gunicorn and granian (uwsgi.ini says %k, the same default)."""
+    return env.get("WEB_CONCURRENCY") or str(os.cpu_count() or 1)
 
 
 def cmd_serve(args) -> int:
@@ -106,7 +115,7 @@ def cmd_serve(args) -> int:
         # sys.executable, which a non-root user may lack where Python lives in a private dir.
         from app import granian_server
 
-        granian_server.main(command[3:])
+        granian_server.main(granian_arguments(port, env))
         return 0
     # exec: the server replaces this process, so in a container it is PID 1 and receives
     # Cloud Run's SIGTERM itself.
