@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VENV_BIN, service_missing
+from conftest import ROOT, VENV_BIN, cloud_sdk_missing, service_missing
 
 MAKEFILE = ROOT / "Makefile"
 FAKEBIN = Path(__file__).parent / "fakebin"
@@ -871,8 +871,7 @@ def replay(gcloud: str, argv: list[str], scratch: Path) -> tuple[list[str], str 
 def test_the_real_gcloud_accepts_every_command_the_makefile_runs(make, model_file, tmp_path):
     gcloud = shutil.which("gcloud")  # this process's PATH: the real SDK, not the stand-in
     if gcloud is None:
-        pytest.skip("the Google Cloud SDK (gcloud) is not installed, so the recorded gcloud commands cannot be "
-                    "validated; this check skips even under CI=true, as the SDK is an optional download")
+        cloud_sdk_missing("the recorded gcloud commands cannot be validated")
     runs = scenarios(tmp_path, model_file)
     gcloud_targets = {name for name, body in re.findall(r"^([a-z][a-z0-9-]*):.*\n((?:\t.*\n|ifeq.*\n|else\n|endif\n)*)",
                                                         makefile_text(), flags=re.M)

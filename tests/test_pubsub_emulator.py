@@ -14,15 +14,13 @@ import requests
 import sqlalchemy as sa
 
 from app.db import make_engine
-from conftest import VENV_BIN, free_port, models_env
+from conftest import VENV_BIN, cloud_sdk_missing, free_port, models_env
 from test_pubsub_push import TEXTS, stock
-
-pytestmark = pytest.mark.skipif(shutil.which("gcloud") is None,
-                                reason="the Google Cloud SDK (gcloud + Pub/Sub emulator) is not installed")
-
 
 @pytest.fixture(scope="module")
 def emulator():
+    if shutil.which("gcloud") is None:
+        cloud_sdk_missing("the Pub/Sub emulator it ships cannot run")
     port = free_port()
     proc = subprocess.Popen(["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}",
                              "--project=mlapi-test"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
