@@ -1,6 +1,7 @@
 """End to end against the real servers: `mlapi serve` (uWSGI), `--server gunicorn` and `--server granian`."""
 import os
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -191,24 +192,24 @@ def test_granian_replaces_a_worker_that_dies(start_server, server_env):
     def workers():
         return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
-    deadline = time.time() + 10  # ready means one worker answered; the other may still be forking
-    while time.time() < deadline and len(workers()) < 2:
-        time.sleep(0.1)
-    before = workers()
+    def workers_once(condition, timeout: float) -> set[int]:
+        """The workers as soon as `condition` holds of them, or as they are after `timeout`."""
+        deadline = time.time() + timeout
+        while not condition(current := workers()) and time.time() < deadline:
+            time.sleep(0.1)
+        return current
+
+    # Ready means one worker answered; the other may still be forking.
+    before = workers_once(lambda current: len(current) == 2, timeout=10)
     assert len(before) == 2
     os.kill(min(before), signal.SIGKILL)
-    deadline = time.time() + 20
-    while time.time() < deadline and (len(workers()) < 2 or min(before) in workers()):
-        time.sleep(0.2)
-    after = workers()
+    after = workers_once(lambda current: len(current) == 2 and min(before) not in current, timeout=20)
     assert len(after) == 2 and min(before) not in after  # a new worker in its place
     statuses = [requests.post(f"{server_proc.url}/predict", json=body, timeout=10).status_code for _ in range(40)]
     assert statuses == [200] * 40 and server_proc.proc.poll() is None
 
 
 def test_granian_refuses_an_oversized_body_before_reading_it(start_server, server_env):
-    import socket
-
     server_proc = start_server(server_env, args=("serve", "--server", "granian"))
     with socket.create_connection(("127.0.0.1", server_proc.port), timeout=5) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
