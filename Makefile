@@ -28,9 +28,15 @@ endif
 PORT ?= 8080
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-# make bench-peers: the systems (see ../shared/bench/peers/README.md) and rounds, interleaved
-# (empty, as in example.env, means these defaults; a variable, because $(or) splits at commas)
+# make bench-peers: the systems (see bench/peers/README.md) and rounds, interleaved
+# (empty, as in example.env, means these defaults; a variable, because $(or) splits at commas).
+# MLAPI_BEFORE_CHECKOUT, a second checkout (an older commit, with its own .venv), adds the same
+# two mlapi systems served from there: mlapi_before and mlapi_batch_before.
+ifneq ($(strip $(MLAPI_BEFORE_CHECKOUT)),)
+DEFAULT_PEER_SYSTEMS := mlapi,mlapi_before,mlapi_batch,mlapi_batch_before,flask_uwsgi_p2t1,mlserver_pw2,bentoml_w2,mlflow_w2_connclose,floor_uwsgi_flask_noop
+else
 DEFAULT_PEER_SYSTEMS := mlapi,mlapi_batch,flask_uwsgi_p2t1,mlserver_pw2,bentoml_w2,mlflow_w2_connclose,floor_uwsgi_flask_noop
+endif
 PEER_SYSTEMS := $(or $(PEER_SYSTEMS),$(DEFAULT_PEER_SYSTEMS))
 PEER_ROUNDS := $(or $(PEER_ROUNDS),3)
 
@@ -188,13 +194,14 @@ test: $(VENV)/.installed-dev node-deps ## run the test suite (PYTEST_ARGS=... pa
 
 bench: $(VENV)/.installed-dev ## measure: serving cells vs floors (wrk), predict-by-id overhead, bulk scoring; results in bench/results/
 	$(VENV)/bin/python bench/serve_bench.py $(BENCH_ARGS)
-	$(VENV)/bin/python bench/byid_bench.py
+	$(VENV)/bin/python bench/entity_bench.py
 	$(VENV)/bin/python bench/bulk_bench.py
 
-bench-peers: $(VENV)/.installed-dev ## mlapi (with and without batching) against MLflow, MLServer, BentoML, a minimal Flask+uWSGI handler and its no-op route
+bench-peers: $(VENV)/.installed-dev ## mlapi (with and without batching) against MLflow, MLServer, BentoML, a minimal Flask+uWSGI handler and its no-op route; MLAPI_BEFORE_CHECKOUT=dir adds mlapi as served from that checkout
 	mkdir -p bench/results  # git-ignored, so absent from a fresh clone; the peer script writes into it
 	ANCHORS_PROFILE=mlapi ANCHORS_SYSTEMS=$(PEER_SYSTEMS) ANCHORS_ROUNDS=$(PEER_ROUNDS) \
-	  ANCHORS_OUT=$(CURDIR)/bench/results/peers.json MLAPI_CHECKOUT=$(CURDIR) ../shared/bench/peers/run.sh
+	  ANCHORS_OUT=$(CURDIR)/bench/results/peers.json MLAPI_CHECKOUT=$(CURDIR) \
+	  $(if $(strip $(MLAPI_BEFORE_CHECKOUT)),MLAPI_BEFORE_CHECKOUT='$(abspath $(strip $(MLAPI_BEFORE_CHECKOUT)))' )bench/peers/run.sh
 	$(VENV)/bin/python bench/peers_report.py bench/results/peers.json
 
 node-deps: ## install newman (Postman collection runner) with npm ci, when package.json and npm exist

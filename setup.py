@@ -1,6 +1,10 @@
 """mlapi: a production prediction API for scikit-learn models (Flask + uWSGI, Cloud Run)."""
 from setuptools import find_packages, setup
 
+# The source lives in app/ (the layout the design card fixes); it is installed as the package
+# `mlapi`, so it never collides with another project's top-level `app` in site-packages.
+PACKAGES = ["mlapi"] + [f"mlapi.{name}" for name in find_packages("app")]
+
 GCS = ["google-cloud-storage>=2.14"]
 EXTRAS = {
     "gcs": GCS,
@@ -25,7 +29,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["app", "app.*"]),
+    packages=PACKAGES,
+    package_dir={"mlapi": "app"},
     install_requires=[
         "flask>=3.0",
         "uwsgi>=2.0.24",
@@ -43,5 +48,5 @@ setup(
     "pyarrow>=15",  # bulk scoring and `features import`: streamed CSV / Parquet (the server keeps it out: app/wsgi.py)
     ],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["mlapi=app.cli:main"]},
+    entry_points={"console_scripts": ["mlapi=mlapi.cli:main"]},
 )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flask import Flask
 
-    from app.config import Settings
+    from mlapi.config import Settings
 
 __version__ = "0.1.0"
 
@@ -22,16 +22,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     # layer before they exec the server or do work that needs none of them.
     from flask import Flask
 
-    from app.batch import BatchInference
-    from app.fastpath import FastPredict
-    from app.cache import PredictionCache
-    from app.config import Settings
-    from app.features import FeatureStore
-    from app.inference import InferenceService
-    from app.logs import configure_logging
-    from app.model import load_model
-    from app.predictions import PredictionStore
-    from app.registry import ModelRegistry
+    from mlapi.batch.pubsub import BatchInference
+    from mlapi.http.fastpath import FastPredict
+    from mlapi.serving.cache import PredictionCache
+    from mlapi.config import Settings
+    from mlapi.store.feature_store import FeatureStore
+    from mlapi.serving.inference import InferenceService
+    from mlapi.logs import configure_logging
+    from mlapi.serving.model import load_model
+    from mlapi.store.predictions import PredictionStore
+    from mlapi.serving.registry import ModelRegistry
 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, settings.google_cloud_project)
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["mlapi.predictions"] = predictions
     app.extensions["mlapi.batch"] = BatchInference(inference, predictions)
 
-    from app.routes import register_routes
+    from mlapi.http.routes import register_routes
 
     register_routes(app)
     # The predict routes' happy path, answered below Flask (app/fastpath.py); the rest and

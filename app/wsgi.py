@@ -16,8 +16,8 @@ gc.disable()
 import importlib  # noqa: E402  (after gc.disable(), on purpose)
 import sys  # noqa: E402
 
-from app import create_app  # noqa: E402
-from app.config import Settings  # noqa: E402
+from mlapi import create_app  # noqa: E402
+from mlapi.config import Settings  # noqa: E402
 
 
 def import_without(module: str, hidden: str) -> None:

@@ -86,12 +86,12 @@ SERVER_SETTING_PREFIXES = ("MODEL", "MAX_BATCH", "MAX_REQUEST", "PREDICTION", "F
                            "STORAGE_EMULATOR", "UWSGI_", "GUNICORN_", "GRANIAN_", "SERVER", "WEB_CONCURRENCY", "PROMETHEUS_",
                            "METRICS_", "ACCESS_LOG", "LOG_", "STRICT_SKLEARN", "OMP_", "OPENBLAS_", "MKL_",
                            "PORT", "AIP_")
-# `mlapi serve` itself (app.cli.main: thread caps, metrics dir, batching threads, exec), with
+# `mlapi serve` itself (mlapi.cli.main: thread caps, metrics dir, batching threads, exec), with
 # the bind address of the command it builds moved from 0.0.0.0 to loopback. The `mlapi`
 # console script is `from app.cli import main`, so start-up costs the same.
 LAUNCH = """
 import sys
-from app import cli
+from mlapi import cli
 as_built = cli.server_command
 def loopback(*args, **kwargs):
     return [a.replace("0.0.0.0:", "127.0.0.1:", 1) if a.startswith("0.0.0.0:") else a
@@ -113,7 +113,7 @@ def prepare(work: Path) -> dict:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from app.demo import ticket_corpus
+    from mlapi.cli.demo_models import ticket_corpus
 
     X, y = load_breast_cancer(return_X_y=True)
     joblib.dump(Pipeline([("scaler", StandardScaler()),

@@ -1,6 +1,6 @@
 """The model floor for bench/serve_bench.py: µs per in-process call, no HTTP.
 
-For each model and request body: the estimator's own `predict`, and `app.model.ServedModel.predict`
+For each model and request body: the estimator's own `predict`, and `mlapi.serving.model.ServedModel.predict`
 (what a request computes by default: labels and probabilities, as lists; for a forest both come
 from one `predict_proba`). serve_bench.py runs this in a fresh process with the server's
 one-thread BLAS caps and reads the JSON it prints.
@@ -14,7 +14,7 @@ import time
 import joblib
 import numpy as np
 
-from app.model import TEXT, ServedModel
+from mlapi.serving.model import TEXT, ServedModel
 
 
 def per_call_us(call, budget: float) -> float:

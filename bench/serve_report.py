@@ -156,7 +156,7 @@ def markdown(results: dict, cells: dict) -> str:
                          + " | ".join(_num(row["cells"].get(c, {}).get("server_cpu_us_per_req")) for c in cells) + " |")
     if summary["inproc"]:
         lines += ["", "In-process model floor, µs per call (one BLAS thread, median of 3 timed loops; "
-                  "served = `app.model.ServedModel.predict`: labels and probabilities as a request gets "
+                  "served = `mlapi.serving.model.ServedModel.predict`: labels and probabilities as a request gets "
                   "them, as lists):", "",
                   "| model | predict, 1 row | served, 1 row | predict, 100 rows | served, 100 rows |",
                   "|---|--:|--:|--:|--:|"]

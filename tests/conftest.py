@@ -59,7 +59,7 @@ def trained(tmp_path_factory):
     from sklearn.preprocessing import StandardScaler
     from sklearn.tree import DecisionTreeClassifier
 
-    from app.demo import ticket_corpus
+    from mlapi.cli.demo_models import ticket_corpus
 
     folder = tmp_path_factory.mktemp("models")
     cancer = load_breast_cancer()
@@ -95,8 +95,8 @@ def models_env(trained, *names) -> str:
 # ---- the app factory ------------------------------------------------------------------------
 @pytest.fixture
 def make_app(tmp_path):
-    from app import create_app
-    from app.config import Settings
+    from mlapi import create_app
+    from mlapi.config import Settings
 
     def build(**env):
         env.setdefault("MODEL_CACHE_DIR", str(tmp_path / "cache"))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import requests
 
-from app.batching import MicroBatcher
-from app.errors import InvalidInput
-from app.model import ServedModel
+from mlapi.serving.batching import MicroBatcher
+from mlapi.errors import InvalidInput
+from mlapi.serving.model import ServedModel
 from conftest import models_env
 
 

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from app.cli import main
-from app.db import make_engine
-from app.ingest import import_rows, read_rows
+from mlapi.cli import main
+from mlapi.store.database import make_engine
+from mlapi.store.ingest import import_rows, read_rows
 from conftest import VENV_BIN, models_env
 
 MODELS = ("cancer", "tree", "diabetes", "ridge", "text")
@@ -208,7 +208,7 @@ def store(trained, tmp_path, db_url, monkeypatch):
 def stored_features(frame: pd.DataFrame) -> pd.DataFrame:
     """The scorable records as the store returns them (the reference for the model's own
     predictions), in the store's order: by id."""
-    from app.features import FeatureStore
+    from mlapi.store.feature_store import FeatureStore
 
     records = FeatureStore(os.environ["FEATURE_STORE_URL"]).lookup(list(frame["id"]))
     columns = [c for c in frame.columns if c != "id"]

@@ -1,7 +1,7 @@
 import pytest
 
-from app.config import Settings, parse_models
-from app.errors import ConfigurationError
+from mlapi.config import Settings, parse_models
+from mlapi.errors import ConfigurationError
 
 SHA = "ab" * 32
 

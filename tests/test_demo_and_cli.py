@@ -29,7 +29,7 @@ def test_demo_is_deterministic_and_skips_existing(tmp_path):
 
 
 def test_demo_models_are_useful():
-    from app.demo import train_tickets
+    from mlapi.cli.demo_models import train_tickets
 
     model = train_tickets()
     assert model.predict(["I cannot log in, my password reset email never arrives",
@@ -49,11 +49,11 @@ def test_serve_picks_granian_for_micro_batching_unless_told_otherwise():
         return run("serve", "--dry-run", *args, cwd=ROOT, env={**os.environ, **env}).stdout.split()
 
     assert command("--port", "9000", MAX_BATCH_SIZE="64", WEB_CONCURRENCY="3")[1:] == [
-        "-m", "app.granian_server", "0.0.0.0:9000", "--workers", "3", "--blocking-threads", "32"]
+        "-m", "mlapi.server.granian", "0.0.0.0:9000", "--workers", "3", "--blocking-threads", "32"]
     assert command(MAX_BATCH_SIZE="1")[0].endswith("uwsgi")  # 1 row per call: batching is off
     assert command("--server", "uwsgi", MAX_BATCH_SIZE="64")[0].endswith("uwsgi")
     assert command(MAX_BATCH_SIZE="64", SERVER="gunicorn")[0].endswith("gunicorn")
-    assert command(SERVER="granian")[1:3] == ["-m", "app.granian_server"]
+    assert command(SERVER="granian")[1:3] == ["-m", "mlapi.server.granian"]
     refused = subprocess.run([str(VENV_BIN / "mlapi"), "serve", "--dry-run"], capture_output=True, text=True,
                              cwd=ROOT, env={**os.environ, "SERVER": "nginx"})
     assert refused.returncode != 0 and "SERVER='nginx' is not one of uwsgi, gunicorn, granian" in refused.stderr

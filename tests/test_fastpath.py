@@ -9,9 +9,9 @@ import logging
 import numpy as np
 import pytest
 
-from app import metrics
-from app.fastpath import FastPredict, rule_patterns
-from app.logs import CloudLoggingFormatter
+from mlapi import metrics
+from mlapi.http.fastpath import FastPredict, rule_patterns
+from mlapi.logs import CloudLoggingFormatter
 from conftest import as_plain, models_env, to_rows
 
 ALL = ("cancer", "tree", "diabetes", "ridge", "text")

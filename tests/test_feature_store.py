@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from app.db import make_engine
-from app.ingest import ImportRefused, import_rows, read_rows
+from mlapi.store.database import make_engine
+from mlapi.store.ingest import ImportRefused, import_rows, read_rows
 from conftest import VENV_BIN, free_port
 
 
@@ -191,8 +191,8 @@ def test_server_start_leaves_sqlalchemy_for_the_first_request_that_needs_it(stoc
     url, texts, _ = stocked
     script = f"""
 import sys
-from app import create_app
-from app.config import Settings
+from mlapi import create_app
+from mlapi.config import Settings
 app = create_app(Settings.from_env({{"MODELS": "text={trained['text'][0]}", "FEATURE_STORE_URL": {url!r},
                                     "PREDICTIONS_DB_URL": "sqlite:///{tmp_path}/predictions.db"}}))
 client = app.test_client()

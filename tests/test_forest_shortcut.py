@@ -12,8 +12,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from app.errors import InvalidInput
-from app.model import ServedModel
+from mlapi.errors import InvalidInput
+from mlapi.serving.model import ServedModel
 
 CLASSIFIERS = {
     "random_forest": lambda: RandomForestClassifier(n_estimators=25, random_state=0),
@@ -96,7 +96,7 @@ def test_rows_validation_would_pass_unchanged_skip_it(fitted_on, forest_validati
     # Finite float64 rows of the fitted width (for a DataFrame-fitted forest: a DataFrame with
     # exactly its columns, as the server builds it) are converted to float32 here, as the
     # forest's validation would; everything else still goes through that validation.
-    from app.inputs import to_model_input
+    from mlapi.serving.inputs import to_model_input
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     fit_rows = X if fitted_on == "dataframe" else X.to_numpy()

@@ -13,9 +13,9 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from app import estimators
-from app.errors import InvalidInput
-from app.model import ServedModel
+from mlapi.serving import estimators
+from mlapi.errors import InvalidInput
+from mlapi.serving.model import ServedModel
 from test_forest_shortcut import Counting, _noisy
 
 CLASSIFIERS = {
@@ -148,7 +148,7 @@ def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(skl
                 assert result.probabilities == estimator.predict_proba(rows).tolist()
     # Through the server's own input layer (rows as objects keyed by feature name, or as lists),
     # whose frames of several rows are laid out for the shortcut too.
-    from app.inputs import to_model_input
+    from mlapi.serving.inputs import to_model_input
 
     model = served[id(pipeline)]
     objects = [dict(zip(X.columns, map(float, row))) for row in noisy.to_numpy()[:50]]

@@ -710,7 +710,7 @@ def test_add_data_point_writes_straight_into_the_store_without_a_source_database
 
 
 def test_add_data_point_then_import_data_to_fs_moves_the_record_into_the_store(make, real_venv, tmp_path):
-    source, store = tmp_path / "app.db", tmp_path / "features.db"
+    source, store = tmp_path / "mlapi.store.database", tmp_path / "features.db"
     settings = {"SOURCE_DB_URL": f"sqlite:///{source}", "FEATURE_STORE_URL": f"sqlite:///{store}"}
     added = ok(make("add-data-point", VENV=real_venv, TEXT="I cannot log in since the update", env=settings))
     assert added.out.strip().splitlines()[-1] == "1"
@@ -918,7 +918,7 @@ def test_bench_peers_runs_the_peer_script_with_both_mlapi_modes_then_reports(tmp
     script = dry.stdout.replace("\\\n", " ")
     assert "ANCHORS_PROFILE=mlapi" in script and f"ANCHORS_SYSTEMS={systems} " in script
     assert f"ANCHORS_ROUNDS={rounds} " in script
-    assert f"ANCHORS_OUT={ROOT}/bench/results/peers.json" in script and "../shared/bench/peers/run.sh" in script
+    assert f"ANCHORS_OUT={ROOT}/bench/results/peers.json" in script and " bench/peers/run.sh" in script
     assert "bench/peers_report.py bench/results/peers.json" in script
     # bench/results/ is git-ignored: a fresh clone must create it before the peer script writes there
     assert "mkdir -p bench/results" in script and script.index("mkdir -p bench/results") < script.index("run.sh")

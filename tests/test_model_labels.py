@@ -15,8 +15,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
-from app.estimators import PROBA_RELATIONS
-from app.model import ServedModel
+from mlapi.serving.estimators import PROBA_RELATIONS
+from mlapi.serving.model import ServedModel
 
 ESTIMATORS = {
     "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),

@@ -105,8 +105,8 @@ def test_every_request_has_a_description_and_a_test_script():
 
 
 def test_every_route_has_a_request(demo_models, tmp_path):
-    from app import create_app
-    from app.config import Settings
+    from mlapi import create_app
+    from mlapi.config import Settings
 
     app = create_app(Settings.from_env(server_env(demo_models, tmp_path)))
     requests_ = [(folder, item["request"]["method"], request_path(item), item["name"])

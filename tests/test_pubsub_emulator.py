@@ -13,7 +13,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from app.db import make_engine
+from mlapi.store.database import make_engine
 from conftest import VENV_BIN, cloud_sdk_missing, free_port, models_env
 from test_pubsub_push import TEXTS, stock
 

@@ -10,8 +10,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from app.db import make_engine
-from app.ingest import import_rows
+from mlapi.store.database import make_engine
+from mlapi.store.ingest import import_rows
 from conftest import VENV_BIN, models_env
 from tcpproxy import TcpProxy
 

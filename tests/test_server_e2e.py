@@ -142,11 +142,11 @@ def test_the_entry_point_hides_what_it_loaded_from_the_garbage_collector(trained
     # count of collections does not move during the import, and collection is on afterwards.
     script = """
 import gc
-import app  # the package is light; app.wsgi's own body is what loads everything
+import mlapi  # the package is light; app.wsgi's own body is what loads everything
 before = [generation["collections"] for generation in gc.get_stats()]
-import app.wsgi
+import mlapi.wsgi
 after = [generation["collections"] for generation in gc.get_stats()]
-model = app.wsgi.app.extensions["mlapi.inference"].registry.get("cancer", None).estimator
+model = mlapi.wsgi.app.extensions["mlapi.inference"].registry.get("cancer", None).estimator
 print(gc.get_freeze_count() > 10_000, any(o is model for o in gc.get_objects()), before == after, gc.isenabled())
 """
     env = {"MODELS": models_env(trained, "cancer"), "MODEL_CACHE_DIR": str(tmp_path / "cache"),

@@ -6,8 +6,8 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from app.errors import ArtifactError
-from app.storage import resolve_artifact
+from mlapi.errors import ArtifactError
+from mlapi.serving.storage import resolve_artifact
 from conftest import free_port, to_rows
 
 

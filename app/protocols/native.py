@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from app.errors import BadRequest
-from app.frames import is_dataframe
-from app.inputs import Columns
-from app.model import PredictionResult, ServedModel
+from mlapi.errors import BadRequest
+from mlapi.serving.frames import is_dataframe
+from mlapi.serving.inputs import Columns
+from mlapi.serving.model import PredictionResult, ServedModel
 
 INSTANCE_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
 

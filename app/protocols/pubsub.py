@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from app.errors import BadRequest
+from mlapi.errors import BadRequest
 
 MAX_IDS = 10_000
 MAX_ID_LENGTH = 255        # the predictions table's entity_id column

@@ -1,0 +1,59 @@
+"""Seed 002's ("MLOps speedrun") single-input routes: text_to_features, features_to_prediction,
+text_to_prediction. One input per call; the prediction is a {label: probability} map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlapi.errors import BadRequest
+from mlapi.serving.model import PredictionResult
+
+
+@dataclass(frozen=True)
+class SpeedrunRequest:
+    payload: Any          # the text, or the flat feature list
+    echo_input: bool
+    skip_cache: bool
+
+
+def decode(body: dict, field: str) -> SpeedrunRequest:
+    if field not in body:
+        raise BadRequest(f'the body needs "{field}"')
+    value = body[field]
+    if field == "text" and not isinstance(value, str):
+        raise BadRequest('"text" must be a string')
+    if field == "features" and not isinstance(value, list):
+        raise BadRequest('"features" must be a list of numbers')
+    flags = {}
+    for flag in ("echo_input", "skip_cache"):
+        flags[flag] = body.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            raise BadRequest(f'"{flag}" must be true or false')
+    return SpeedrunRequest(value, flags["echo_input"], flags["skip_cache"])
+
+
+def encode_features(features: list, from_cache: bool, request: SpeedrunRequest) -> dict:
+    return _with_input({"features": features, "from_cache": from_cache}, request)
+
+
+def encode_prediction(result: PredictionResult, from_cache: bool, request: SpeedrunRequest) -> dict:
+    if result.probabilities is not None:
+        scores = dict(zip((str(c) for c in result.classes), result.probabilities[0]))
+        top_index = max(range(len(result.classes)), key=result.probabilities[0].__getitem__)
+        # The top label is the model's own predict(), which ties or calibrated models may
+        # pick differently from the highest probability; report the model's choice.
+        label = result.predictions[0]
+        top = {"label": label, "value": scores.get(str(label), result.probabilities[0][top_index])}
+        prediction: dict = scores
+    else:
+        value = result.predictions[0]
+        prediction = {"value": value}
+        top = {"label": None, "value": value}
+    return _with_input({"prediction": prediction, "top": top, "from_cache": from_cache}, request)
+
+
+def _with_input(body: dict, request: SpeedrunRequest) -> dict:
+    if request.echo_input:
+        body["input"] = request.payload
+    return body

@@ -1,0 +1,326 @@
+"""Feature-store ingestion (the write side): add a record, import a file, sync from a database.
+
+Imports are all-or-nothing by default: the whole file is written in one transaction, every
+row is checked, and a file with a bad row is refused with each bad row's line number — so a
+failed import never leaves a half-written store. `skip_bad_rows=True` writes the good rows
+and reports the skipped ones instead. Rows are upserted by id, so re-running an import is safe.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from mlapi.store.database import chunks, make_engine, python_type_of, upsert
+from mlapi.errors import InvalidInput
+
+CHUNK_ROWS = 1000
+MAX_REPORTED = 20
+
+
+@dataclass
+class ImportReport:
+    written: int = 0
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (line or row number, reason)
+    created_table: bool = False
+
+    def describe_bad(self) -> str:
+        shown = [f"  line {line}: {reason}" for line, reason in self.bad_rows[:MAX_REPORTED]]
+        more = len(self.bad_rows) - MAX_REPORTED
+        return "\n".join(shown + ([f"  ... and {more} more"] if more > 0 else []))
+
+
+class ImportRefused(Exception):
+    def __init__(self, report: ImportReport):
+        super().__init__(f"{len(report.bad_rows)} bad row(s); nothing was written:\n{report.describe_bad()}")
+        self.report = report
+
+
+# ---- reading files: (line number, row dict) -------------------------------------------------
+def read_rows(path: Path) -> Iterator[tuple[int, dict | str]]:
+    """Rows of a CSV, Parquet or JSON-lines file; a str row is an unparseable line's reason."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header:
+                return
+            for values in reader:
+                if len(values) != len(header):
+                    yield reader.line_num, f"{len(values)} fields, the header has {len(header)}"
+                    continue
+                yield reader.line_num, {k: (v if v != "" else None) for k, v in zip(header, values)}
+    elif suffix in (".jsonl", ".ndjson", ".json"):
+        with open(path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    yield number, f"not JSON ({exc})"
+                    continue
+                yield number, row if isinstance(row, dict) else "not a JSON object"
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        number = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+    else:
+        raise InvalidInput(f"unsupported file type {suffix!r}: use .csv, .parquet or .jsonl")
+
+
+# ---- schema: create the table from the first rows ---------------------------------------------
+def _column_type(values: list) -> sa.types.TypeEngine:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return sa.Boolean()
+    if present and all(isinstance(v, dt.datetime) for v in present):
+        return sa.DateTime(timezone=True)
+    if present and all(_is_int(v) for v in present):
+        return sa.BigInteger()
+    if present and all(_is_float(v) for v in present):
+        return sa.Double()  # 8-byte: MySQL's FLOAT would round features to 7 digits
+    return sa.Text()
+
+
+def _is_int(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def _is_float(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def create_table(conn: sa.Connection, name: str, id_column: str, sample: list[dict]) -> sa.Table:
+    columns = list(dict.fromkeys(k for row in sample for k in row))
+    if id_column not in columns:
+        raise InvalidInput(f"the data has no {id_column!r} column (FEATURE_ID_COLUMN)")
+    table = sa.Table(name, sa.MetaData(), sa.Column(id_column, sa.String(255), primary_key=True),
+                     *[sa.Column(c, _column_type([row.get(c) for row in sample])) for c in columns if c != id_column])
+    table.create(conn, checkfirst=True)
+    return table
+
+
+def reflect(conn: sa.Connection, name: str) -> sa.Table | None:
+    try:
+        return sa.Table(name, sa.MetaData(), autoload_with=conn)
+    except sa_exc.NoSuchTableError:
+        return None
+
+
+# ---- checking rows against the table ---------------------------------------------------------
+def coerce_row(table: sa.Table, id_column: str, row: dict) -> dict:
+    """The row with values converted to the columns' types; ValueError says what is wrong."""
+    unknown = [k for k in row if k not in table.c]
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; the table has {[c.name for c in table.columns]}")
+    entity_id = row.get(id_column)
+    if entity_id is None or str(entity_id).strip() == "":
+        raise ValueError(f"no {id_column!r}")
+    out = {id_column: str(entity_id)}
+    for key, value in row.items():
+        if key == id_column:
+            continue
+        out[key] = _coerce(table.c[key].type, key, value)
+    return out
+
+
+def _coerce(column_type, key: str, value):
+    if value is None:
+        return None
+    python_type = python_type_of(column_type)
+    try:
+        if python_type is float:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        if python_type is int:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            return int(value)
+        if python_type is dt.datetime and isinstance(value, str):
+            return dt.datetime.fromisoformat(value)
+        if python_type is bool and isinstance(value, str):
+            if value.lower() in ("true", "1", "yes"):
+                return True
+            if value.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"column {key!r}: {value!r} is not a {python_type.__name__}") from None
+    return value
+
+
+# ---- the import ---------------------------------------------------------------------------------
+def import_rows(engine: sa.Engine, table_name: str, id_column: str, rows: Iterator[tuple[int, dict | str]],
+                skip_bad_rows: bool = False, progress=None) -> ImportReport:
+    report = ImportReport()
+    with engine.begin() as conn:  # one transaction: all or nothing
+        table = reflect(conn, table_name)
+        pending: list[dict] = []
+        for batch in chunks(rows, CHUNK_ROWS):
+            if table is None:
+                sample = [row for _, row in batch if isinstance(row, dict)]
+                if not sample:
+                    report.bad_rows += [(n, r) for n, r in batch]
+                    continue
+                table = create_table(conn, table_name, id_column, sample)
+                report.created_table = True
+            for number, row in batch:
+                try:
+                    if isinstance(row, str):
+                        raise ValueError(row)
+                    pending.append(coerce_row(table, id_column, row))
+                except ValueError as exc:
+                    report.bad_rows.append((number, str(exc)))
+            if report.bad_rows and not skip_bad_rows:
+                pending.clear()  # keep reading to report every bad row; write nothing more
+            elif pending:
+                _upsert_grouped(conn, table, id_column, pending)
+                report.written += len(pending)
+                pending = []
+            if progress is not None:
+                progress.update(len(batch))
+        if report.bad_rows and not skip_bad_rows:
+            raise ImportRefused(report)  # rolls the transaction back
+    return report
+
+
+def _upsert_grouped(conn, table, id_column, rows):
+    # Rows with different column sets cannot share one multi-row statement.
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for group in groups.values():
+        upsert(conn, table, group, [id_column])
+
+
+# ---- sync from an operational database --------------------------------------------------------
+SYNC_STATE = sa.Table("mlapi_sync_state", sa.MetaData(),
+                      sa.Column("source", sa.String(64), primary_key=True),
+                      sa.Column("high_water", sa.Text),
+                      sa.Column("synced_at", sa.DateTime(timezone=True)))
+
+
+def sync(source_url: str, query: str, target: sa.Engine, table_name: str, id_column: str,
+         updated_at: str | None = "updated_at", progress=None) -> tuple[int, bool]:
+    """Materialize the query's rows into the store; incremental on `updated_at` when the
+    result has that column (rows at or after the last high-water mark are re-read: upserts
+    make that harmless, and rows committed late with the same timestamp are not missed).
+    Returns (rows written, incremental?)."""
+    source = make_engine(source_url)
+    key = hashlib.sha256(f"{sa.engine.make_url(source_url).render_as_string(hide_password=True)}\n{query}".encode()).hexdigest()[:64]
+    written = 0
+    try:
+        with source.connect() as src, target.begin() as dst:
+            SYNC_STATE.create(dst, checkfirst=True)
+            columns = list(src.execute(sa.text(f"SELECT * FROM ({query}) src WHERE 1 = 0")).keys())
+            incremental = bool(updated_at) and updated_at in columns
+            since = dst.execute(sa.select(SYNC_STATE.c.high_water).where(SYNC_STATE.c.source == key)).scalar()
+            sql, params = f"SELECT * FROM ({query}) src", {}
+            if incremental:
+                sql += f" WHERE {updated_at} >= :since" if since else ""
+                sql += f" ORDER BY {updated_at}"
+                params = {"since": _load_mark(since)} if since else {}
+            result = src.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(sa.text(sql), params)
+            table = reflect(dst, table_name)
+            high_water = since
+            for batch in chunks(result.mappings(), CHUNK_ROWS):
+                rows = [{k: (str(v) if k == id_column else v) for k, v in row.items()} for row in batch]
+                if table is None:
+                    table = create_table(dst, table_name, id_column, rows)
+                rows = [coerce_row(table, id_column, {k: v for k, v in row.items() if k in table.c}) for row in rows]
+                _upsert_grouped(dst, table, id_column, rows)
+                written += len(rows)
+                if incremental and batch[-1][updated_at] is not None:
+                    high_water = _dump_mark(batch[-1][updated_at])
+                if progress is not None:
+                    progress.update(len(rows))
+            if incremental and high_water:
+                upsert(dst, SYNC_STATE, [{"source": key, "high_water": high_water,
+                                          "synced_at": dt.datetime.now(dt.timezone.utc)}], ["source"])
+    finally:
+        source.dispose()
+    return written, incremental
+
+
+def _dump_mark(value) -> str:
+    # Keep the high-water mark's type: drivers return datetimes (PostgreSQL, MySQL), strings
+    # (SQLite stores datetimes as text) or numbers (version counters), and it must be bound
+    # back as the same type to compare correctly.
+    if isinstance(value, dt.datetime):
+        return "datetime:" + value.isoformat()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"int:{value}"
+    return f"str:{value}"
+
+
+def _load_mark(mark: str):
+    kind, _, value = mark.partition(":")
+    if kind == "datetime":
+        return dt.datetime.fromisoformat(value)
+    return int(value) if kind == "int" else value
+
+
+# ---- single records (seed 000's add_data_point) -----------------------------------------------------
+def add_record(engine: sa.Engine, table_name: str, id_column: str, record: dict, autoincrement: bool) -> str:
+    """Insert one record and return its id. Without an id, the next integer id is used:
+    an autoincrement key in a source table, max(numeric id) + 1 in the online store."""
+    with engine.begin() as conn:
+        table = reflect(conn, table_name)
+        if table is None:
+            columns = [c for c in record if c != id_column]
+            if autoincrement:
+                id_col = sa.Column(id_column, sa.Integer, primary_key=True, autoincrement=True)
+            else:
+                id_col = sa.Column(id_column, sa.String(255), primary_key=True)
+            table = sa.Table(table_name, sa.MetaData(), id_col,
+                             *[sa.Column(c, _column_type([record[c]])) for c in columns],
+                             *([sa.Column("updated_at", sa.DateTime(timezone=True))] if "updated_at" not in record else []))
+            table.create(conn, checkfirst=True)
+        values = dict(record)
+        if "updated_at" in table.c and "updated_at" not in values:
+            values["updated_at"] = dt.datetime.now(dt.timezone.utc)
+        if values.get(id_column) is not None:
+            upsert(conn, table, [coerce_row(table, id_column, values)], [id_column])
+            return str(values[id_column])
+        if python_type_of(table.c[id_column].type) is int:
+            result = conn.execute(sa.insert(table).values(**{k: v for k, v in values.items() if k != id_column}))
+            return str(result.inserted_primary_key[0])
+    # A string-keyed store has no sequence: take the next free integer id, and retry if a
+    # concurrent add took it first (a plain INSERT, so nobody's record is overwritten).
+    for _ in range(20):
+        try:
+            with engine.begin() as conn:
+                existing = conn.execute(sa.select(table.c[id_column])).scalars()
+                values[id_column] = str(1 + max((int(v) for v in existing if str(v).isdigit()), default=0))
+                conn.execute(sa.insert(table).values(**coerce_row(table, id_column, values)))
+                return values[id_column]
+        except sa_exc.IntegrityError:
+            continue
+    raise RuntimeError("could not allocate a new id after 20 attempts")
