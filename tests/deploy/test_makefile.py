@@ -25,7 +25,7 @@ import pytest
 from conftest import ROOT, VENV_BIN, cloud_sdk_missing, service_missing
 
 MAKEFILE = ROOT / "Makefile"
-FAKEBIN = Path(__file__).parent / "fakebin"
+FAKEBIN = Path(__file__).resolve().parents[1] / "fakebin"
 MAKE = shutil.which("make")
 
 PROJECT = "demo-project-123"

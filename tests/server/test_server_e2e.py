@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from conftest import ROOT, VENV_BIN, models_env, to_rows
-from test_errors import ExplodingModel
+from model_doubles import ExplodingModel
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

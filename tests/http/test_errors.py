@@ -5,15 +5,7 @@ import joblib
 import pytest
 
 from conftest import models_env, to_rows
-
-
-class ExplodingModel:
-    """A 'model' whose predict has a bug (not an input error)."""
-
-    n_features_in_ = 2
-
-    def predict(self, X):
-        raise RuntimeError("boom: a bug in the model code")
+from model_doubles import ExplodingModel
 
 
 def error_of(response, status):

@@ -9,9 +9,9 @@ import joblib
 import pytest
 import requests
 
-from slow_model import SlowModel
+from model_doubles import SlowModel
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "granian"])
