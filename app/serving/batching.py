@@ -11,7 +11,8 @@ up; when the call ends, the first queued request becomes the leader and runs eve
 load) may wait up to MAX_BATCH_WAIT_MS for more rows to fill its batch.
 
 Each request still gets exactly its own rows' answers. A request whose rows make the merged
-call fail is isolated: the batch is retried request by request, so only it fails.
+call fail is isolated: the batch is retried request by request, so only it fails
+(predict_merged: the same rule serves Pub/Sub batches).
 """
 from __future__ import annotations
 
@@ -99,33 +100,53 @@ class MicroBatcher:
         return _outcome(me)
 
     def _run(self, batch: list[_Pending]) -> None:
-        if len(batch) == 1:
-            _settle(batch[0], self._predict, batch[0].model_input)
-            return
-        want = None if all(p.probabilities is None for p in batch) else any(
-            p.probabilities is not False for p in batch)
-        try:
-            merged = self._predict(_concat([p.model_input for p in batch]), want)
-        except InvalidInput:
-            for pending in batch:  # isolate the request the model rejects
-                _settle(pending, self._predict, pending.model_input)
-            return
-        except BaseException as exc:  # a bug: every request in the call sees it
-            for pending in batch:
-                pending.error = exc
-            return
-        start = 0
-        for pending in batch:
-            stop = start + pending.rows
-            pending.result = _slice(merged, start, stop, pending.probabilities)
-            start = stop
+        outcomes = predict_merged(self._predict, [p.model_input for p in batch], [p.probabilities for p in batch])
+        for pending, outcome in zip(batch, outcomes):
+            if isinstance(outcome, BaseException):
+                pending.error = outcome
+            else:
+                pending.result = outcome
 
 
-def _settle(pending: _Pending, predict, model_input) -> None:
+def predict_merged(predict: Callable[[Any, bool | None], PredictionResult], inputs: list,
+                   probabilities: list[bool | None]) -> list[PredictionResult | BaseException]:
+    """Answer several inputs with one call, each getting exactly its own rows' answers.
+
+    The one rule for a merged call the model rejects (InvalidInput): every input is retried
+    alone, so only the input at fault fails. Any other exception is a bug (or the model not
+    ready) and every input sees it. Micro-batching and Pub/Sub batches both use this.
+    """
+    if len(inputs) == 1:
+        return [_attempt(predict, inputs[0], probabilities[0])]
+    # Probabilities are computed when anyone wants them (None = the model's default, which
+    # is to include them); those who said False get labels only.
+    want = None if all(p is None for p in probabilities) else any(p is not False for p in probabilities)
     try:
-        pending.result = predict(model_input, pending.probabilities)
+        merged = predict(_concat(inputs), want)
+    except InvalidInput:
+        return [_attempt(predict, one, wanted) for one, wanted in zip(inputs, probabilities)]
     except BaseException as exc:
-        pending.error = exc
+        return [exc] * len(inputs)
+    outcomes: list[PredictionResult | BaseException] = []
+    start = 0
+    for one, wanted in zip(inputs, probabilities):
+        stop = start + _row_count(one)
+        outcomes.append(_slice(merged, start, stop, wanted))
+        start = stop
+    return outcomes
+
+
+def merge_results(results: list[PredictionResult]) -> PredictionResult:
+    """Several results of one model, in order, as one."""
+    proba = None if results[0].probabilities is None else [row for r in results for row in r.probabilities]
+    return PredictionResult([label for r in results for label in r.predictions], proba, results[0].classes)
+
+
+def _attempt(predict, model_input, probabilities) -> PredictionResult | BaseException:
+    try:
+        return predict(model_input, probabilities)
+    except BaseException as exc:
+        return exc
 
 
 def _outcome(pending: _Pending) -> PredictionResult:

@@ -1,19 +1,20 @@
-"""The one business flow, with no HTTP in it: (model ref, input) → cache → model → result.
+"""The one business flow, with no protocol in it: (model ref, input) → cache → batching → model.
 
-Routes for every protocol call these methods with decoded, plain-Python input and encode what
-comes back; so a behaviour (validation, caching, error statuses) is the same on every route.
+Adapters for every protocol call these methods with decoded, plain-Python input and encode what
+comes back; so a behaviour (validation, caching, batching, error statuses) is the same on every
+route.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import sparse
 
 from mlapi import metrics
-from mlapi.serving.batching import MicroBatcher
+from mlapi.serving.batching import MicroBatcher, merge_results, predict_merged
 from mlapi.serving.cache import MISSING, PredictionCache, cache_key
 from mlapi.errors import InvalidInput, RecordNotFound
 from mlapi.store.feature_store import FeatureStore
@@ -21,6 +22,10 @@ from mlapi.serving.inputs import to_feature_matrix, to_model_input
 from mlapi.serving.model import TEXT, PredictionResult, ServedModel
 from mlapi.serving.records import record_to_instance
 from mlapi.serving.registry import ModelRegistry
+
+
+# What a cached answer was computed by: part of its key.
+PREDICT, PREDICT_FEATURES, FEATURES = "predict", "predict_features", "features"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,14 @@ class RecordPredictions:
 
 
 class InferenceService:
+    """The one predict path, whatever the route: input → (cache) → micro-batching → model.
+
+    Every operation resolves the model, then goes through `_answer`: the prediction cache when
+    the caller asks for it (the text routes do; the native, by-id and Pub/Sub routes do not yet:
+    for a cheap model a cache lookup costs about what the model does), then `_compute`, where
+    micro-batching merges concurrent calls for one model version when MAX_BATCH_SIZE > 1.
+    """
+
     def __init__(self, registry: ModelRegistry, cache: PredictionCache, store: FeatureStore | None = None,
                  max_batch_size: int = 0, max_batch_wait_ms: float = 0.0):
         self.registry = registry
@@ -56,7 +69,7 @@ class InferenceService:
         self.store = store
         self._batch_rows = max_batch_size
         self._batch_wait_s = max_batch_wait_ms / 1000
-        self._batchers: dict[tuple[str, str], MicroBatcher] = {}
+        self._batchers: dict[tuple[str, str, str], MicroBatcher] = {}
         self._batchers_lock = threading.Lock()
 
     def model(self, ref: ModelRef) -> ServedModel:
@@ -64,22 +77,12 @@ class InferenceService:
         metrics.note_model(model.name, model.version)
         return model
 
-    # ---- batch operations: instances in, one model call ---------------------------------
+    # ---- instances in, one model call -------------------------------------------------
     def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None):
         model = self.model(ref)
-        model_input = to_model_input(model, instances)  # validated alone: a bad request fails alone
-        if self._batch_rows > 1:
-            return model, self._batcher(model).predict(model_input, probabilities)
-        return model, model.predict(model_input, probabilities)
-
-    def _batcher(self, model: ServedModel) -> MicroBatcher:
-        key = (model.name, model.version)
-        batcher = self._batchers.get(key)
-        if batcher is None:
-            with self._batchers_lock:
-                batcher = self._batchers.setdefault(
-                    key, MicroBatcher(model.predict, self._batch_rows, self._batch_wait_s))
-        return batcher
+        answer = self._answer(model, PREDICT, instances, probabilities, skip_cache=True,
+                              decode=lambda: to_model_input(model, instances))
+        return model, answer.value
 
     def features(self, ref: ModelRef, instances: Any):
         model = self.model(ref)
@@ -87,7 +90,9 @@ class InferenceService:
 
     def predict_features(self, ref: ModelRef, features: Any, probabilities: bool | None = None):
         model = self.model(ref)
-        return model, model.predict_features(to_feature_matrix(model, features), probabilities)
+        answer = self._answer(model, PREDICT_FEATURES, features, probabilities, skip_cache=True,
+                              decode=lambda: to_feature_matrix(model, features))
+        return model, answer.value
 
     # ---- by id: the features come from the online store ----------------------------------
     def predict_id(self, ref: ModelRef, entity_id: str) -> RecordPredictions:
@@ -97,7 +102,7 @@ class InferenceService:
         if record is None:
             raise RecordNotFound(f"no record with id {entity_id!r} in the feature store", id=entity_id)
         instance, data = self._instance(model, entity_id, record)
-        result = model.predict(to_model_input(model, [instance]))
+        result = self._compute(model, PREDICT, to_model_input(model, [instance]), None)
         return RecordPredictions(model, [entity_id], [data], result, {})
 
     def predict_ids(self, ref: ModelRef, entity_ids: list[str]) -> RecordPredictions:
@@ -118,33 +123,25 @@ class InferenceService:
                 failures[entity_id] = exc.message
                 continue
             ids.append(entity_id)
-            instances.append(instance)
+            instances.append([instance])
             data.append(shown)
-        if not ids:
+        # One merged call; a record the model rejects is isolated by the rule micro-batching
+        # uses too (batching.predict_merged), so it fails alone.
+        outcomes = predict_merged(
+            lambda rows, probabilities: self._compute(model, PREDICT, to_model_input(model, rows), probabilities),
+            instances, [None] * len(instances)) if instances else []
+        kept = []
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InvalidInput):
+                failures[ids[index]] = outcome.message
+            elif isinstance(outcome, BaseException):
+                raise outcome  # a bug, or the model not ready: the whole message is retried
+            else:
+                kept.append(index)
+        if not kept:
             return RecordPredictions(model, [], [], None, failures)
-        try:
-            result = model.predict(to_model_input(model, instances))
-        except InvalidInput:
-            # One record the model rejects must not fail the others: score them one by one.
-            return self._predict_each(model, ids, instances, data, failures)
-        return RecordPredictions(model, ids, data, result, failures)
-
-    def _predict_each(self, model, ids, instances, data, failures) -> RecordPredictions:
-        kept_ids, kept_data, results = [], [], []
-        for entity_id, instance, shown in zip(ids, instances, data):
-            try:
-                results.append(model.predict(to_model_input(model, [instance])))
-            except InvalidInput as exc:
-                failures[entity_id] = exc.message
-                continue
-            kept_ids.append(entity_id)
-            kept_data.append(shown)
-        if not results:
-            return RecordPredictions(model, [], [], None, failures)
-        merged = PredictionResult([r.predictions[0] for r in results],
-                                  None if results[0].probabilities is None else [r.probabilities[0] for r in results],
-                                  results[0].classes)
-        return RecordPredictions(model, kept_ids, kept_data, merged, failures)
+        merged = merge_results([outcomes[index] for index in kept])
+        return RecordPredictions(model, [ids[i] for i in kept], [data[i] for i in kept], merged, failures)
 
     def _instance(self, model: ServedModel, entity_id: str, record: dict):
         store = self._store()
@@ -155,41 +152,66 @@ class InferenceService:
             raise RecordNotFound("no feature store is configured (FEATURE_STORE_URL)")
         return self.store
 
-    # ---- single-input operations with the prediction cache (seed 002's routes) ----------
+    # ---- single inputs, answered from the prediction cache when they can be ----------------
     def text_to_features(self, ref: ModelRef, text: str, skip_cache: bool = False):
         model = self._text_model(ref)
-        return model, self._cached(model, "text_to_features", text, skip_cache,
-                                   lambda: dense_row(model.features([text])))
+        return model, self._answer(model, FEATURES, text, None, skip_cache,
+                                   decode=lambda: [text], compute=lambda texts, _: dense_row(model.features(texts)))
 
     def features_to_prediction(self, ref: ModelRef, features: list, skip_cache: bool = False):
         model = self.model(ref)
         if not isinstance(features, list) or (features and isinstance(features[0], list)):
             raise InvalidInput("features must be one flat list of numbers")
-        return model, self._cached(model, "features_to_prediction", features, skip_cache,
-                                   lambda: model.predict_features(to_feature_matrix(model, [features]), True))
+        return model, self._answer(model, PREDICT_FEATURES, [features], True, skip_cache,
+                                   decode=lambda: to_feature_matrix(model, [features]))
 
     def text_to_prediction(self, ref: ModelRef, text: str, skip_cache: bool = False):
         model = self._text_model(ref)
-        return model, self._cached(model, "text_to_prediction", text, skip_cache,
-                                   lambda: model.predict([text], True))
+        return model, self._answer(model, PREDICT, [text], True, skip_cache,
+                                   decode=lambda: to_model_input(model, [text]))
 
     def _text_model(self, ref: ModelRef) -> ServedModel:
         model = self.model(ref)
         if model.input_kind != TEXT:
             raise InvalidInput(f"model {model.name}:{model.version} takes tabular features, not text; "
-                               f"use features_to_prediction or POST /models/{model.name}/predict")
+                               f"send them as features, or as instances to its predict route")
         return model
 
-    def _cached(self, model: ServedModel, operation: str, payload: Any, skip_cache: bool, compute) -> Cached:
-        key = cache_key(model.name, model.version, model.metadata.get("sha256"), operation, payload)
-        if not skip_cache:
+    # ---- the path every operation shares --------------------------------------------------
+    def _answer(self, model: ServedModel, operation: str, payload: Any, probabilities: bool | None,
+                skip_cache: bool, decode: Callable[[], Any], compute: Callable | None = None) -> Cached:
+        """payload (as decoded from the request) → cache → decode → compute. The cache key is
+        the payload itself, so a hit costs neither validation nor the model."""
+        key = None
+        if not skip_cache and self.cache.max_entries:
+            key = cache_key(model.name, model.version, model.metadata.get("sha256"), operation,
+                            probabilities, payload)
             value = self.cache.get(key)
             metrics.record_cache(value is not MISSING)
             if value is not MISSING:
                 return Cached(value, True)
-        value = compute()
-        self.cache.put(key, value)
+        model_input = decode()  # validated alone: a bad request fails alone, before any batch
+        if compute is None:
+            value = self._compute(model, operation, model_input, probabilities)
+        else:
+            value = compute(model_input, probabilities)
+        if key is not None:
+            self.cache.put(key, value)
         return Cached(value, False)
+
+    def _compute(self, model: ServedModel, operation: str, model_input: Any,
+                 probabilities: bool | None) -> PredictionResult:
+        """The model call: merged with concurrent ones (same model version and operation) when
+        micro-batching is on, else at once."""
+        predict = model.predict if operation == PREDICT else model.predict_features
+        if self._batch_rows <= 1:
+            return predict(model_input, probabilities)
+        key = (model.name, model.version, operation)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            with self._batchers_lock:
+                batcher = self._batchers.setdefault(key, MicroBatcher(predict, self._batch_rows, self._batch_wait_s))
+        return batcher.predict(model_input, probabilities)
 
 
 def dense_row(matrix) -> list[float]:

@@ -1,6 +1,6 @@
-"""The predict fast path (app/fastpath.py) answers below Flask, and must answer exactly as the
-Flask route does: same bodies, same errors (which it leaves to Flask), same metrics and log
-context, counted once."""
+"""The fast path (app/http/fastpath.py) answers JSON routes below Flask, and must answer exactly
+as the Flask route does: same bodies, same errors, same metrics and log context (the request
+pipeline around both), each request run and counted once."""
 from __future__ import annotations
 
 import io
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mlapi import metrics
-from mlapi.http.fastpath import FastPredict, rule_patterns
+from mlapi.http.fastpath import rule_pattern
 from mlapi.logs import CloudLoggingFormatter
 from conftest import as_plain, models_env, to_rows
 
@@ -26,12 +26,13 @@ def flask_only(app):
     """A test client for the same app with the fast path taken out."""
     class Client:
         def post(self, *args, **kwargs):
-            fast = app.wsgi_app
-            app.wsgi_app = fast.flask_wsgi
+            pipeline = app.wsgi_app
+            fast = pipeline.app
+            pipeline.app = fast.flask_wsgi
             try:
                 return app.test_client().post(*args, **kwargs)
             finally:
-                app.wsgi_app = fast
+                pipeline.app = fast
     return Client()
 
 
@@ -113,7 +114,7 @@ def test_failures_are_counted_once_and_successes_with_their_model(app, trained):
 
 
 def test_a_bug_is_one_json_500_and_one_logged_traceback(app, trained, monkeypatch, caplog):
-    inference = app.extensions["mlapi.inference"]
+    inference = app.extensions["mlapi.services"].inference
     monkeypatch.setattr(inference, "predict", lambda *a, **k: 1 / 0)
     client = app.test_client()
     with caplog.at_level(logging.ERROR):
@@ -130,7 +131,7 @@ def test_log_lines_inside_a_fast_request_carry_its_request_id(app, trained, monk
     handler.setFormatter(CloudLoggingFormatter("proj-9"))
     logger = logging.getLogger("test.inside")
     logger.addHandler(handler)
-    inference = app.extensions["mlapi.inference"]
+    inference = app.extensions["mlapi.services"].inference
     original = inference.predict
 
     def logging_predict(*args, **kwargs):
@@ -146,11 +147,6 @@ def test_log_lines_inside_a_fast_request_carry_its_request_id(app, trained, monk
     assert '"request_id":"req-77"' in line and '"logging.googleapis.com/trace":"projects/proj-9/traces/abcdef"' in line
 
 
-def test_the_access_log_keeps_every_request_in_flask(make_app, trained):
-    assert isinstance(make_app(MODELS=models_env(trained, "cancer")).wsgi_app, FastPredict)
-    assert not isinstance(make_app(MODELS=models_env(trained, "cancer"), ACCESS_LOG="1").wsgi_app, FastPredict)
-
-
 def test_predictions_match_for_many_rows(app, trained):
     estimator = trained["cancer"][1]
     rows = np.random.default_rng(0).normal(size=(300, 30)) * 10 + 15
@@ -161,7 +157,8 @@ def test_predictions_match_for_many_rows(app, trained):
 
 def test_the_fast_path_takes_its_urls_from_the_flask_predict_rules(app):
     flask_rules = {rule.rule for rule in app.url_map.iter_rules("native.predict")}
-    assert {rule for _, rule in app.wsgi_app.routes} == flask_rules == {
+    fast_rules = {rule for _, rule, handler in app.wsgi_app.app.routes if handler.__name__ == "predict"}
+    assert fast_rules == flask_rules == {
         "/predict", "/models/<name>/predict", "/models/<name>/versions/<version>/predict"}
     with pytest.raises(ValueError, match="default converter"):
-        rule_patterns(["/models/<int:number>/predict"])
+        rule_pattern("/models/<int:number>/predict")

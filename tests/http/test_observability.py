@@ -98,4 +98,4 @@ def test_text_log_format(start_server, trained):
     server = start_server({"MODELS": models_env(trained, "cancer"), "LOG_FORMAT": "text"})
     server.stop()
     line = next(line for line in server.output().splitlines() if "loaded model cancer:1" in line)
-    assert " INFO mlapi.serving.model [pid " in line and not line.startswith("{")
+    assert " INFO mlapi.serving.loading [pid " in line and not line.startswith("{")

@@ -1,13 +1,37 @@
-"""Thin Flask blueprints, one per protocol: decode → call the inference service → encode."""
+"""Thin Flask blueprints, one per protocol: decode → call the inference service → encode.
+
+`register_routes` puts every blueprint on the app, every JSON route of a JsonBlueprint on the
+fast path too, and maps every exception to JSON through http/errors.py (the function the fast
+path uses).
+"""
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
+
+from mlapi.http.errors import error_response, log_error
+from mlapi.http.fastpath import FastPath
+from mlapi.http.pipeline import ROUTE_KEY
+from mlapi.http.routes.common import json_response
 
 
-def register_routes(app: Flask) -> None:
-    from mlapi.http.routes import entity, errors, health, native, observability, pubsub, text
+def register_routes(app: Flask, fast: FastPath) -> None:
+    from mlapi.http.routes import entity, health, metrics, native, pubsub, text
 
-    errors.register(app)
-    observability.register(app)
-    for module in (health, native, text, entity, pubsub):
+    for module in (health, native, text, entity, pubsub, metrics):
         app.register_blueprint(module.blueprint)
+        for rule, handler in getattr(module.blueprint, "json_routes", ()):
+            fast.add(rule, handler)
+
+    @app.before_request
+    def name_the_route() -> None:
+        # The pipeline labels the request metrics with the rule that answered.
+        if request.url_rule is not None:
+            request.environ[ROUTE_KEY] = request.url_rule.rule
+
+    @app.errorhandler(Exception)
+    def answer_error(exc: Exception):
+        log_error(exc, request.method, request.path)
+        status, body, headers = error_response(exc, app.config.get("MAX_CONTENT_LENGTH"))
+        response = json_response(body, status)
+        response.headers.extend(headers)
+        return response

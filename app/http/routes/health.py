@@ -1,10 +1,10 @@
 """Liveness, readiness and model metadata."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 
 from mlapi.errors import StoreUnavailable
-from mlapi.http.routes.common import inference, json_response
+from mlapi.http.routes.common import json_response, services
 
 blueprint = Blueprint("health", __name__)
 
@@ -17,13 +17,13 @@ def healthz():
 
 @blueprint.get("/readyz")
 def readyz():
-    registry = inference().registry
+    registry = services().inference.registry
     failures = [failure.describe() for failure in registry.failures()]
     models = [f"{m.name}:{m.version}" for m in registry.models()]
     if not models and not failures:
         failures.append({"error": "no model is configured"})
     stores = {}
-    for name, store in (("feature_store", inference().store), ("predictions_db", current_app.extensions["mlapi.predictions"])):
+    for name, store in (("feature_store", services().inference.store), ("predictions_db", services().predictions)):
         try:
             store.ping()
             stores[name] = "ok"
@@ -37,20 +37,20 @@ def readyz():
 
 @blueprint.get("/models")
 def list_models():
-    return json_response({"default": inference().registry.default_model,
-                          "models": [entry.describe() for entry in inference().registry.entries()]})
+    return json_response({"default": services().inference.registry.default_model,
+                          "models": [entry.describe() for entry in services().inference.registry.entries()]})
 
 
 @blueprint.get("/models/<name>")
 def describe_model(name: str):
-    registry = inference().registry
+    registry = services().inference.registry
     versions = [entry.describe() for entry in registry.entries(name)]
-    return json_response({"name": name, "default_version": versions[-1]["version"], "versions": versions})
+    return json_response({"name": name, "default_version": registry.default_version(name), "versions": versions})
 
 
 @blueprint.get("/models/<name>/versions/<version>")
 def describe_version(name: str, version: str):
-    registry = inference().registry
+    registry = services().inference.registry
     for entry in registry.entries(name):
         described = entry.describe()
         if described["version"] == version:

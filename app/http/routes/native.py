@@ -1,43 +1,35 @@
 """Native JSON routes: predict, features, predict_features — for the default model, a model
-(its default version) or an exact version."""
+(its default version) or an exact version. Handlers of a JsonBlueprint: the fast path serves them."""
 from __future__ import annotations
 
-from flask import Blueprint
-
-from mlapi.serving.inference import ModelRef
+from mlapi.http.routes.common import JsonBlueprint
 from mlapi.protocols import native
-from mlapi.http.routes.common import inference, json_body, json_response
+from mlapi.serving.inference import ModelRef
 
-blueprint = Blueprint("native", __name__)
-
-
-def _model_routes(rule: str, endpoint: str):
-    """Register a view under /, /models/<name>/ and /models/<name>/versions/<version>/."""
-    def decorator(view):
-        blueprint.add_url_rule(f"/models/<name>/{rule}", endpoint, view, methods=["POST"])
-        blueprint.add_url_rule(f"/models/<name>/versions/<version>/{rule}", endpoint, view, methods=["POST"])
-        return view
-    return decorator
+blueprint = JsonBlueprint("native", __name__)
 
 
-@blueprint.post("/predict")
-@_model_routes("predict", "predict")
-def predict(name: str | None = None, version: str | None = None):
-    request = native.decode_predict(json_body())
-    model, result = inference().predict(ModelRef(name, version), request.instances, request.probabilities)
-    return json_response(native.encode_prediction(model, result))
+def _model_rules(action: str) -> tuple[str, str]:
+    """An action under /models/<name>/ and /models/<name>/versions/<version>/."""
+    return f"/models/<name>/{action}", f"/models/<name>/versions/<version>/{action}"
 
 
-@_model_routes("features", "features")
-def features(name: str, version: str | None = None):
-    request = native.decode_predict(json_body())
-    model, matrix = inference().features(ModelRef(name, version), request.instances)
-    return json_response(native.encode_features(model, matrix))
+@blueprint.post_json("/predict", *_model_rules("predict"))
+def predict(services, body: dict, name: str | None = None, version: str | None = None):
+    request = native.decode_predict(body)
+    model, result = services.inference.predict(ModelRef(name, version), request.instances, request.probabilities)
+    return native.encode_prediction(model, result)
 
 
-@_model_routes("predict_features", "predict_features")
-def predict_features(name: str, version: str | None = None):
-    body = json_body()
-    model, result = inference().predict_features(
+@blueprint.post_json(*_model_rules("features"))
+def features(services, body: dict, name: str, version: str | None = None):
+    request = native.decode_predict(body)
+    model, matrix = services.inference.features(ModelRef(name, version), request.instances)
+    return native.encode_features(model, matrix)
+
+
+@blueprint.post_json(*_model_rules("predict_features"))
+def predict_features(services, body: dict, name: str, version: str | None = None):
+    model, result = services.inference.predict_features(
         ModelRef(name, version), native.decode_features(body), native.decode_probabilities(body))
-    return json_response(native.encode_prediction(model, result))
+    return native.encode_prediction(model, result)

@@ -1,31 +1,31 @@
-"""Seed 002's client routes: /model/<name>/{text_to_features,features_to_prediction,text_to_prediction}."""
+"""Single-input routes of one model: /model/<name>/{text_to_features, features_to_prediction,
+text_to_prediction}, answered from the prediction cache when they can be (`skip_cache` not).
+Handlers of a JsonBlueprint: the fast path serves them."""
 from __future__ import annotations
 
-from flask import Blueprint
-
-from mlapi.serving.inference import ModelRef
+from mlapi.http.routes.common import JsonBlueprint
 from mlapi.protocols import text as text_protocol
-from mlapi.http.routes.common import inference, json_body, json_response
+from mlapi.serving.inference import ModelRef
 
-blueprint = Blueprint("text", __name__, url_prefix="/model/<name>")
-
-
-@blueprint.post("/text_to_features")
-def text_to_features(name: str):
-    request = text_protocol.decode(json_body(), "text")
-    _, cached = inference().text_to_features(ModelRef(name), request.payload, request.skip_cache)
-    return json_response(text_protocol.encode_features(cached.value, cached.from_cache, request))
+blueprint = JsonBlueprint("text", __name__, url_prefix="/model/<name>")
 
 
-@blueprint.post("/features_to_prediction")
-def features_to_prediction(name: str):
-    request = text_protocol.decode(json_body(), "features")
-    _, cached = inference().features_to_prediction(ModelRef(name), request.payload, request.skip_cache)
-    return json_response(text_protocol.encode_prediction(cached.value, cached.from_cache, request))
+@blueprint.post_json("/text_to_features")
+def text_to_features(services, body: dict, name: str):
+    request = text_protocol.decode(body, "text")
+    _, cached = services.inference.text_to_features(ModelRef(name), request.payload, request.skip_cache)
+    return text_protocol.encode_features(cached.value, cached.from_cache, request)
 
 
-@blueprint.post("/text_to_prediction")
-def text_to_prediction(name: str):
-    request = text_protocol.decode(json_body(), "text")
-    _, cached = inference().text_to_prediction(ModelRef(name), request.payload, request.skip_cache)
-    return json_response(text_protocol.encode_prediction(cached.value, cached.from_cache, request))
+@blueprint.post_json("/features_to_prediction")
+def features_to_prediction(services, body: dict, name: str):
+    request = text_protocol.decode(body, "features")
+    _, cached = services.inference.features_to_prediction(ModelRef(name), request.payload, request.skip_cache)
+    return text_protocol.encode_prediction(cached.value, cached.from_cache, request)
+
+
+@blueprint.post_json("/text_to_prediction")
+def text_to_prediction(services, body: dict, name: str):
+    request = text_protocol.decode(body, "text")
+    _, cached = services.inference.text_to_prediction(ModelRef(name), request.payload, request.skip_cache)
+    return text_protocol.encode_prediction(cached.value, cached.from_cache, request)

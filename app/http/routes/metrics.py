@@ -1,0 +1,23 @@
+"""GET /metrics: Prometheus text format, summed over the server's workers; optionally behind a
+token. (The request metrics themselves are recorded by http/pipeline.py.)"""
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, request
+
+from mlapi import metrics
+from mlapi.errors import Unauthorized
+from mlapi.http.routes.common import services
+
+blueprint = Blueprint("metrics", __name__)
+
+
+@blueprint.get("/metrics")
+def prometheus_metrics():
+    token = services().settings.metrics_token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise Unauthorized("GET /metrics needs Authorization: Bearer <METRICS_TOKEN>")
+    return Response(metrics.exposition(), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,94 @@
+"""The request pipeline (app/http/pipeline.py) around the fast path and Flask: request id,
+metrics and the access log written once for every request, whichever layer answers it; a
+failing request runs once; any JSON route registered by a protocol adapter is fast."""
+import logging
+
+import pytest
+
+from mlapi import metrics
+from mlapi.errors import InvalidInput
+from conftest import as_plain, models_env
+
+
+@pytest.fixture
+def app(make_app, trained):
+    return make_app(MODELS=models_env(trained, "cancer", "text"), ACCESS_LOG="1")
+
+
+def flask_calls(app):
+    calls = []
+    app.before_request(lambda: calls.append(1))
+    return calls
+
+
+def count(route, method, status, model=""):
+    return metrics.REQUESTS.labels(route, method, model, "1" if model else "", str(status))._value.get()
+
+
+def test_the_access_log_logs_every_request_once_and_keeps_the_fast_path(app, trained, caplog):
+    flask = flask_calls(app)
+    client = app.test_client()
+    rows = as_plain(trained["cancer"][2])
+    with caplog.at_level(logging.INFO, logger="mlapi.access"):
+        statuses = [client.post("/predict", json={"instances": rows}).status_code,
+                    client.post("/predict", json={"instances": [[1.0]]}).status_code,
+                    client.get("/healthz").status_code,
+                    client.get("/no/such/route").status_code]
+    assert statuses == [200, 422, 200, 404]
+    assert len(flask) == 2  # the two predict requests never reached Flask
+    lines = [r for r in caplog.records if r.name == "mlapi.access"]
+    assert [(r.http_request["requestUrl"], r.http_request["status"]) for r in lines] == [
+        ("/predict", 200), ("/predict", 422), ("/healthz", 200), ("/no/such/route", 404)]
+    assert all(int(r.http_request["responseSize"]) > 0 for r in lines)
+
+
+def test_every_answer_carries_a_request_id_and_is_counted_once_under_its_rule(app, trained):
+    client = app.test_client()
+    before = (count("/models/<name>/predict", "POST", 422, "cancer"), count("<unmatched>", "GET", 404),
+              count("/healthz", "GET", 200))
+    answers = [client.post("/models/cancer/predict", json={"instances": [[1.0]]}, headers={"X-Request-ID": "r-1"}),
+               client.get("/nowhere", headers={"X-Request-ID": "r-2"}),
+               client.get("/healthz", headers={"X-Request-ID": "r-3"})]
+    assert [a.headers["X-Request-ID"] for a in answers] == ["r-1", "r-2", "r-3"]
+    after = (count("/models/<name>/predict", "POST", 422, "cancer"), count("<unmatched>", "GET", 404),
+             count("/healthz", "GET", 200))
+    assert [a - b for a, b in zip(after, before)] == [1, 1, 1]
+
+
+def test_a_failing_request_runs_once(app, trained, monkeypatch):
+    inference = app.extensions["mlapi.services"].inference
+    calls = []
+
+    def rejecting(*args, **kwargs):
+        calls.append(1)
+        raise InvalidInput("no such thing")
+
+    monkeypatch.setattr(inference, "predict", rejecting)
+    response = app.test_client().post("/predict", json={"instances": as_plain(trained["cancer"][2])})
+    assert response.status_code == 422 and response.get_json()["error"]["message"] == "no such thing"
+    assert calls == [1]
+
+
+def test_the_text_routes_are_fast_and_answer_as_flask_does(app, trained):
+    flask = flask_calls(app)
+    fast = app.test_client()
+    fresh = {"skip_cache": True}  # both ways compute the answer (the cache is tested elsewhere)
+    bodies = [("/model/text/text_to_prediction", {"text": "refund my invoice", "echo_input": True, **fresh}),
+              ("/model/text/text_to_features", {"text": "refund my invoice", **fresh}),
+              ("/model/cancer/features_to_prediction", {"features": as_plain(trained["cancer"][2])[0], **fresh}),
+              ("/model/text/text_to_prediction", {"txt": "missing field"}),
+              ("/model/cancer/text_to_prediction", {"text": "a tabular model"}),
+              ("/model/nope/text_to_prediction", {"text": "unknown model"})]
+    answers = [fast.post(path, json=body) for path, body in bodies]
+    assert flask == []
+    pipeline = app.wsgi_app
+    fast_path, pipeline.app = pipeline.app, pipeline.app.flask_wsgi  # Flask alone
+    try:
+        expected = [app.test_client().post(path, json=body) for path, body in bodies]
+    finally:
+        pipeline.app = fast_path
+    assert len(flask) == len(bodies)
+    assert [(a.status_code, a.get_json()) for a in answers] == [(e.status_code, e.get_json()) for e in expected]
+    assert [a.status_code for a in answers] == [200, 200, 200, 400, 422, 404]
+    estimator = trained["text"][1]
+    assert answers[0].get_json()["top"]["label"] == estimator.predict(["refund my invoice"])[0]
