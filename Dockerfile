@@ -67,5 +67,5 @@ USER 10001:10001
 EXPOSE 8080
 
 # Exec form, no shell: `mlapi serve` execs uWSGI, so uWSGI is PID 1 and receives Cloud Run's
-# SIGTERM itself (die-on-term in uwsgi.ini makes that a graceful shutdown).
+# SIGTERM itself (uwsgi.ini maps SIGTERM to a graceful stop).
 CMD ["mlapi", "serve"]

@@ -192,6 +192,27 @@ test: $(VENV)/.installed-dev node-deps ## run the test suite (PYTEST_ARGS=... pa
 	@echo "$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)"
 	@env $(addprefix -u ,$(ENV_FILE_VARIABLES)) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
 
+# The shortcuts (app/serving/shortcuts/) know scikit-learn's private modules: run
+# their tests, and the loading tests, on the oldest and on the newest scikit-learn setup.py allows,
+# each with the numpy / scipy / pandas of its time, in throwaway virtualenvs (reused when present).
+SKLEARN_OLDEST = scikit-learn==1.4.0 numpy==1.24.4 scipy==1.10.1 pandas==2.0.3
+SKLEARN_NEWEST = scikit-learn numpy scipy pandas
+SKLEARN_RANGE_DIR = /tmp/mlapi-sklearn-range
+SKLEARN_RANGE_DEPS = flask orjson prometheus-client SQLAlchemy tqdm requests pytest joblib threadpoolctl
+SKLEARN_RANGE_TESTS = tests/serving --ignore=tests/serving/test_storage.py --ignore=tests/serving/test_batching.py
+.PHONY: test-sklearn-range
+test-sklearn-range: ## run the model and shortcut tests on the oldest and the newest scikit-learn allowed
+	@for end in oldest newest; do \
+	  if [ $$end = oldest ]; then pins='$(SKLEARN_OLDEST)'; else pins='$(SKLEARN_NEWEST)'; fi; \
+	  venv='$(SKLEARN_RANGE_DIR)'/$$end; \
+	  [ -x $$venv/bin/python ] || $(PYTHON) -m venv $$venv; \
+	  grep -viE '^(numpy|scipy|pandas|scikit-learn)==' constraints.txt > $$venv/constraints.txt; \
+	  $$venv/bin/python -m pip install -q --upgrade -c $$venv/constraints.txt $$pins $(SKLEARN_RANGE_DEPS); \
+	  $$venv/bin/python -m pip install -q --no-deps -e .; \
+	  $$venv/bin/python -c 'import numpy, pandas, sklearn; print("'$$end':", "scikit-learn", sklearn.__version__, "numpy", numpy.__version__, "pandas", pandas.__version__)'; \
+	  env $(addprefix -u ,$(ENV_FILE_VARIABLES)) $$venv/bin/python -m pytest -q -p no:cacheprovider $(SKLEARN_RANGE_TESTS); \
+	done
+
 bench: $(VENV)/.installed-dev ## measure: serving cells vs floors (wrk), predict-by-id overhead, bulk scoring; results in bench/results/
 	$(VENV)/bin/python bench/serve_bench.py $(BENCH_ARGS)
 	$(VENV)/bin/python bench/entity_bench.py
@@ -211,7 +232,7 @@ node-deps: ## install newman (Postman collection runner) with npm ci, when packa
 	if [ node_modules/.package-lock.json -nt package-lock.json ]; then exit 0; fi; \
 	echo "npm ci"; npm ci --no-audit --no-fund
 
-##@ Feature store (seed 000's names for `mlapi features`; FEATURE_STORE_URL, SOURCE_DB_URL from .env)
+##@ Feature store (make aliases of `mlapi features`; FEATURE_STORE_URL, SOURCE_DB_URL from .env)
 # Checked as the Makefile is read: before the virtualenv is created or installed.
 ifneq ($(filter add-data-point,$(MAKECMDGOALS)),)
 ifeq ($(strip $(TEXT)),)

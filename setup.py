@@ -37,7 +37,9 @@ setup(
         "gunicorn>=22",
         "granian>=2.5",  # the server `mlapi serve` picks for micro-batching: HTTP in Rust, outside the GIL
         "joblib>=1.3",
-        "scikit-learn>=1.3",
+        # 1.4 stores tree leaves as class fractions (app/serving/shortcuts/forests.py); `make test-sklearn-range`
+        # runs the model tests on 1.4.0 and on the newest release.
+        "scikit-learn>=1.4",
         "numpy>=1.24",
         "scipy>=1.10",
         "pandas>=2.0",

@@ -1,8 +1,10 @@
 """Typed settings, read once from the environment at start-up.
 
-Every setting the server understands is declared here with its default and why it exists;
-`example.env` and the README's settings table mirror this module. Nothing else in `app`
-reads `os.environ` for configuration.
+Every setting the server, `mlapi serve` and the other `mlapi` commands understand is declared
+here with its default and why it exists; `example.env` and the README's settings table mirror
+this module. Nothing else in `app` reads `os.environ` for configuration: a bad value is one
+ConfigurationError naming the variable and what it expects, raised before anything starts.
+(Client libraries read their own variables: GOOGLE_APPLICATION_CREDENTIALS, PUBSUB_EMULATOR_HOST.)
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from mlapi.errors import ConfigurationError
+from mlapi.naming import split_model_ref
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -29,6 +32,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Settings:
+    # ---- the server (every worker reads these through create_app) ----
     # Port the server binds on 0.0.0.0; Cloud Run injects PORT.
     port: int = 8080
     # What to serve, in order; the first entry's name is the default model.
@@ -37,7 +41,8 @@ class Settings:
     model_cache_dir: str = "/tmp/mlapi-models"
     # Refuse (rather than warn about) a pickle made by another scikit-learn version.
     strict_sklearn_version: bool = False
-    # Let pandas load pyarrow in the server process (off: ~34 MB less per instance; see app/wsgi.py).
+    # Let pandas load pyarrow in the server process (off: ~34 MB less per instance; see
+    # app/server/startup.py).
     server_pyarrow: bool = False
     # Bodies larger than this are refused with 413 before they are parsed.
     max_request_bytes: int = 10 * 1024 * 1024
@@ -49,16 +54,23 @@ class Settings:
     max_batch_wait_ms: float = 0.0
     # Entries kept by the in-process prediction cache (0 turns it off).
     prediction_cache_size: int = 10_000
-    # Python logging level name for the app's own log lines.
+    # Python logging level name for the app's own log lines (and granian's).
     log_level: str = "INFO"
     # "json": one Cloud Logging object per line; "text": plain readable lines.
     log_format: str = "json"
-    # Also log one line per request (with httpRequest); Cloud Run already logs every request.
+    # Also log one line per request (with httpRequest; gunicorn's access log too); Cloud Run
+    # already logs every request.
     access_log: bool = False
-    # Project for trace links in logs (Cloud Run does not set it: `make deploy` does).
+    # The Google Cloud project: trace links in logs, `mlapi publish`'s bare topic names.
+    # GCP_PROJECT_ID (the name .env and the Makefile deploy with) wins over GOOGLE_CLOUD_PROJECT
+    # (which Cloud Shell sets to whatever project is selected there); `make deploy` passes
+    # GOOGLE_CLOUD_PROJECT to the service, since Cloud Run sets neither.
     google_cloud_project: str | None = None
     # When set, GET /metrics requires "Authorization: Bearer <token>".
     metrics_token: str | None = field(default=None, repr=False)
+    # host:port of a Cloud Storage emulator: gs:// reads go there, anonymously.
+    storage_emulator_host: str | None = None
+    # ---- data: the feature store, ingestion, the predictions table ----
     # The online feature store that predict-by-id reads (read-only credentials suffice).
     feature_store_url: str = "sqlite:///data/features.db"
     # Where ingestion writes the store; defaults to feature_store_url.
@@ -66,68 +78,116 @@ class Settings:
     feature_table: str = "features"
     feature_id_column: str = "id"
     feature_text_column: str = "text"
-    # The application's own database that `mlapi features add` writes (seed 000); unset:
-    # records go straight into the online store.
+    # The application's own database that `mlapi features add` writes; unset: records go
+    # straight into the online store.
     source_db_url: str | None = None
     source_table: str = "records"
     # Where batch (Pub/Sub) predictions and poison-message failures are written.
     predictions_db_url: str = "sqlite:///data/predictions.db"
-    # Extra, unparsed environment the settings were built from (for diagnostics only).
-    source: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # ---- `mlapi serve`: which server, how many workers and threads (app/server/launch.py) ----
+    # uwsgi, gunicorn or granian; unset: granian when micro-batching is on, else uwsgi.
+    server: str | None = None
+    # gunicorn's and granian's worker processes; unset: one per CPU (uwsgi.ini's %k).
+    web_concurrency: int | None = None
+    # Request threads per worker, one setting per server as each documents it; unset: 1, or
+    # app/server/launch.py's BATCHING_THREADS with micro-batching. uWSGI reads UWSGI_THREADS
+    # itself: it is parsed here too, so that a bad value stops `mlapi serve`, not uWSGI.
+    uwsgi_threads: int | None = None
+    gunicorn_threads: int | None = None
+    granian_blocking_threads: int | None = None
+    # The uWSGI config file; unset: ./uwsgi.ini (`mlapi serve --ini` wins).
+    uwsgi_ini: str | None = None
+    # Where workers write metric samples; unset: a fresh temporary directory. `mlapi serve`
+    # empties it first, so a previous run's samples are not summed into this one's.
+    prometheus_multiproc_dir: str | None = None
+    # ---- `mlapi batch-predict` run as a Cloud Run Job, which sets these for each task ----
+    # This task's shard and the number of shards (--shard-index / --shard-count win).
+    task_index: int = 0
+    task_count: int = 1
+    # The job execution: --to-db's run id unless --run-id is given (retries reuse it).
+    execution: str | None = None
+    # ---- `mlapi publish` ----
+    # A topic name (in google_cloud_project) or projects/P/topics/T; unset: post to ml_api_url.
+    pubsub_topic: str | None = None
+    # The server `mlapi publish` posts a push envelope to when no topic is set.
+    ml_api_url: str = "http://localhost:8080"
 
     @property
     def default_model(self) -> str | None:
         return self.models[0].name if self.models else None
 
+    @property
+    def batching(self) -> bool:
+        """Micro-batching is on: a predict call may merge more than one request's rows."""
+        return self.max_batch_size > 1
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Parse and check every setting; a bad one raises ConfigurationError naming it."""
         env = dict(os.environ if env is None else env)
-        models_value = env.get("MODELS", "").strip()
-        if models_value:
-            models = parse_models(models_value)
-        else:
-            uri = env.get("MODEL_URI", "models/latest.joblib").strip()
-            uri, sha = split_digest(uri)
-            sha = sha or (env.get("MODEL_SHA256") or "").strip().lower() or None
-            models = (ModelSpec(env.get("MODEL_NAME", "latest").strip() or "latest", "1", uri, sha),)
-        feature_store_url = env.get("FEATURE_STORE_URL") or "sqlite:///data/features.db"
-        return cls(
+        feature_store_url = _text(env, "FEATURE_STORE_URL") or "sqlite:///data/features.db"
+        return cls(  # MODELS first: of what can be wrong, the likeliest, so the one reported
+            models=_models(env),
             port=_int(env, "PORT", 8080, minimum=1),
-            models=models,
-            model_cache_dir=env.get("MODEL_CACHE_DIR", "/tmp/mlapi-models"),
+            model_cache_dir=_text(env, "MODEL_CACHE_DIR") or "/tmp/mlapi-models",
             strict_sklearn_version=_bool(env, "STRICT_SKLEARN_VERSION", False),
             server_pyarrow=_bool(env, "SERVER_PYARROW", False),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
             prediction_cache_size=_int(env, "PREDICTION_CACHE_SIZE", 10_000, minimum=0),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", 0, minimum=0),
             max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", 0.0),
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper(),
             log_format=_choice(env, "LOG_FORMAT", "json", ("json", "text")),
             access_log=_bool(env, "ACCESS_LOG", False),
-            google_cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or env.get("GCP_PROJECT_ID") or None,
-            metrics_token=env.get("METRICS_TOKEN") or None,
+            google_cloud_project=_text(env, "GCP_PROJECT_ID") or _text(env, "GOOGLE_CLOUD_PROJECT"),
+            metrics_token=_text(env, "METRICS_TOKEN"),
+            storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,
-            feature_store_write_url=env.get("FEATURE_STORE_WRITE_URL") or feature_store_url,
+            feature_store_write_url=_text(env, "FEATURE_STORE_WRITE_URL") or feature_store_url,
             feature_table=_identifier(env, "FEATURE_TABLE", "features"),
             feature_id_column=_identifier(env, "FEATURE_ID_COLUMN", "id"),
             feature_text_column=_identifier(env, "FEATURE_TEXT_COLUMN", "text"),
-            source_db_url=env.get("SOURCE_DB_URL") or None,
+            source_db_url=_text(env, "SOURCE_DB_URL"),
             source_table=_identifier(env, "SOURCE_TABLE", "records"),
-            predictions_db_url=env.get("PREDICTIONS_DB_URL") or "sqlite:///data/predictions.db",
-            source=env,
+            predictions_db_url=_text(env, "PREDICTIONS_DB_URL") or "sqlite:///data/predictions.db",
+            server=_choice(env, "SERVER", None, ("uwsgi", "gunicorn", "granian")),
+            web_concurrency=_int(env, "WEB_CONCURRENCY", None, minimum=1),
+            uwsgi_threads=_int(env, "UWSGI_THREADS", None, minimum=1),
+            gunicorn_threads=_int(env, "GUNICORN_THREADS", None, minimum=1),
+            granian_blocking_threads=_int(env, "GRANIAN_BLOCKING_THREADS", None, minimum=1),
+            uwsgi_ini=_text(env, "UWSGI_INI"),
+            prometheus_multiproc_dir=_text(env, "PROMETHEUS_MULTIPROC_DIR"),
+            task_index=_int(env, "CLOUD_RUN_TASK_INDEX", 0, minimum=0),
+            task_count=_int(env, "CLOUD_RUN_TASK_COUNT", 1, minimum=1),
+            execution=_text(env, "CLOUD_RUN_EXECUTION"),
+            pubsub_topic=_text(env, "PUBSUB_TOPIC"),
+            ml_api_url=(_text(env, "ML_API_URL") or "http://localhost:8080").rstrip("/"),
         )
 
 
+def _models(env: Mapping[str, str]) -> tuple[ModelSpec, ...]:
+    """MODELS when set; else the one model of MODEL_URI / MODEL_NAME / MODEL_SHA256."""
+    models_value = env.get("MODELS", "").strip()
+    if models_value:
+        return parse_models(models_value)
+    uri, sha = split_digest(_text(env, "MODEL_URI") or "models/latest.joblib", "MODEL_URI")
+    sha = sha or (_text(env, "MODEL_SHA256") or "").lower() or None
+    if sha is not None and not _SHA256.match(sha):
+        raise ConfigurationError(f"MODEL_SHA256={sha!r} must be 64 hex digits (a sha256)")
+    return (ModelSpec(_text(env, "MODEL_NAME") or "latest", "1", uri, sha),)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST = re.compile(r"#sha256=([0-9a-fA-F]{64})$")
 
 
-def split_digest(uri: str) -> tuple[str, str | None]:
+def split_digest(uri: str, variable: str = "MODELS") -> tuple[str, str | None]:
     """`path#sha256=<hex>` → (path, hex); the digest pins the artifact's content."""
     match = _DIGEST.search(uri)
     if not match:
         if "#sha256=" in uri:
-            raise ConfigurationError(f"malformed #sha256= digest in model URI {uri!r} (need 64 hex digits)")
+            raise ConfigurationError(f"{variable}: malformed #sha256= digest in {uri!r} (need 64 hex digits)")
         return uri, None
     return uri[: match.start()], match.group(1).lower()
 
@@ -146,9 +206,9 @@ def parse_models(value: str) -> tuple[ModelSpec, ...]:
         if "=" not in entry:
             raise ConfigurationError(f"MODELS entry {entry!r} is not name=URI or name:version=URI")
         key, uri = (part.strip() for part in entry.split("=", 1))
-        name, _, version = key.partition(":")
-        if not version:
-            version = str(1 + sum(1 for spec in specs if spec.name == name))
+        name, version = split_model_ref(key)
+        name = name or ""  # an empty name is refused below, with its entry
+        version = version or str(1 + sum(1 for spec in specs if spec.name == name))
         for label, part in (("name", name), ("version", version)):
             if not _NAME.match(part):
                 raise ConfigurationError(
@@ -164,34 +224,42 @@ def parse_models(value: str) -> tuple[ModelSpec, ...]:
     return tuple(specs)
 
 
+# ---- one parser per type: each error names the variable and what it expects -----------------
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _text(env: Mapping[str, str], key: str) -> str | None:
+    """The value, stripped; unset and empty are the same (None)."""
+    return (env.get(key) or "").strip() or None
 
 
 def _identifier(env: Mapping[str, str], key: str, default: str) -> str:
     # Table and column names end up in SQL: accept plain identifiers only.
-    value = (env.get(key) or default).strip()
+    value = _text(env, key) or default
     if not _IDENTIFIER.match(value):
         raise ConfigurationError(f"{key}={value!r} must be a plain SQL identifier (letters, digits, _)")
     return value
 
 
-def _choice(env: Mapping[str, str], key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = (env.get(key) or default).strip().lower()
-    if value not in choices:
-        raise ConfigurationError(f"{key}={value!r} must be one of {', '.join(choices)}")
-    return value
+def _choice(env: Mapping[str, str], key: str, default: str | None, choices: tuple[str, ...]) -> str | None:
+    raw = _text(env, key)
+    if raw is None:
+        return default
+    if raw.lower() not in choices:
+        raise ConfigurationError(f"{key}={raw!r} is not one of {', '.join(choices)}")
+    return raw.lower()
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(key)
-    if raw is None or not raw.strip():
+    raw = _text(env, key)
+    if raw is None:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(f"{key}={raw!r} is not a number") from None
+        raise ConfigurationError(f"{key}={raw!r} is not a number (expected 0 to 1000)") from None
     if not 0 <= value <= 1000:
-        raise ConfigurationError(f"{key}={value} must be between 0 and 1000")
+        raise ConfigurationError(f"{key}={raw!r} must be between 0 and 1000")
     return value
 
 
@@ -204,17 +272,17 @@ def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigurationError(f"{key}={raw!r} is not a boolean (use 1/0, true/false)")
+    raise ConfigurationError(f"{key}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
 
 
-def _int(env: Mapping[str, str], key: str, default: int, minimum: int) -> int:
-    raw = env.get(key)
-    if raw is None or not raw.strip():
+def _int(env: Mapping[str, str], key: str, default: int | None, minimum: int) -> int | None:
+    raw = _text(env, key)
+    if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{key}={raw!r} is not an integer") from None
+        raise ConfigurationError(f"{key}={raw!r} is not an integer (expected {minimum} or more)") from None
     if value < minimum:
-        raise ConfigurationError(f"{key}={value} must be at least {minimum}")
+        raise ConfigurationError(f"{key}={raw!r} must be at least {minimum}")
     return value

@@ -1,6 +1,6 @@
 """The one error hierarchy: every error a client can see carries its HTTP status.
 
-Input errors are 4xx, our faults are 5xx, and the two never blur. `routes/errors.py` maps
+Input errors are 4xx, our faults are 5xx, and the two never blur. `http/errors.py` maps
 this hierarchy (and werkzeug's own HTTP errors) to JSON in one place.
 """
 from __future__ import annotations
@@ -38,10 +38,6 @@ class ModelNotFound(MlapiError):
 
 class RecordNotFound(MlapiError):
     status_code = 404
-
-
-class PayloadTooLarge(MlapiError):
-    status_code = 413
 
 
 class UnsupportedMediaType(MlapiError):

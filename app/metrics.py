@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess, values
 
 current_model: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("current_model", default=None)
 
@@ -60,11 +59,20 @@ def record_request(route: str, method: str, status: int, seconds: float) -> None
     _child(LATENCY, route, method).observe(seconds)
 
 
-def exposition() -> bytes:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    from prometheus_client import REGISTRY
+def _scraped_registry() -> CollectorRegistry:
+    """What GET /metrics reports, decided once. prometheus-client chose, when it was imported
+    (from the environment `mlapi serve` prepared), whether the metrics above write their
+    samples to per-worker files; the scrape reads them back the same way, from the directory
+    the collector finds now. It re-reads the files on every scrape, so one registry serves all."""
+    if values.ValueClass is values.MutexValue:  # in-process samples (tests, the dev server)
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
-    return generate_latest(REGISTRY)
+
+_SCRAPED = _scraped_registry()
+
+
+def exposition() -> bytes:
+    return generate_latest(_SCRAPED)

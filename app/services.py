@@ -39,7 +39,7 @@ def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None
     from mlapi.batch.pubsub import BatchInference
     from mlapi.serving.cache import PredictionCache
     from mlapi.serving.inference import InferenceService
-    from mlapi.serving.model import load_model
+    from mlapi.serving.loading import load_model
     from mlapi.serving.registry import ModelRegistry
     from mlapi.store.feature_store import FeatureStore
     from mlapi.store.predictions import PredictionStore

@@ -1,78 +1,16 @@
-"""The WSGI entry point for uWSGI (`module = app.wsgi:application`), gunicorn and granian.
+"""The WSGI entry point for uWSGI (`module = mlapi.wsgi:application`), gunicorn and granian.
 
 Importing this module loads every model, so the server must import it once in the master,
-before forking workers (uWSGI without lazy-apps; gunicorn --preload; app/granian_server.py): workers then share
-the model's memory pages copy-on-write. It also decides what the master imports: nothing the
-models do not need (import_scikit_learn_without_pandas, import_pandas).
+before forking workers (uWSGI without lazy-apps; gunicorn --preload; granian's launcher,
+app/server/granian.py): workers then share the model's memory pages copy-on-write. How the
+master loads it (what it imports, the garbage collector) is app/server/startup.py's job.
 """
 import gc
 
-# No garbage collection while the server starts: importing scikit-learn, Flask and the models
-# allocates ~200,000 long-lived objects, and the collector would walk them again and
-# again (measured: ~0.09 s of a ~1 s start, M1). This is the recipe of the gc module's docs
-# for a server that forks: disable early, gc.freeze() before the fork (below), enable again.
+# Before anything else is imported: no garbage collection while the server starts (the recipe
+# of the gc module's docs for a server that forks; load_application enables it again).
 gc.disable()
 
-import importlib  # noqa: E402  (after gc.disable(), on purpose)
-import sys  # noqa: E402
+from mlapi.server.startup import load_application  # noqa: E402  (after gc.disable(), on purpose)
 
-from mlapi import create_app  # noqa: E402
-from mlapi.config import Settings  # noqa: E402
-
-
-def import_without(module: str, hidden: str) -> None:
-    """Import `module` as if `hidden` were not installed. Only while `module` is imported:
-    `hidden` is importable again afterwards, for whatever needs it later."""
-    sys.modules[hidden] = None  # makes `import <hidden>` raise ImportError
-    try:
-        importlib.import_module(module)
-    finally:
-        del sys.modules[hidden]
-
-
-def import_scikit_learn_without_pandas() -> None:
-    """scikit-learn imports pandas whenever it is installed (sklearn/utils/fixes.py keeps it
-    for a helper that is handed pandas as an argument anyway); a server whose models take
-    arrays never uses it, and it is 0.24 s of a ~1.1 s cold start (measured, 100-tree forest).
-    So scikit-learn is imported with pandas hidden. pandas is still importable afterwards,
-    and scikit-learn finds it then by looking in sys.modules, as it always does."""
-    if "pandas" not in sys.modules and "sklearn" not in sys.modules:
-        import_without("sklearn.utils.fixes", hidden="pandas")  # the module that imports pandas
-
-
-def import_pandas(pyarrow_allowed: bool) -> None:
-    """Import pandas, by default as if pyarrow were not installed.
-
-    pandas imports pyarrow whenever it is installed, to back its string columns: 34 MB of PSS
-    (M1 server after load, 228 → 194 MB) that the server does not use — pyarrow is installed
-    for bulk scoring and Parquet imports, which run as their own commands. Without it pandas
-    keeps strings as Python objects, and models get the same values. It is hidden only while
-    pandas is imported, so code that imports pyarrow itself still gets it; SERVER_PYARROW=1
-    lets pandas have it, for a model whose pickle holds pyarrow-backed pandas data.
-    """
-    if pyarrow_allowed or "pyarrow" in sys.modules:
-        importlib.import_module("pandas")
-    else:
-        import_without("pandas", hidden="pyarrow")
-
-
-try:
-    settings = Settings.from_env()
-    import_scikit_learn_without_pandas()
-    application = app = create_app(settings)
-    if "pandas" not in sys.modules and any(
-            model.feature_names for model in app.extensions["mlapi.inference"].registry.models()):
-        # A model fitted on a DataFrame is given DataFrames (app/inputs.py): import pandas here,
-        # once, so that the workers share it rather than each importing it on its first request.
-        import_pandas(settings.server_pyarrow)
-
-    # Everything loaded so far (the libraries, the models) lives as long as the process: move
-    # it out of the garbage collector's sight before the fork. Otherwise each worker's first
-    # full collection writes to the header of every one of those objects and so copies every
-    # page that holds one: measured under load on the peers' benchmark model (M1), the server's
-    # PSS after the load was 80 MB lower with this line than without (same session, A/B).
-    gc.freeze()
-finally:
-    # Collection resumes for what the workers allocate (they inherit this state); the frozen
-    # objects stay out of its sight. Also after a failed start, for whoever imported us.
-    gc.enable()
+application = app = load_application()

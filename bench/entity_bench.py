@@ -5,7 +5,7 @@ demo iris model, then alternates GET /predict/<id> and POST /predict with that r
 features (interleaved, so machine noise hits both alike) and reports the median added latency.
 Target (issue 3): predict-by-id adds at most 1 ms median.
 
-    .venv/bin/python bench/byid_bench.py [--requests 2000]
+    .venv/bin/python bench/entity_bench.py [--requests 2000]
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def main() -> int:
               f"{'met' if r['met'] else 'NOT met'} |")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "byid.json").write_text(json.dumps(results, indent=2))
+    (out / "entity.json").write_text(json.dumps(results, indent=2))
     return 0
 
 

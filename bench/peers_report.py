@@ -30,7 +30,7 @@ def main(path: str) -> int:
         cells = [f"{s[c]['rps']:,.0f} ({s[c]['lat_p50_us'] / 1000:.2f} / {s[c]['lat_p99_us'] / 1000:.2f})"
                  if c in s else "–" for c in CELLS]
         lines.append(f"| {system} | {model} | " + " | ".join(cells) + f" | {s['cold_start_s']:.2f} | {s['pss_mb']:.0f} |")
-    lines += ["", *targets(summary)]
+    lines += ["", *targets(summary), *before_and_after(summary)]
     text = "\n".join(lines) + "\n"
     Path(path).with_suffix(".md").write_text(text)
     print(text)
@@ -80,6 +80,40 @@ def best_vs_peer(summary: dict, model: str, name: str) -> str:
     if not ours or not peer:
         return "–"
     return f"{ours[0] / peer[0]:.2f}× ({ours[1]} vs {PEER_NAMES[peer[1]]})"
+
+
+def before_and_after(summary: dict) -> list[str]:
+    """With `<system>_before` systems (MLAPI_BEFORE_CHECKOUT): this code ÷ the code before the
+    change, per cell, from the same interleaved run. req/s higher is better, latency and
+    start-up lower; a ⚠ marks a cell more than 5 % worse."""
+    pairs = [s for s in OURS if any(key.startswith(f"{s}_before/") for key in summary)]
+    if not pairs:
+        return []
+    rows = ["", "| after ÷ before | model | " + " | ".join(f"{CELL_NAMES[c]} req/s · p50 · p99" for c in CELLS)
+            + " | cold start | PSS |", "|---|---|" + "--:|" * (len(CELLS) + 2)]
+
+    def mark(value, worse_above):
+        if value is None:
+            return "–"
+        worse = value > worse_above if worse_above > 1 else value < worse_above
+        return f"{value:.2f}{' ⚠' if worse else ''}"
+
+    for system in pairs:
+        for model in ("m1", "m2"):
+            after, before = summary.get(f"{system}/{model}", {}), summary.get(f"{system}_before/{model}", {})
+            if not after.get("rounds_ok") or not before.get("rounds_ok"):
+                continue
+
+            def ratio(name, field):
+                a, b = (after.get(name) or {}).get(field), (before.get(name) or {}).get(field)
+                return a / b if a is not None and b else None
+
+            cells = [" · ".join((mark(ratio(c, "rps"), 0.95), mark(ratio(c, "lat_p50_us"), 1.05),
+                                 mark(ratio(c, "lat_p99_us"), 1.05))) for c in CELLS]
+            starts = mark(after["cold_start_s"] / before["cold_start_s"], 1.05)
+            rows.append(f"| {system} | {model} | " + " | ".join(cells) + f" | {starts} | "
+                        f"{mark(after['pss_mb'] / before['pss_mb'], 1.05)} |")
+    return rows
 
 
 if __name__ == "__main__":

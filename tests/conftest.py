@@ -144,6 +144,8 @@ class ServerProcess:
         return self.log.read()
 
     def stop(self) -> int:
+        """SIGTERM, as Cloud Run sends it; the exit status. Each server exits 0 after a graceful
+        stop; one still running after 15 s is killed, and its status is then -9."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -1,6 +1,7 @@
-"""Batch inference over Pub/Sub push: message → records → one predict → predictions table.
+"""Batch inference over Pub/Sub push: a decoded message → records → one predict → predictions table.
 
-Outcomes, by what a retry could change:
+The route decodes the push envelope and its batch request (protocols/pubsub.py); this core
+sees only the decoded BatchMessage. Outcomes, by what a retry could change:
 - stored: predictions (and per-id failures) are written; answer 2xx, which acknowledges.
 - poison: data that can never work (not base64/JSON, unknown model, no ids): recorded in the
   failures table and acknowledged, so Pub/Sub does not redeliver it forever.
@@ -13,11 +14,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from mlapi.batch.recording import record_scored
 from mlapi.errors import ModelNotFound
+from mlapi.protocols.pubsub import BatchMessage
 from mlapi.serving.inference import InferenceService, ModelRef
 from mlapi.store.predictions import PredictionStore
-from mlapi.protocols import entity
-from mlapi.protocols.pubsub import PoisonMessage, PushMessage, decode_batch_request
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,20 @@ class BatchInference:
         self.inference = inference
         self.predictions = predictions
 
-    def handle(self, message: PushMessage) -> PushOutcome:
+    def handle(self, message: BatchMessage) -> PushOutcome:
+        request = message.request
+        if request is None:
+            return self._poison(message, message.poison or "message data cannot be processed")
         try:
-            request = decode_batch_request(message)
             scored = self.inference.predict_ids(ModelRef(request.model_name, request.model_version), request.ids)
-        except (PoisonMessage, ModelNotFound) as exc:
-            reason = exc.message if isinstance(exc, ModelNotFound) else str(exc)
-            log.warning("message %s is poison, recorded and acknowledged: %s", message.message_id, reason)
-            self.predictions.record_failures(message.message_id, [("", reason)], message.data)
-            return PushOutcome(message.message_id, "failed", failed={"": reason})
-        model = scored.model
-        rows = []
-        for index, entity_id in enumerate(scored.ids):
-            rows.append((entity_id, entity.ranked_prediction(model, scored.result, index, scored.data[index])))
-        stored = self.predictions.record_predictions(message.message_id, model.name, model.version, rows)
-        if scored.failures:
-            self.predictions.record_failures(message.message_id, list(scored.failures.items()), message.data)
-        return PushOutcome(message.message_id, "stored" if rows else "failed", stored, len(rows), scored.failures)
+        except ModelNotFound as exc:
+            return self._poison(message, exc.message)
+        stored = record_scored(self.predictions, message.message_id, scored.model, scored.ids, scored.result,
+                               scored.data, scored.failures, message.payload)
+        status = "stored" if scored.ids else "failed"
+        return PushOutcome(message.message_id, status, stored, len(scored.ids), scored.failures)
+
+    def _poison(self, message: BatchMessage, reason: str) -> PushOutcome:
+        log.warning("message %s is poison, recorded and acknowledged: %s", message.message_id, reason)
+        self.predictions.record_failures(message.message_id, [("", reason)], message.payload)
+        return PushOutcome(message.message_id, "failed", failed={"": reason})

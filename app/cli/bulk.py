@@ -1,4 +1,4 @@
-"""`mlapi batch-predict`: score a file or the whole feature store in chunks (app/bulk.py),
+"""`mlapi batch-predict`: score a file or the whole feature store in chunks (mlapi.batch.bulk),
 as one process or as the parallel tasks of a Cloud Run Job."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import os
 import sys
 import time
 import uuid
-from functools import partial
 from pathlib import Path
 
+from mlapi.cli.progress import progress_bar
 from mlapi.config import Settings
-from mlapi.errors import InvalidInput, MlapiError, ModelNotFound
+from mlapi.errors import ConfigurationError, InvalidInput, MlapiError, ModelNotFound
 
 EPILOG = """\
 sharding: the input is cut into chunks of --chunk-size rows, numbered from 0; shard I of N
@@ -53,42 +53,38 @@ def register(commands) -> None:
     cmd.set_defaults(handler=cmd_batch_predict)
 
 
-def cmd_batch_predict(args) -> int:
+def cmd_batch_predict(args, settings: Settings) -> int:
     try:
-        return _run(args)
+        return _run(args, settings)
+    except ConfigurationError:
+        raise  # main() reports it like every command's
     except MlapiError as exc:
         # Bad input, an unknown model, a database that is down: one line, not a traceback.
         print(f"mlapi batch-predict: {exc.message}", file=sys.stderr)
         return 2 if exc.status_code < 500 else 1
 
 
-def _run(args) -> int:
+def _run(args, settings: Settings) -> int:
     from mlapi.batch import bulk
 
-    settings = Settings.from_env()
-    shard = bulk.Shard(_env_default(args.shard_index, "CLOUD_RUN_TASK_INDEX", 0),
-                       _env_default(args.shard_count, "CLOUD_RUN_TASK_COUNT", 1))
+    shard = bulk.Shard(settings.task_index if args.shard_index is None else args.shard_index,
+                       settings.task_count if args.shard_count is None else args.shard_count)
     id_column = args.id_column or settings.feature_id_column
     if args.input is not None and not args.input.is_file():
         raise InvalidInput(f"no such input file: {args.input}")
     output = _output_path(args.output, shard) if args.output else None
     if output is not None:
         bulk.file_format(output)  # refuse an unknown extension before any work
-    registry, model = load_model(settings, args.model)
-    run_id = (args.run_id or os.environ.get("CLOUD_RUN_EXECUTION") or _new_run_id()) if args.to_db else None
+    services, model = load_services(settings, args.model)
+    run_id = (args.run_id or settings.execution or _new_run_id()) if args.to_db else None
     started = time.perf_counter()
-    with _progress(f"{model.name}:{model.version} shard {shard.index}/{shard.count}") as bar, \
-            _sink(settings, model, output, id_column, run_id, shard) as sink:
+    with progress_bar(f"{model.name}:{model.version} shard {shard.index}/{shard.count}") as bar, \
+            _sink(services, model, output, id_column, run_id, shard) as sink:
         if args.from_store:
-            from mlapi.serving.cache import PredictionCache
-            from mlapi.store.feature_store import FeatureStore
-            from mlapi.serving.inference import InferenceService, ModelRef
+            from mlapi.serving.inference import ModelRef
 
-            store = FeatureStore(settings.feature_store_url, settings.feature_table,
-                                 settings.feature_id_column, settings.feature_text_column)
-            inference = InferenceService(registry, PredictionCache(0), store)
-            bulk.score_store(inference, ModelRef(model.name, model.version), store, sink, args.chunk_size, shard,
-                             args.workers, bar.update)
+            bulk.score_store(services.inference, ModelRef(model.name, model.version), services.feature_store, sink,
+                             args.chunk_size, shard, args.workers, bar.update)
         else:
             bulk.score_file(model, args.input, sink, args.chunk_size, shard, id_column,
                             settings.feature_text_column, args.workers, bar.update)
@@ -104,29 +100,28 @@ def _run(args) -> int:
     return 0
 
 
-def load_model(settings: Settings, wanted: str | None):
-    """(registry, model) holding only the wanted model's versions: loading every model of
-    MODELS to score with one would cost start-up time and memory for nothing."""
-    from mlapi.serving.model import load_model as load_artifact
-    from mlapi.serving.registry import ModelRegistry
+def load_services(settings: Settings, wanted: str | None):
+    """(services, model): the server's services (mlapi.services.build_services) holding only the
+    wanted model's versions: loading every model of MODELS to score with one would cost start-up
+    time and memory for nothing."""
+    from mlapi.naming import split_model_ref
+    from mlapi.services import build_services
 
-    name, _, version = (wanted or "").partition(":")
+    name, version = split_model_ref(wanted)
     name = name or settings.default_model
     specs = [spec for spec in settings.models if spec.name == name]
     if not specs:
         raise ModelNotFound(f"unknown model {name!r}; MODELS lists {sorted({s.name for s in settings.models})}")
-    registry = ModelRegistry.load(specs, partial(load_artifact, settings=settings))
-    return registry, registry.get(name, version or None)
+    services = build_services(settings, models=specs)
+    return services, services.registry.get(name, version)
 
 
-def _sink(settings: Settings, model, output: Path | None, id_column: str, run_id: str, shard):
+def _sink(services, model, output: Path | None, id_column: str, run_id: str, shard):
     from mlapi.batch import bulk
 
     if output is not None:
         return bulk.FileSink(output, model, id_column)
-    from mlapi.store.predictions import PredictionStore
-
-    return bulk.PredictionsSink(PredictionStore(settings.predictions_db_url), model, run_id, shard)
+    return bulk.PredictionsSink(services.predictions, model, run_id, shard)
 
 
 def _output_path(template: str, shard) -> Path:
@@ -136,29 +131,10 @@ def _output_path(template: str, shard) -> Path:
     return Path(template.replace("{shard}", str(shard.index)))
 
 
-def _env_default(value: int | None, variable: str, default: int) -> int:
-    if value is not None:
-        return value
-    raw = os.environ.get(variable, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidInput(f"{variable}={raw!r} is not an integer") from None
-
-
 def _new_run_id() -> str:
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
     print(f"run id {run_id} (pass --run-id {run_id} to retry this run without duplicates)", file=sys.stderr)
     return run_id
-
-
-def _progress(description: str):
-    from tqdm import tqdm
-
-    # disable=None: a bar on a terminal, silence in logs (Cloud Run, CI).
-    return tqdm(desc=description, unit=" rows", unit_scale=True, file=sys.stderr, disable=None)
 
 
 def _cpus() -> int:

@@ -1,13 +1,14 @@
-"""`mlapi features ...` and `mlapi publish`: the data-side commands (seeds 000 and 001)."""
+"""`mlapi features ...` and `mlapi publish`: the data-side commands (writing the online
+feature store, sending batch requests)."""
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from pathlib import Path
 
 import orjson
 
+from mlapi.cli.progress import progress_bar
 from mlapi.config import Settings
 
 
@@ -15,7 +16,7 @@ def register(commands) -> None:
     features = commands.add_parser("features", help="write the online feature store")
     sub = features.add_subparsers(dest="features_command", required=True)
 
-    add = sub.add_parser("add", help="store one record and print its id (seed 000's add_data_point)")
+    add = sub.add_parser("add", help="store one record and print its id")
     add.add_argument("text", nargs="?", help="the record's text (a text record)")
     add.add_argument("--json", dest="json_record", help='a tabular record, e.g. \'{"id": "7", "age": 41}\'')
     add.set_defaults(handler=cmd_features_add)
@@ -33,15 +34,10 @@ def register(commands) -> None:
                      help="column for incremental syncs (default updated_at; ignored when absent)")
     syn.set_defaults(handler=cmd_features_sync)
 
-    pub = commands.add_parser("publish", help="publish a batch request (seed 001's publish)")
+    pub = commands.add_parser("publish",
+                              help="publish a batch request (to PUBSUB_TOPIC, else to ML_API_URL's /pubsub/push)")
     pub.add_argument("data", help='JSON, e.g. \'{"id": "1"}\' or \'{"ids": ["1", "2"], "model": "tickets"}\'')
     pub.set_defaults(handler=cmd_publish)
-
-
-def _progress(description: str, total=None):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit=" rows", file=sys.stderr, disable=None)
 
 
 def _write_engine(settings: Settings):
@@ -50,11 +46,10 @@ def _write_engine(settings: Settings):
     return make_engine(settings.feature_store_write_url)
 
 
-def cmd_features_add(args) -> int:
+def cmd_features_add(args, settings: Settings) -> int:
     from mlapi.store.database import make_engine
     from mlapi.store.ingest import add_record
 
-    settings = Settings.from_env()
     if (args.text is None) == (args.json_record is None):
         raise SystemExit("mlapi features add: give a TEXT or --json RECORD")
     if args.json_record is not None:
@@ -65,7 +60,7 @@ def cmd_features_add(args) -> int:
         record = {settings.feature_text_column: args.text}
     try:
         if settings.source_db_url:
-            # Seed 000: the application's own database; `features import` moves it to the store.
+            # The application's own database; `features import` moves it to the store.
             new_id = add_record(make_engine(settings.source_db_url), settings.source_table,
                                 settings.feature_id_column, record, autoincrement=True)
         else:
@@ -77,10 +72,9 @@ def cmd_features_add(args) -> int:
     return 0
 
 
-def cmd_features_import(args) -> int:
+def cmd_features_import(args, settings: Settings) -> int:
     from mlapi.store.ingest import ImportRefused, import_rows, read_rows
 
-    settings = Settings.from_env()
     if args.file is None:
         if not settings.source_db_url:
             print("nothing to import: SOURCE_DB_URL is unset, so `mlapi features add` already writes "
@@ -89,7 +83,7 @@ def cmd_features_import(args) -> int:
         return _sync(settings, settings.source_db_url, f"SELECT * FROM {settings.source_table}", "updated_at")
     if not args.file.is_file():
         raise SystemExit(f"mlapi features import: no such file {args.file}")
-    with _progress(f"importing {args.file.name}") as progress:
+    with progress_bar(f"importing {args.file.name}") as progress:
         try:
             report = import_rows(_write_engine(settings), settings.feature_table, settings.feature_id_column,
                                  read_rows(args.file), skip_bad_rows=args.skip_bad_rows, progress=progress)
@@ -103,30 +97,29 @@ def cmd_features_import(args) -> int:
     return 0
 
 
-def cmd_features_sync(args) -> int:
-    return _sync(Settings.from_env(), args.source_url, args.query, args.updated_at)
+def cmd_features_sync(args, settings: Settings) -> int:
+    return _sync(settings, args.source_url, args.query, args.updated_at)
 
 
 def _sync(settings: Settings, source_url: str, query: str, updated_at: str | None) -> int:
     from mlapi.store.ingest import sync
 
-    with _progress("syncing") as progress:
+    with progress_bar("syncing") as progress:
         written, incremental = sync(source_url, query, _write_engine(settings), settings.feature_table,
                                     settings.feature_id_column, updated_at, progress)
     print(f"synced {written} rows into {settings.feature_table}" + (" (incremental)" if incremental else ""))
     return 0
 
 
-def cmd_publish(args) -> int:
+def cmd_publish(args, settings: Settings) -> int:
     try:
         data = orjson.loads(args.data)
     except orjson.JSONDecodeError as exc:
         raise SystemExit(f"mlapi publish: not JSON: {exc}")
-    topic = os.environ.get("PUBSUB_TOPIC")
-    if topic:
-        print(publish_to_topic(topic, data))
+    if settings.pubsub_topic:
+        print(publish_to_topic(topic_path(settings.pubsub_topic, settings.google_cloud_project), data))
         return 0
-    url = os.environ.get("ML_API_URL", "http://localhost:8080").rstrip("/") + "/pubsub/push"
+    url = settings.ml_api_url + "/pubsub/push"
     status, body = post_envelope(url, data)
     print(body)
     return 0 if 200 <= status < 300 else 1
@@ -136,19 +129,20 @@ def topic_path(topic: str, project: str | None) -> str:
     if topic.startswith("projects/"):
         return topic
     if not project:
-        raise SystemExit("mlapi publish: PUBSUB_TOPIC is a bare name; set GCP_PROJECT_ID or give projects/P/topics/T")
+        raise SystemExit("mlapi publish: PUBSUB_TOPIC is a bare name; set GCP_PROJECT_ID (or GOOGLE_CLOUD_PROJECT) "
+                         "or give projects/P/topics/T")
     return f"projects/{project}/topics/{topic}"
 
 
 def publish_to_topic(topic: str, data) -> str:
-    """Publish with google-cloud-pubsub (honours PUBSUB_EMULATOR_HOST); returns the message id."""
+    """Publish to `topic` (projects/P/topics/T) with google-cloud-pubsub, which honours
+    PUBSUB_EMULATOR_HOST itself; returns the message id."""
     try:
         from google.cloud import pubsub_v1
     except ImportError:
         raise SystemExit("mlapi publish: PUBSUB_TOPIC needs google-cloud-pubsub: pip install 'mlapi[pubsub]'")
-    project = os.environ.get("GCP_PROJECT_ID") or os.environ.get("GOOGLE_CLOUD_PROJECT")
     publisher = pubsub_v1.PublisherClient()
-    return publisher.publish(topic_path(topic, project), orjson.dumps(data)).result(timeout=60)
+    return publisher.publish(topic, orjson.dumps(data)).result(timeout=60)
 
 
 def post_envelope(url: str, data) -> tuple[int, str]:

@@ -33,24 +33,28 @@ class RequestPipeline:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
         token = begin_request(environ.get("HTTP_X_REQUEST_ID"), environ.get("HTTP_X_CLOUD_TRACE_CONTEXT"))
-        metrics.current_model.set(None)  # the inference core names the model it resolves
+        model_token = metrics.current_model.set(None)  # the inference core names the model it resolves
+        request_id = current_request_id()
         answered: list = []
 
         def respond(status: str, headers: list, exc_info=None):
-            headers.append(("X-Request-ID", current_request_id()))
+            headers.append(("X-Request-ID", request_id))
             answered[:] = [status, headers]
             return start_response(status, headers, exc_info)
 
+        status = 500  # unless the app answers: an exception escaping it is the server's 500
         try:
             body = self.app(environ, respond)
-            status = int(answered[0][:3]) if answered else 500
+            if answered:
+                status = int(answered[0][:3])
+            return body
+        finally:
             elapsed = time.perf_counter() - started
             metrics.record_request(environ.get(ROUTE_KEY, UNMATCHED), environ.get("REQUEST_METHOD", ""),
                                    status, elapsed)
             if self.access_log:
                 self._log_access(environ, status, answered[1] if answered else [], elapsed)
-            return body
-        finally:
+            metrics.current_model.reset(model_token)
             end_request(token)
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Seed 000's predict-by-id shape, also stored for each batch (Pub/Sub) prediction:
+"""The predict-by-id shape (GET /predict/<id>), also the prediction stored for each batch
+(Pub/Sub and bulk) row of the predictions table:
 
     {"id": "1", "data": <text | {feature: value}>,
      "prediction": {"label": top, "labels": [...], "scores": [...], "sequence"?: text}}

@@ -52,8 +52,10 @@ def decode_predict(body: dict) -> PredictRequest:
 
 
 def decode_probabilities(body: dict) -> bool | None:
-    parameters = body.get("parameters") or {}
-    if not isinstance(parameters, dict):
+    parameters = body.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):  # also [] or "": falsy, but not an object
         raise BadRequest("parameters must be an object")
     value = parameters.get("probabilities")
     if value is not None and not isinstance(value, bool):

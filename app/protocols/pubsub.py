@@ -3,18 +3,21 @@
 Envelope: {"message": {"data": <base64>, "messageId", "attributes", "publishTime"}, "subscription"}
 Data:     JSON {"id": "1"} or {"ids": ["1", "2"]}, optional "model": "name" or "name:version".
 
-A malformed envelope is the pusher's error (400). Data that can never be processed raises
-PoisonMessage: the caller records it and acknowledges, so it is not redelivered forever.
+`decode_push` turns a delivery into a BatchMessage, the plain value the batch core takes. A
+malformed envelope is the pusher's error (400). Data that can never be processed is not an
+error here: the BatchMessage carries the reason (`poison`), and the core records it and
+acknowledges, so it is not redelivered forever.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
 from mlapi.errors import BadRequest
+from mlapi.naming import split_model_ref
 
 MAX_IDS = 10_000
 MAX_ID_LENGTH = 255        # the predictions table's entity_id column
@@ -28,17 +31,33 @@ class PoisonMessage(Exception):
 @dataclass(frozen=True)
 class PushMessage:
     message_id: str
-    data: str
-    attributes: dict = field(default_factory=dict)
-    publish_time: str | None = None
-    subscription: str | None = None
+    data: str                  # base64, as delivered
 
 
 @dataclass(frozen=True)
 class BatchRequest:
     ids: list[str]
-    model_name: str | None
-    model_version: str | None
+    model_name: str | None     # None: the default model
+    model_version: str | None  # None: its default version
+
+
+@dataclass(frozen=True)
+class BatchMessage:
+    """A push delivery, decoded: the request, or why its data can never be processed."""
+
+    message_id: str
+    payload: str                       # the data as delivered, stored with failures to diagnose them
+    request: BatchRequest | None       # None for a poison message...
+    poison: str | None = None          # ...and this says why
+
+
+def decode_push(body: dict) -> BatchMessage:
+    message = decode_envelope(body)
+    try:
+        request = decode_batch_request(message.data)
+    except PoisonMessage as exc:
+        return BatchMessage(message.message_id, message.data, None, str(exc))
+    return BatchMessage(message.message_id, message.data, request)
 
 
 def decode_envelope(body: dict) -> PushMessage:
@@ -51,15 +70,15 @@ def decode_envelope(body: dict) -> PushMessage:
     data = message.get("data", "")
     if not isinstance(data, str):
         raise BadRequest("not a Pub/Sub push envelope: message.data must be a base64 string")
-    attributes = message.get("attributes") or {}
-    if not isinstance(attributes, dict):
+    if not isinstance(message.get("attributes") or {}, dict):
         raise BadRequest("not a Pub/Sub push envelope: message.attributes must be an object")
-    return PushMessage(message_id, data, attributes, message.get("publishTime"), body.get("subscription"))
+    return PushMessage(message_id, data)
 
 
-def decode_batch_request(message: PushMessage) -> BatchRequest:
+def decode_batch_request(data: str) -> BatchRequest:
+    """The request in a message's base64 data; PoisonMessage says why it can never be one."""
     try:
-        raw = base64.b64decode(message.data, validate=True)
+        raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise PoisonMessage("message data is not valid base64") from None
     try:
@@ -84,8 +103,8 @@ def decode_batch_request(message: PushMessage) -> BatchRequest:
     model = payload.get("model")
     if model is not None and (not isinstance(model, str) or not model):
         raise PoisonMessage('"model" must be "name" or "name:version"')
-    name, _, version = (model or "").partition(":")
-    return BatchRequest([str(i) for i in ids], name or None, version or None)
+    name, version = split_model_ref(model)
+    return BatchRequest([str(i) for i in ids], name, version)
 
 
 def encode_envelope(data: dict, message_id: str, attributes: dict | None = None) -> dict:

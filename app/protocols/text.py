@@ -1,5 +1,6 @@
-"""Seed 002's ("MLOps speedrun") single-input routes: text_to_features, features_to_prediction,
-text_to_prediction. One input per call; the prediction is a {label: probability} map.
+"""The single-input routes (/model/<name>/text_to_features, features_to_prediction,
+text_to_prediction): one input per call, answers served from the prediction cache when
+`skip_cache` is false; the prediction is a {label: probability} map.
 """
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from mlapi.serving.model import PredictionResult
 
 
 @dataclass(frozen=True)
-class SpeedrunRequest:
+class SingleInputRequest:
     payload: Any          # the text, or the flat feature list
     echo_input: bool
     skip_cache: bool
 
 
-def decode(body: dict, field: str) -> SpeedrunRequest:
+def decode(body: dict, field: str) -> SingleInputRequest:
     if field not in body:
         raise BadRequest(f'the body needs "{field}"')
     value = body[field]
@@ -30,14 +31,14 @@ def decode(body: dict, field: str) -> SpeedrunRequest:
         flags[flag] = body.get(flag, False)
         if not isinstance(flags[flag], bool):
             raise BadRequest(f'"{flag}" must be true or false')
-    return SpeedrunRequest(value, flags["echo_input"], flags["skip_cache"])
+    return SingleInputRequest(value, flags["echo_input"], flags["skip_cache"])
 
 
-def encode_features(features: list, from_cache: bool, request: SpeedrunRequest) -> dict:
+def encode_features(features: list, from_cache: bool, request: SingleInputRequest) -> dict:
     return _with_input({"features": features, "from_cache": from_cache}, request)
 
 
-def encode_prediction(result: PredictionResult, from_cache: bool, request: SpeedrunRequest) -> dict:
+def encode_prediction(result: PredictionResult, from_cache: bool, request: SingleInputRequest) -> dict:
     if result.probabilities is not None:
         scores = dict(zip((str(c) for c in result.classes), result.probabilities[0]))
         top_index = max(range(len(result.classes)), key=result.probabilities[0].__getitem__)
@@ -53,7 +54,7 @@ def encode_prediction(result: PredictionResult, from_cache: bool, request: Speed
     return _with_input({"prediction": prediction, "top": top, "from_cache": from_cache}, request)
 
 
-def _with_input(body: dict, request: SpeedrunRequest) -> dict:
+def _with_input(body: dict, request: SingleInputRequest) -> dict:
     if request.echo_input:
         body["input"] = request.payload
     return body

@@ -11,19 +11,26 @@ micro-batching is on.
 What it keeps from the other two: the models load once, in this (master) process, before the
 workers fork, so the workers share their pages (granian forks where Python's default start
 method is fork: Linux up to 3.13; its per-worker loader returns the app this process already
-imported); SIGTERM drains in-flight requests within 8 s; a worker that dies is replaced;
-granian's own log lines go through the app's JSON (or text) handler.
+loaded); SIGTERM drains in-flight requests within limits.DRAIN_SECONDS; a worker that
+dies is replaced; granian's own log lines go through the app's JSON (or text) handler.
+
+`mlapi serve` runs main() in its own process with the Settings it parsed; run on its own
+(`python -m mlapi.server.granian`, the command --dry-run prints) it reads them from the
+environment, like app/wsgi.py.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-# Cloud Run kills 10 s after SIGTERM; in-flight requests get 8 of them (as uwsgi.ini, gunicorn).
-DRAIN_SECONDS = 8
+from mlapi.server import limits
 
-# granian's loggers, sent to the root logger, which app.logs gives the app's formatter
-# (granian sets its logger's level from LOG_LEVEL, like the app's).
+if TYPE_CHECKING:
+    from mlapi.config import Settings
+
+# granian's loggers, sent to the root logger, which mlapi.logs gives the app's formatter
+# (granian sets its logger's level from --log-level, which `mlapi serve` takes from LOG_LEVEL).
 _LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -33,28 +40,37 @@ _LOGGING = {
 }
 
 
+# The app main() loaded in this (master) process before the workers fork; they inherit it.
+_application = None
+
+
 def load_application(target: str):
     """granian's target loader, run in each worker: the app the master loaded before forking
-    (a plain import: app.wsgi is already in sys.modules)."""
+    (only a worker that was not forked from it, should granian ever spawn, imports it anew)."""
+    if _application is not None:
+        return _application
     from mlapi.wsgi import application
 
     return application
 
 
-def main(argv: list[str]) -> None:
-    """argv as `mlapi serve` builds it (app.cli.server_command): address:port --workers N
-    --blocking-threads N."""
+def main(argv: list[str], settings: Settings | None = None) -> None:
+    """argv as `mlapi serve` builds it (mlapi.server.launch.granian_arguments): address:port
+    --workers N --blocking-threads N --log-level LEVEL."""
+    global _application
     parser = argparse.ArgumentParser(prog="mlapi.server.granian")
     parser.add_argument("bind")
     parser.add_argument("--workers", type=int, required=True)
     # Python threads per worker that run the app; more only help micro-batching.
     parser.add_argument("--blocking-threads", type=int, required=True)
+    # granian's own log lines; the app's follow its settings (both: LOG_LEVEL).
+    parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
     from granian import Granian
     from granian.constants import Interfaces
 
-    from mlapi.config import Settings
+    from mlapi.server.startup import load_application as load_app
 
     address, _, port = args.bind.rpartition(":")
     server = Granian(
@@ -64,15 +80,20 @@ def main(argv: list[str]) -> None:
         interface=Interfaces.WSGI,
         workers=args.workers,
         blocking_threads=args.blocking_threads,
-        workers_kill_timeout=DRAIN_SECONDS,
+        workers_kill_timeout=limits.DRAIN_SECONDS,
         respawn_failed_workers=True,
-        log_level=Settings.from_env().log_level.lower(),
+        log_level=args.log_level,
         log_dictconfig=_LOGGING,
         log_access=False,  # Cloud Run logs every request; ACCESS_LOG=1 makes the app log them
     )
-    import mlapi.wsgi  # noqa: F401  after Granian(): it configures logging, then the app does
+    _application = load_app(settings)  # after Granian(): it configures logging, then the app does
     server.serve(target_loader=load_application)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from mlapi.errors import ConfigurationError
+
+    try:
+        main(sys.argv[1:])
+    except ConfigurationError as exc:
+        sys.exit(f"mlapi.server.granian: {exc.message}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from scipy import sparse
 
 from mlapi.errors import InvalidInput
 from mlapi.serving.frames import is_dataframe
@@ -109,22 +110,30 @@ class MicroBatcher:
 
 
 def predict_merged(predict: Callable[[Any, bool | None], PredictionResult], inputs: list,
-                   probabilities: list[bool | None]) -> list[PredictionResult | BaseException]:
+                   probabilities: list[bool | None],
+                   alone: Callable[[Any, bool | None], PredictionResult] | None = None,
+                   ) -> list[PredictionResult | BaseException]:
     """Answer several inputs with one call, each getting exactly its own rows' answers.
 
-    The one rule for a merged call the model rejects (InvalidInput): every input is retried
-    alone, so only the input at fault fails. Any other exception is a bug (or the model not
-    ready) and every input sees it. Micro-batching and Pub/Sub batches both use this.
+    The one rule for a merged call the model rejects (InvalidInput), or inputs that cannot be
+    merged (sparse beside dense rows): every input is retried alone (with `alone`, default
+    `predict`), so only the input at fault fails. Any other exception is a bug (or the model
+    not ready) and every input sees it. Micro-batching and Pub/Sub batches both use this.
     """
+    alone = alone or predict
     if len(inputs) == 1:
-        return [_attempt(predict, inputs[0], probabilities[0])]
+        return [_attempt(alone, inputs[0], probabilities[0])]
+    try:
+        merged_input = _concat(inputs)
+    except (ValueError, TypeError):
+        return [_attempt(alone, one, wanted) for one, wanted in zip(inputs, probabilities)]
     # Probabilities are computed when anyone wants them (None = the model's default, which
     # is to include them); those who said False get labels only.
     want = None if all(p is None for p in probabilities) else any(p is not False for p in probabilities)
     try:
-        merged = predict(_concat(inputs), want)
+        merged = predict(merged_input, want)
     except InvalidInput:
-        return [_attempt(predict, one, wanted) for one, wanted in zip(inputs, probabilities)]
+        return [_attempt(alone, one, wanted) for one, wanted in zip(inputs, probabilities)]
     except BaseException as exc:
         return [exc] * len(inputs)
     outcomes: list[PredictionResult | BaseException] = []
@@ -160,11 +169,16 @@ def _row_count(model_input) -> int:
 
 
 def _concat(inputs: list):
+    """One input of all the inputs' rows; ValueError / TypeError when they cannot be merged."""
     first = inputs[0]
     if is_dataframe(first):
         import pandas as pd  # imported already: the inputs are DataFrames
 
         return pd.concat(inputs, ignore_index=True)
+    if sparse.issparse(first) or any(sparse.issparse(one) for one in inputs):
+        if not all(sparse.issparse(one) for one in inputs):
+            raise TypeError("sparse and dense rows are answered apart")
+        return sparse.vstack(inputs, format="csr")
     if isinstance(first, np.ndarray):
         return np.concatenate(inputs)
     return [item for part in inputs for item in part]

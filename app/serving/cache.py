@@ -27,8 +27,6 @@ class PredictionCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: str) -> Any:
         """The cached value, or `MISSING`."""
@@ -36,10 +34,7 @@ class PredictionCache:
             return _MISSING
         with self._lock:
             value = self._entries.get(key, _MISSING)
-            if value is _MISSING:
-                self.misses += 1
-            else:
-                self.hits += 1
+            if value is not _MISSING:
                 self._entries.move_to_end(key)
             return value
 
@@ -51,9 +46,6 @@ class PredictionCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 MISSING = _MISSING

@@ -56,10 +56,11 @@ class RecordPredictions:
 class InferenceService:
     """The one predict path, whatever the route: input → (cache) → micro-batching → model.
 
-    Every operation resolves the model, then goes through `_answer`: the prediction cache when
-    the caller asks for it (the text routes do; the native, by-id and Pub/Sub routes do not yet:
-    for a cheap model a cache lookup costs about what the model does), then `_compute`, where
-    micro-batching merges concurrent calls for one model version when MAX_BATCH_SIZE > 1.
+    Every operation resolves the model and validates its input alone, then reaches the model
+    through `_compute`, where micro-batching merges concurrent calls for one model version when
+    MAX_BATCH_SIZE > 1. Operations that consult the prediction cache first go through
+    `_answer` (the single-input routes; native, by-id and Pub/Sub requests do not yet: for a
+    cheap model a lookup costs about what the model does).
     """
 
     def __init__(self, registry: ModelRegistry, cache: PredictionCache, store: FeatureStore | None = None,
@@ -80,9 +81,8 @@ class InferenceService:
     # ---- instances in, one model call -------------------------------------------------
     def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None):
         model = self.model(ref)
-        answer = self._answer(model, PREDICT, instances, probabilities, skip_cache=True,
-                              decode=lambda: to_model_input(model, instances))
-        return model, answer.value
+        # validated alone: a bad request fails alone, before it joins any batch
+        return model, self._compute(model, PREDICT, to_model_input(model, instances), probabilities)
 
     def features(self, ref: ModelRef, instances: Any):
         model = self.model(ref)
@@ -90,9 +90,7 @@ class InferenceService:
 
     def predict_features(self, ref: ModelRef, features: Any, probabilities: bool | None = None):
         model = self.model(ref)
-        answer = self._answer(model, PREDICT_FEATURES, features, probabilities, skip_cache=True,
-                              decode=lambda: to_feature_matrix(model, features))
-        return model, answer.value
+        return model, self._compute(model, PREDICT_FEATURES, to_feature_matrix(model, features), probabilities)
 
     # ---- by id: the features come from the online store ----------------------------------
     def predict_id(self, ref: ModelRef, entity_id: str) -> RecordPredictions:
@@ -126,10 +124,14 @@ class InferenceService:
             instances.append([instance])
             data.append(shown)
         # One merged call; a record the model rejects is isolated by the rule micro-batching
-        # uses too (batching.predict_merged), so it fails alone.
+        # uses too (batching.predict_merged), so it fails alone. The retries go to the model
+        # directly: a message's records queued one by one behind other requests could outlast
+        # Pub/Sub's acknowledgement deadline.
         outcomes = predict_merged(
             lambda rows, probabilities: self._compute(model, PREDICT, to_model_input(model, rows), probabilities),
-            instances, [None] * len(instances)) if instances else []
+            instances, [None] * len(instances),
+            alone=lambda rows, probabilities: model.predict(to_model_input(model, rows), probabilities),
+        ) if instances else []
         kept = []
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidInput):

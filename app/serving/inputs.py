@@ -150,11 +150,11 @@ def _frame_from_rows(rows: list, names: list[str]) -> pd.DataFrame:
 
 
 def _frame(matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
-    import pandas as pd  # here, not at the top: see app/frames.py
+    import pandas as pd  # here, not at the top: see app/serving/frames.py
 
     # Not copied: the matrix is this request's own. A numeric frame then holds the matrix's
     # transpose, so np.asarray(frame) is the C-ordered matrix again, the linear shortcut's
-    # input (app/estimators.py); a copied frame of several rows would be Fortran-ordered.
+    # input (app/serving/shortcuts/linear.py); a copied frame of several rows would be Fortran-ordered.
     frame = pd.DataFrame(matrix, columns=column_index(tuple(names)), copy=matrix.dtype == object)
     if matrix.dtype == object:
         # Mixed input (e.g. categorical columns): keep strings as they are and make every

@@ -2,30 +2,24 @@
 
 The model sees a DataFrame, an array or a list of texts, never a protocol type. A Pipeline's
 leading steps are its feature extractor and its last step the predictor; for a bare estimator
-the features are the input. Loading (fetch, verify, unpickle, version check) lives here too,
-because it is what turns a ModelSpec into a ServedModel.
+the features are the input. Which code computes each output (a shortcut or scikit-learn's own
+method) is decided once, here, and shown by describe(). Loading an artifact into a ServedModel
+lives in app/serving/loading.py.
 """
 from __future__ import annotations
 
-import logging
-import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import joblib
 import numpy as np
-import sklearn
 from sklearn.base import is_classifier, is_regressor
 from sklearn.pipeline import Pipeline
 
 from mlapi import metrics
-from mlapi.config import ModelSpec, Settings
-from mlapi.serving.estimators import ARGMAX, argmax_labels, fitted_names, proba_relation_of, shortcut
 from mlapi.errors import ArtifactError, InvalidInput
-from mlapi.serving.storage import resolve_artifact, sha256_of
-
-log = logging.getLogger(__name__)
+from mlapi.serving.shortcuts.select import ARGMAX, argmax_labels, labels_route, own_method, shortcut
+from mlapi.serving.shortcuts.probes import probe_rows, transformed
+from mlapi.serving.shortcuts.sklearn_code import fitted_names
 
 TEXT = "text"
 TABULAR = "tabular"
@@ -55,12 +49,6 @@ class ServedModel:
         else:
             self.feature_step = None
             self.predictor = est.steps[-1][1] if isinstance(est, Pipeline) else est
-        # The feature step's transforms, called one after the other: what Pipeline.transform
-        # does without metadata routing, whose per-call bookkeeping (routing objects, deep-copied
-        # tags) costs more than a one-row scaler; each through a shortcut where one is known.
-        self._transforms = [] if self.feature_step is None else [
-            shortcut(step, "transform") or step.transform
-            for _, step in self.feature_step.steps if step is not None and step != "passthrough"]
         if not hasattr(self.predictor, "predict"):
             raise ArtifactError(f"{type(self.predictor).__name__} has no predict(): not a servable estimator")
         first = est.steps[0][1] if isinstance(est, Pipeline) else est
@@ -71,11 +59,45 @@ class ServedModel:
         self.classes = _plain(getattr(self.predictor, "classes_", None))
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
         self.task = _task(self.predictor, self.classes)
-        # Decided once: whether labels can be read off predict_proba (see predict_arrays), and
-        # which methods have a faster drop-in (forests, linear models: app/estimators.py).
-        self._proba_relation = proba_relation_of(self.predictor) if self.has_proba else None
-        self._predict_proba = self.has_proba and shortcut(self.predictor, "predict_proba") or None
-        self._predict_labels = None if self.classes is not None else shortcut(self.predictor, "predict")
+        self._choose_compute_path()
+
+    def _choose_compute_path(self) -> None:
+        """Decided once: which methods have a faster drop-in (forests, linear models) and whether
+        labels can be read off predict_proba (see predict_arrays), each probed on rows from the
+        model's fitted range; compute_path records every choice and why (app/serving/shortcuts/select.py)."""
+        routes = {}
+        # The feature step's transforms, called one after the other: what Pipeline.transform
+        # does without metadata routing, whose per-call bookkeeping (routing objects, deep-copied
+        # tags) costs more than a one-row scaler. Probe rows for each step are the previous
+        # step's own output, so every step is probed on rows like the ones it will see.
+        steps = [] if self.feature_step is None else [
+            (name, step) for name, step in self.feature_step.steps if step is not None and step != "passthrough"]
+        probe = probe_rows(steps[0][1]) if steps else None
+        self._transforms = []
+        for name, step in steps:
+            route = shortcut(step, "transform", probe)
+            routes[f"{name}.transform"] = route
+            self._transforms.append(route.call or step.transform)
+            probe = transformed(step, probe)
+        predictor = self.predictor
+        # The predictor's own fitted range (a forest's splits) beside what the steps make.
+        own = probe_rows(predictor)
+        if probe is None or (own is not None and probe.shape[1] != own.shape[1]):
+            probe = own
+        elif own is not None:
+            probe = np.ascontiguousarray(np.vstack([probe, own]))
+        self._proba_relation = None
+        self._predict_proba = self._predict_labels = None
+        if self.has_proba:
+            route = shortcut(predictor, "predict_proba", probe)
+            routes["predict_proba"], self._predict_proba = route, route.call
+            self._proba_relation, routes["labels"] = labels_route(predictor, probe, route.probe_output)
+        elif self.classes is not None:
+            routes["labels"] = own_method("no predict_proba to read labels from")
+        else:
+            route = shortcut(predictor, "predict", probe)
+            routes["predict"], self._predict_labels = route, route.call
+        self.compute_path = {output: route.describe() for output, route in routes.items()}
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
@@ -128,6 +150,7 @@ class ServedModel:
             "steps": [name for name, _ in self.estimator.steps] if isinstance(self.estimator, Pipeline) else None,
             "has_feature_step": self.feature_step is not None,
             "predict_proba": self.has_proba,
+            "compute_path": self.compute_path,
             **self.metadata,
         }
 
@@ -165,47 +188,3 @@ def _plain(values):
         return None
     return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
-
-def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
-    """Fetch, verify and unpickle one artifact. Raises ArtifactError with a readable reason.
-
-    Unpickling runs code from the file: only serve artifacts you trust (see README, Security).
-    The sha256 pin is checked before unpickling, so a swapped file is never executed.
-    """
-    started = time.time()
-    path = resolve_artifact(spec.uri, settings.model_cache_dir)
-    digest = sha256_of(path)
-    if spec.sha256 and digest != spec.sha256:
-        raise ArtifactError(f"sha256 mismatch for {spec.uri}: expected {spec.sha256}, file has {digest}; refusing to load it")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            estimator = joblib.load(path)
-        except Exception as exc:
-            raise ArtifactError(f"could not unpickle {spec.uri}: {exc.__class__.__name__}: {exc}") from exc
-    trained_with = _check_sklearn_version(spec, caught, settings.strict_sklearn_version)
-    served = ServedModel(spec.name, spec.version, estimator, {
-        "uri": spec.uri,
-        "sha256": digest,
-        "sklearn_version": trained_with,
-        "serving_sklearn_version": sklearn.__version__,
-        "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "load_seconds": round(time.time() - started, 3),
-    })
-    log.info("loaded model %s:%s from %s (%s, sha256 %s)", spec.name, spec.version, spec.uri,
-             type(estimator).__name__, digest[:12])
-    return served
-
-
-def _check_sklearn_version(spec: ModelSpec, caught, strict: bool) -> str:
-    mismatch = next((w.message for w in caught
-                     if type(w.message).__name__ == "InconsistentVersionWarning"), None)
-    if mismatch is None:
-        return sklearn.__version__
-    pickled = mismatch.original_sklearn_version
-    message = (f"model {spec.name}:{spec.version} was pickled with scikit-learn {pickled} "
-               f"but this server runs {sklearn.__version__}")
-    if strict:
-        raise ArtifactError(message + "; refused because STRICT_SKLEARN_VERSION=1")
-    log.warning("%s; predictions may differ (set STRICT_SKLEARN_VERSION=1 to refuse)", message)
-    return pickled

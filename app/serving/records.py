@@ -1,35 +1,54 @@
-"""Feature-store records → model instances: what a model takes from a stored row.
+"""Which columns feed a model, and feature-store records → model instances.
 
-Text models take the text column; tabular models take their fitted feature names from the
-record's columns (a model fitted without names takes the store's feature columns in table
-order, when their count matches). A record missing something the model needs is a 422.
+`input_columns` is the one rule for every source of records (predict by id, Pub/Sub batches,
+bulk scoring of a file or of the store): a text model reads the text column; a model fitted
+with feature names reads those names; a model fitted on a bare array reads the source's
+feature columns in their order, when their count is the one it was fitted with.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 from mlapi.errors import InvalidInput
 from mlapi.serving.model import TEXT, ServedModel
 
 
+class InputColumns(NamedTuple):  # a tuple: built per record on the by-id path, it must be cheap
+    names: tuple[str, ...]  # the columns that feed the model, in the order it takes them
+    text: bool              # one text column, rather than numeric features
+    by_name: bool           # fitted with feature names: the model takes them as named columns
+
+
+def input_columns(model: ServedModel, text_column: str, source_columns: Callable[[], Sequence[str]],
+                  source: str) -> InputColumns:
+    """The columns that feed `model`. `source_columns()` lists the source's feature columns
+    (a file's header without its id, the store's feature columns); it is called only for a
+    model fitted without names. `source` names the source in the error ("the input")."""
+    if model.input_kind == TEXT:
+        return InputColumns((text_column,), True, False)  # (names, text, by_name)
+    if model.feature_names is not None:
+        return InputColumns(tuple(model.feature_names), False, True)
+    names = tuple(source_columns())
+    if model.n_features is not None and len(names) != model.n_features:
+        raise InvalidInput(f"model {model.name} was fitted without feature names and expects {model.n_features} "
+                           f"feature columns; {source} has {len(names)}: {list(names)}")
+    return InputColumns(names, False, False)
+
+
 def record_to_instance(model: ServedModel, entity_id: str, record: dict, text_column: str,
                        feature_columns: Callable[[], list[str]]) -> tuple[Any, Any]:
-    """(instance for the model, the `data` to show) for one record."""
-    if model.input_kind == TEXT:
+    """(instance for the model, the `data` to show) for one store record; a record lacking
+    a value the model needs is a 422 naming what is missing."""
+    columns = input_columns(model, text_column, feature_columns, "the store")
+    if columns.text:
         text = record.get(text_column)
         if not isinstance(text, str):
             raise InvalidInput(f"record {entity_id} has no text in column {text_column!r}, which model "
                                f"{model.name} needs", id=entity_id, missing=[text_column])
         return text, text
-    names = model.feature_names
-    if names is None:
-        names = feature_columns()
-        if model.n_features is not None and len(names) != model.n_features:
-            raise InvalidInput(f"model {model.name} was fitted without feature names and expects "
-                               f"{model.n_features} features; the store has {len(names)} feature columns {names}")
-    missing = [name for name in names if record.get(name) is None]
+    missing = [name for name in columns.names if record.get(name) is None]
     if missing:
         raise InvalidInput(f"record {entity_id} is missing features {missing} that model {model.name} needs",
                            id=entity_id, missing=missing)
-    data = {name: record[name] for name in names}
-    return (data if model.feature_names is not None else [record[name] for name in names]), data
+    data = {name: record[name] for name in columns.names}
+    return (data if columns.by_name else [record[name] for name in columns.names]), data

@@ -1,4 +1,6 @@
-"""The loaded models and their versions; the default version is the last one listed.
+"""The loaded models and their versions. The default model is the first one configured; a
+model's default version is the last one listed for it (`default_version`, the one rule that
+requests and `/models/<name>` both follow).
 
 A model that failed to load stays in the registry as a LoadFailure, so `/readyz` and
 requests for it can say why (503) instead of pretending it does not exist (404).
@@ -52,14 +54,24 @@ class ModelRegistry:
     def add_failure(self, failure: LoadFailure) -> None:
         self._versions.setdefault(failure.spec.name, {})[failure.spec.version] = failure
 
-    def get(self, name: str | None = None, version: str | None = None) -> ServedModel:
-        name = name or self.default_model
+    def _versions_of(self, name: str | None) -> dict[str, ServedModel | LoadFailure]:
         versions = self._versions.get(name) if name else None
         if not versions:
             raise ModelNotFound(f"unknown model {name!r}; served models: {sorted(self._versions)}",
                                 models=sorted(self._versions))
+        return versions
+
+    def default_version(self, name: str) -> str:
+        """The version served when a request names none: the last one listed (in MODELS,
+        unversioned entries are numbered in order, so that is the newest). A version that
+        failed to load stays the default: requests then get its 503, not an older model."""
+        return next(reversed(self._versions_of(name)))
+
+    def get(self, name: str | None = None, version: str | None = None) -> ServedModel:
+        name = name or self.default_model
+        versions = self._versions_of(name)
         if version is None:
-            version = next(reversed(versions))
+            version = self.default_version(name)
         entry = versions.get(version)
         if entry is None:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: {list(versions)}",
@@ -68,14 +80,9 @@ class ModelRegistry:
             raise ModelNotReady(f"model {name}:{version} is not loaded: {entry.reason}")
         return entry
 
-    def names(self) -> list[str]:
-        return list(self._versions)
-
     def entries(self, name: str | None = None) -> list[ServedModel | LoadFailure]:
         if name is not None:
-            if name not in self._versions:
-                raise ModelNotFound(f"unknown model {name!r}; served models: {sorted(self._versions)}")
-            return list(self._versions[name].values())
+            return list(self._versions_of(name).values())
         return [entry for versions in self._versions.values() for entry in versions.values()]
 
     def failures(self) -> list[LoadFailure]:

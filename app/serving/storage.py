@@ -19,10 +19,11 @@ log = logging.getLogger(__name__)
 _CHUNK = 1024 * 1024
 
 
-def resolve_artifact(uri: str, cache_dir: str | os.PathLike) -> Path:
+def resolve_artifact(uri: str, cache_dir: str | os.PathLike, emulator_host: str | None = None,
+                     project: str | None = None) -> Path:
     """Return a local path holding the artifact named by `uri`."""
     if uri.startswith("gs://"):
-        return _download_gcs(uri, Path(cache_dir))
+        return _download_gcs(uri, Path(cache_dir), emulator_host, project)
     if "://" in uri:
         raise ArtifactError(f"unsupported artifact URI scheme in {uri!r} (use a local path or gs://)")
     path = Path(uri).expanduser()
@@ -46,7 +47,7 @@ def split_gcs_uri(uri: str) -> tuple[str, str]:
     return bucket, blob
 
 
-def _download_gcs(uri: str, cache_dir: Path) -> Path:
+def _download_gcs(uri: str, cache_dir: Path, emulator_host: str | None, project: str | None) -> Path:
     bucket_name, blob_name = split_gcs_uri(uri)
     # One cache entry per URI: a new model gets a new (content-addressed) name, so an
     # entry never goes stale, and instances restarted on the same disk skip the download.
@@ -61,7 +62,7 @@ def _download_gcs(uri: str, cache_dir: Path) -> Path:
         raise ArtifactError("gs:// model URIs need google-cloud-storage: pip install 'mlapi[gcs]'") from None
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        client = _gcs_client(storage)
+        client = _gcs_client(storage, emulator_host, project)
         blob = client.bucket(bucket_name).blob(blob_name)
         # Download beside the target and rename, so a crash never leaves a partial file
         # that a later start would take for the artifact.
@@ -81,11 +82,12 @@ def _download_gcs(uri: str, cache_dir: Path) -> Path:
     return target
 
 
-def _gcs_client(storage):
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
+def _gcs_client(storage, emulator_host: str | None, project: str | None):
+    # emulator_host and project come from Settings (STORAGE_EMULATOR_HOST, the project rule);
+    # the client library reads STORAGE_EMULATOR_HOST itself too, for the endpoint.
+    if emulator_host:
         # The emulator accepts anonymous requests; real credentials would be refused by it.
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "emulator"),
-                              credentials=AnonymousCredentials())
-    return storage.Client()
+        return storage.Client(project=project or "emulator", credentials=AnonymousCredentials())
+    return storage.Client(project=project)

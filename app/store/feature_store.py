@@ -1,7 +1,7 @@
 """The online feature store, read side: records keyed by an entity id in a SQL table.
 
 Serving only reads, by primary key, so read-only credentials are enough (FEATURE_STORE_URL);
-ingestion (app/ingest.py) writes through FEATURE_STORE_WRITE_URL. Ids are strings on the wire.
+ingestion (store/ingest.py) writes through FEATURE_STORE_WRITE_URL. Ids are strings on the wire.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class FeatureStore(LazyDatabase):
 
     def table(self, conn: sa.Connection) -> sa.Table | None:
         """The reflected table, or None while it does not exist (an empty store)."""
-        import sqlalchemy as sa  # on first use: see app/db.py
+        import sqlalchemy as sa  # on first use: see store/database.py
 
         if self._table is None:
             try:
@@ -78,7 +78,7 @@ class FeatureStore(LazyDatabase):
         skip = {self.id_column, self.text_column} | BOOKKEEPING_COLUMNS
         return [c.name for c in table.columns if c.name not in skip]
 
-    def all_ids(self, conn: sa.Connection | None = None):
+    def all_ids(self):
         """Every id, in id order, streamed (bulk scoring --from-store)."""
         # A server-side cursor lives inside a transaction (PostgreSQL), which this engine's
         # autocommit reads do not open: ask for one on this connection.

@@ -1,4 +1,5 @@
 """Feature-store ingestion (the write side): add a record, import a file, sync from a database.
+The table's schema (created from the first rows, rows checked against it) is store/tables.py.
 
 Imports are all-or-nothing by default: the whole file is written in one transaction, every
 row is checked, and a file with a bad row is refused with each bad row's line number — so a
@@ -10,17 +11,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from mlapi.store.database import chunks, make_engine, python_type_of, upsert
-from mlapi.errors import InvalidInput
+from mlapi.store.files import CSV, JSONL, file_format, json_lines
+from mlapi.store.tables import coerce_row, column_type, create_table, reflect
 
 CHUNK_ROWS = 1000
 MAX_REPORTED = 20
@@ -46,10 +46,12 @@ class ImportRefused(Exception):
 
 # ---- reading files: (line number, row dict) -------------------------------------------------
 def read_rows(path: Path) -> Iterator[tuple[int, dict | str]]:
-    """Rows of a CSV, Parquet or JSON-lines file; a str row is an unparseable line's reason."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
+    """Rows of a CSV, Parquet or JSON-lines file (formats: store/files.py); a str row is an
+    unparseable line's reason."""
+    fmt = file_format(path)
+    if fmt == CSV:
+        # utf-8-sig: a byte-order mark (spreadsheets write one) is not part of the first column's name.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if not header:
@@ -59,18 +61,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | str]]:
                     yield reader.line_num, f"{len(values)} fields, the header has {len(header)}"
                     continue
                 yield reader.line_num, {k: (v if v != "" else None) for k, v in zip(header, values)}
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        with open(path, "rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    yield number, f"not JSON ({exc})"
-                    continue
-                yield number, row if isinstance(row, dict) else "not a JSON object"
-    elif suffix == ".parquet":
+    elif fmt == JSONL:
+        yield from json_lines(path)
+    else:
         import pyarrow.parquet as pq
 
         number = 0
@@ -78,102 +71,6 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | str]]:
             for row in batch.to_pylist():
                 number += 1
                 yield number, row
-    else:
-        raise InvalidInput(f"unsupported file type {suffix!r}: use .csv, .parquet or .jsonl")
-
-
-# ---- schema: create the table from the first rows ---------------------------------------------
-def _column_type(values: list) -> sa.types.TypeEngine:
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return sa.Boolean()
-    if present and all(isinstance(v, dt.datetime) for v in present):
-        return sa.DateTime(timezone=True)
-    if present and all(_is_int(v) for v in present):
-        return sa.BigInteger()
-    if present and all(_is_float(v) for v in present):
-        return sa.Double()  # 8-byte: MySQL's FLOAT would round features to 7 digits
-    return sa.Text()
-
-
-def _is_int(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
-
-
-def _is_float(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def create_table(conn: sa.Connection, name: str, id_column: str, sample: list[dict]) -> sa.Table:
-    columns = list(dict.fromkeys(k for row in sample for k in row))
-    if id_column not in columns:
-        raise InvalidInput(f"the data has no {id_column!r} column (FEATURE_ID_COLUMN)")
-    table = sa.Table(name, sa.MetaData(), sa.Column(id_column, sa.String(255), primary_key=True),
-                     *[sa.Column(c, _column_type([row.get(c) for row in sample])) for c in columns if c != id_column])
-    table.create(conn, checkfirst=True)
-    return table
-
-
-def reflect(conn: sa.Connection, name: str) -> sa.Table | None:
-    try:
-        return sa.Table(name, sa.MetaData(), autoload_with=conn)
-    except sa_exc.NoSuchTableError:
-        return None
-
-
-# ---- checking rows against the table ---------------------------------------------------------
-def coerce_row(table: sa.Table, id_column: str, row: dict) -> dict:
-    """The row with values converted to the columns' types; ValueError says what is wrong."""
-    unknown = [k for k in row if k not in table.c]
-    if unknown:
-        raise ValueError(f"unknown columns {unknown}; the table has {[c.name for c in table.columns]}")
-    entity_id = row.get(id_column)
-    if entity_id is None or str(entity_id).strip() == "":
-        raise ValueError(f"no {id_column!r}")
-    out = {id_column: str(entity_id)}
-    for key, value in row.items():
-        if key == id_column:
-            continue
-        out[key] = _coerce(table.c[key].type, key, value)
-    return out
-
-
-def _coerce(column_type, key: str, value):
-    if value is None:
-        return None
-    python_type = python_type_of(column_type)
-    try:
-        if python_type is float:
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError
-            return number
-        if python_type is int:
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            return int(value)
-        if python_type is dt.datetime and isinstance(value, str):
-            return dt.datetime.fromisoformat(value)
-        if python_type is bool and isinstance(value, str):
-            if value.lower() in ("true", "1", "yes"):
-                return True
-            if value.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"column {key!r}: {value!r} is not a {python_type.__name__}") from None
-    return value
 
 
 # ---- the import ---------------------------------------------------------------------------------
@@ -287,7 +184,7 @@ def _load_mark(mark: str):
     return int(value) if kind == "int" else value
 
 
-# ---- single records (seed 000's add_data_point) -----------------------------------------------------
+# ---- single records: `mlapi features add`, into the source database or the store -------------
 def add_record(engine: sa.Engine, table_name: str, id_column: str, record: dict, autoincrement: bool) -> str:
     """Insert one record and return its id. Without an id, the next integer id is used:
     an autoincrement key in a source table, max(numeric id) + 1 in the online store."""
@@ -300,7 +197,7 @@ def add_record(engine: sa.Engine, table_name: str, id_column: str, record: dict,
             else:
                 id_col = sa.Column(id_column, sa.String(255), primary_key=True)
             table = sa.Table(table_name, sa.MetaData(), id_col,
-                             *[sa.Column(c, _column_type([record[c]])) for c in columns],
+                             *[sa.Column(c, column_type([record[c]])) for c in columns],
                              *([sa.Column("updated_at", sa.DateTime(timezone=True))] if "updated_at" not in record else []))
             table.create(conn, checkfirst=True)
         values = dict(record)

@@ -28,7 +28,7 @@ class Schema:
 
 @functools.cache
 def schema() -> Schema:
-    """The two tables, defined on first use (SQLAlchemy is imported then: see app/db.py)."""
+    """The two tables, defined on first use (SQLAlchemy is imported then: see store/database.py)."""
     import sqlalchemy as sa
 
     metadata = sa.MetaData()

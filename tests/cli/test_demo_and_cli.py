@@ -49,7 +49,8 @@ def test_serve_picks_granian_for_micro_batching_unless_told_otherwise():
         return run("serve", "--dry-run", *args, cwd=ROOT, env={**os.environ, **env}).stdout.split()
 
     assert command("--port", "9000", MAX_BATCH_SIZE="64", WEB_CONCURRENCY="3")[1:] == [
-        "-m", "mlapi.server.granian", "0.0.0.0:9000", "--workers", "3", "--blocking-threads", "32"]
+        "-m", "mlapi.server.granian", "0.0.0.0:9000", "--workers", "3", "--blocking-threads", "32",
+        "--log-level", "info"]
     assert command(MAX_BATCH_SIZE="1")[0].endswith("uwsgi")  # 1 row per call: batching is off
     assert command("--server", "uwsgi", MAX_BATCH_SIZE="64")[0].endswith("uwsgi")
     assert command(MAX_BATCH_SIZE="64", SERVER="gunicorn")[0].endswith("gunicorn")

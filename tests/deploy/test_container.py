@@ -5,8 +5,8 @@
 - .dockerignore keeps secrets, local settings and state out of the build context.
 - The slow one: the image's CMD, run as a non-root user in a directory laid out like the
   image's WORKDIR, with a virtualenv installed the way the runtime stage installs (the
-  project's wheel, fresh: no editable install, no system site-packages), answers /readyz and
-  /predict, and stops on SIGTERM.
+  project's wheel, fresh: no editable install, no system site-packages), becomes ready,
+  predicts exactly what the model itself predicts, and exits 0 on SIGTERM.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import joblib
+import pandas as pd
 import pytest
 import requests
 
@@ -236,13 +238,20 @@ def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_li
         # `mlapi serve` exec'd the server: the process the runtime signals is the server itself (PID 1 in the image)
         assert Path(f"/proc/{server.pid}/comm").read_text().strip().startswith(server_process)
 
-        answer = requests.post(url + "/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10)
+        # the installed wheel serves what the model itself predicts, not merely a 200
+        rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+        answer = requests.post(url + "/predict", json={"instances": rows}, timeout=10)
         assert answer.status_code == 200, answer.text
-        assert isinstance(answer.json()["predictions"], list) and len(answer.json()["predictions"]) == 1
+        iris = joblib.load(workdir / "models" / "iris.joblib")
+        frame = pd.DataFrame(rows, columns=list(iris.feature_names_in_))
+        assert answer.json()["predictions"] == iris.predict(frame).tolist()
+        assert answer.json()["probabilities"] == iris.predict_proba(frame).tolist()
 
         started = time.time()
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
+        status = server.wait(timeout=10)
+        log.seek(0)
+        assert status == 0, f"exit status {status} after SIGTERM (0: drained and exited on its own):\n{log.read()}"
         assert time.time() - started < 10
     finally:
         if server.poll() is None:
@@ -255,8 +264,6 @@ def test_the_image_cmd_serves_from_a_clean_install_and_stops_on_sigterm(image_li
 def test_the_image_install_scores_files_in_bulk(image_like_install, tmp_path):
     # The image is also the Cloud Run job that runs `mlapi batch-predict` (README, Bulk
     # scoring), so what the image installs must read CSV and write Parquet.
-    import joblib
-    import pandas as pd
     from sklearn.datasets import load_iris
 
     venv, workdir = image_like_install

@@ -115,7 +115,7 @@ def test_features_round_trip_through_predict_features(client, trained, name):
     assert body["probabilities"] == estimator.predict_proba(sample).tolist()
 
 
-def test_speedrun_routes(client, trained):
+def test_single_input_routes(client, trained):
     estimator = trained["text"][1]
     text = "I was charged twice for my plan"
     first = ok(post(client, "/model/text/text_to_features", {"text": text, "echo_input": True}))

@@ -42,13 +42,13 @@ CASES = [
     ("missing feature name", "/models/ridge/predict", dict(json={"dataframe_records": [{"age": 1}]}), 422, "missing features"),
     ("non-string to text", "/models/text/predict", dict(json={"instances": [42]}), 422, "not a string"),
     ("tabular text route", "/model/cancer/text_to_prediction", dict(json={"text": "hi"}), 422, "tabular"),
-    ("speedrun missing text", "/model/text/text_to_prediction", dict(json={"txt": "hi"}), 400, '"text"'),
-    ("speedrun nested features", "/model/cancer/features_to_prediction", dict(json={"features": [[1.0]]}), 422, "flat list"),
+    ("single-input missing text", "/model/text/text_to_prediction", dict(json={"txt": "hi"}), 400, '"text"'),
+    ("single-input nested features", "/model/cancer/features_to_prediction", dict(json={"features": [[1.0]]}), 422, "flat list"),
     ("predict_features wrong width", "/models/text/predict_features", dict(json={"features": [[1.0, 2.0]]}), 422, "features per row"),
     ("bad csr", "/models/text/predict_features", dict(json={"features": {"format": "csr", "shape": [1, 2]}}), 422, "CSR"),
     ("unknown model", "/models/nope/predict", dict(json={"instances": [[1.0]]}), 404, "unknown model"),
     ("unknown version", "/models/cancer/versions/9/predict", dict(json={"instances": [[1.0]]}), 404, "no version"),
-    ("unknown speedrun model", "/model/nope/text_to_features", dict(json={"text": "x"}), 404, "unknown model"),
+    ("unknown single-input model", "/model/nope/text_to_features", dict(json={"text": "x"}), 404, "unknown model"),
     ("unknown route", "/nope", dict(json={}), 404, "not found"),
 ]
 

@@ -23,7 +23,7 @@ from conftest import ROOT, VENV_BIN, service_missing
 COLLECTION_PATH = ROOT / "mlapi.postman_collection.json"
 NEWMAN = ROOT / "node_modules" / ".bin" / "newman"
 SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
-FOLDERS = ["Health", "Models", "Predict (native)", "Features", "MLOps speedrun routes",
+FOLDERS = ["Health", "Models", "Predict (native)", "Features", "Single-input routes",
            "Feature store and batch (Pub/Sub)", "Errors"]
 MAX_REQUEST_BYTES = 65536  # small, so the collection's 413 request is small too
 

@@ -17,7 +17,9 @@ TESTS = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "granian"])
 def test_sigterm_drains_in_flight_requests(start_server, tmp_path, server):
     path = tmp_path / "slow.joblib"
-    joblib.dump(SlowModel(), path)
+    in_predict = tmp_path / "in-predict"  # the model leaves a file here as each predict starts
+    in_predict.mkdir()
+    joblib.dump(SlowModel(str(in_predict)), path)
     srv = start_server({"MODELS": f"slow={path}", "PYTHONPATH": str(TESTS), "UWSGI_PROCESSES": "2",
                         "WEB_CONCURRENCY": "2"}, args=("serve", "--server", server))
     for _ in range(10):  # both workers past start-up
@@ -34,7 +36,7 @@ def test_sigterm_drains_in_flight_requests(start_server, tmp_path, server):
     threads = [threading.Thread(target=slow_request, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
-    time.sleep(0.7)  # both requests are now inside predict (2 s each)
+    SlowModel.wait_until_started(in_predict, count=2)  # both requests are now inside predict (2 s each)
     started = time.time()
     srv.proc.send_signal(signal.SIGTERM)
     for thread in threads:

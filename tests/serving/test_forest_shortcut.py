@@ -1,4 +1,4 @@
-"""Forests walked tree by tree without joblib (app/estimators.py) must give bit-for-bit what
+"""Forests walked tree by tree without joblib (app/serving/shortcuts/forests.py) must give bit-for-bit what
 scikit-learn's own predict_proba / predict give, and must stand aside whenever they cannot."""
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from mlapi.errors import InvalidInput
 from mlapi.serving.model import ServedModel
+from sklearn_validation import count_validations
 
 CLASSIFIERS = {
     "random_forest": lambda: RandomForestClassifier(n_estimators=25, random_state=0),
@@ -76,19 +77,9 @@ def test_string_labels_and_a_dataframe_with_feature_names():
 
 @pytest.fixture
 def forest_validations(monkeypatch):
-    """Counts the forests' input validation (ForestClassifier/Regressor._validate_X_predict):
+    """Counts scikit-learn's input validation (the forests' _validate_X_predict ends in it):
     zero means the shortcut converted the rows itself."""
-    import sklearn.ensemble._forest as forest_module
-
-    counter = {"calls": 0}
-    original = forest_module.validate_data
-
-    def counted(*args, **kwargs):
-        counter["calls"] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(forest_module, "validate_data", counted)
-    return counter
+    return count_validations(monkeypatch)
 
 
 @pytest.mark.parametrize("fitted_on", ["array", "dataframe"])
@@ -103,8 +94,11 @@ def test_rows_validation_would_pass_unchanged_skip_it(fitted_on, forest_validati
     estimator = RandomForestClassifier(n_estimators=15, random_state=0).fit(fit_rows, y)
     served = ServedModel("f", "1", estimator)
     noisy = _noisy(X.to_numpy())
-    plain = [to_model_input(served, noisy[:n].tolist()) for n in (1, 40)] + [fit_rows[:1] if fitted_on == "array"
-                                                                              else fit_rows.iloc[:1]]
+    # The server's own inputs; for an array-fitted forest a C-ordered array too (how a dataset's
+    # frame, and so its arrays, are laid out depends on the pandas release).
+    plain = [to_model_input(served, noisy[:n].tolist()) for n in (1, 40)]
+    if fitted_on == "array":
+        plain.append(np.ascontiguousarray(fit_rows[:3]))
     for rows in plain:
         forest_validations["calls"] = 0
         result = served.predict(rows)

@@ -1,4 +1,4 @@
-"""Scalers and linear models without scikit-learn's per-call validation (app/estimators.py)
+"""Scalers and linear models without scikit-learn's per-call validation (app/serving/shortcuts/linear.py)
 must give bit-for-bit what scikit-learn's own methods give, and must hand every input that
 validation would change or refuse to scikit-learn."""
 from __future__ import annotations
@@ -13,9 +13,10 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlapi.serving import estimators
+from mlapi.serving.shortcuts import linear
 from mlapi.errors import InvalidInput
 from mlapi.serving.model import ServedModel
+from sklearn_validation import count_validations
 from test_forest_shortcut import Counting, _noisy
 
 CLASSIFIERS = {
@@ -31,8 +32,8 @@ REGRESSORS = {
 
 
 def _shortcuts_in_use(served: ServedModel) -> bool:
-    steps = served._transforms + [served._predict_proba or served._predict_labels]
-    return all(getattr(step, "__name__", "") == "linear_output" for step in steps)
+    computed = {output: route for output, route in served.compute_path.items() if output != "labels"}
+    return bool(computed) and all(route == {"path": "linear"} for route in computed.values())
 
 
 @pytest.mark.parametrize("dataset", [load_breast_cancer, load_iris], ids=["binary", "multiclass"])
@@ -102,21 +103,8 @@ def test_subclasses_and_configured_outputs_keep_scikit_learns_code():
 
 @pytest.fixture
 def sklearn_validations(monkeypatch):
-    """Counts scikit-learn's input validation in the scaler's and the linear models' methods:
-    zero means every call went through the shortcut."""
-    import sklearn.linear_model._base as linear_base
-    import sklearn.preprocessing._data as scaler_module
-
-    counter = {"calls": 0}
-    for module in (linear_base, scaler_module):
-        original = module.validate_data
-
-        def counted(*args, _original=original, **kwargs):
-            counter["calls"] += 1
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(module, "validate_data", counted)
-    return counter
+    """Counts scikit-learn's input validation: zero means every call went through the shortcut."""
+    return count_validations(monkeypatch)
 
 
 def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(sklearn_validations):
@@ -128,7 +116,7 @@ def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(skl
     bare = LogisticRegression(max_iter=5000).fit(X, labels)
     Xd, yd = load_diabetes(return_X_y=True, as_frame=True)
     regressor = make_pipeline(StandardScaler(), Ridge()).fit(Xd, yd)
-    noisy = pd.DataFrame(_noisy(X.to_numpy()), columns=X.columns)
+    noisy = pd.DataFrame(np.asfortranarray(_noisy(X.to_numpy())), columns=X.columns)
     one_noisy_row = pd.DataFrame(noisy.to_numpy()[3:4], columns=X.columns)  # as app/inputs.py builds it
     served = {id(estimator): ServedModel("named", "1", estimator) for estimator in (pipeline, bare, regressor)}
     for estimator, shortcut_cases, other_cases in (
@@ -138,11 +126,12 @@ def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(skl
         model = served[id(estimator)]
         assert _shortcuts_in_use(model)
         for rows in shortcut_cases + other_cases:
-            # A frame built from a 2-D array of several rows is Fortran-ordered (noisy): the
-            # shortcut leaves it to scikit-learn, with the same answers.
+            # A frame whose values are Fortran-ordered (noisy; how pandas lays out a dataset's
+            # frame depends on its release): the shortcut leaves it to scikit-learn, same answers.
             sklearn_validations["calls"] = 0
             result = model.predict(rows)
-            assert (sklearn_validations["calls"] == 0) == (rows is not noisy), rows.shape
+            c_ordered = rows.to_numpy().flags.c_contiguous
+            assert (sklearn_validations["calls"] == 0) == c_ordered, rows.shape
             assert result.predictions == estimator.predict(rows).tolist()
             if hasattr(estimator, "predict_proba"):
                 assert result.probabilities == estimator.predict_proba(rows).tolist()
@@ -208,9 +197,11 @@ def test_a_release_that_computes_differently_turns_the_shortcut_off(monkeypatch,
     # way than ours: the probe at load must notice and leave the model to scikit-learn.
     X, y = load_breast_cancer(return_X_y=True, as_frame=fitted_on == "dataframe")
     estimator = LogisticRegression(max_iter=5000).fit(X, y)
-    exact = estimators._LINEAR_COMPUTE["predict_proba"]
-    monkeypatch.setitem(estimators._LINEAR_COMPUTE, "predict_proba",
+    exact = linear._LINEAR_COMPUTE["predict_proba"]
+    monkeypatch.setitem(linear._LINEAR_COMPUTE, "predict_proba",
                         lambda model: (lambda rows: exact(model)(rows) * (1 + 1e-15)))
     served = ServedModel("m", "1", estimator)
-    assert served._predict_proba is None and "disagrees with scikit-learn" in caplog.text
+    assert served._predict_proba is None and "on a probe; using scikit-learn's own method" in caplog.text
+    route = served.describe()["compute_path"]["predict_proba"]
+    assert route["path"] == "scikit-learn" and route["reason"].startswith("probe mismatch: differs")
     assert served.predict(X[:30]).probabilities == estimator.predict_proba(X[:30]).tolist()

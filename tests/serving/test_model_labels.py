@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
-from mlapi.serving.estimators import PROBA_RELATIONS
+from mlapi.serving.shortcuts.select import PROBA_RELATIONS
 from mlapi.serving.model import ServedModel
 
 ESTIMATORS = {

@@ -52,6 +52,29 @@ def test_digest_mismatch_is_refused_and_readyz_says_why(make_app, trained, caplo
     assert client.post("/models/cancer/predict", json={"instances": [[0.0] * 30]}).status_code == 200
 
 
+class WritesMarker:
+    """Unpickling it creates a file: stands for a swapped artifact that runs code when loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_wrong_digest_refuses_the_file_before_unpickling_it(make_app, tmp_path):
+    marker = tmp_path / "unpickled"
+    path = tmp_path / "swapped.joblib"
+    joblib.dump(WritesMarker(marker), path)
+    client = make_app(MODELS=f"swapped={path}#sha256={'0' * 64}").test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "sha256 mismatch" in ready.get_json()["failures"][0]["error"]
+    assert not marker.exists()
+    # The double does run code when unpickled: with its true digest, the marker appears.
+    make_app(MODELS=f"swapped={path}#sha256={sha256(path)}").test_client().get("/readyz")
+    assert marker.exists()
+
+
 def test_model_sha256_setting_for_the_single_model_form(make_app, trained):
     path = trained["tree"][0]
     assert make_app(MODEL_URI=str(path), MODEL_SHA256=sha256(path)).test_client().get("/readyz").status_code == 200

@@ -138,3 +138,42 @@ def test_a_record_the_model_rejects_fails_alone_in_a_pubsub_batch(trained):
     scored = service.predict_ids(inference_module.ModelRef("cancer"), ["a", "bad", "c"])
     assert scored.ids == ["a", "c"] and list(scored.failures) == ["bad"]
     assert scored.result.predictions == estimator.predict(sample[:2]).tolist()
+
+
+def test_sparse_feature_rows_are_merged_and_mixed_ones_answered_apart(trained):
+    # predict_features takes the CSR rows /features returns (a TF-IDF model): merged batches
+    # stack them as sparse; sparse beside dense cannot be merged, and each is answered alone.
+    _, estimator, texts = trained["text"]
+    served = ServedModel("text", "1", estimator)
+    sparse_rows = estimator[:-1].transform(texts)
+    final_step = estimator[-1]
+    for kind in ("sparse", "dense"):
+        second = sparse_rows[1:] if kind == "sparse" else sparse_rows[1:].toarray()
+        calls, release = [], threading.Event()
+
+        def predict_features(rows, probabilities):
+            calls.append(rows.shape[0])
+            if len(calls) == 1:
+                assert release.wait(30)
+            return served.predict_features(rows, probabilities)
+
+        batcher = MicroBatcher(predict_features, max_rows=64, max_wait_s=0)
+        results = {}
+
+        def ask(name, rows):
+            results[name] = batcher.predict(rows, None)
+
+        threads = [threading.Thread(target=ask, args=("leader", sparse_rows[:1]))]
+        threads[0].start()
+        wait_for(lambda: len(calls) == 1)
+        threads += [threading.Thread(target=ask, args=("first", sparse_rows[:1])),
+                    threading.Thread(target=ask, args=("second", second))]
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(lambda: len(batcher._queue) == 2)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+        assert results["first"].predictions == final_step.predict(sparse_rows[:1]).tolist()
+        assert results["second"].predictions == final_step.predict(second).tolist()
+        assert calls[1:] == ([3] if kind == "sparse" else [1, 2])  # one merged call, or each alone

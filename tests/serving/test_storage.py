@@ -1,5 +1,6 @@
 """gs:// artifacts against a real GCS emulator (gcp-storage-emulator, from PyPI) with the real
 google-cloud-storage client; local paths; the per-instance download cache."""
+import os
 import hashlib
 
 import pytest
@@ -41,9 +42,10 @@ def test_model_served_from_gs_uri(gcs, make_app, trained, tmp_path):
 
 def test_download_happens_once_per_instance(gcs, trained, tmp_path):
     gcs.blob("m.joblib").upload_from_filename(str(trained["tree"][0]))
-    first = resolve_artifact("gs://models-bucket/m.joblib", tmp_path)
+    emulator = os.environ["STORAGE_EMULATOR_HOST"]
+    first = resolve_artifact("gs://models-bucket/m.joblib", tmp_path, emulator)
     gcs.blob("m.joblib").delete()  # a second resolve must not need the bucket
-    second = resolve_artifact("gs://models-bucket/m.joblib", tmp_path)
+    second = resolve_artifact("gs://models-bucket/m.joblib", tmp_path, emulator)
     assert first == second and first.read_bytes() == trained["tree"][0].read_bytes()
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".partial-")]
 

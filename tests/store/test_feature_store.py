@@ -138,7 +138,7 @@ def test_import_formats_create_the_table_and_upsert(tmp_path):
     assert refused.returncode != 0
 
 
-def test_add_data_point_then_import_like_seed_000(tmp_path, make_app, trained):
+def test_add_to_the_source_database_then_import_into_the_store(tmp_path, make_app, trained):
     env = {"FEATURE_STORE_URL": f"sqlite:///{tmp_path}/fs.db", "SOURCE_DB_URL": f"sqlite:///{tmp_path}/app.db"}
     assert mlapi("features", "add", "test data point 1", env=env).stdout.strip() == "1"
     assert mlapi("features", "add", "the app crashes on start", env=env).stdout.strip() == "2"

@@ -1,0 +1,86 @@
+"""Bulk scoring, scoring: an Arrow chunk → the model's input (built on the reader's thread) →
+labels and class probabilities as numpy arrays, without ServedModel.predict's per-row
+conversion to Python lists; and the store's RecordPredictions in the same shape.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mlapi.batch.bulk.read import Layout
+from mlapi.errors import InvalidInput
+from mlapi.serving.model import PredictionResult, ServedModel
+
+
+@dataclass
+class Scored:
+    index: int                      # the chunk's number in the whole input
+    ids: list | pa.ChunkedArray
+    labels: np.ndarray
+    proba: np.ndarray | None
+    data: list | None = None        # per row, what a stored text prediction shows (its text)
+    failures: dict[str, str] = field(default_factory=dict)  # store ids that could not be scored
+
+    def id_list(self) -> list[str]:
+        return self.ids if isinstance(self.ids, list) else self.ids.to_pylist()
+
+    def result(self, model: ServedModel) -> PredictionResult:
+        """As ServedModel.predict returns it: plain Python values."""
+        return PredictionResult(self.labels.tolist(), None if self.proba is None else self.proba.tolist(),
+                                model.classes)
+
+
+@dataclass
+class Chunk:
+    """A chunk ready for the model: built on the reader's thread, to keep the scorers' short."""
+
+    index: int
+    rows: str                       # "rows 20001-30000", for error messages
+    ids: pa.ChunkedArray
+    model_input: Any
+    columns: tuple[str, ...]
+
+
+def to_chunk(layout: Layout, index: int, table: pa.Table, first_row: int) -> Chunk:
+    ids = table.column(layout.id_column)
+    rows = f"rows {first_row + 1}-{first_row + table.num_rows}"
+    if ids.null_count:
+        raise InvalidInput(f"{rows}: {ids.null_count} row(s) have no {layout.id_column!r}")
+    if layout.text:
+        texts = table.column(layout.columns[0])
+        if texts.null_count:
+            raise InvalidInput(f"{rows}: {texts.null_count} row(s) have no text in {layout.columns[0]!r}")
+        return Chunk(index, rows, ids, texts.to_pylist(), layout.columns)
+    # float64 columns → one row-major matrix: a copy per column, no per-row Python.
+    matrix = np.column_stack([table.column(name).to_numpy() for name in layout.columns])
+    if layout.by_name:
+        matrix = pd.DataFrame(matrix, columns=list(layout.columns), copy=False)
+    return Chunk(index, rows, ids, matrix, layout.columns)
+
+
+def score_chunk(model: ServedModel, chunk: Chunk) -> Scored:
+    try:
+        labels, proba = model.predict_arrays(model.features(chunk.model_input))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{chunk.rows}{_empty_hint(chunk)}: {exc.message}") from exc
+    texts = chunk.model_input if isinstance(chunk.model_input, list) else None
+    return Scored(chunk.index, chunk.ids, labels, proba, texts)
+
+
+def _empty_hint(chunk: Chunk) -> str:
+    if isinstance(chunk.model_input, list):
+        return ""
+    empty = [name for name, bad in zip(chunk.columns, np.isnan(np.asarray(chunk.model_input)).any(axis=0)) if bad]
+    return f" have empty values in {empty}" if empty else ""
+
+
+def records_to_scored(index: int, records) -> Scored:
+    """InferenceService.predict_ids' RecordPredictions (--from-store) as a Scored chunk."""
+    result = records.result
+    labels = np.asarray(result.predictions if result else [])
+    proba = None if result is None or result.probabilities is None else np.asarray(result.probabilities, dtype=float)
+    return Scored(index, records.ids, labels, proba, records.data, records.failures)

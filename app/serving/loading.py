@@ -1,0 +1,70 @@
+"""Loading: a ModelSpec's artifact fetched, verified, unpickled and checked, as a ServedModel.
+
+Unpickling runs code from the file: only serve artifacts you trust (see README, Security).
+The sha256 pin is checked before unpickling, so a swapped file is never executed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import joblib
+import sklearn
+
+from mlapi.config import ModelSpec, Settings
+from mlapi.errors import ArtifactError
+from mlapi.serving.model import ServedModel
+from mlapi.serving.storage import resolve_artifact, sha256_of
+
+log = logging.getLogger(__name__)
+
+
+def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
+    """Fetch, verify and unpickle one artifact. Raises ArtifactError with a readable reason."""
+    started = time.time()
+    path = resolve_artifact(spec.uri, settings.model_cache_dir, settings.storage_emulator_host,
+                            settings.google_cloud_project)
+    digest = sha256_of(path)
+    if spec.sha256 and digest != spec.sha256:
+        raise ArtifactError(f"sha256 mismatch for {spec.uri}: expected {spec.sha256}, file has {digest}; refusing to load it")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            estimator = joblib.load(path)
+        except Exception as exc:
+            raise ArtifactError(f"could not unpickle {spec.uri}: {exc.__class__.__name__}: {exc}") from exc
+    trained_with = check_sklearn_version(spec, caught, settings.strict_sklearn_version)
+    served = ServedModel(spec.name, spec.version, estimator, {
+        "uri": spec.uri,
+        "sha256": digest,
+        "sklearn_version": trained_with,
+        "serving_sklearn_version": sklearn.__version__,
+        "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_seconds": round(time.time() - started, 3),
+    })
+    log.info("loaded model %s:%s from %s (%s, sha256 %s); compute path: %s", spec.name, spec.version, spec.uri,
+             type(estimator).__name__, digest[:12], describe_compute_path(served.compute_path))
+    return served
+
+
+def describe_compute_path(compute_path: dict) -> str:
+    """One line for the load log: `predict_proba=forest, labels=scikit-learn (why)`."""
+    return ", ".join(f"{output}={route['path']}" + (f" ({route['reason']})" if "reason" in route else "")
+                     for output, route in compute_path.items()) or "none"
+
+
+def check_sklearn_version(spec: ModelSpec, caught, strict: bool) -> str:
+    """The scikit-learn version the artifact was pickled with; a different one than this
+    server's is a warning, or under STRICT_SKLEARN_VERSION an ArtifactError."""
+    mismatch = next((w.message for w in caught
+                     if type(w.message).__name__ == "InconsistentVersionWarning"), None)
+    if mismatch is None:
+        return sklearn.__version__
+    pickled = mismatch.original_sklearn_version
+    message = (f"model {spec.name}:{spec.version} was pickled with scikit-learn {pickled} "
+               f"but this server runs {sklearn.__version__}")
+    if strict:
+        raise ArtifactError(message + "; refused because STRICT_SKLEARN_VERSION=1")
+    log.warning("%s; predictions may differ (set STRICT_SKLEARN_VERSION=1 to refuse)", message)
+    return pickled

@@ -1,0 +1,109 @@
+"""The feature table's schema, for ingestion: created from the first rows when it does not
+exist yet (column types inferred from the values), and rows checked against it before they
+are written (values converted to the columns' types, or a reason why they cannot be).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from mlapi.errors import InvalidInput
+from mlapi.store.database import python_type_of
+
+
+# ---- creating the table from sample rows ------------------------------------------------------
+def column_type(values: list) -> sa.types.TypeEngine:
+    """The narrowest column type that holds every non-null value (Text if nothing fits)."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return sa.Boolean()
+    if present and all(isinstance(v, dt.datetime) for v in present):
+        return sa.DateTime(timezone=True)
+    if present and all(_is_int(v) for v in present):
+        return sa.BigInteger()
+    if present and all(_is_float(v) for v in present):
+        return sa.Double()  # 8-byte: MySQL's FLOAT would round features to 7 digits
+    return sa.Text()
+
+
+def _is_int(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def _is_float(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def create_table(conn: sa.Connection, name: str, id_column: str, sample: list[dict]) -> sa.Table:
+    columns = list(dict.fromkeys(k for row in sample for k in row))
+    if id_column not in columns:
+        raise InvalidInput(f"the data has no {id_column!r} column (FEATURE_ID_COLUMN)")
+    table = sa.Table(name, sa.MetaData(), sa.Column(id_column, sa.String(255), primary_key=True),
+                     *[sa.Column(c, column_type([row.get(c) for row in sample])) for c in columns if c != id_column])
+    table.create(conn, checkfirst=True)
+    return table
+
+
+def reflect(conn: sa.Connection, name: str) -> sa.Table | None:
+    try:
+        return sa.Table(name, sa.MetaData(), autoload_with=conn)
+    except sa_exc.NoSuchTableError:
+        return None
+
+
+# ---- checking rows against the table -----------------------------------------------------------
+def coerce_row(table: sa.Table, id_column: str, row: dict) -> dict:
+    """The row with values converted to the columns' types; ValueError says what is wrong."""
+    unknown = [k for k in row if k not in table.c]
+    if unknown:
+        raise ValueError(f"unknown columns {unknown}; the table has {[c.name for c in table.columns]}")
+    entity_id = row.get(id_column)
+    if entity_id is None or str(entity_id).strip() == "":
+        raise ValueError(f"no {id_column!r}")
+    out = {id_column: str(entity_id)}
+    for key, value in row.items():
+        if key != id_column:
+            out[key] = _coerce(table.c[key].type, key, value)
+    return out
+
+
+def _coerce(column_type, key: str, value):
+    if value is None:
+        return None
+    python_type = python_type_of(column_type)
+    try:
+        if python_type is float:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        if python_type is int:
+            # 3.0 is the integer 3; 3.5 is refused rather than silently truncated.
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if python_type is dt.datetime and isinstance(value, str):
+            return dt.datetime.fromisoformat(value)
+        if python_type is bool and isinstance(value, str):
+            if value.lower() in ("true", "1", "yes"):
+                return True
+            if value.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"column {key!r}: {value!r} is not a {python_type.__name__}") from None
+    return value

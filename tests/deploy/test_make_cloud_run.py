@@ -1,0 +1,103 @@
+"""Cloud Run with make: deploy (private unless asked), the settings a revision gets, models
+uploaded by content and rolled out without a new image, canary, promote and rollback."""
+from __future__ import annotations
+
+import hashlib
+
+from makefile_helpers import (BUCKET, GCP, RUNTIME, SERVICE_FLAGS, git_sha, image, make, model_file,  # noqa: F401
+                              ok)
+
+
+def deploy_argv(sha: str, *extra: str, auth: str = "--no-allow-unauthenticated",
+                env_flag: str = "--clear-env-vars") -> list[str]:
+    return ["run", "deploy", "mlapi", f"--image={image(sha)}", *SERVICE_FLAGS, f"--service-account={RUNTIME}",
+            "--memory=1Gi", "--cpu=1", "--concurrency=8", "--min-instances=0", "--max-instances=3",
+            "--ingress=all", "--port=8080", auth, env_flag, *extra]
+
+
+def test_deploy_is_private_by_default(make):
+    sha = git_sha()
+    assert ok(make("deploy", **GCP)).argvs() == [deploy_argv(sha)]
+    for not_true in ("false", "yes", "1", "TRUE "):
+        [argv] = ok(make("deploy", CLOUD_RUN_ALLOW_UNAUTHENTICATED=not_true, **GCP)).argvs()
+        assert "--no-allow-unauthenticated" in argv and "--allow-unauthenticated" not in argv
+
+
+def test_deploy_is_public_only_when_asked(make):
+    [argv] = ok(make("deploy", CLOUD_RUN_ALLOW_UNAUTHENTICATED="true", **GCP)).argvs()
+    assert "--allow-unauthenticated" in argv and "--no-allow-unauthenticated" not in argv
+
+
+def test_deploy_settings(make):
+    [argv] = ok(make("deploy", CLOUD_RUN_MEMORY="2Gi", CLOUD_RUN_CPU="2", CLOUD_RUN_CONCURRENCY="16",
+                     CLOUD_RUN_MIN_INSTANCES="1", CLOUD_RUN_MAX_INSTANCES="10",
+                     CLOUD_RUN_INGRESS="internal-and-cloud-load-balancing", IMAGE_TAG="v2", **GCP)).argvs()
+    for flag in ("--memory=2Gi", "--cpu=2", "--concurrency=16", "--min-instances=1", "--max-instances=10",
+                 "--ingress=internal-and-cloud-load-balancing", f"--image={image('v2')}"):
+        assert flag in argv
+
+
+def test_deploy_sets_the_server_settings_from_env_and_nothing_else(make):
+    models = f"iris=models/iris.joblib,tickets:2=gs://{BUCKET}/models/{'ab' * 32}.joblib#sha256={'ab' * 32}"
+    [argv] = ok(make("deploy", MODELS=models, LOG_LEVEL="DEBUG", PORT="9999", MODEL_CACHE_DIR="/x",
+                     GOOGLE_APPLICATION_CREDENTIALS="secrets/gcp-key.json", **GCP)).argvs()
+    # MODELS holds commas, so gcloud's list separator is changed to `|` (gcloud topic escaping)
+    assert argv == deploy_argv(git_sha(), env_flag=f"--set-env-vars=^|^MODELS={models}|LOG_LEVEL=DEBUG")
+
+
+def test_list_describe_and_delete(make):
+    sha = git_sha()
+    assert ok(make("list-cloud-run", **GCP)).argvs() == [["run", "services", "list", *SERVICE_FLAGS]]
+    assert ok(make("describe-service", **GCP)).argvs() == [["run", "services", "describe", "mlapi", *SERVICE_FLAGS]]
+    assert ok(make("list-revisions", **GCP)).argvs() == [["run", "revisions", "list", "--service=mlapi",
+                                                          *SERVICE_FLAGS]]
+    assert ok(make("delete-deployment", **GCP)).argvs() == [["run", "services", "delete", "mlapi", *SERVICE_FLAGS]]
+    assert ok(make("delete-latest-gcp-image", **GCP)).argvs() == [
+        ["artifacts", "docker", "images", "delete", image(sha), "--delete-tags"]]
+
+
+def test_upload_model_names_the_object_after_its_sha256(make, model_file):
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    uri = f"gs://{BUCKET}/models/{digest}.joblib"
+    run = ok(make("upload-model", MODEL=model_file, MODEL_BUCKET=BUCKET))
+    assert run.argvs() == [["storage", "cp", "--no-clobber", str(model_file), uri]]
+    assert f"MODEL_URI={uri}" in run.out.splitlines()
+    assert f"MODEL_SHA256={digest}" in run.out.splitlines()
+
+
+def test_deploy_model_uploads_then_rolls_a_revision_without_a_new_image(make, model_file):
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    uri = f"gs://{BUCKET}/models/{digest}.joblib"
+    run = ok(make("deploy-model", MODEL=model_file, MODEL_BUCKET=BUCKET, **GCP))
+    assert run.argvs() == [
+        ["storage", "cp", "--no-clobber", str(model_file), uri],
+        ["run", "services", "update", "mlapi", *SERVICE_FLAGS, f"--update-env-vars=MODEL_URI={uri}#sha256={digest}",
+         "--remove-env-vars=MODELS"],
+    ]
+    assert run.argvs("docker") == []
+    assert f"MODEL_URI={uri}" in run.out
+
+
+def test_canary_promote_rollback(make):
+    sha = git_sha()
+    assert ok(make("deploy-canary", **GCP)).argvs() == [
+        deploy_argv(sha, "--no-traffic", "--tag=canary"),
+        ["run", "services", "update-traffic", "mlapi", *SERVICE_FLAGS, "--to-tags=canary=10"],
+    ]
+    assert ok(make("deploy-canary", CANARY_PERCENT="25", **GCP)).argvs()[-1][-1] == "--to-tags=canary=25"
+    assert ok(make("promote", **GCP)).argvs() == [["run", "services", "update-traffic", "mlapi", *SERVICE_FLAGS,
+                                                   "--to-latest"]]
+    assert ok(make("rollback", REVISION="mlapi-00003-xyz", **GCP)).argvs() == [
+        ["run", "services", "update-traffic", "mlapi", *SERVICE_FLAGS, "--to-revisions=mlapi-00003-xyz=100"]]
+
+
+def test_deploy_passes_the_feature_store_and_database_settings(make):
+    store = "postgresql+psycopg://reader@10.0.0.5:5432/features?sslmode=require&application_name=mlapi"
+    predictions = "mysql+pymysql://writer@10.0.0.6/predictions?charset=utf8mb4"
+    [argv] = ok(make("deploy", FEATURE_STORE_URL=store, PREDICTIONS_DB_URL=predictions, FEATURE_TABLE="customers",
+                     FEATURE_ID_COLUMN="customer_id", SOURCE_TABLE="tickets", **GCP)).argvs()
+    assert argv == deploy_argv(git_sha(), env_flag=(
+        f"--set-env-vars=^|^FEATURE_TABLE=customers|FEATURE_ID_COLUMN=customer_id|FEATURE_STORE_URL={store}"
+        f"|PREDICTIONS_DB_URL={predictions}|SOURCE_TABLE=tickets"))
+    [docker] = ok(make("run-container", FEATURE_STORE_URL=store)).argvs("docker")
+    assert f"--env=FEATURE_STORE_URL={store}" in docker

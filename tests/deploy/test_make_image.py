@@ -1,0 +1,41 @@
+"""Container images with make: built for Cloud Run's platform, tagged with the commit, pushed to
+Artifact Registry, and run locally with settings but never secrets baked in."""
+from __future__ import annotations
+
+import os
+
+from makefile_helpers import GCP, MAKEFILE, PROJECT, git_sha, image, make, ok  # noqa: F401
+
+
+def test_images_are_tagged_with_the_commit_and_pushed_to_artifact_registry(make):
+    sha = git_sha()
+    build = ok(make("build-image"))
+    assert build.argvs("docker") == [["build", "--platform=linux/amd64", f"--tag=mlapi:{sha}", "."]]
+
+    assert ok(make("conf-docker-for-gcp")).argvs() == [["auth", "configure-docker",
+                                                        "europe-west1-docker.pkg.dev"]]
+    push = ok(make("image-to-gcp", **GCP))
+    assert push.argvs("docker") == [["tag", f"mlapi:{sha}", image(sha)], ["push", image(sha)]]
+    assert "gcr.io" not in MAKEFILE.read_text()  # Container Registry is shut down
+
+    other = ok(make("image-to-gcp", IMAGE_TAG="v1.2.0", DOCKER_PROJECT="fraud", ARTIFACT_REPOSITORY="ml",
+                    GCP_REGION="us-central1", **GCP))
+    assert other.argvs("docker")[-1] == ["push", f"us-central1-docker.pkg.dev/{PROJECT}/ml/fraud:v1.2.0"]
+
+
+def test_run_container_passes_settings_not_secrets(make, tmp_path):
+    sha = git_sha()
+    plain = ok(make("run-container"))
+    assert plain.argvs("docker") == [["run", "--rm", "--publish=8080:8080", "--env=PORT=8080", f"mlapi:{sha}"]]
+
+    key = tmp_path / "key.json"
+    key.write_text("{}")
+    run = ok(make("run-container", OS_PORT="9000", MODELS="iris=models/iris.joblib,tickets=models/tickets.joblib",
+                  LOG_LEVEL="DEBUG", MODEL_CACHE_DIR="/somewhere/local", GOOGLE_APPLICATION_CREDENTIALS=key))
+    [argv] = run.argvs("docker")
+    uid_gid = f"{os.getuid()}:{os.getgid()}"
+    assert argv == ["run", "--rm", "--publish=9000:8080", "--env=PORT=8080",
+                    "--env=MODELS=iris=models/iris.joblib,tickets=models/tickets.joblib", "--env=LOG_LEVEL=DEBUG",
+                    f"--user={uid_gid}", f"--volume={key}:/run/secrets/gcp-key.json:ro",
+                    "--env=GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp-key.json", f"mlapi:{sha}"]
+    assert not any(arg.startswith("--env-file") for arg in argv)
