@@ -87,6 +87,12 @@ def mlserver_cmd(port, model):
 
 # name -> dict(cmd=fn(port, model) -> (argv, cwd), path=fn(model), fmt=body format,
 #              extract=fn(json) -> predictions | None for floors, models=tuple)
+def mlflow_cmd(p, m):
+    """`mlflow models serve` of model m on port p, 2 workers, from the prepared MLflow model."""
+    return ([f"{VENVS}/mlflow/bin/mlflow", "models", "serve", "-m", f"{WORK}/mlflow/{m}",
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(p), "-w", "2"], WORK)
+
+
 SYSTEMS = {
     "flask_uwsgi_p2t1": dict(
         desc="Flask + uWSGI --http-socket (+'Connection: close' header), 2 processes x 1 "
@@ -117,23 +123,17 @@ SYSTEMS = {
         path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"]),
     "mlflow_w2": dict(
         desc="mlflow models serve --env-manager local -w 2 (inputs=tensor JSON)",
-        cmd=lambda p, m: ([f"{VENVS}/mlflow/bin/mlflow", "models", "serve", "-m",
-                           f"{WORK}/mlflow/{m}", "--env-manager", "local", "-h",
-                           "127.0.0.1", "-p", str(p), "-w", "2"], WORK),
+        cmd=mlflow_cmd,
         path=lambda m: "/invocations", fmt="mlflow", extract=lambda j: j["predictions"]),
     "mlflow_w2_connclose": dict(
         desc="mlflow models serve -w 2, client sends 'Connection: close' (sidesteps the "
              "uvicorn --workers TCP_NODELAY/keep-alive 40 ms stall)",
-        cmd=lambda p, m: ([f"{VENVS}/mlflow/bin/mlflow", "models", "serve", "-m",
-                           f"{WORK}/mlflow/{m}", "--env-manager", "local", "-h",
-                           "127.0.0.1", "-p", str(p), "-w", "2"], WORK),
+        cmd=mlflow_cmd,
         path=lambda m: "/invocations", fmt="mlflow", extract=lambda j: j["predictions"],
         conn_close=True),
     "mlflow_w2_df": dict(
         desc="mlflow models serve -w 2 with dataframe_split JSON (pandas path)",
-        cmd=lambda p, m: ([f"{VENVS}/mlflow/bin/mlflow", "models", "serve", "-m",
-                           f"{WORK}/mlflow/{m}", "--env-manager", "local", "-h",
-                           "127.0.0.1", "-p", str(p), "-w", "2"], WORK),
+        cmd=mlflow_cmd,
         path=lambda m: "/invocations", fmt="mlflow_df", extract=lambda j: j["predictions"]),
     "mlserver_pw2": dict(
         desc="MLServer + mlserver-sklearn, parallel_workers=2, V2 /infer",
