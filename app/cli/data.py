@@ -91,7 +91,8 @@ def cmd_features_import(args, settings: Settings) -> int:
             print(f"import refused, nothing written: {refused}", file=sys.stderr)
             return 2
     print(f"imported {report.written} rows into {settings.feature_table}"
-          + (" (table created)" if report.created_table else ""))
+          + (" (table created)" if report.created_table else "")
+          + (f" (columns added: {', '.join(report.added_columns)})" if report.added_columns else ""))
     if report.bad_rows:
         print(f"skipped {len(report.bad_rows)} bad rows:\n{report.describe_bad()}", file=sys.stderr)
     return 0

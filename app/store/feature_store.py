@@ -2,11 +2,14 @@
 
 Serving only reads, by primary key, so read-only credentials are enough (FEATURE_STORE_URL);
 ingestion (store/ingest.py) writes through FEATURE_STORE_WRITE_URL. Ids are strings on the wire.
+Ingestion may add columns while the server runs (store/tables.py): the table is reflected
+again every SCHEMA_REFRESH_SECONDS, so a running server sees them without a restart.
 """
 from __future__ import annotations
 
 import decimal
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mlapi.store.database import LazyDatabase, python_type_of, retry_stale
@@ -18,6 +21,9 @@ log = logging.getLogger(__name__)
 
 # Columns that describe a record rather than feed a model.
 BOOKKEEPING_COLUMNS = {"updated_at", "created_at"}
+# How long a reflected table is trusted. Reflecting costs a few catalogue queries (a few ms),
+# so at most one request per worker in this interval pays them.
+SCHEMA_REFRESH_SECONDS = 5.0
 
 
 class FeatureStore(LazyDatabase):
@@ -27,12 +33,13 @@ class FeatureStore(LazyDatabase):
         self.id_column = id_column
         self.text_column = text_column
         self._table: sa.Table | None = None
+        self._reflected_at = 0.0
 
     def table(self, conn: sa.Connection) -> sa.Table | None:
         """The reflected table, or None while it does not exist (an empty store)."""
         import sqlalchemy as sa  # on first use: see store/database.py
 
-        if self._table is None:
+        if self._table is None or time.monotonic() - self._reflected_at > SCHEMA_REFRESH_SECONDS:
             try:
                 table = sa.Table(self.table_name, sa.MetaData(), autoload_with=conn)
             except sa.exc.NoSuchTableError:
@@ -42,7 +49,7 @@ class FeatureStore(LazyDatabase):
                     # MySQL's reflected DOUBLE defaults to Decimal results rounded to 10
                     # places; features must come back exactly as stored.
                     column.type.asdecimal = False
-            self._table = table
+            self._table, self._reflected_at = table, time.monotonic()
         return self._table
 
     def lookup(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,13 @@ Imports are all-or-nothing by default: the whole file is written in one transact
 row is checked, and a file with a bad row is refused with each bad row's line number — so a
 failed import never leaves a half-written store. `skip_bad_rows=True` writes the good rows
 and reports the skipped ones instead. Rows are upserted by id, so re-running an import is safe.
+
+Rows with columns the table lacks widen it (store/tables.py: nullable columns), for imports,
+single records and syncs alike. A refused import may leave such a column behind, empty, never
+rows: SQLite's driver runs DDL that precedes the first write outside the transaction, and
+MySQL/MariaDB commit every ALTER TABLE at once. For that reason, on MySQL/MariaDB a column that
+a JSON-lines file brings only after rows have been written is refused rather than added (the
+ALTER would commit those rows).
 """
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ from sqlalchemy import exc as sa_exc
 
 from mlapi.store.database import chunks, make_engine, python_type_of, upsert
 from mlapi.store.files import CSV, JSONL, file_format, json_lines
-from mlapi.store.tables import coerce_row, column_type, create_table, reflect
+from mlapi.store.tables import (add_columns, adds_columns_in_transaction, coerce_row, column_type,
+                                create_table, new_columns, reflect)
 
 CHUNK_ROWS = 1000
 MAX_REPORTED = 20
@@ -31,6 +39,7 @@ class ImportReport:
     written: int = 0
     bad_rows: list[tuple[int, str]] = field(default_factory=list)  # (line or row number, reason)
     created_table: bool = False
+    added_columns: list[str] = field(default_factory=list)  # columns the rows brought to an existing table
 
     def describe_bad(self) -> str:
         shown = [f"  line {line}: {reason}" for line, reason in self.bad_rows[:MAX_REPORTED]]
@@ -81,17 +90,26 @@ def import_rows(engine: sa.Engine, table_name: str, id_column: str, rows: Iterat
         table = reflect(conn, table_name)
         pending: list[dict] = []
         for batch in chunks(rows, CHUNK_ROWS):
+            sample = [row for _, row in batch if isinstance(row, dict)]
+            late: set[str] = set()  # new columns this database cannot add any more (see above)
             if table is None:
-                sample = [row for _, row in batch if isinstance(row, dict)]
                 if not sample:
                     report.bad_rows += [(n, r) for n, r in batch]
                     continue
                 table = create_table(conn, table_name, id_column, sample)
                 report.created_table = True
+            elif added := new_columns(table, sample):
+                if report.written and not adds_columns_in_transaction(conn):
+                    late = set(added)
+                else:
+                    report.added_columns += added
+                    table = add_columns(conn, table, sample)
             for number, row in batch:
                 try:
                     if isinstance(row, str):
                         raise ValueError(row)
+                    if late.intersection(row):
+                        raise ValueError(_late_columns_reason(sorted(late.intersection(row)), conn))
                     pending.append(coerce_row(table, id_column, row))
                 except ValueError as exc:
                     report.bad_rows.append((number, str(exc)))
@@ -106,6 +124,12 @@ def import_rows(engine: sa.Engine, table_name: str, id_column: str, rows: Iterat
         if report.bad_rows and not skip_bad_rows:
             raise ImportRefused(report)  # rolls the transaction back
     return report
+
+
+def _late_columns_reason(columns: list[str], conn: sa.Connection) -> str:
+    return (f"new columns {columns} appear only after rows were written: {conn.dialect.name} commits "
+            f"an ALTER TABLE at once, so they cannot be added within this import; import a row that has "
+            f"them first (or put one among the file's first {CHUNK_ROWS} rows)")
 
 
 def _upsert_grouped(conn, table, id_column, rows):
@@ -149,9 +173,11 @@ def sync(source_url: str, query: str, target: sa.Engine, table_name: str, id_col
             high_water = since
             for batch in chunks(result.mappings(), CHUNK_ROWS):
                 rows = [{k: (str(v) if k == id_column else v) for k, v in row.items()} for row in batch]
-                if table is None:
-                    table = create_table(dst, table_name, id_column, rows)
-                rows = [coerce_row(table, id_column, {k: v for k, v in row.items() if k in table.c}) for row in rows]
+                # The query's columns are fixed, so a new one shows in the first batch, before
+                # anything is written (safe on MySQL too).
+                table = create_table(dst, table_name, id_column, rows) if table is None else \
+                    add_columns(dst, table, rows)
+                rows = [coerce_row(table, id_column, row) for row in rows]
                 _upsert_grouped(dst, table, id_column, rows)
                 written += len(rows)
                 if incremental and batch[-1][updated_at] is not None:
@@ -200,6 +226,8 @@ def add_record(engine: sa.Engine, table_name: str, id_column: str, record: dict,
                              *[sa.Column(c, column_type([record[c]])) for c in columns],
                              *([sa.Column("updated_at", sa.DateTime(timezone=True))] if "updated_at" not in record else []))
             table.create(conn, checkfirst=True)
+        else:
+            table = add_columns(conn, table, [record])  # e.g. a tabular record in a store of texts
         values = dict(record)
         if "updated_at" in table.c and "updated_at" not in values:
             values["updated_at"] = dt.datetime.now(dt.timezone.utc)

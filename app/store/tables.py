@@ -1,6 +1,8 @@
 """The feature table's schema, for ingestion: created from the first rows when it does not
-exist yet (column types inferred from the values), and rows checked against it before they
-are written (values converted to the columns' types, or a reason why they cannot be).
+exist yet (column types inferred from the values), widened when later rows bring columns it
+lacks (added as nullable columns, typed the same way: a store first filled with text records
+takes tabular ones too), and rows checked against it before they are written (values
+converted to the columns' types, or a reason why they cannot be).
 """
 from __future__ import annotations
 
@@ -56,6 +58,31 @@ def create_table(conn: sa.Connection, name: str, id_column: str, sample: list[di
                      *[sa.Column(c, column_type([row.get(c) for row in sample])) for c in columns if c != id_column])
     table.create(conn, checkfirst=True)
     return table
+
+
+def new_columns(table: sa.Table, rows: list[dict]) -> list[str]:
+    """Columns the rows have and the table lacks, in the order they first appear."""
+    return list(dict.fromkeys(k for row in rows for k in row if k not in table.c))
+
+
+def add_columns(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> sa.Table:
+    """The table with the rows' new columns added (nullable, typed from the rows' values, as
+    create_table types them), reflected again; the table itself when there are none."""
+    names = new_columns(table, rows)
+    if not names:
+        return table
+    quote = conn.dialect.identifier_preparer
+    for name in names:
+        kind = column_type([row.get(name) for row in rows]).compile(dialect=conn.dialect)
+        ddl = f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {quote.quote(name)} {kind}"
+        conn.execute(sa.text(ddl.replace(":", r"\:")))  # a ':' in a name is not a bind parameter
+    return reflect(conn, table.name)
+
+
+def adds_columns_in_transaction(conn: sa.Connection) -> bool:
+    """Whether ALTER TABLE joins the open transaction (SQLite, PostgreSQL) rather than
+    committing it first, as MySQL and MariaDB do with every DDL statement."""
+    return conn.dialect.name not in ("mysql", "mariadb")
 
 
 def reflect(conn: sa.Connection, name: str) -> sa.Table | None:

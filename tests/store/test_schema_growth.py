@@ -1,0 +1,158 @@
+"""A feature table grows with what is written to it, on SQLite, PostgreSQL and MariaDB: a
+record, a file or a sync that brings columns the table lacks adds them (nullable, typed from
+the values) instead of refusing "unknown columns", and a running server sees them."""
+import json
+import os
+import subprocess
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mlapi.store import feature_store, ingest
+from mlapi.store.database import make_engine, python_type_of
+from mlapi.store.feature_store import FeatureStore
+from mlapi.store.ingest import ImportRefused, import_rows, read_rows, sync
+from conftest import VENV_BIN
+
+IRIS = {"id": "iris-1", "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def mlapi(*args, env):
+    result = subprocess.run([str(VENV_BIN / "mlapi"), *args], capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def columns_of(url: str, table: str = "features") -> dict[str, type]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        columns = {c["name"]: python_type_of(c["type"]) for c in sa.inspect(conn).get_columns(table)}
+    engine.dispose()
+    return columns
+
+
+def rows_of(url: str, sql: str) -> list[tuple]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        rows = [tuple(row) for row in conn.execute(sa.text(sql))]
+    engine.dispose()
+    return rows
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_a_store_of_texts_takes_a_tabular_record(db_url):
+    # The README's order: the text example creates the table (id, text, updated_at); the
+    # tabular record the Postman collection reads comes later (it was refused: "unknown columns").
+    env = {"FEATURE_STORE_URL": db_url, "SOURCE_DB_URL": ""}  # empty is unset: `add` writes the store
+    assert mlapi("features", "add", "I was charged twice for my plan", env=env) == "1"
+    assert mlapi("features", "add", "--json", json.dumps(IRIS), env=env) == "iris-1"
+    assert mlapi("features", "add", "the app crashes", env=env) == "2"  # and texts still fit
+    columns = columns_of(db_url)
+    assert [columns[c] for c in IRIS if c != "id"] == [float] * 4 and columns["text"] is str
+    store = FeatureStore(db_url)
+    records = store.lookup(["1", "iris-1", "2"])
+    store.engine.dispose()
+    assert {k: records["iris-1"][k] for k in IRIS} == IRIS and records["iris-1"]["text"] is None
+    assert records["1"]["text"] == "I was charged twice for my plan" and records["1"]["sepal_length"] is None
+    assert records["2"]["text"] == "the app crashes"
+
+
+def test_an_import_adds_the_columns_the_file_brings(db_url, tmp_path):
+    engine = make_engine(db_url)
+    import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "texts.jsonl",
+                                                                 [{"id": "1", "text": "refund please"}])))
+    frame = pd.DataFrame({"id": ["a", "b"], "age": [30, 41], "score": [0.5, 1.5], "odd: name": ["x", "y"],
+                          "text": ["first", None]})
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    report = import_rows(engine, "features", "id", read_rows(tmp_path / "f.csv"))
+    engine.dispose()
+    assert report.written == 2 and not report.created_table
+    assert report.added_columns == ["age", "score", "odd: name"]  # in the file's order; text was there
+    columns = columns_of(db_url)
+    assert (columns["age"], columns["score"], columns["odd: name"]) == (int, float, str)
+    assert rows_of(db_url, "SELECT id, text, age, score FROM features ORDER BY id") == [
+        ("1", "refund please", None, None), ("a", "first", 30, 0.5), ("b", None, 41, 1.5)]
+
+
+def test_the_cli_says_which_columns_an_import_added(tmp_path):
+    env = {"FEATURE_STORE_URL": f"sqlite:///{tmp_path}/fs.db"}
+    assert mlapi("features", "add", "a text", env=env) == "1"
+    out = mlapi("features", "import", str(write_jsonl(tmp_path / "iris.jsonl", [IRIS])), env=env)
+    assert out == "imported 1 rows into features (columns added: sepal_length, sepal_width, petal_length, petal_width)"
+
+
+def test_a_column_first_seen_late_in_a_file(db_url, tmp_path, monkeypatch):
+    # JSON lines may bring a column only after the first chunk has been written. SQLite and
+    # PostgreSQL add it inside the import's transaction; MySQL/MariaDB would commit the rows
+    # already written, so there the import is refused, says how to proceed, and writes nothing.
+    monkeypatch.setattr(ingest, "CHUNK_ROWS", 2)
+    engine = make_engine(db_url)
+    import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "first.jsonl", [{"id": "0", "x": 0.5}])))
+    rows = [{"id": "1", "x": 1.5}, {"id": "2", "x": 2.5}, {"id": "3", "x": 3.5, "y": 7}, {"id": "4", "y": 8}]
+    late = write_jsonl(tmp_path / "late.jsonl", rows)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        with pytest.raises(ImportRefused) as refused:
+            import_rows(engine, "features", "id", read_rows(late))
+        assert [line for line, _ in refused.value.report.bad_rows] == [3, 4]
+        assert "new columns ['y'] appear only after rows were written" in refused.value.report.bad_rows[0][1]
+        assert "import a row that has them first" in refused.value.report.bad_rows[0][1]
+        assert rows_of(db_url, "SELECT id FROM features") == [("0",)]  # the first chunk rolled back
+        # ...and what the message says works: a row with the column first, then the file
+        import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "y.jsonl", [rows[2]])))
+        report = import_rows(engine, "features", "id", read_rows(late))
+        assert report.added_columns == []
+    else:
+        report = import_rows(engine, "features", "id", read_rows(late))
+        assert report.added_columns == ["y"]
+    engine.dispose()
+    assert report.written == 4
+    assert rows_of(db_url, "SELECT id, x, y FROM features ORDER BY id") == [
+        ("0", 0.5, None), ("1", 1.5, None), ("2", 2.5, None), ("3", 3.5, 7), ("4", None, 8)]
+
+
+def test_a_refused_import_writes_no_rows_into_the_columns_it_added(db_url, tmp_path):
+    engine = make_engine(db_url)
+    import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "a.jsonl", [{"id": "a", "x": 1.5}])))
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": "b", "z": 2}, {"id": "c", "x": "not a number"}])
+    with pytest.raises(ImportRefused):
+        import_rows(engine, "features", "id", read_rows(bad))
+    engine.dispose()
+    assert rows_of(db_url, "SELECT id, x FROM features") == [("a", 1.5)]
+
+
+def test_a_sync_adds_the_columns_its_query_brings(db_url, tmp_path):
+    source_url = f"sqlite:///{tmp_path}/app.db"
+    source = make_engine(source_url)
+    with source.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY, body TEXT, age INTEGER)"))
+        conn.execute(sa.text("INSERT INTO customers VALUES (10, 'refund my invoice', 41)"))
+    source.dispose()
+    store = make_engine(db_url)
+    sync(source_url, "SELECT id, body AS text FROM customers", store, "features", "id")
+    assert sync(source_url, "SELECT id, body AS text, age FROM customers", store, "features", "id") == (1, False)
+    store.dispose()
+    assert rows_of(db_url, "SELECT id, text, age FROM features") == [("10", "refund my invoice", 41)]
+
+
+def test_a_running_server_sees_columns_added_after_it_read_the_table(db_url, tmp_path, make_app, trained,
+                                                                     monkeypatch):
+    frame = trained["diabetes"][2].copy()
+    frame.insert(0, "id", [f"p{i}" for i in range(len(frame))])
+    engine = make_engine(db_url)
+    import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "t.jsonl", [{"id": "1", "text": "hello"}])))
+    client = make_app(MODELS=f"diabetes={trained['diabetes'][0]}", FEATURE_STORE_URL=db_url).test_client()
+    assert client.get("/predict/1").status_code == 422  # the table is read: a text, no features
+    frame.to_csv(tmp_path / "tab.csv", index=False)
+    import_rows(engine, "features", "id", read_rows(tmp_path / "tab.csv"))
+    engine.dispose()
+    monkeypatch.setattr(feature_store, "SCHEMA_REFRESH_SECONDS", 0.0)  # instead of waiting 5 s
+    body = client.get("/predict/p3").get_json()
+    estimator, features = trained["diabetes"][1], frame.drop(columns="id").iloc[[3]]
+    assert body["data"] == features.iloc[0].to_dict()
+    assert body["prediction"] == {"value": estimator.predict(features)[0]}
