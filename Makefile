@@ -28,6 +28,9 @@ endif
 PORT ?= 8080
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# make postman: its server's port (empty: a free one) and where to keep newman's JSON report (empty: nowhere)
+POSTMAN_PORT ?=
+POSTMAN_REPORT ?=
 # make bench-peers: the systems (see bench/peers/README.md) and rounds, interleaved
 # (empty, as in example.env, means these defaults; a variable, because $(or) splits at commas).
 # MLAPI_BEFORE_CHECKOUT, a second checkout (an older commit, with its own .venv), adds the same
@@ -231,6 +234,64 @@ node-deps: ## install newman (Postman collection runner) with npm ci, when packa
 	  echo "npm not found: skipping newman; the Postman collection test skips (fails under CI=true)"; exit 0; fi; \
 	if [ node_modules/.package-lock.json -nt package-lock.json ]; then exit 0; fi; \
 	echo "npm ci"; npm ci --no-audit --no-fund
+
+##@ Postman collection (mlapi.postman_collection.json, run by newman)
+# The records its "Feature store and batch (Pub/Sub)" folder reads: text records 1-3 for the
+# tickets model and iris-1 (setosa's measurements) for iris. Their ids are fixed, so adding
+# them again replaces them rather than piling up copies.
+define POSTMAN_RECORDS
+{"id": "1", "text": "I was charged twice for my plan"}
+{"id": "2", "text": "the app crashes when I open the camera screen"}
+{"id": "3", "text": "I cannot log in to my account"}
+{"id": "iris-1", "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+endef
+postman postman-records: export POSTMAN_RECORDS_JSONL = $(POSTMAN_RECORDS)
+# The collection's 413 request sends a body just over the server's limit: a small limit keeps it quick.
+POSTMAN_MAX_REQUEST_BYTES = 65536
+.PHONY: postman postman-records
+
+# Its own server, so nothing from .env or the shell (MODELS, METRICS_TOKEN, FEATURE_TABLE, ...)
+# changes what the collection expects: `env -i` and the settings below, all files in a scratch
+# directory that is removed, with the server, however the run ends.
+postman: demo node-deps ## run the Postman collection with newman against its own server (demo models, a scratch store); POSTMAN_PORT, POSTMAN_REPORT
+	@if ! command -v node >/dev/null || [ ! -x node_modules/.bin/newman ]; then \
+	  echo "error: make postman runs the collection with newman, which needs Node.js and npm (e.g. apt-get install nodejs npm); then run make postman again" >&2; exit 1; fi
+	@command -v curl >/dev/null || { echo "error: make postman needs curl to wait for its server" >&2; exit 1; }
+	@scratch="$$(mktemp -d)"; server=; \
+	stop() { if [ -n "$$server" ]; then kill -TERM "$$server" 2>/dev/null && wait "$$server" 2>/dev/null || true; fi; rm -rf "$$scratch"; }; \
+	trap stop EXIT; trap 'exit 130' INT TERM; \
+	port='$(POSTMAN_PORT)'; \
+	[ -n "$$port" ] || port="$$($(VENV)/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"; \
+	report='$(POSTMAN_REPORT)'; report="$${report:-$$scratch/newman.json}"; \
+	settings=(PATH="$$PATH" HOME="$$HOME" LOG_FORMAT=text MAX_REQUEST_BYTES=$(POSTMAN_MAX_REQUEST_BYTES) \
+	  MODELS=iris=models/iris.joblib,tickets=models/tickets.joblib \
+	  FEATURE_STORE_URL="sqlite:///$$scratch/features.db" PREDICTIONS_DB_URL="sqlite:///$$scratch/predictions.db" \
+	  MODEL_CACHE_DIR="$$scratch/model-cache" PROMETHEUS_MULTIPROC_DIR="$$scratch/metrics"); \
+	printf '%s\n' "$$POSTMAN_RECORDS_JSONL" > "$$scratch/records.jsonl"; \
+	env -i "$${settings[@]}" $(VENV)/bin/mlapi features import "$$scratch/records.jsonl"; \
+	echo "serving the demo models on http://127.0.0.1:$$port for the collection (log: $$scratch/server.log)"; \
+	env -i "$${settings[@]}" $(VENV)/bin/mlapi serve --server uwsgi --port "$$port" >"$$scratch/server.log" 2>&1 & server=$$!; \
+	for attempt in $$(seq 600); do \
+	  if curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$$port/readyz" 2>/dev/null; then break; fi; \
+	  if ! kill -0 "$$server" 2>/dev/null || [ "$$attempt" = 600 ]; then \
+	    echo "error: the server did not become ready on port $$port; its log:" >&2; tail -n 30 "$$scratch/server.log" >&2; exit 1; fi; \
+	  sleep 0.1; \
+	done; \
+	status=0; \
+	node_modules/.bin/newman run mlapi.postman_collection.json --env-var "baseUrl=http://127.0.0.1:$$port" \
+	  --env-var maxRequestBytes=$(POSTMAN_MAX_REQUEST_BYTES) --reporters cli,json --reporter-json-export "$$report" \
+	  || status=$$?; \
+	if [ -f "$$report" ]; then $(VENV)/bin/python -c 'import json, sys; run = json.load(open(sys.argv[1]))["run"]; \
+	  print("postman: %d assertions in %d requests, %d failed" % (run["stats"]["assertions"]["total"], \
+	  run["stats"]["requests"]["total"], run["stats"]["assertions"]["failed"]))' "$$report"; fi; \
+	if [ "$$status" != 0 ]; then echo "newman failed (exit $$status); the server's log ends:" >&2; tail -n 30 "$$scratch/server.log" >&2; fi; \
+	exit "$$status"
+
+# For a server of your own (make run), which reads FEATURE_STORE_URL's store (.env, else data/).
+postman-records: $(VENV)/.installed-gcs ## add the records the Postman collection reads (ids 1, 2, 3, iris-1) to the store FEATURE_STORE_URL names
+	@scratch="$$(mktemp -d)"; trap 'rm -rf "$$scratch"' EXIT; \
+	printf '%s\n' "$$POSTMAN_RECORDS_JSONL" > "$$scratch/records.jsonl"; \
+	$(VENV)/bin/mlapi features import "$$scratch/records.jsonl"
 
 ##@ Feature store (make aliases of `mlapi features`; FEATURE_STORE_URL, SOURCE_DB_URL from .env)
 # Checked as the Makefile is read: before the virtualenv is created or installed.

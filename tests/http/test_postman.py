@@ -1,11 +1,13 @@
 """The Postman collection (mlapi.postman_collection.json): covers every route, and passes.
 
 - Static: every route the Flask app registers has a request that exercises it (outside the
-  "Errors" folder), and every request has a description and a test script with assertions.
-- Live: newman runs the whole collection against a real `mlapi serve` (uWSGI, two workers)
-  serving the demo models, with a few records added to its feature store (SQLite in tmp_path)
-  by `mlapi features add` for the predict-by-id and Pub/Sub requests. Needs Node.js: `npm ci` installs newman from package-lock.json if
-  node_modules lacks it; without Node.js/npm the test skips locally and fails under CI=true.
+  "Errors" folder), and every request has a description and a test script with assertions;
+  the collection asks for no command to be run by hand.
+- Live: `make postman` itself (the README's command) starts a real uWSGI server with the demo
+  models on a scratch store, adds the records the collection reads, runs newman and stops the
+  server: it must report 0 failed assertions and leave nothing behind. Needs Node.js (the
+  target runs `npm ci` through node-deps); without it the live tests skip locally and fail
+  under CI=true, and `make postman` itself says what is missing.
 """
 from __future__ import annotations
 
@@ -13,19 +15,18 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, VENV_BIN, service_missing
+from conftest import ROOT, VENV_BIN, free_port, service_missing
 
 COLLECTION_PATH = ROOT / "mlapi.postman_collection.json"
-NEWMAN = ROOT / "node_modules" / ".bin" / "newman"
 SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
-FOLDERS = ["Health", "Models", "Predict (native)", "Features", "Single-input routes",
-           "Feature store and batch (Pub/Sub)", "Errors"]
-MAX_REQUEST_BYTES = 65536  # small, so the collection's 413 request is small too
+FOLDERS = ["Health", "Models", "API description (OpenAPI, Swagger UI)", "Predict (native)", "Features",
+           "Single-input routes", "Feature store and batch (Pub/Sub)", "Errors"]
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -104,6 +105,17 @@ def test_every_request_has_a_description_and_a_test_script():
             assert "content-type" in headers and item["request"]["body"]["mode"] == "raw", where
 
 
+def test_the_collection_asks_for_no_command_run_by_hand():
+    # `make postman` seeds the store; a description that lists commands to type drifts from it.
+    collection = load_collection()
+    texts = [("the collection", collection["info"]["description"])]
+    texts += [(f"folder {folder['name']}", folder.get("description", "")) for folder in collection["item"]]
+    texts += [(item["name"], item["request"]["description"]) for _, item in walk_requests(collection["item"])]
+    for where, text in texts:
+        assert "```" not in text and "mlapi features" not in text and "npx " not in text, where
+    assert "`make postman`" in collection["info"]["description"]
+
+
 def test_every_route_has_a_request(demo_models, tmp_path):
     from mlapi import create_app
     from mlapi.config import Settings
@@ -136,66 +148,50 @@ def test_route_patterns_match_concrete_paths():
     assert not rule_pattern("/predict").match("/predictx")
 
 
-# ---- the live run -------------------------------------------------------------------------------
+# ---- the live run: make postman ------------------------------------------------------------
+POSTMAN_SUMMARY = re.compile(r"^postman: (\d+) assertions in (\d+) requests, (\d+) failed$", re.M)
+
+
+def make_postman(*variables: str, path: str | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`make postman` in the checkout, with this test run's virtualenv. `-o` takes the install
+    stamp as up to date: the suite runs in an installed virtualenv, and a setup.py edited since
+    must not turn this test into a reinstall. ENV_FILE=/dev/null: a developer's .env stays out."""
+    if not shutil.which("make"):
+        service_missing("make is not installed")
+    venv = VENV_BIN.parent
+    env = {**os.environ, **({"PATH": path} if path is not None else {})}
+    return subprocess.run([shutil.which("make"), "--no-print-directory", "-o", f"{venv}/.installed-gcs", "postman",
+                           f"VENV={venv}", "ENV_FILE=/dev/null", *variables],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
-def newman() -> Path:
-    if not NEWMAN.exists():
-        npm = shutil.which("npm")
-        if not (npm and shutil.which("node")):
-            service_missing("Node.js/npm is not installed: newman cannot run the Postman collection "
-                            "(apt-get install nodejs npm, then npm ci)")
-        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=600)
-        if result.returncode != 0 or not NEWMAN.exists():
-            pytest.fail(f"npm ci failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return NEWMAN
+def node():
+    if not (shutil.which("node") and shutil.which("npm")):
+        service_missing("Node.js/npm is not installed: newman cannot run the Postman collection "
+                        "(apt-get install nodejs npm; make postman then installs newman with npm ci)")
 
 
-# The records the "Feature store and batch (Pub/Sub)" folder reads, in the order they are added:
-# all share one table (FEATURE_TABLE), created with the first record's columns, so the tabular
-# record comes first and names the text column too. Text records get ids 1, 2, 3.
-FEATURE_RECORDS = [
-    ["--json", json.dumps({"id": "iris-1", "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4,
-                           "petal_width": 0.2, "text": None})],
-    ["I was charged twice for my plan"],                  # 1 → billing
-    ["the app crashes when I open the camera screen"],    # 2 → mobile app
-    ["I cannot log in to my account"],                    # 3 → account access
-]
+def scratch_of(output: str) -> Path:
+    """The scratch directory make postman announced ("... (log: <dir>/server.log)")."""
+    match = re.search(r"\(log: (/\S+)/server\.log\)", output)
+    assert match, output
+    return Path(match.group(1))
 
 
-def stock_feature_store(env: dict) -> list[str]:
-    """Add FEATURE_RECORDS with `mlapi features add` (as a user would); returns the ids printed."""
-    # SOURCE_DB_URL would send `features add` to an operational database instead of the store
-    full_env = {k: v for k, v in {**os.environ, **env}.items() if k != "SOURCE_DB_URL"}
-    ids = []
-    for args in FEATURE_RECORDS:
-        result = subprocess.run([str(VENV_BIN / "mlapi"), "features", "add", *args], env=full_env, cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, f"mlapi features add {args} failed:\n{result.stdout}\n{result.stderr}"
-        ids.append(result.stdout.strip())
-    return ids
+def port_is_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_newman_runs_the_collection_green(newman, demo_models, start_server, tmp_path):
-    env = server_env(demo_models, tmp_path)  # FEATURE_STORE_URL, PREDICTIONS_DB_URL: SQLite in tmp_path
-    assert stock_feature_store(env) == ["iris-1", "1", "2", "3"]
-    server = start_server({
-        **env,
-        "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
-        "UWSGI_PROCESSES": "2",  # more than one worker: the per-worker cache path is exercised
-    })
+def test_make_postman_runs_the_collection_green_and_cleans_up(node, tmp_path):
     report = tmp_path / "newman.json"
-    command = [str(newman), "run", str(COLLECTION_PATH),
-               "--env-var", f"baseUrl={server.url}",
-               "--env-var", f"maxRequestBytes={MAX_REQUEST_BYTES}",
-               "--reporters", "cli,json", "--reporter-json-export", str(report),
-               "--color", "off", "--timeout-request", "30000"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    output = f"$ {' '.join(command)}\n{result.stdout}\n{result.stderr}"
-    if result.returncode != 0:
-        print(output)
-        print("---- server log ----\n" + server.output()[-5000:])
-    assert result.returncode == 0, f"newman failed (exit {result.returncode}):\n{output}"
+    port = free_port()
+    result = make_postman(f"POSTMAN_REPORT={report}", f"POSTMAN_PORT={port}")
+    output = f"{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"make postman failed ({result.returncode}):\n{output[-20000:]}"
+    assert "imported 4 rows into features (table created)" in result.stdout  # the records, seeded
+    assert f"on http://127.0.0.1:{port} " in result.stdout
 
     # Every request ran and every one of them asserted something: a script that silently did
     # not run would otherwise look like a pass.
@@ -206,6 +202,34 @@ def test_newman_runs_the_collection_green(newman, demo_models, start_server, tmp
     assert executed == expected, output
     for execution in run["executions"]:
         assert execution.get("assertions"), f"{execution['item']['name']}: no assertions ran\n{output}"
-    assert run["stats"]["assertions"]["failed"] == 0 and run["stats"]["assertions"]["total"] > 150
+    assertions = run["stats"]["assertions"]
+    assert assertions["failed"] == 0 and assertions["total"] > 150 and not run["failures"], output
     assert run["stats"]["testScripts"]["failed"] == 0 and run["stats"]["prerequestScripts"]["failed"] == 0
-    assert not run["failures"], output
+    # ...and the line the target ends with says the same
+    summary = POSTMAN_SUMMARY.search(result.stdout)
+    assert summary and summary.groups() == (str(assertions["total"]), str(run["stats"]["requests"]["total"]), "0")
+
+    # the server is stopped and its scratch store removed
+    assert not scratch_of(result.stdout).exists()
+    assert port_is_closed(port)
+
+
+def test_make_postman_fails_clearly_when_its_server_cannot_start(node, tmp_path):
+    # The port is taken (listening, never answering): uWSGI cannot bind, so the server dies;
+    # the target says so with the server's log, fails, and still removes its scratch directory.
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = make_postman(f"POSTMAN_PORT={port}", timeout=300)
+    assert result.returncode != 0
+    assert f"the server did not become ready on port {port}" in result.stderr
+    assert not scratch_of(result.stdout).exists()
+
+
+def test_make_postman_without_node_says_what_is_missing(tmp_path):
+    empty = tmp_path / "no-tools"  # a PATH without node and npm (make runs /bin/bash by path)
+    empty.mkdir()
+    result = make_postman(path=str(empty), timeout=300)
+    assert result.returncode != 0
+    assert "needs Node.js and npm" in result.stderr, result.stderr
