@@ -26,6 +26,8 @@ ifndef PYTHON
 PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 endif
 PORT ?= 8080
+# make docs: the port the documentation site is served on (mkdocs serve)
+DOCS_PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # make postman: its server's port (empty: a free one) and where to keep newman's JSON report (empty: nowhere)
@@ -141,7 +143,7 @@ require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: add $
 check_account_name = @name='$(1)'; if [ $${\#name} -gt 30 ]; then \
 	  echo "error: GCP_SERVICE_ACCOUNT_NAME is too long: $$name must be at most 30 characters" >&2; exit 1; fi
 
-.PHONY: help venv install install-dev demo run test bench bench-peers node-deps \
+.PHONY: help venv install install-dev demo run test docs bench bench-peers node-deps \
         build-image run-container \
         check-gcp-login enable-apis create-service-account create-repository create-bucket add-roles \
         create-key create-config \
@@ -194,6 +196,11 @@ run: demo ## serve with uWSGI on :8080 (PORT), as in production; MODELS defaults
 test: $(VENV)/.installed-dev node-deps ## run the test suite (PYTEST_ARGS=... passes options to pytest)
 	@echo "$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)"
 	@env $(addprefix -u ,$(ENV_FILE_VARIABLES)) $(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+# The site in docs/ (mkdocs.yml), rebuilt and reloaded in the browser on every save; `make test`
+# builds it with --strict (tests/docs/test_site.py).
+docs: $(VENV)/.installed-dev ## serve the documentation site (docs/) on http://localhost:8000 (DOCS_PORT), reloaded on save
+	$(VENV)/bin/mkdocs serve --dev-addr localhost:$(DOCS_PORT)
 
 # The shortcuts (app/serving/shortcuts/) know scikit-learn's private modules: run
 # their tests, and the loading tests, on the oldest and on the newest scikit-learn setup.py allows,

