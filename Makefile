@@ -25,6 +25,7 @@ VENV ?= .venv
 ifndef PYTHON
 PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 endif
+# The port on this machine: `make run` serves on it, `make run-container` publishes the container's 8080 on it.
 PORT ?= 8080
 # make docs: the port the documentation site is served on (mkdocs serve)
 DOCS_PORT ?= 8000
@@ -66,7 +67,6 @@ IMAGE_TAG := $(or $(IMAGE_TAG),$(GIT_SHA))
 LOCAL_IMAGE = $(DOCKER_PROJECT):$(IMAGE_TAG)
 REGISTRY = $(GCP_REGION)-docker.pkg.dev
 IMAGE = $(REGISTRY)/$(GCP_PROJECT_ID)/$(ARTIFACT_REPOSITORY)/$(DOCKER_PROJECT):$(IMAGE_TAG)
-OS_PORT ?= 8080
 
 # Models on Cloud Storage (upload-model, deploy-model)
 MODEL_BUCKET ?=
@@ -143,7 +143,7 @@ require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: add $
 check_account_name = @name='$(1)'; if [ $${\#name} -gt 30 ]; then \
 	  echo "error: GCP_SERVICE_ACCOUNT_NAME is too long: $$name must be at most 30 characters" >&2; exit 1; fi
 
-.PHONY: help venv install install-dev demo run test docs bench bench-peers node-deps \
+.PHONY: help venv install install-dev demo run card test docs bench bench-peers node-deps \
         build-image run-container \
         check-gcp-login enable-apis create-service-account create-repository create-bucket add-roles \
         create-key create-config \
@@ -168,14 +168,17 @@ venv: $(VENV)/bin/python ## create the virtualenv (VENV, default .venv) with pyt
 
 $(VENV)/bin/python:
 	$(call require,PYTHON)
+	@echo "first run: creating the virtualenv $(VENV), then installing mlapi into it (about 2 minutes)"
 	$(PYTHON) -m venv $(VENV)
 
 # Stamps: reinstall only when the dependency declarations change.
 $(VENV)/.installed-gcs: $(VENV)/bin/python setup.py constraints.txt
+	@echo "installing mlapi and its dependencies into $(VENV) (about 2 minutes the first time)"
 	$(VENV)/bin/python -m pip install -c constraints.txt -e '.[gcs]'
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/bin/python setup.py constraints.txt
+	@echo "installing mlapi, its dependencies and the test tools into $(VENV) (a few minutes the first time)"
 	$(VENV)/bin/python -m pip install -c constraints.txt -e '.[dev]'
 	@touch $@ $(VENV)/.installed-gcs
 
@@ -186,10 +189,14 @@ install-dev: $(VENV)/.installed-dev ## install the server and every test tool in
 demo: $(VENV)/.installed-gcs ## train the demo models into models/ (skips those already there)
 	$(VENV)/bin/mlapi demo --out models
 
-# Serve both demo models unless .env (or the environment) says what to serve.
-run: export MODELS ?= $(if $(MODEL_URI),,iris=models/iris.joblib,tickets=models/tickets.joblib)
+# Serve (and show the cards of) both demo models unless .env (or the environment) says what to serve.
+run card: export MODELS ?= $(if $(MODEL_URI),,iris=models/iris.joblib,tickets=models/tickets.joblib)
 run: demo ## serve with uWSGI on :8080 (PORT), as in production; MODELS defaults to the demo models
 	$(VENV)/bin/mlapi serve --server uwsgi --port $(PORT)
+
+# CARD_MODEL=name or name:version picks one model; unset, every one MODELS lists.
+card: demo ## show the served models' cards: features and their types, classes, sha256, compute path (CARD_MODEL=name[:version])
+	$(VENV)/bin/mlapi card $(if $(strip $(CARD_MODEL)),'$(strip $(CARD_MODEL))')
 
 # The tests see the environment make was called with, not .env: a MODELS or PORT meant for
 # `make run` must not leak into the servers the tests start.
@@ -307,6 +314,12 @@ ifeq ($(strip $(TEXT)),)
 $(error TEXT is not set: run make add-data-point TEXT="the record's text")
 endif
 endif
+# Without a file or a source database there is nothing to import: say what to set.
+ifneq ($(filter import-data-to-fs,$(MAKECMDGOALS)),)
+ifeq ($(strip $(FILE)$(SOURCE_DB_URL)),)
+$(error nothing to import: give FILE=rows.csv (CSV, Parquet or JSON lines with an id column), or set SOURCE_DB_URL, the database make add-data-point then writes to (unset, it writes straight into the store: nothing to import))
+endif
+endif
 # TEXT reaches mlapi through the environment, not the shell line: quotes and backticks stay text.
 add-data-point: export TEXT := $(TEXT)
 add-data-point: $(VENV)/.installed-gcs ## store TEXT="..." as a record and print its id (SOURCE_DB_URL if set, else the store)
@@ -327,9 +340,9 @@ build-image: ## build the image DOCKER_PROJECT:<git sha>, with models/ copied in
 
 # A key given in GOOGLE_APPLICATION_CREDENTIALS (to read gs:// models) is mounted read-only at
 # run time, never copied into the image; the container then runs as your uid to read it.
-run-container: ## run the image on http://localhost:OS_PORT with the server settings from .env
-	$(call require,DOCKER_PROJECT IMAGE_TAG OS_PORT)
-	docker run --rm --publish=$(OS_PORT):8080 --env=PORT=8080 \
+run-container: ## run the image on http://localhost:8080 (PORT) with the server settings from .env
+	$(call require,DOCKER_PROJECT IMAGE_TAG PORT)
+	docker run --rm --publish=$(PORT):8080 --env=PORT=8080 \
 	  $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),--env='$(v)=$(strip $($(v)))')) \
 	  $(if $(GOOGLE_APPLICATION_CREDENTIALS),--user="$$(id -u):$$(id -g)" \
 	    --volume='$(abspath $(GOOGLE_APPLICATION_CREDENTIALS)):/run/secrets/gcp-key.json:ro' \

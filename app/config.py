@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from pathlib import PurePosixPath
+from typing import Mapping, Sequence
 
 from mlapi.errors import ConfigurationError
 from mlapi.naming import split_model_ref
@@ -192,19 +193,25 @@ def split_digest(uri: str, variable: str = "MODELS") -> tuple[str, str | None]:
     return uri[: match.start()], match.group(1).lower()
 
 
-def parse_models(value: str) -> tuple[ModelSpec, ...]:
-    """Parse `name=URI` / `name:version=URI` entries, comma-separated.
+def parse_models(value: str | Sequence[str], source: str = "MODELS") -> tuple[ModelSpec, ...]:
+    """Parse `name=URI` / `name:version=URI` entries: MODELS' comma-separated text, or the
+    model files named on a command line (`mlapi serve FILE ...`, a list: no comma splitting),
+    where an entry may also be a bare URI, named after its file (`models/churn.joblib`: churn).
+    `source` names where the entries come from in errors.
 
     An entry without a version gets its position among its name's entries ("1", "2", ...),
     so `a=x.joblib,a=y.joblib` serves versions 1 and 2 and requests default to 2.
     """
+    listed = not isinstance(value, str)
     specs: list[ModelSpec] = []
-    for raw in value.split(","):
+    for raw in (value if listed else value.split(",")):
         entry = raw.strip()
         if not entry:
             continue
+        if listed and "=" not in split_digest(entry, source)[0]:  # a bare URI (its digest has an "=")
+            entry = f"{PurePosixPath(split_digest(entry, source)[0]).stem}={entry}"
         if "=" not in entry:
-            raise ConfigurationError(f"MODELS entry {entry!r} is not name=URI or name:version=URI")
+            raise ConfigurationError(f"{source} entry {entry!r} is not name=URI or name:version=URI")
         key, uri = (part.strip() for part in entry.split("=", 1))
         name, version = split_model_ref(key)
         name = name or ""  # an empty name is refused below, with its entry
@@ -212,16 +219,29 @@ def parse_models(value: str) -> tuple[ModelSpec, ...]:
         for label, part in (("name", name), ("version", version)):
             if not _NAME.match(part):
                 raise ConfigurationError(
-                    f"MODELS entry {entry!r}: model {label} {part!r} must be letters, digits, '_', '.' or '-'")
+                    f"{source} entry {entry!r}: model {label} {part!r} must be letters, digits, '_', '.' or '-'"
+                    + (" (name it: NAME=PATH)" if listed and label == "name" else ""))
         if not uri:
-            raise ConfigurationError(f"MODELS entry {entry!r} has an empty URI")
+            raise ConfigurationError(f"{source} entry {entry!r} has an empty URI")
         if any(spec.name == name and spec.version == version for spec in specs):
-            raise ConfigurationError(f"MODELS lists {name}:{version} twice")
-        uri, sha = split_digest(uri)
+            raise ConfigurationError(f"{source} lists {name}:{version} twice")
+        uri, sha = split_digest(uri, source)
         specs.append(ModelSpec(name, version, uri, sha))
     if not specs:
-        raise ConfigurationError("MODELS is set but lists no model")
+        raise ConfigurationError(f"{source} is set but lists no model")
     return tuple(specs)
+
+
+def models_value(specs: Sequence[ModelSpec]) -> str:
+    """The MODELS value that parse_models reads back as `specs`: how `mlapi serve` hands the
+    files named on its command line to a server that reads its settings from the environment."""
+    entries = []
+    for spec in specs:
+        if "," in spec.uri:
+            raise ConfigurationError(f"cannot serve {spec.uri!r}: MODELS separates entries with commas, "
+                                     f"so a model's path must not contain one (rename the file)")
+        entries.append(f"{spec.name}:{spec.version}={spec.uri}" + (f"#sha256={spec.sha256}" if spec.sha256 else ""))
+    return ",".join(entries)
 
 
 # ---- one parser per type: each error names the variable and what it expects -----------------

@@ -1,6 +1,6 @@
 """The `mlapi` command: the parser and main(). Each group of sub-commands lives in its own
-module and registers itself here: serve (the production server), demo (the demo models),
-data (`features`, `publish`) and bulk (`batch-predict`).
+module and registers itself here: serve (the production server), card (a model's card),
+demo (the demo models), data (`features`, `publish`) and bulk (`batch-predict`).
 
 main() builds the Settings once, from the environment, and hands them to the command; a bad
 setting is one line on stderr (`mlapi: <what is wrong>`, exit code 2), never a traceback,
@@ -16,13 +16,13 @@ from mlapi.errors import ConfigurationError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mlapi.cli import bulk, data, demo, serve
+    from mlapi.cli import bulk, card, data, demo, serve
 
     parser = argparse.ArgumentParser(prog="mlapi", description="Serve scikit-learn models over HTTP.")
     commands = parser.add_subparsers(dest="command", required=True)
     # Every command reads the settings unless its register() says otherwise (`demo` reads none).
     parser.set_defaults(reads_settings=True)
-    for group in (serve, demo, data, bulk):
+    for group in (serve, card, demo, data, bulk):
         group.register(commands)
     return parser
 

@@ -1,19 +1,28 @@
-"""`mlapi serve`: start the production server (uWSGI, gunicorn or granian) on 0.0.0.0:$PORT.
+"""`mlapi serve [MODEL_FILE ...]`: start the production server (uWSGI, gunicorn or granian) on
+0.0.0.0:$PORT.
 
 What to run is decided by app/server/launch.py from the Settings main() parsed; this module
 only turns that into a process: printed (--dry-run), exec'd, or, for granian, run here.
+Model files named on the command line replace MODELS (see model_files).
 """
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 
-from mlapi.config import Settings
+from mlapi.config import ModelSpec, Settings, models_value, parse_models
+from mlapi.errors import ConfigurationError
 from mlapi.server import launch
+
+MODEL_FILES_HELP = ("model files to serve instead of MODELS: PATH (served under the file's name, "
+                    "e.g. churn for churn.joblib), NAME=PATH or NAME:VERSION=PATH, as in MODELS")
 
 
 def register(commands) -> None:
     serve = commands.add_parser("serve", help="start the production server on 0.0.0.0:$PORT")
+    serve.add_argument("models", nargs="*", metavar="MODEL_FILE", help=MODEL_FILES_HELP)
     serve.add_argument("--server", choices=launch.SERVERS,
                        help="default: $SERVER, else granian when micro-batching is on (MAX_BATCH_SIZE > 1), else uwsgi")
     serve.add_argument("--port", type=int, help="overrides $PORT (default 8080)")
@@ -22,14 +31,43 @@ def register(commands) -> None:
     serve.set_defaults(handler=cmd_serve)
 
 
+def model_files(arguments: list[str]) -> tuple[ModelSpec, ...]:
+    """The models named on a command line, in MODELS' grammar plus bare paths; a local file
+    that is not there stops the command here, before anything starts (a missing MODELS
+    artifact, by contrast, leaves the server running and /readyz saying why)."""
+    specs = parse_models(arguments, source="the command line")
+    for spec in specs:
+        if "://" not in spec.uri and not Path(spec.uri).is_file():
+            raise ConfigurationError(f"no such model file: {spec.uri}")
+    return specs
+
+
+def replaced_models_notice(command: str) -> str | None:
+    """The line saying that files on the command line replace what the environment configures."""
+    configured = [name for name in ("MODELS", "MODEL_URI") if os.environ.get(name, "").strip()]
+    if not configured:
+        return None
+    return f"{command}: serving the model files named on the command line; {' and '.join(configured)} ignored"
+
+
 def cmd_serve(args, settings: Settings) -> int:
     port = args.port or settings.port
     server = launch.choose_server(args.server, settings)
+    files = None
+    if args.models:
+        files = model_files(args.models)
+        settings = replace(settings, models=files)
     command = launch.server_command(server, port, args.ini, settings)
     if args.dry_run:
         print(" ".join(command))
         return 0
     settings, server_env = launch.prepare(settings, port, server, os.environ)
+    if files is not None:
+        # uWSGI and gunicorn read their settings from the environment again: MODELS tells them.
+        server_env["MODELS"] = models_value(files)
+        notice = replaced_models_notice("mlapi serve")
+        if notice:
+            print(notice, file=sys.stderr)
     sys.stdout.flush()
     if server == "granian":
         # This process already is that Python (nothing heavy imported yet): becoming the

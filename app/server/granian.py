@@ -70,10 +70,18 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
     from granian import Granian
     from granian.constants import Interfaces
 
+    from mlapi.server.ready import announce
     from mlapi.server.startup import load_application as load_app
 
+    class Server(Granian):
+        def startup(self, spawn_target, target_loader):
+            # granian's startup() ends by spawning the workers: then the ready line
+            # (app/server/ready.py), after granian's own start-up lines.
+            super().startup(spawn_target, target_loader)
+            announce(_application, "granian", args.workers, args.blocking_threads)
+
     address, _, port = args.bind.rpartition(":")
-    server = Granian(
+    server = Server(
         "mlapi.wsgi:application",
         address=address,
         port=int(port),

@@ -30,6 +30,7 @@ def load_application(settings: Settings | None = None) -> Flask:
     try:
         from mlapi import create_app
         from mlapi.config import Settings
+        from mlapi.server.ready import prepare_for_uwsgi
 
         settings = settings or Settings.from_env()
         import_scikit_learn_without_pandas()
@@ -40,6 +41,8 @@ def load_application(settings: Settings | None = None) -> Flask:
             # here, once, so that the workers share it rather than each importing it on its first
             # request.
             import_pandas(settings.server_pyarrow)
+        # Under uWSGI: the ready line, logged once the workers are spawned (app/server/ready.py).
+        prepare_for_uwsgi(app)
 
         # Everything loaded so far (the libraries, the models) lives as long as the process: move
         # it out of the garbage collector's sight before the fork. Otherwise each worker's first

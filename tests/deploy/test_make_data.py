@@ -62,7 +62,8 @@ def test_import_data_to_fs_imports_a_file(make, real_venv, tmp_path):
 def test_feature_store_aliases_run_mlapi_features(make, stand_in_venv):
     assert [c["argv"] for c in ok(make("add-data-point", VENV=stand_in_venv, TEXT="hello")).calls] == [
         ["features", "add", "--", "hello"]]
-    assert [c["argv"] for c in ok(make("import-data-to-fs", VENV=stand_in_venv)).calls] == [["features", "import"]]
+    assert [c["argv"] for c in ok(make("import-data-to-fs", VENV=stand_in_venv, SOURCE_DB_URL="sqlite:///app.db")
+                                  ).calls] == [["features", "import"]]
     assert [c["argv"] for c in ok(make("import-data-to-fs", VENV=stand_in_venv, FILE="data/a b.csv")).calls] == [
         ["features", "import", "data/a b.csv"]]
 
@@ -75,4 +76,16 @@ def test_feature_store_aliases_run_mlapi_features(make, stand_in_venv):
     fresh = stand_in_venv.parent / "fresh-venv"
     unset = make("add-data-point", VENV=fresh)
     assert unset.returncode != 0 and "TEXT is not set" in unset.err
+    assert not fresh.exists()
+
+
+def test_import_data_to_fs_without_a_file_or_a_source_says_what_to_set(make, stand_in_venv):
+    # With the defaults, add-data-point writes straight into the store: an import would do nothing,
+    # which used to pass in silence. Now it stops, saying what to give, before installing anything.
+    fresh = stand_in_venv.parent / "fresh-venv"
+    for venv in (stand_in_venv, fresh):
+        run = make("import-data-to-fs", VENV=venv)
+        assert run.returncode != 0 and run.calls == []
+        assert "nothing to import: give FILE=rows.csv (CSV, Parquet or JSON lines with an id column), " \
+               "or set SOURCE_DB_URL" in run.err
     assert not fresh.exists()

@@ -24,13 +24,14 @@ def test_images_are_tagged_with_the_commit_and_pushed_to_artifact_registry(make)
 
 
 def test_run_container_passes_settings_not_secrets(make, tmp_path):
+    # PORT is the one port variable: make run serves on it, run-container publishes the container's 8080 on it
     sha = git_sha()
     plain = ok(make("run-container"))
     assert plain.argvs("docker") == [["run", "--rm", "--publish=8080:8080", "--env=PORT=8080", f"mlapi:{sha}"]]
 
     key = tmp_path / "key.json"
     key.write_text("{}")
-    run = ok(make("run-container", OS_PORT="9000", MODELS="iris=models/iris.joblib,tickets=models/tickets.joblib",
+    run = ok(make("run-container", PORT="9000", MODELS="iris=models/iris.joblib,tickets=models/tickets.joblib",
                   LOG_LEVEL="DEBUG", MODEL_CACHE_DIR="/somewhere/local", GOOGLE_APPLICATION_CREDENTIALS=key))
     [argv] = run.argvs("docker")
     uid_gid = f"{os.getuid()}:{os.getgid()}"

@@ -46,6 +46,18 @@ def test_run_creates_the_virtualenv_and_installs_with_constraints(tmp_path):
     positions = [next(i for i, line in enumerate(lines) if wanted in line) for wanted in expected]
     assert positions == sorted(positions), dry.stdout
     assert re.search(r"python3(\.11)? -m venv", lines[positions[0]]), lines[positions[0]]
+    # the first run says up front that it installs, and for how long, before it does
+    said = next(i for i, line in enumerate(lines) if "first run: creating the virtualenv" in line)
+    assert said < positions[0] and "about 2 minutes" in lines[said]
+
+
+def test_card_shows_the_demo_models_cards_unless_told_otherwise(make, stand_in_venv):
+    watch = {"FAKEBIN_ENV": "MODELS"}
+    every = ok(make("card", VENV=stand_in_venv, env=watch))
+    assert [c["argv"] for c in every.calls] == [["demo", "--out", "models"], ["card"]]
+    assert every.calls[-1]["env"]["MODELS"] == "iris=models/iris.joblib,tickets=models/tickets.joblib"
+    one = ok(make("card", VENV=stand_in_venv, CARD_MODEL="tickets:1", env={**watch, "MODELS": "tickets=t.joblib"}))
+    assert one.calls[-1]["argv"] == ["card", "tickets:1"] and one.calls[-1]["env"]["MODELS"] == "tickets=t.joblib"
 
 
 def test_test_target_runs_pytest_without_the_settings_from_env(make, stand_in_venv, tmp_path):
