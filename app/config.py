@@ -69,6 +69,12 @@ class Settings:
     google_cloud_project: str | None = None
     # When set, GET /metrics requires "Authorization: Bearer <token>".
     metrics_token: str | None = field(default=None, repr=False)
+    # GET /docs (Swagger UI, served from the package: no CDN) and GET /openapi.json; off: both 404.
+    api_docs: bool = True
+    # When set, /docs and /openapi.json require it: "Authorization: Bearer <token>", or HTTP Basic
+    # with it as the password (what a browser prompts for). API_DOCS_TOKEN_FILE names a file
+    # holding it instead (a mounted secret, or one kept in secrets/).
+    api_docs_token: str | None = field(default=None, repr=False)
     # host:port of a Cloud Storage emulator: gs:// reads go there, anonymously.
     storage_emulator_host: str | None = None
     # ---- data: the feature store, ingestion, the predictions table ----
@@ -142,6 +148,8 @@ class Settings:
             access_log=_bool(env, "ACCESS_LOG", False),
             google_cloud_project=_text(env, "GCP_PROJECT_ID") or _text(env, "GOOGLE_CLOUD_PROJECT"),
             metrics_token=_text(env, "METRICS_TOKEN"),
+            api_docs=_bool(env, "API_DOCS", True),
+            api_docs_token=_text(env, "API_DOCS_TOKEN") or _secret_file(env, "API_DOCS_TOKEN_FILE"),
             storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,
             feature_store_write_url=_text(env, "FEATURE_STORE_WRITE_URL") or feature_store_url,
@@ -251,6 +259,18 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def _text(env: Mapping[str, str], key: str) -> str | None:
     """The value, stripped; unset and empty are the same (None)."""
     return (env.get(key) or "").strip() or None
+
+
+def _secret_file(env: Mapping[str, str], key: str) -> str | None:
+    """The stripped content of the file `key` names (a secret kept out of the environment)."""
+    path = _text(env, key)
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().strip() or None
+    except OSError as exc:
+        raise ConfigurationError(f"{key}={path!r} cannot be read: {exc.strerror}") from None
 
 
 def _identifier(env: Mapping[str, str], key: str, default: str) -> str:

@@ -1,73 +1,46 @@
 """The native JSON protocol: request bodies → instances, results → response bodies.
 
-Accepted instance shapes (see README, "Request formats"):
+Accepted instance shapes (declared in protocols/request_bodies.py, PredictBody):
   {"instances": [...]} or {"inputs": [...]}    rows as lists, objects or strings
-  {"dataframe_split": {"columns": [...], "data": [[...]]}}   MLflow's split orientation
-  {"dataframe_records": [{...}, ...]}                       MLflow's records orientation
+  {"dataframe_split": {"columns": [...], "data": [[...]]}}   pandas' / MLflow's split orientation
+  {"dataframe_records": [{...}, ...]}                       pandas' / MLflow's records orientation
 plus optional {"parameters": {"probabilities": bool}}.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import sparse
 
-from mlapi.errors import BadRequest
+from mlapi.protocols.request_bodies import INSTANCE_KEYS, FeatureMatrixBody, PredictBody
+from mlapi.protocols.validation import decodes, first_given
 from mlapi.serving.frames import is_dataframe
 from mlapi.serving.inputs import Columns
 from mlapi.serving.model import PredictionResult, ServedModel
 
-INSTANCE_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
 
-
-@dataclass(frozen=True)
-class PredictRequest:
-    instances: Any
+class PredictRequest(NamedTuple):  # a tuple: built on every request, it must be cheap
+    instances: Any         # rows (a list), or Columns; for predict_features, the feature matrix
     probabilities: bool | None
 
 
-def decode_predict(body: dict) -> PredictRequest:
-    present = [key for key in INSTANCE_KEYS if key in body]
-    if len(present) != 1:
-        raise BadRequest(f"the body needs exactly one of {list(INSTANCE_KEYS)}; found {present or 'none'}")
-    key = present[0]
-    value = body[key]
+@decodes(PredictBody)
+def decode_predict(body: PredictBody) -> PredictRequest:
+    """The one instance key present (the decoder checked there is exactly one)."""
+    key, value = first_given(body, INSTANCE_KEYS)
     if key == "dataframe_split":
-        if not isinstance(value, dict) or not isinstance(value.get("data"), list):
-            raise BadRequest('dataframe_split must be {"columns": [...], "data": [[...], ...]}')
-        columns = value.get("columns")
-        if columns is None:
-            instances: Any = value["data"]
-        elif isinstance(columns, list) and all(isinstance(c, str) for c in columns):
-            instances = Columns(columns, value["data"])
-        else:
-            raise BadRequest("dataframe_split.columns must be a list of strings")
-    else:
-        if not isinstance(value, list):
-            raise BadRequest(f"{key!r} must be a list")
-        instances = value
-    return PredictRequest(instances, decode_probabilities(body))
+        value = value.data if value.columns is None else Columns(value.columns, value.data)
+    parameters = body.parameters
+    return PredictRequest(value, None if parameters is None else parameters.probabilities)
 
 
-def decode_probabilities(body: dict) -> bool | None:
-    parameters = body.get("parameters")
-    if parameters is None:
-        return None
-    if not isinstance(parameters, dict):  # also [] or "": falsy, but not an object
-        raise BadRequest("parameters must be an object")
-    value = parameters.get("probabilities")
-    if value is not None and not isinstance(value, bool):
-        raise BadRequest("parameters.probabilities must be true or false")
-    return value
-
-
-def decode_features(body: dict) -> Any:
-    for key in ("features", "instances", "inputs"):
-        if key in body:
-            return body[key]
-    raise BadRequest('the body needs "features": dense rows or the CSR object /features returns')
+@decodes(FeatureMatrixBody)
+def decode_feature_matrix(body: FeatureMatrixBody) -> PredictRequest:
+    """The first of features / instances / inputs present: dense rows or the CSR object."""
+    parameters = body.parameters
+    return PredictRequest(first_given(body, FeatureMatrixBody.alternatives.keys)[1],
+                          None if parameters is None else parameters.probabilities)
 
 
 def encode_prediction(model: ServedModel, result: PredictionResult) -> dict:

@@ -14,14 +14,15 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 
 from mlapi.errors import BadRequest
 from mlapi.naming import split_model_ref
+from mlapi.protocols.request_bodies import BatchData, PushEnvelope
+from mlapi.protocols.validation import decodes, given, read
 
-MAX_IDS = 10_000
-MAX_ID_LENGTH = 255        # the predictions table's entity_id column
-MAX_MESSAGE_ID_LENGTH = 128
+NOT_AN_ENVELOPE = "not a Pub/Sub push envelope: "
 
 
 class PoisonMessage(Exception):
@@ -51,8 +52,9 @@ class BatchMessage:
     poison: str | None = None          # ...and this says why
 
 
-def decode_push(body: dict) -> BatchMessage:
-    message = decode_envelope(body)
+@decodes(PushEnvelope, prefix=NOT_AN_ENVELOPE)
+def decode_push(envelope: PushEnvelope) -> BatchMessage:
+    message = _message(envelope)
     try:
         request = decode_batch_request(message.data)
     except PoisonMessage as exc:
@@ -60,19 +62,18 @@ def decode_push(body: dict) -> BatchMessage:
     return BatchMessage(message.message_id, message.data, request)
 
 
-def decode_envelope(body: dict) -> PushMessage:
-    message = body.get("message")
-    if not isinstance(message, dict):
-        raise BadRequest('not a Pub/Sub push envelope: "message" must be an object')
-    message_id = message.get("messageId", message.get("message_id"))
-    if not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH:
-        raise BadRequest("not a Pub/Sub push envelope: message.messageId is missing or too long")
-    data = message.get("data", "")
-    if not isinstance(data, str):
-        raise BadRequest("not a Pub/Sub push envelope: message.data must be a base64 string")
-    if not isinstance(message.get("attributes") or {}, dict):
-        raise BadRequest("not a Pub/Sub push envelope: message.attributes must be an object")
-    return PushMessage(message_id, data)
+@decodes(PushEnvelope, prefix=NOT_AN_ENVELOPE)
+def decode_envelope(envelope: PushEnvelope) -> PushMessage:
+    return _message(envelope)
+
+
+def _message(envelope: PushEnvelope) -> PushMessage:
+    message = envelope.message
+    rule = type(message).alternatives
+    present = given(message, rule.keys)
+    if not present:
+        raise BadRequest(NOT_AN_ENVELOPE + rule.message)
+    return PushMessage(getattr(message, present[0]), message.data)
 
 
 def decode_batch_request(data: str) -> BatchRequest:
@@ -87,23 +88,12 @@ def decode_batch_request(data: str) -> BatchRequest:
         raise PoisonMessage("message data is not JSON") from None
     if not isinstance(payload, dict):
         raise PoisonMessage('message data must be a JSON object like {"id": "1"} or {"ids": [...]}')
-    if "ids" in payload:
-        ids = payload["ids"]
-        if not isinstance(ids, list) or not ids:
-            raise PoisonMessage('"ids" must be a non-empty list')
-    elif "id" in payload:
-        ids = [payload["id"]]
-    else:
-        raise PoisonMessage('message data needs "id" or "ids"')
-    if len(ids) > MAX_IDS:
-        raise PoisonMessage(f"a message may carry at most {MAX_IDS} ids, this one has {len(ids)}")
-    if not all(isinstance(i, (str, int)) and not isinstance(i, bool) and 0 < len(str(i)) <= MAX_ID_LENGTH
-               for i in ids):
-        raise PoisonMessage(f"ids must be non-empty strings (or integers) of at most {MAX_ID_LENGTH} characters")
-    model = payload.get("model")
-    if model is not None and (not isinstance(model, str) or not model):
-        raise PoisonMessage('"model" must be "name" or "name:version"')
-    name, version = split_model_ref(model)
+    try:
+        batch = read(payload, BatchData, "message data: ")
+    except BadRequest as exc:
+        raise PoisonMessage(exc.message) from None
+    ids = batch.ids if batch.ids is not msgspec.UNSET else [batch.id]
+    name, version = split_model_ref(batch.model)
     return BatchRequest([str(i) for i in ids], name, version)
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlapi.errors import BadRequest
+from mlapi.protocols.request_bodies import FeatureListBody, TextBody
+from mlapi.protocols.validation import decodes
 from mlapi.serving.model import PredictionResult
 
 
@@ -18,20 +19,14 @@ class SingleInputRequest:
     skip_cache: bool
 
 
-def decode(body: dict, field: str) -> SingleInputRequest:
-    if field not in body:
-        raise BadRequest(f'the body needs "{field}"')
-    value = body[field]
-    if field == "text" and not isinstance(value, str):
-        raise BadRequest('"text" must be a string')
-    if field == "features" and not isinstance(value, list):
-        raise BadRequest('"features" must be a list of numbers')
-    flags = {}
-    for flag in ("echo_input", "skip_cache"):
-        flags[flag] = body.get(flag, False)
-        if not isinstance(flags[flag], bool):
-            raise BadRequest(f'"{flag}" must be true or false')
-    return SingleInputRequest(value, flags["echo_input"], flags["skip_cache"])
+@decodes(TextBody)
+def decode_text(body: TextBody) -> SingleInputRequest:
+    return SingleInputRequest(body.text, body.echo_input, body.skip_cache)
+
+
+@decodes(FeatureListBody)
+def decode_feature_list(body: FeatureListBody) -> SingleInputRequest:
+    return SingleInputRequest(body.features, body.echo_input, body.skip_cache)
 
 
 def encode_features(features: list, from_cache: bool, request: SingleInputRequest) -> dict:

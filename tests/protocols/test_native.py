@@ -26,37 +26,62 @@ def test_dataframe_split_with_and_without_columns():
     assert native.decode_predict({"dataframe_split": {"data": [[1, 2]]}}).instances == [[1, 2]]
 
 
+def test_pandas_split_orientation_with_its_index():
+    # What `df.to_dict(orient="split")` gives: the index is ignored.
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    request = native.decode_predict({"dataframe_split": frame.to_dict(orient="split")})
+    assert request.instances == Columns(["a", "b"], [[1.0, 3.0], [2.0, 4.0]])
+
+
 @pytest.mark.parametrize("body,message", [
-    ({}, "exactly one of"),
-    ({"instances": [], "inputs": []}, "exactly one of"),
-    ({"instances": {"a": 1}}, "'instances' must be a list"),
-    ({"dataframe_split": [[1]]}, "dataframe_split must be"),
-    ({"dataframe_split": {"data": 5}}, "dataframe_split must be"),
-    ({"dataframe_split": {"columns": [1], "data": [[1]]}}, "columns must be a list of strings"),
-    ({"instances": [[1]], "parameters": []}, "parameters must be an object"),
-    ({"instances": [[1]], "parameters": {"probabilities": "yes"}}, "probabilities must be true or false"),
+    ({}, "the body needs exactly one of ['instances', 'inputs', 'dataframe_split', 'dataframe_records'], "
+         'e.g. {"instances": [[5.1, 3.5, 1.4, 0.2]]}; found none'),
+    ({"instances": [], "inputs": []}, "the body needs exactly one of ['instances', 'inputs', 'dataframe_split', "
+                                      """'dataframe_records'], e.g. {"instances": [[5.1, 3.5, 1.4, 0.2]]}; found """
+                                      "['instances', 'inputs']"),
+    ({"instances": {"a": 1}}, '"instances" must be a list such as [[5.1,3.5,1.4,0.2]], got {"a":1}'),
+    ({"instances": None}, '"instances" must be a list such as [[5.1,3.5,1.4,0.2]], got null'),
+    ({"dataframe_split": [[1]]}, '"dataframe_split" must be an object, got [[1]]'),
+    ({"dataframe_split": {"data": 5}}, '"dataframe_split.data" must be a list such as [[5.1,3.5,1.4,0.2]], got 5'),
+    ({"dataframe_split": {"columns": ["a"]}}, '"dataframe_split" needs "data"'),
+    ({"dataframe_split": {"columns": [1], "data": [[1]]}},
+     '"dataframe_split.columns" must be a list of strings or null such as ["sepal length (cm)","sepal width (cm)",'
+     '"petal length (cm)","petal width (cm)"], got 1 at dataframe_split.columns[0]'),
+    ({"instances": [[1]], "parameters": []}, '"parameters" must be an object or null, got []'),
+    ({"instances": [[1]], "parameters": {"probabilities": "yes"}},
+     '"parameters.probabilities" must be true or false or null, got "yes"'),
 ])
-def test_malformed_bodies_are_400(body, message):
+def test_malformed_bodies_are_400_saying_what_to_send(body, message):
     with pytest.raises(BadRequest) as raised:
         native.decode_predict(body)
-    assert raised.value.status_code == 400 and message in raised.value.message
+    assert raised.value.status_code == 400 and raised.value.message == message
 
 
 @pytest.mark.parametrize("body,expected", [({}, None), ({"parameters": None}, None),
-                                           ({"parameters": {"probabilities": True}}, True)])
+                                           ({"parameters": {}}, None),
+                                           ({"parameters": {"probabilities": True}}, True),
+                                           ({"parameters": {"probabilities": False, "other": 1}}, False)])
 def test_probabilities_flag(body, expected):
-    assert native.decode_probabilities(body) is expected
+    assert native.decode_predict({"instances": [[1]], **body}).probabilities is expected
+    assert native.decode_feature_matrix({"features": [[1]], **body}).probabilities is expected
 
 
 @pytest.mark.parametrize("key", ["features", "instances", "inputs"])
 def test_features_body(key):
-    assert native.decode_features({key: [[0.5]]}) == [[0.5]]
+    assert native.decode_feature_matrix({key: [[0.5]]}).instances == [[0.5]]
+
+
+def test_features_body_takes_the_first_key_and_any_value():
+    # The values are the model's to judge (422 from serving/inputs.py), not the codec's.
+    assert native.decode_feature_matrix({"inputs": 1, "features": {"format": "csr"}}).instances == {"format": "csr"}
+    assert native.decode_feature_matrix({"features": None}).instances is None
 
 
 def test_features_body_needs_features():
     with pytest.raises(BadRequest) as raised:
-        native.decode_features({"rows": [[0.5]]})
-    assert raised.value.status_code == 400 and '"features"' in raised.value.message
+        native.decode_feature_matrix({"rows": [[0.5]]})
+    assert raised.value.status_code == 400
+    assert raised.value.message == 'the body needs "features": dense rows or the CSR object /features returns'
 
 
 def test_encode_prediction_with_and_without_probabilities():

@@ -31,19 +31,25 @@ def test_batch_requests(data, expected):
     assert pubsub.decode_batch_request(base64.b64encode(orjson.dumps(data)).decode()) == expected
 
 
+IDS = '"ids" must be a non-empty list of strings or integers (at most 10000 items) such as ["1","2"]'
+
+
 @pytest.mark.parametrize("data,raw,reason", [
     (None, "%%% not base64 %%%", "message data is not valid base64"),
     (None, base64.b64encode(b"{not json").decode(), "message data is not JSON"),
     (["1"], None, 'message data must be a JSON object like {"id": "1"} or {"ids": [...]}'),
     ({"user": "1"}, None, 'message data needs "id" or "ids"'),
-    ({"ids": []}, None, '"ids" must be a non-empty list'),
-    ({"ids": "1"}, None, '"ids" must be a non-empty list'),
-    ({"ids": ["1"] * 10_001}, None, "a message may carry at most 10000 ids, this one has 10001"),
-    ({"ids": ["1", True]}, None, "ids must be non-empty strings (or integers) of at most 255 characters"),
-    ({"ids": [""]}, None, "ids must be non-empty strings (or integers) of at most 255 characters"),
-    ({"id": "x" * 256}, None, "ids must be non-empty strings (or integers) of at most 255 characters"),
-    ({"id": "1", "model": ""}, None, '"model" must be "name" or "name:version"'),
-    ({"id": "1", "model": 3}, None, '"model" must be "name" or "name:version"'),
+    ({"ids": []}, None, f"message data: {IDS}, got []"),
+    ({"ids": "1"}, None, f'message data: {IDS}, got "1"'),
+    ({"ids": ["1"] * 10_001}, None, f"message data: {IDS}, got a list of 10001 items"),
+    ({"ids": ["1", True]}, None, f"message data: {IDS}, got true at ids[1]"),
+    ({"ids": [""]}, None, f'message data: {IDS}, got "" at ids[0]'),
+    ({"id": "x" * 256}, None, 'message data: "id" must be a non-empty string (at most 255 characters) or an integer, got '
+                              '"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'),
+    ({"id": "1", "model": ""}, None, 'message data: "model" must be a non-empty string such as "tickets" or '
+                                     '"tickets:2" or null, got ""'),
+    ({"id": "1", "model": 3}, None, 'message data: "model" must be a non-empty string such as "tickets" or '
+                                    '"tickets:2" or null, got 3'),
 ])
 def test_poison_data_is_a_message_with_its_reason(data, raw, reason):
     body = envelope(data, raw=raw, message_id="poison-1")
@@ -52,13 +58,16 @@ def test_poison_data_is_a_message_with_its_reason(data, raw, reason):
 
 
 @pytest.mark.parametrize("body,what", [
-    ({"nomessage": 1}, '"message" must be an object'),
-    ({"message": "x"}, '"message" must be an object'),
-    ({"message": {"data": "e30="}}, "message.messageId is missing or too long"),
-    ({"message": {"data": "e30=", "messageId": ""}}, "message.messageId is missing or too long"),
-    ({"message": {"data": "e30=", "messageId": "m" * 129}}, "message.messageId is missing or too long"),
-    ({"message": {"messageId": "1", "data": 5}}, "message.data must be a base64 string"),
-    ({"message": {"messageId": "1", "data": "e30=", "attributes": [1]}}, "message.attributes must be an object"),
+    ({"nomessage": 1}, 'the body needs "message"'),
+    ({"message": "x"}, '"message" must be an object, got "x"'),
+    ({"message": {"data": "e30="}}, "message.messageId is missing (a string of at most 128 characters)"),
+    ({"message": {"data": "e30=", "messageId": ""}},
+     '"message.messageId" must be a non-empty string (at most 128 characters), got ""'),
+    ({"message": {"data": "e30=", "messageId": "m" * 129}},
+     '"message.messageId" must be a non-empty string (at most 128 characters), got "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm...'),
+    ({"message": {"messageId": "1", "data": 5}}, '"message.data" must be a string, got 5'),
+    ({"message": {"messageId": "1", "data": "e30=", "attributes": [1]}},
+     '"message.attributes" must be an object or null, got [1]'),
 ])
 def test_malformed_envelopes_are_400(body, what):
     with pytest.raises(BadRequest) as raised:

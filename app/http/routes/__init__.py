@@ -15,12 +15,13 @@ from mlapi.http.routes.common import json_response
 
 
 def register_routes(app: Flask, fast: FastPath) -> None:
-    from mlapi.http.routes import entity, health, metrics, native, pubsub, text
+    from mlapi.http.routes import entity, health, metrics, native, openapi, pubsub, text
 
     for module in (health, native, text, entity, pubsub, metrics):
         app.register_blueprint(module.blueprint)
         for rule, handler in getattr(module.blueprint, "json_routes", ()):
             fast.add(rule, handler)
+    openapi.register(app)  # GET /openapi.json and /docs, unless API_DOCS=off
 
     @app.before_request
     def name_the_route() -> None:

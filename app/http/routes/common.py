@@ -1,13 +1,17 @@
-"""What the Flask views share: the services, the JSON body, JSON responses, and JsonBlueprint,
-whose JSON POST routes the fast path (http/fastpath.py) answers too, with the same handler."""
+"""What the Flask views share: the services, the JSON body, JSON responses, what the OpenAPI
+document says of each route (`documented`, `post_json`'s arguments), and JsonBlueprint, whose
+JSON POST routes the fast path (http/fastpath.py) answers too, with the same handler."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from flask import Blueprint, Response, current_app, request
 
 from mlapi.errors import UnsupportedMediaType
 from mlapi.protocols.jsonio import dumps, parse_json
+from mlapi.protocols.openapi import RouteDoc
+from mlapi.protocols.validation import BodyDecoder
 
 
 def services():
@@ -27,22 +31,41 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(dumps(body), status=status, mimetype="application/json")
 
 
+def documented(answer: type | str | None, errors: tuple[int, ...] = (), **doc: Any) -> Callable:
+    """Decorator of a view: what the OpenAPI document says about its route (protocols/openapi.py
+    RouteDoc; the view's docstring gives the words)."""
+    def decorator(view: Callable) -> Callable:
+        view.route_doc = RouteDoc(answer, tuple(errors), **doc)
+        return view
+    return decorator
+
+
 class JsonBlueprint(Blueprint):
-    """A Blueprint whose JSON POST routes are plain handlers: (services, body, **URL variables)
-    → a JSON-able answer. Each is a Flask view and is listed in `json_routes`, from which the
-    app factory registers it on the fast path: one handler, two ways in, the same answer."""
+    """A Blueprint whose JSON POST routes are plain handlers: (services, decoded request,
+    **URL variables) → a JSON-able answer. Each route names the codec's BodyDecoder its body is
+    decoded with (whose Struct is also the route's request schema in the OpenAPI document), and
+    is listed in `json_routes`, from which the app factory registers it on the fast path: one
+    handler, two ways in, the same answer."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.json_routes: list[tuple[str, Callable]] = []
 
-    def post_json(self, *rules: str):
+    def post_json(self, *rules: str, decode: BodyDecoder, answer: type, errors: tuple[int, ...] = (),
+                  **doc: Any):
         def decorator(handler: Callable) -> Callable:
-            def view(**params):
-                return json_response(handler(services(), json_body(), **params))
+            @functools.wraps(handler)  # the fast path and its tests know it by the handler's name
+            def run(services, body: dict, **params):
+                return handler(services, decode(body), **params)
 
+            def view(**params):
+                return json_response(run(services(), json_body(), **params))
+
+            run.decode = decode
+            view.__doc__ = handler.__doc__
+            view.route_doc = RouteDoc(answer, tuple(errors), request=decode.schema, **doc)
             for rule in rules:
                 self.add_url_rule(rule, handler.__name__, view, methods=["POST"])
-                self.json_routes.append(((self.url_prefix or "") + rule, handler))
+                self.json_routes.append(((self.url_prefix or "") + rule, run))
             return handler
         return decorator

@@ -4,19 +4,24 @@ from __future__ import annotations
 from flask import Blueprint
 
 from mlapi.errors import StoreUnavailable
-from mlapi.http.routes.common import json_response, services
+from mlapi.http.routes.common import documented, json_response, services
+from mlapi.protocols.response_bodies import Health, ModelDescription, ModelList, ModelVersions, Readiness
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/healthz")
+@documented(Health, tag="health")
 def healthz():
+    """Liveness: the process answers"""
     # Liveness only: the process answers. Whether models loaded is /readyz's question.
     return json_response({"status": "ok"})
 
 
 @blueprint.get("/readyz")
+@documented(Readiness, other_answers={503: Readiness}, tag="health")
 def readyz():
+    """Readiness: every model loaded and every store answering (503 names what is not)"""
     registry = services().inference.registry
     failures = [failure.describe() for failure in registry.failures()]
     models = [f"{m.name}:{m.version}" for m in registry.models()]
@@ -36,20 +41,26 @@ def readyz():
 
 
 @blueprint.get("/models")
+@documented(ModelList)
 def list_models():
+    """The served models and versions, and the default model"""
     return json_response({"default": services().inference.registry.default_model,
                           "models": [entry.describe() for entry in services().inference.registry.entries()]})
 
 
 @blueprint.get("/models/<name>")
+@documented(ModelVersions, errors=(404,))
 def describe_model(name: str):
+    """A model's versions, and the one served by default"""
     registry = services().inference.registry
     versions = [entry.describe() for entry in registry.entries(name)]
     return json_response({"name": name, "default_version": registry.default_version(name), "versions": versions})
 
 
 @blueprint.get("/models/<name>/versions/<version>")
+@documented(ModelDescription, errors=(404,))
 def describe_version(name: str, version: str):
+    """One model version: task, input kind, classes, features, and which code computes it"""
     registry = services().inference.registry
     for entry in registry.entries(name):
         described = entry.describe()

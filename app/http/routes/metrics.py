@@ -8,13 +8,15 @@ from flask import Blueprint, Response, request
 
 from mlapi import metrics
 from mlapi.errors import Unauthorized
-from mlapi.http.routes.common import services
+from mlapi.http.routes.common import documented, services
 
 blueprint = Blueprint("metrics", __name__)
 
 
 @blueprint.get("/metrics")
+@documented("text/plain", errors=(401,), tag="health")
 def prometheus_metrics():
+    """Prometheus metrics, summed over the server's workers (401 without the METRICS_TOKEN if one is set)"""
     token = services().settings.metrics_token
     if token:
         given = request.headers.get("Authorization", "")

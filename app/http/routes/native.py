@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from mlapi.http.routes.common import JsonBlueprint
 from mlapi.protocols import native
+from mlapi.protocols.response_bodies import Features, Prediction
 from mlapi.serving.inference import ModelRef
 
 blueprint = JsonBlueprint("native", __name__)
+
+# A model's routes: unknown model or version (404), rows that do not fit it (422), not loaded (503).
+MODEL_ERRORS = (404, 422, 503)
 
 
 def _model_rules(action: str) -> tuple[str, str]:
@@ -14,22 +18,29 @@ def _model_rules(action: str) -> tuple[str, str]:
     return f"/models/<name>/{action}", f"/models/<name>/versions/<version>/{action}"
 
 
-@blueprint.post_json("/predict", *_model_rules("predict"))
-def predict(services, body: dict, name: str | None = None, version: str | None = None):
-    request = native.decode_predict(body)
+@blueprint.post_json("/predict", *_model_rules("predict"), decode=native.decode_predict, answer=Prediction,
+                     errors=MODEL_ERRORS, per_model=True, tag="predict")
+def predict(services, request: native.PredictRequest, name: str | None = None, version: str | None = None):
+    """Predict: labels or values, with class probabilities for a classifier
+
+    `/predict` serves the default model (the first in MODELS). Rows may be lists in training order,
+    objects keyed by feature name, or texts for a text model; a missing value is null or NaN."""
     model, result = services.inference.predict(ModelRef(name, version), request.instances, request.probabilities)
     return native.encode_prediction(model, result)
 
 
-@blueprint.post_json(*_model_rules("features"))
-def features(services, body: dict, name: str, version: str | None = None):
-    request = native.decode_predict(body)
+@blueprint.post_json(*_model_rules("features"), decode=native.decode_predict, answer=Features,
+                     errors=MODEL_ERRORS, tag="features")
+def features(services, request: native.PredictRequest, name: str, version: str | None = None):
+    """The model's features: what its leading Pipeline steps make of the instances"""
     model, matrix = services.inference.features(ModelRef(name, version), request.instances)
     return native.encode_features(model, matrix)
 
 
-@blueprint.post_json(*_model_rules("predict_features"))
-def predict_features(services, body: dict, name: str, version: str | None = None):
-    model, result = services.inference.predict_features(
-        ModelRef(name, version), native.decode_features(body), native.decode_probabilities(body))
+@blueprint.post_json(*_model_rules("predict_features"), decode=native.decode_feature_matrix, answer=Prediction,
+                     errors=MODEL_ERRORS, tag="features")
+def predict_features(services, request: native.PredictRequest, name: str, version: str | None = None):
+    """Predict from features (what /features returns) with the model's last step alone"""
+    model, result = services.inference.predict_features(ModelRef(name, version), request.instances,
+                                                        request.probabilities)
     return native.encode_prediction(model, result)

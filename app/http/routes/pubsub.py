@@ -1,17 +1,19 @@
-"""POST /pubsub/push: Pub/Sub push deliveries. 2xx acknowledges; 503 asks for redelivery."""
+"""POST /pubsub/push: Pub/Sub push deliveries. 2xx acknowledges; 503 asks for redelivery.
+A JsonBlueprint route: the fast path serves it too."""
 from __future__ import annotations
 
-from flask import Blueprint
-
+from mlapi.http.routes.common import JsonBlueprint
 from mlapi.protocols.pubsub import decode_push
-from mlapi.http.routes.common import json_body, json_response, services
+from mlapi.protocols.response_bodies import PushOutcome
 
-blueprint = Blueprint("pubsub", __name__)
+blueprint = JsonBlueprint("pubsub", __name__)
 
 
-@blueprint.post("/pubsub/push")
-def push():
-    # Envelope and batch request are decoded here; the batch core gets a plain BatchMessage.
-    message = decode_push(json_body())
-    outcome = services().batch.handle(message)
-    return json_response(outcome.to_dict())
+@blueprint.post_json("/pubsub/push", decode=decode_push, answer=PushOutcome, errors=(503,), tag="batch")
+def push(services, message):
+    """A Pub/Sub push delivery: score the ids in its data, store the predictions
+
+    The batch request is base64 JSON in message.data (BatchData). A message whose data can never be
+    processed is recorded as failed and acknowledged (200); 503 asks Pub/Sub to deliver it again."""
+    # Envelope and batch request are decoded by the route; the batch core gets a plain BatchMessage.
+    return services.batch.handle(message).to_dict()
