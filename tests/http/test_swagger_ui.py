@@ -38,7 +38,7 @@ def browser(monkeypatch):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1500", "--no-first-run", "--disable-extensions"):
+                     "--window-size=1280,1800", "--no-first-run", "--disable-extensions"):
         options.add_argument(argument)
     # Every request the page makes is recorded, to show that none leaves this machine.
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
