@@ -11,6 +11,8 @@
   started for it: `make run`, as the README's first step says.
 - `bash` blocks run as one script with `set -e -o pipefail`; `python` blocks with the project's
   `.venv/bin/python`, each in its own process. Both must exit 0; their output is not compared.
+- Reported without being run: a server command in a `bash` block (it would never end; write it
+  as `$ make run` in a console block) and the test suite itself (`make test`, `pytest`).
 - `localhost:8080` (and any port a page sets with `PORT=`) is rewritten to a free port in what
   runs, and back in what is compared. The environment holds none of the developer's settings.
 - Everything a page started is stopped when the page ends.
@@ -162,23 +164,26 @@ class PageRun:
             "example calls localhost:8080 and no server runs)"
         problem = self.server.wait_ready()
         if problem:
-            self._fail(line, label, f"{problem}; the server's output:\n{_indent(self.server.output(), tail=60)}")
+            self._fail(line, label, f"{problem}; the server's output:\n{_indent(self._server_output(), tail=60)}")
             return False
         if expected.strip():
             why = self._server_output_mismatch(expected)
             if why:
                 self._fail(line, label, f"{why}\nexpected (the page; `...` implied before and after):\n"
-                           f"{_indent(expected)}\nthe server's output:\n{_indent(self.server.output(), tail=60)}")
+                           f"{_indent(expected)}\nthe server's output:\n{_indent(self._server_output(), tail=60)}")
         return True
 
     def _server_output_mismatch(self, expected: str) -> str | None:
         wanted = f"...\n{expected.strip()}\n..."
         deadline = time.monotonic() + OUTPUT_GRACE
         while True:
-            why = mismatch(wanted, self.ports.restore(self.server.output()))
+            why = mismatch(wanted, self._server_output())
             if why is None or time.monotonic() > deadline:
                 return why
             time.sleep(0.2)
+
+    def _server_output(self) -> str:
+        return self.ports.restore(self.server.output())
 
     def _stop_server(self) -> None:
         if self.server is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -19,6 +21,8 @@ from docs_checkout import NESTED_MARK
 from docs_session import PageRun
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PAGE_TEST = "test_the_examples_on_the_page_give_the_output_it_shows"
+PAGES_AT_ONCE = 3
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
@@ -36,13 +40,30 @@ def demo_models(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def page_runs(request, demo_models, tmp_path_factory) -> Iterator[dict[Path, Future]]:
+    """The pages this session selected, run side by side, each in its own checkout and ports:
+    most of a page's time is a server starting or Python importing scikit-learn, not CPU."""
+    if os.environ.get(NESTED_MARK):
+        return {}
+    selected = [item.callspec.params["page"] for item in request.session.items
+                if getattr(item, "originalname", "") == PAGE_TEST]
+    pool = ThreadPoolExecutor(PAGES_AT_ONCE, thread_name_prefix="page")
+    runs = {page: pool.submit(PageRun(page, tmp_path_factory.mktemp(page.stem), demo_models).run)
+            for page in selected}
+    pool.shutdown(wait=False)
+    yield runs
+    for run in runs.values():  # an interrupted session still stops every page's server
+        run.cancel() or run.exception()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=_name)
-def test_the_examples_on_the_page_give_the_output_it_shows(page, demo_models, tmp_path):
+def test_the_examples_on_the_page_give_the_output_it_shows(page, page_runs):
     if os.environ.get(NESTED_MARK):
         pytest.fail("an example ran the test suite (make test?), which would run the examples again: "
                     "mark that example <!-- not-tested: ... -->")
-    failures = PageRun(page, tmp_path, demo_models).run()
+    failures = page_runs[page].result()  # re-raises a page's skip (a missing tool) or error
     assert not failures, f"{len(failures)} example(s) of {_name(page)} failed:\n\n" + "\n\n".join(map(str, failures))
 
 
