@@ -31,13 +31,15 @@ def register(commands) -> None:
     cmd.add_argument("--model", metavar="NAME[:VERSION]", help="a model from MODELS (default: the default model)")
     source = cmd.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", type=Path, metavar="FILE",
-                        help="CSV, Parquet or JSON lines (by extension): an id column, and the features "
-                             "by name (tabular models) or the FEATURE_TEXT_COLUMN (text models)")
+                        help="CSV, Parquet or JSON lines (by extension): the features by name (tabular "
+                             "models; each read as the type the model was fitted on) or the "
+                             "FEATURE_TEXT_COLUMN (text models), and an id column if it has one (without "
+                             "one, the output keys rows by their number from 0, in a `row` column)")
     source.add_argument("--from-store", action="store_true", help="every record of the online feature store")
     target = cmd.add_mutually_exclusive_group(required=True)
     target.add_argument("--output", metavar="FILE",
-                        help="CSV, Parquet or JSON lines: the id, `prediction`, and `proba_<class>` per class; "
-                             "{shard} is replaced by the shard index")
+                        help="CSV, Parquet or JSON lines: the id (or `row`), `prediction`, and `proba_<class>` "
+                             "per class, in input order; {shard} is replaced by the shard index")
     target.add_argument("--to-db", action="store_true", help="the predictions table (PREDICTIONS_DB_URL)")
     cmd.add_argument("--chunk-size", type=_positive, default=10_000, metavar="N",
                      help="rows scored at a time; memory grows with it, not with the input (default 10000)")
@@ -46,7 +48,9 @@ def register(commands) -> None:
     cmd.add_argument("--workers", type=_positive, default=_cpus(), metavar="N",
                      help="chunks scored at once, each on its own thread (default: the CPUs available, "
                           f"{_cpus()} here)")
-    cmd.add_argument("--id-column", metavar="NAME", help="the input's id column (default FEATURE_ID_COLUMN, i.e. id)")
+    cmd.add_argument("--id-column", metavar="NAME",
+                     help="the input's id column, which it must then have (default FEATURE_ID_COLUMN, i.e. id, "
+                          "if the input has it)")
     cmd.add_argument("--run-id", metavar="ID",
                      help="names this run's messages with --to-db (default $CLOUD_RUN_EXECUTION, else a new id, "
                           "printed); reuse it to retry a run")
@@ -87,7 +91,8 @@ def _run(args, settings: Settings) -> int:
                              args.chunk_size, shard, args.workers, bar.update)
         else:
             bulk.score_file(model, args.input, sink, args.chunk_size, shard, id_column,
-                            settings.feature_text_column, args.workers, bar.update)
+                            settings.feature_text_column, args.workers, bar.update,
+                            id_required=args.id_column is not None)
     seconds = time.perf_counter() - started
     where = output if output is not None else f"the predictions table ({sink.stored} new rows, run id {run_id})"
     print(f"scored {sink.rows} rows with {model.name}:{model.version} (shard {shard.index}/{shard.count}) "

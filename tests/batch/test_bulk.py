@@ -330,18 +330,19 @@ def test_bad_input_is_a_clear_error(bulk, trained, tmp_path):
     bad.loc[300, "s3"] = "high"  # in a later chunk: earlier chunks were already written
     bad.to_csv(tmp_path / "text.csv", index=False)
     fails("--model", "diabetes", "--input", tmp_path / "text.csv", "--output", out, "--chunk-size", 100,
-          expect="column 's3' must hold numbers: invalid value 'high'")
+          expect="row 300, column 's3': 'high' is not a number")
     bad.astype({"s3": str}).to_parquet(tmp_path / "text.parquet", index=False)
     fails("--model", "ridge", "--input", tmp_path / "text.parquet", "--output", out,
-          expect="column 's3' must hold numbers")
+          expect="row 300, column 's3': 'high' is not a number")
     (tmp_path / "text.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in bad.to_dict("records")))
-    fails("--model", "ridge", "--input", tmp_path / "text.jsonl", "--output", out, expect="column 's3'")
+    fails("--model", "ridge", "--input", tmp_path / "text.jsonl", "--output", out,
+          expect="row 300, column 's3': 'high' is not a number")
     empty = frame.copy()
     empty.loc[150, "age"] = None
     empty.to_csv(tmp_path / "empty.csv", index=False)
     # (The forest takes missing values; the linear model does not.)
     fails("--model", "ridge", "--input", tmp_path / "empty.csv", "--output", out, "--chunk-size", 100,
-          expect="rows 101-200 have empty values in ['age']: input does not fit the model")
+          expect="rows 100-199 have empty values in ['age']: input does not fit the model")
     fails("--model", "diabetes", "--input", tmp_path / "empty.csv", "--output", out, "--id-column", "key",
           expect="no 'key' column")
     fails("--model", "cancer", "--input", tmp_path / "nobmi.csv", "--output", out,

@@ -31,9 +31,12 @@ class Shard:
 
 
 def score_file(model: ServedModel, path: Path, sink, chunk_size: int, shard: Shard, id_column: str,
-               text_column: str, workers: int = 1, progress: Callable[[int], Any] = lambda rows: None) -> None:
+               text_column: str, workers: int = 1, progress: Callable[[int], Any] = lambda rows: None,
+               id_required: bool = False) -> None:
+    """An input without `id_column` is keyed by row number, unless `id_required`."""
     fmt = file_format(path)
-    layout = layout_for(model, read_header(path, fmt), id_column, text_column)
+    layout = layout_for(model, read_header(path, fmt), id_column, text_column, id_required)
+    sink.keyed_by(layout.key_column)
     chunks = (to_chunk(layout, k, table, k * chunk_size)
               for k, table in enumerate(read_chunks(path, fmt, layout, chunk_size)) if shard.owns(k))
     _drain(ordered_map(partial(score_chunk, model), prefetch(chunks), workers), sink, workers, progress)

@@ -1,6 +1,12 @@
 """Bulk scoring, reading: a file's header → the columns that feed the model (the rule is
-serving/records.py's `input_columns`); the file → Arrow tables of exactly `chunk_size` rows,
-the id as a string and the model's columns as float64 (or strings, for a text model).
+serving/records.py's `input_columns`) and the type each takes (serving/columns.py's
+`column_types`, the rule request rows are built with); the file → Arrow tables of exactly
+`chunk_size` rows: the id as a string, when the input has an id column, and each model column
+as its kind's Arrow type (float64 for numbers, which is what makes a numeric model's input a
+plain copy; strings for categories and texts, so a zip code "01234" stays "01234").
+
+An input without the id column is keyed by row number instead: its rows are numbered from 0,
+in input order (the index pandas gives them), and the output's `row` column holds that number.
 """
 from __future__ import annotations
 
@@ -15,18 +21,38 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from mlapi.batch.bulk.values import ARROW, PLURAL, arrow_column, converted
 from mlapi.errors import InvalidInput
+from mlapi.serving.columns import NUMBER, STRING, column_types
 from mlapi.serving.model import ServedModel
 from mlapi.serving.records import input_columns
 from mlapi.store.files import CSV, PARQUET, json_lines
 
+ROW = "row"  # the output's key column for an input without an id column: 0-based row numbers
+
 
 @dataclass(frozen=True)
 class Layout:
-    id_column: str
+    id_column: str | None     # None: the input has no id column; its rows are keyed by number
     columns: tuple[str, ...]  # the model's input columns, in the order it takes them
-    text: bool                # one text column rather than numeric features
+    kinds: tuple[str, ...]    # per column: "number", "integer", "boolean" or "string"
+    text: bool                # one text column rather than tabular features
     by_name: bool             # the model was fitted with these names: it takes a DataFrame
+
+    @property
+    def key_column(self) -> str:
+        """The output's first column: the input's id column, else `row`."""
+        return self.id_column or ROW
+
+    @property
+    def numeric(self) -> bool:
+        """Every column a number: the model's input is one float64 matrix."""
+        return not self.text and all(kind == NUMBER for kind in self.kinds)
+
+    def types(self) -> dict[str, pa.DataType]:
+        """{column read: its Arrow type}, the id (if any) first."""
+        ids = {self.id_column: pa.string()} if self.id_column else {}
+        return {**ids, **{name: ARROW[kind] for name, kind in zip(self.columns, self.kinds)}}
 
 
 def read_header(path: Path, fmt: str) -> list[str]:
@@ -40,11 +66,16 @@ def read_header(path: Path, fmt: str) -> list[str]:
     return []
 
 
-def layout_for(model: ServedModel, header: list[str], id_column: str, text_column: str) -> Layout:
+def layout_for(model: ServedModel, header: list[str], id_column: str, text_column: str,
+               id_required: bool = False) -> Layout:
+    """`id_required`: the id column was named on purpose (--id-column), so an input without
+    it is a mistake rather than a file to number."""
     if not header:
         raise InvalidInput("the input is empty: no header, no rows")
     if id_column not in header:
-        raise InvalidInput(f"the input has no {id_column!r} column (name it with --id-column); it has {header}")
+        if id_required:
+            raise InvalidInput(f"the input has no {id_column!r} column, which --id-column names; it has {header}")
+        id_column = None
     # Fitted on a bare array: the features are the other columns, in file order.
     columns = input_columns(model, text_column, lambda: [c for c in header if c != id_column], "the input")
     missing = [name for name in columns.names if name not in header]
@@ -53,36 +84,47 @@ def layout_for(model: ServedModel, header: list[str], id_column: str, text_colum
                            f"(FEATURE_TEXT_COLUMN)")
     if missing:
         raise InvalidInput(f"the input lacks feature column(s) {missing} that model {model.name} needs")
-    return Layout(id_column, columns.names, columns.text, columns.by_name)
+    return Layout(id_column, columns.names, _kinds(model, columns), columns.text, columns.by_name)
+
+
+def _kinds(model: ServedModel, columns) -> tuple[str, ...]:
+    if columns.text:
+        return (STRING,)
+    # A model fitted on a bare array keeps no column facts to tell by: its columns are numbers.
+    types = column_types(model.estimator) if columns.by_name else None
+    return tuple(column["type"] for column in types) if types else (NUMBER,) * len(columns.names)
 
 
 def read_chunks(path: Path, fmt: str, layout: Layout, chunk_size: int) -> Iterator[pa.Table]:
-    names = [layout.id_column, *layout.columns]
     if fmt == CSV:
-        batches = _csv_batches(path, layout, chunk_size)
+        tables = _csv_tables(path, layout, chunk_size)
     elif fmt == PARQUET:
-        batches = (_conform(b, layout) for b in pq.ParquetFile(path).iter_batches(batch_size=chunk_size, columns=names))
+        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_size, columns=list(layout.types()))
+        tables = _parquet_tables(batches, layout)
     else:
-        batches = _jsonl_batches(path, layout, chunk_size)
-    return _rechunk(batches, chunk_size)
+        tables = _jsonl_tables(path, layout, chunk_size)
+    return _rechunk(tables, chunk_size)
 
 
-def _csv_batches(path: Path, layout: Layout, chunk_size: int) -> Iterator[pa.RecordBatch]:
-    kind = pa.string() if layout.text else pa.float64()
+# ---- CSV ------------------------------------------------------------------------------------
+def _csv_tables(path: Path, layout: Layout, chunk_size: int) -> Iterator[pa.RecordBatch | pa.Table]:
+    types = layout.types()
     options = dict(
         # Parse on the reader's thread alone: the scorers need the other cores, and pyarrow's
         # own pool measured no faster here.
         read_options=pcsv.ReadOptions(block_size=_block_size(path, chunk_size), use_threads=False),
-        # Texts may hold quoted line breaks; numbers cannot, and blocks split faster without the check.
-        parse_options=pcsv.ParseOptions(newlines_in_values=layout.text),
-        # Converting straight to float64 is what makes the model input a plain copy, not a per-row loop.
-        convert_options=pcsv.ConvertOptions(
-            column_types={layout.id_column: pa.string(), **{c: kind for c in layout.columns}},
-            include_columns=[layout.id_column, *layout.columns]))
+        # Texts and categories may hold quoted line breaks; numbers cannot, and blocks split
+        # faster without the check.
+        parse_options=pcsv.ParseOptions(newlines_in_values=STRING in layout.kinds),
+        # Converting straight to each column's type (float64 for numbers) is what makes the
+        # model input a plain copy, not a per-row loop.
+        convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(types)))
+    categories = [] if layout.text else [name for name, kind in zip(layout.columns, layout.kinds) if kind == STRING]
     try:
-        yield from pcsv.open_csv(path, **options)
+        for batch in pcsv.open_csv(path, **options):
+            yield _empty_as_missing(batch, categories) if categories else batch
     except pa.ArrowInvalid as exc:
-        raise _csv_error(exc, read_header(path, CSV)) from None
+        raise _csv_error(exc, path, layout, options) from None
 
 
 def _block_size(path: Path, chunk_size: int) -> int:
@@ -94,26 +136,59 @@ def _block_size(path: Path, chunk_size: int) -> int:
     return int(min(max(per_row * chunk_size, 1 << 20), 8 << 20))
 
 
+def _empty_as_missing(batch: pa.RecordBatch, names: list[str]) -> pa.Table:
+    # pandas writes a missing value as an empty field and reads one back as NaN: in a category
+    # column an empty field is that missing value, not a category "" the model never saw.
+    table = pa.Table.from_batches([batch])
+    for name in names:
+        index = table.schema.get_field_index(name)
+        column = table.column(index)
+        table = table.set_column(index, name, pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column))
+    return table
+
+
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+): .*?(invalid value '.*')?$", re.S)
 
 
-def _csv_error(exc: Exception, header: list[str]) -> InvalidInput:
+def _csv_error(exc: Exception, path: Path, layout: Layout, options: dict) -> InvalidInput:
+    header = read_header(path, CSV)
     match = _CSV_COLUMN.match(str(exc))
-    if match and int(match.group(1)) < len(header):
-        name = header[int(match.group(1))]
-        return InvalidInput(f"column {name!r} must hold numbers: {match.group(2) or exc}", column=name)
-    return InvalidInput(f"the CSV cannot be read: {exc}")
+    if not match or int(match.group(1)) >= len(header) or header[int(match.group(1))] not in layout.columns:
+        return InvalidInput(f"the CSV cannot be read: {exc}")
+    name = header[int(match.group(1))]
+    kind = layout.kinds[layout.columns.index(name)]
+    # Arrow names the column, not the row: read that column again as text, up to the value
+    # that does not convert, to say where it is.
+    as_text = pcsv.ConvertOptions(column_types={name: pa.string()}, include_columns=[name], strings_can_be_null=True)
+    first_row = 0
+    try:
+        for batch in pcsv.open_csv(path, options["read_options"], options["parse_options"], as_text):
+            converted(batch.column(0), kind, name, first_row)  # raises, naming the row, at the bad value
+            first_row += batch.num_rows
+    except pa.ArrowInvalid:  # the file fails otherwise read this way: Arrow's own words below
+        pass
+    return InvalidInput(f"column {name!r} must hold {PLURAL[kind]}: {match.group(2) or exc}", column=name)
 
 
-def _jsonl_batches(path: Path, layout: Layout, chunk_size: int) -> Iterator[pa.Table]:
+# ---- Parquet and JSON lines: read with their own types, then converted ----------------------
+def _parquet_tables(batches: Iterable[pa.RecordBatch], layout: Layout) -> Iterator[pa.Table]:
+    first_row = 0
+    for batch in batches:
+        columns = [converted(batch.column(name), kind, name, first_row) for name, kind in _read_kinds(layout)]
+        yield pa.table(columns, names=list(layout.types()))
+        first_row += batch.num_rows
+
+
+def _jsonl_tables(path: Path, layout: Layout, chunk_size: int) -> Iterator[pa.Table]:
     rows: list[dict] = []
+    first_row = 0
     for number, row in json_lines(path):
         rows.append(_json_row(number, row))
         if len(rows) == chunk_size:
-            yield _json_table(rows, layout)
-            rows = []
+            yield _json_table(rows, layout, first_row)
+            first_row, rows = first_row + len(rows), []
     if rows:
-        yield _json_table(rows, layout)
+        yield _json_table(rows, layout, first_row)
 
 
 def _json_row(number: int, row: dict | str) -> dict:
@@ -122,33 +197,19 @@ def _json_row(number: int, row: dict | str) -> dict:
     return row
 
 
-def _json_table(rows: list[dict], layout: Layout) -> pa.Table:
-    ids = [None if row.get(layout.id_column) is None else str(row[layout.id_column]) for row in rows]
-    columns = {layout.id_column: pa.array(ids, pa.string())}
-    for name in layout.columns:
-        try:
-            columns[name] = pa.array([row.get(name) for row in rows])
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise InvalidInput(f"column {name!r} mixes kinds of values: {exc}", column=name) from None
-    return _conform(pa.table(columns), layout)
+def _json_table(rows: list[dict], layout: Layout, first_row: int) -> pa.Table:
+    columns = []
+    for name, kind in _read_kinds(layout):
+        if name == layout.id_column:
+            columns.append(pa.array([None if row.get(name) is None else str(row[name]) for row in rows], pa.string()))
+        else:
+            columns.append(converted([row.get(name) for row in rows], kind, name, first_row, arrow_column))
+    return pa.table(columns, names=list(layout.types()))
 
 
-def _conform(batch, layout: Layout) -> pa.Table:
-    """Parquet and JSON columns as CSV reads them: the id as a string, features as float64."""
-    kind = pa.string() if layout.text else pa.float64()
-    arrays = [_cast(batch.column(layout.id_column), pa.string(), layout.id_column)]
-    arrays += [_cast(batch.column(name), kind, name) for name in layout.columns]
-    return pa.table(arrays, names=[layout.id_column, *layout.columns])
-
-
-def _cast(array, kind: pa.DataType, name: str):
-    if array.type == kind:
-        return array
-    try:
-        return pc.cast(array, kind)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        what = "text" if kind == pa.string() else "numbers"
-        raise InvalidInput(f"column {name!r} must hold {what}: {exc}", column=name) from None
+def _read_kinds(layout: Layout) -> list[tuple[str, str]]:
+    ids = [(layout.id_column, STRING)] if layout.id_column else []
+    return ids + list(zip(layout.columns, layout.kinds))
 
 
 def _rechunk(batches: Iterable, size: int) -> Iterator[pa.Table]:

@@ -1,4 +1,5 @@
-"""Bulk scoring, scoring: an Arrow chunk → the model's input (built on the reader's thread) →
+"""Bulk scoring, scoring: an Arrow chunk → the model's input (built on the reader's thread:
+a float64 matrix for numeric columns, a DataFrame of typed columns for mixed ones, texts) →
 labels and class probabilities as numpy arrays, without ServedModel.predict's per-row
 conversion to Python lists; and the store's RecordPredictions in the same shape.
 """
@@ -19,14 +20,15 @@ from mlapi.serving.model import PredictionResult, ServedModel
 @dataclass
 class Scored:
     index: int                      # the chunk's number in the whole input
-    ids: list | pa.ChunkedArray
+    ids: list | pa.ChunkedArray     # the rows' ids, or their row numbers (an input without ids)
     labels: np.ndarray
     proba: np.ndarray | None
     data: list | None = None        # per row, what a stored text prediction shows (its text)
     failures: dict[str, str] = field(default_factory=dict)  # store ids that could not be scored
 
     def id_list(self) -> list[str]:
-        return self.ids if isinstance(self.ids, list) else self.ids.to_pylist()
+        ids = self.ids if isinstance(self.ids, list) else self.ids.to_pylist()
+        return [value if isinstance(value, str) else str(value) for value in ids]
 
     def result(self, model: ServedModel) -> PredictionResult:
         """As ServedModel.predict returns it: plain Python values."""
@@ -39,22 +41,29 @@ class Chunk:
     """A chunk ready for the model: built on the reader's thread, to keep the scorers' short."""
 
     index: int
-    rows: str                       # "rows 20001-30000", for error messages
+    rows: str                       # "rows 20000-29999" (from 0, as the output's row numbers), for errors
     ids: pa.ChunkedArray
     model_input: Any
     columns: tuple[str, ...]
 
 
 def to_chunk(layout: Layout, index: int, table: pa.Table, first_row: int) -> Chunk:
-    ids = table.column(layout.id_column)
-    rows = f"rows {first_row + 1}-{first_row + table.num_rows}"
-    if ids.null_count:
-        raise InvalidInput(f"{rows}: {ids.null_count} row(s) have no {layout.id_column!r}")
+    rows = f"rows {first_row}-{first_row + table.num_rows - 1}"
+    if layout.id_column is None:  # keyed by row number
+        ids = pa.chunked_array([pa.array(np.arange(first_row, first_row + table.num_rows))])
+    else:
+        ids = table.column(layout.id_column)
+        if ids.null_count:
+            raise InvalidInput(f"{rows}: {ids.null_count} row(s) have no {layout.id_column!r}")
     if layout.text:
         texts = table.column(layout.columns[0])
         if texts.null_count:
             raise InvalidInput(f"{rows}: {texts.null_count} row(s) have no text in {layout.columns[0]!r}")
         return Chunk(index, rows, ids, texts.to_pylist(), layout.columns)
+    if not layout.numeric:
+        # Strings, integers or booleans among the columns (only a model fitted on a DataFrame
+        # says so): typed columns, as pandas reads the file (str columns, NaN where missing).
+        return Chunk(index, rows, ids, table.select(list(layout.columns)).to_pandas(), layout.columns)
     # float64 columns → one row-major matrix: a copy per column, no per-row Python.
     matrix = np.column_stack([table.column(name).to_numpy() for name in layout.columns])
     if layout.by_name:
@@ -74,7 +83,8 @@ def score_chunk(model: ServedModel, chunk: Chunk) -> Scored:
 def _empty_hint(chunk: Chunk) -> str:
     if isinstance(chunk.model_input, list):
         return ""
-    empty = [name for name, bad in zip(chunk.columns, np.isnan(np.asarray(chunk.model_input)).any(axis=0)) if bad]
+    missing = np.asarray(pd.isna(chunk.model_input)).any(axis=0)  # a float matrix or a DataFrame
+    empty = [name for name, bad in zip(chunk.columns, missing) if bad]
     return f" have empty values in {empty}" if empty else ""
 
 

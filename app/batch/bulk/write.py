@@ -1,6 +1,6 @@
-"""Bulk scoring, writing: scored chunks → a CSV, Parquet or JSON-lines file (the id,
-`prediction`, `proba_<class>` per class), or → the predictions table (batch/recording.py,
-the same rows Pub/Sub stores)."""
+"""Bulk scoring, writing: scored chunks → a CSV, Parquet or JSON-lines file (the id, or the
+row number for an input without ids, `prediction`, `proba_<class>` per class), or → the
+predictions table (batch/recording.py, the same rows Pub/Sub stores)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from mlapi.store.predictions import PredictionStore
 
 
-def output_table(model: ServedModel, id_column: str, scored: Scored) -> pa.Table:
-    columns: dict[str, Any] = {id_column: pa.chunked_array([pa.array(scored.ids, pa.string())])
+def output_table(model: ServedModel, key_column: str, scored: Scored) -> pa.Table:
+    columns: dict[str, Any] = {key_column: pa.chunked_array([pa.array(scored.ids, pa.string())])
                                if isinstance(scored.ids, list) else scored.ids,
                                "prediction": pa.array(scored.labels)}
     if model.has_proba:
@@ -36,9 +36,14 @@ def output_table(model: ServedModel, id_column: str, scored: Scored) -> pa.Table
 class _Sink:
     """Counts what was written; keeps a few failures (ids the store could not score) to show."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_column: str) -> None:
+        self.key_column = key_column  # what rows are keyed by: an id column, or `row`
         self.rows = self.failed = 0
         self.failure_examples: dict[str, str] = {}
+
+    def keyed_by(self, key_column: str) -> None:
+        """Called before the first chunk, once the input's header says what keys its rows."""
+        self.key_column = key_column
 
     def note_failures(self, failures: dict[str, str]) -> None:
         self.failure_examples.update(list(failures.items())[:20 - len(self.failure_examples)])
@@ -57,15 +62,15 @@ class FileSink(_Sink):
     leaves a file that looks complete."""
 
     def __init__(self, path: Path, model: ServedModel, id_column: str):
-        super().__init__()
-        self.path, self.model, self.id_column = Path(path), model, id_column
+        super().__init__(id_column)
+        self.path, self.model = Path(path), model
         self.format = file_format(self.path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self._writer = None
 
     def write(self, scored: Scored) -> None:
         self.note_failures(scored.failures)
-        table = output_table(self.model, self.id_column, scored)
+        table = output_table(self.model, self.key_column, scored)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.schema = table.schema
@@ -103,7 +108,7 @@ class PredictionsSink(_Sink):
     unique on (message_id, entity_id), so a retried task with the same run id writes nothing twice."""
 
     def __init__(self, store: PredictionStore, model: ServedModel, run_id: str, shard: Shard):
-        super().__init__()
+        super().__init__("entity_id")  # the table's: an input's ids, or its row numbers as text
         self.store, self.model, self.run_id, self.shard = store, model, run_id, shard
         self.stored = 0
 
