@@ -2,6 +2,10 @@
 
 Input errors are 4xx, our faults are 5xx, and the two never blur. `http/errors.py` maps
 this hierarchy (and werkzeug's own HTTP errors) to JSON in one place.
+
+A 4xx message is for someone who cannot read our code: it says what was wrong AND what to
+send instead ("instance 0, column 'age': 'twelve' is not a number; send a number"), and the
+details name the place (instance, column) for a program to act on.
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ class UnsupportedMediaType(MlapiError):
 
 
 class InvalidInput(MlapiError):
-    """Well-formed, but does not fit the model (feature count, names, types, no instances)."""
+    """Well-formed, but does not fit the model (feature count, names, types, no instances);
+    details such as `instance` and `column` say where."""
 
     status_code = 422
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from mlapi.errors import MlapiError
 
@@ -25,16 +25,35 @@ def error_response(exc: BaseException, body_limit: int | None = None) -> tuple[i
         return exc.status_code, {"error": exc.to_dict()}, []
     if isinstance(exc, HTTPException):
         status = exc.code or 500
-        error: dict[str, Any] = {"message": exc.description or exc.name, "status": status}
+        error: dict[str, Any] = {"message": _http_message(exc, status, body_limit), "status": status}
         headers: Headers = []
         if status == 405 and exc.valid_methods:
             error["allowed_methods"] = sorted(exc.valid_methods)
             headers.append(("Allow", ", ".join(sorted(exc.valid_methods))))
-        if status == 413:
-            error["message"] = f"request body too large: the limit is {body_limit} bytes (MAX_REQUEST_BYTES)"
         return status, {"error": error}, headers
     return 500, {"error": {"message": "internal server error", "status": 500,
                            "type": exc.__class__.__name__}}, []
+
+
+# Where a client who reached a wrong URL can read on.
+ROUTES_HINT = ("the prediction routes are POST /predict, POST /models/<name>/predict and "
+               "POST /models/<name>/versions/<version>/predict; GET /models lists the models and "
+               "GET /openapi.json every route")
+
+
+def _http_message(exc: HTTPException, status: int, body_limit: int | None) -> str:
+    """werkzeug's routing errors, saying what to send instead (its own words say only what failed)."""
+    if status == 404 and exc.description == NotFound.description:
+        return f"not found: no route answers this URL; {ROUTES_HINT}"
+    if status == 405 and exc.valid_methods and exc.description == MethodNotAllowed.description:
+        # HEAD and OPTIONS come with every GET / any route: not what anyone means to send.
+        methods = sorted(set(exc.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(exc.valid_methods)
+        body = " with a JSON body" if methods == ["POST"] else ""
+        return f"method not allowed: send {' or '.join(methods)}{body} to this URL"
+    if status == 413:
+        return (f"request body too large: the limit is {body_limit} bytes (MAX_REQUEST_BYTES); send fewer "
+                f"instances per request, or raise MAX_REQUEST_BYTES on the server")
+    return exc.description or exc.name
 
 
 def log_error(exc: BaseException, method: str, path: str) -> None:

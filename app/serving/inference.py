@@ -98,7 +98,9 @@ class InferenceService:
         model = self.model(ref)
         record = self._store().lookup([entity_id]).get(entity_id)
         if record is None:
-            raise RecordNotFound(f"no record with id {entity_id!r} in the feature store", id=entity_id)
+            raise RecordNotFound(f"no record with id {entity_id!r} in the feature store; store it first "
+                                 f"(`mlapi features add` or `mlapi features import`), or send its features in "
+                                 f"the body to POST /models/{model.name}/predict", id=entity_id)
         instance, data = self._instance(model, entity_id, record)
         result = self._compute(model, PREDICT, to_model_input(model, [instance]), None)
         return RecordPredictions(model, [entity_id], [data], result, {})
@@ -151,7 +153,8 @@ class InferenceService:
 
     def _store(self) -> FeatureStore:
         if self.store is None:
-            raise RecordNotFound("no feature store is configured (FEATURE_STORE_URL)")
+            raise RecordNotFound("no feature store is configured: predicting by id needs FEATURE_STORE_URL set "
+                                 "on the server; send the features in the body to POST /models/<name>/predict instead")
         return self.store
 
     # ---- single inputs, answered from the prediction cache when they can be ----------------
@@ -163,7 +166,8 @@ class InferenceService:
     def features_to_prediction(self, ref: ModelRef, features: list, skip_cache: bool = False):
         model = self.model(ref)
         if not isinstance(features, list) or (features and isinstance(features[0], list)):
-            raise InvalidInput("features must be one flat list of numbers")
+            raise InvalidInput('features must be one flat list of numbers: send {"features": [1.0, 2.0, ...]}, '
+                               'the feature values of one instance')
         return model, self._answer(model, PREDICT_FEATURES, [features], True, skip_cache,
                                    decode=lambda: to_feature_matrix(model, [features]))
 

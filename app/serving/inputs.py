@@ -15,6 +15,7 @@ from scipy import sparse
 
 from mlapi.errors import InvalidInput
 from mlapi.serving.frames import column_index
+from mlapi.serving.input_faults import instance_hint
 from mlapi.serving.model import TEXT, ServedModel
 
 if TYPE_CHECKING:
@@ -34,62 +35,85 @@ def to_model_input(model: ServedModel, instances: Any):
     if isinstance(instances, Columns):
         return _from_columns(model, instances)
     if not isinstance(instances, list) or not instances:
-        raise InvalidInput("no instances: send a non-empty list of instances")
+        raise InvalidInput(f"no instances: send a non-empty list of instances; {instance_hint(model)}")
     if model.input_kind == TEXT:
-        return _texts(instances)
+        return _texts(model, instances)
     first = instances[0]
     if isinstance(first, dict):
         return _from_objects(model, instances)
     if isinstance(first, (list, tuple)):
         return _from_lists(model, instances)
-    if isinstance(first, str):
-        raise InvalidInput(f"model {model.name} takes tabular input, not text: send each instance as a list "
-                           f"of {model.n_features or 'its'} feature values or an object keyed by feature name")
-    raise InvalidInput("each instance must be a list of feature values or an object keyed by feature name")
+    # A value where a row belongs: most often one row sent without its enclosing list.
+    kind = "text" if isinstance(first, str) else "single values"
+    raise InvalidInput(f"instance 0 is {first!r}, not a row: model {model.name} takes tabular input, not {kind}; "
+                       f'one row still goes in a list of rows, {{"instances": [[...]]}}; {instance_hint(model)}',
+                       instance=0)
 
 
-def _texts(instances: list) -> list[str]:
+def _texts(model: ServedModel, instances: list) -> list[str]:
     texts = []
     for index, item in enumerate(instances):
         if isinstance(item, list) and len(item) == 1:
             item = item[0]  # [["some text"]] is a one-column table of texts
         if not isinstance(item, str):
-            raise InvalidInput(f"instance {index} is not a string: this model takes raw text", instance=index)
+            raise InvalidInput(f"instance {index} is {item!r}, not a string: model {model.name} takes raw text; "
+                               f"{instance_hint(model)}", instance=index)
         texts.append(item)
     return texts
 
 
 def _from_lists(model: ServedModel, rows: list):
-    try:
-        matrix = np.asarray(rows, dtype=np.float64)
-    except (ValueError, TypeError):
+    matrix = None if model.string_columns else _numbers(rows)  # strings: keep them as sent
+    if matrix is None:
         matrix = _object_matrix(model, rows)
     if matrix.ndim != 2:
-        raise InvalidInput("each instance must be a flat list of feature values")
+        raise InvalidInput(f"each instance must be a flat list of values, not of lists; {instance_hint(model)}")
     _check_width(model, matrix.shape[1])
     if model.feature_names is not None:
-        return _frame(matrix, model.feature_names)
+        return _frame(model, matrix, model.feature_names)
     if matrix.dtype == object:
-        raise InvalidInput(_non_numeric_message(rows))
+        raise InvalidInput(_non_numeric_message(model, rows))
     return matrix
+
+
+def _numbers(rows: list) -> np.ndarray | None:
+    """The rows as one float64 matrix (None: a null becomes NaN), or None when a value is not
+    a number: the common case, at numpy's speed."""
+    try:
+        return np.asarray(rows, dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
 
 
 def _object_matrix(model: ServedModel, rows: list) -> np.ndarray:
     widths = {len(row) if isinstance(row, (list, tuple)) else -1 for row in rows}
     if -1 in widths:
-        raise InvalidInput("instances must all be lists, or all objects keyed by feature name")
+        index = next(i for i, row in enumerate(rows) if not isinstance(row, (list, tuple)))
+        raise InvalidInput(f"instance {index} is not a list like the first one: send every instance the same "
+                           f"way; {instance_hint(model)}", instance=index)
     if len(widths) > 1:
         expected = model.n_features or "the same number of"
-        raise InvalidInput(f"instances have different lengths {sorted(widths)}: the model expects {expected} features")
-    matrix = np.empty((len(rows), widths.pop()), dtype=object)
-    matrix[:] = [list(row) for row in rows]
+        raise InvalidInput(f"instances have different lengths {sorted(widths)}: the model expects {expected} "
+                           f"features; {instance_hint(model)}")
+    return _cells(rows, widths.pop())
+
+
+def _cells(rows: list, width: int) -> np.ndarray:
+    """Rows of any values as an object matrix, one value per cell (a list in a cell included,
+    which numpy's own assignment would try to spread over cells)."""
+    matrix = np.empty((len(rows), width), dtype=object)
+    try:
+        matrix[:] = [list(row) for row in rows]
+    except ValueError:
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                matrix[i, j] = value
     return matrix
 
 
 def _check_width(model: ServedModel, width: int) -> None:
     if model.n_features is not None and width != model.n_features:
-        names = f" ({', '.join(model.feature_names)})" if model.feature_names else ""
-        raise InvalidInput(f"expected {model.n_features} features per instance{names}, got {width}",
+        raise InvalidInput(f"expected {model.n_features} features per instance, got {width}; {instance_hint(model)}",
                            expected=model.n_features, got=width)
 
 
@@ -101,28 +125,31 @@ def _from_objects(model: ServedModel, rows: list):
     wanted = set(names)
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise InvalidInput("instances must all be lists, or all objects keyed by feature name")
+            raise InvalidInput(f"instance {index} is not an object like the first one: send every instance the "
+                               f"same way; {instance_hint(model)}", instance=index)
         if row.keys() != wanted:
             _raise_name_mismatch(names, row.keys(), index)
-    return _frame_from_rows([[row[name] for name in names] for row in rows], names)
+    return _frame_from_rows(model, [[row[name] for name in names] for row in rows], names)
 
 
 def _from_columns(model: ServedModel, table: Columns):
     if not isinstance(table.data, list) or not table.data:
-        raise InvalidInput("no instances: dataframe_split.data is empty")
+        raise InvalidInput('no instances: dataframe_split.data is empty; send one row per instance, e.g. '
+                           '{"dataframe_split": {"columns": [...], "data": [[...], ...]}}')
     if model.input_kind == TEXT:
-        return _texts(table.data)
+        return _texts(model, table.data)
     if model.feature_names is None:
         return _from_lists(model, table.data)
     if set(table.columns) != set(model.feature_names) or len(table.columns) != len(model.feature_names):
         _raise_name_mismatch(model.feature_names, table.columns, None)
     order = [table.columns.index(name) for name in model.feature_names]
     rows = []
-    for row in table.data:
+    for index, row in enumerate(table.data):
         if not isinstance(row, list) or len(row) != len(order):
-            raise InvalidInput(f"each row of dataframe_split.data must be a list of {len(order)} values")
+            raise InvalidInput(f"row {index} of dataframe_split.data is not a list of {len(order)} values: send "
+                               f"one value per column, in the order of dataframe_split.columns", instance=index)
         rows.append([row[i] for i in order])
-    return _frame_from_rows(rows, model.feature_names)
+    return _frame_from_rows(model, rows, model.feature_names)
 
 
 def _raise_name_mismatch(names: Sequence[str], given, index: int | None) -> None:
@@ -136,20 +163,18 @@ def _raise_name_mismatch(names: Sequence[str], given, index: int | None) -> None
         parts.append(f"unknown features {unknown}")
     if not parts:
         parts.append("duplicate feature names")
-    raise InvalidInput(f"{where}{'; '.join(parts)}; the model expects {list(names)}",
+    raise InvalidInput(f"{where}{'; '.join(parts)}; send exactly the features the model expects: {list(names)}",
                        missing=missing, unknown=unknown, expected=list(names))
 
 
-def _frame_from_rows(rows: list, names: list[str]) -> pd.DataFrame:
-    try:
-        matrix = np.asarray(rows, dtype=np.float64)
-    except (ValueError, TypeError):
-        matrix = np.empty((len(rows), len(names)), dtype=object)
-        matrix[:] = rows
-    return _frame(matrix, names)
+def _frame_from_rows(model: ServedModel, rows: list, names: list[str]) -> pd.DataFrame:
+    matrix = None if model.string_columns else _numbers(rows)
+    if matrix is None or matrix.ndim != 2:  # a value that is not a number (or is a list of them)
+        matrix = _cells(rows, len(names))
+    return _frame(model, matrix, names)
 
 
-def _frame(matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
+def _frame(model: ServedModel, matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
     import pandas as pd  # here, not at the top: see app/serving/frames.py
 
     # Not copied: the matrix is this request's own. A numeric frame then holds the matrix's
@@ -157,22 +182,59 @@ def _frame(matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
     # input (app/serving/shortcuts/linear.py); a copied frame of several rows would be Fortran-ordered.
     frame = pd.DataFrame(matrix, columns=column_index(tuple(names)), copy=matrix.dtype == object)
     if matrix.dtype == object:
-        # Mixed input (e.g. categorical columns): keep strings as they are and make every
-        # column that is entirely numeric numeric, as it was when the model was fitted.
-        for column in frame.columns:
-            converted = pd.to_numeric(frame[column], errors="coerce")
-            if converted.notna().sum() == frame[column].notna().sum():
+        # Mixed input: a column the model's encoder takes as strings stays text (a zip code
+        # "01234" is not 1234); any other column that is entirely numeric (nulls included)
+        # becomes numeric, as it was when the model was fitted. What is left is the model's to
+        # refuse, and app/serving/input_faults.py's to explain.
+        strings = model.string_columns
+        for position, column in enumerate(names):
+            if column in strings:
+                frame[column] = _as_text(matrix[:, position], position, column)
+                continue
+            try:
+                converted = pd.to_numeric(frame[column], errors="coerce")
+            except TypeError:  # a list or an object among the values
+                converted = None
+            if converted is not None and converted.notna().sum() == frame[column].notna().sum():
                 frame[column] = converted
+            else:
+                _refuse_nested(matrix[:, position], column)
     return frame
 
 
-def _non_numeric_message(rows: list) -> str:
+def _as_text(values: np.ndarray, position: int, column: str) -> np.ndarray:
+    """A string column's values: strings kept, a number sent for a category (3) as its text
+    ("3"), a null (None) as NaN, the missing value scikit-learn's encoders and imputers know."""
+    text = np.empty(len(values), dtype=object)
+    for row, value in enumerate(values):
+        if type(value) is str:
+            text[row] = value
+        elif value is None or value != value:
+            text[row] = np.nan
+        elif isinstance(value, (list, dict)):
+            _refuse_nested(values, column)
+        else:
+            text[row] = str(value)
+    return text
+
+
+def _refuse_nested(values: np.ndarray, column: str) -> None:
+    """A list or an object where one value belongs: never what a column takes."""
+    for row, value in enumerate(values):
+        if isinstance(value, (list, dict)):
+            kind = "a list" if isinstance(value, list) else "an object"
+            raise InvalidInput(f"instance {row}, column {column!r}: {value!r} is {kind}; send a single value "
+                               f"(a number, or a string for a categorical column)",
+                               instance=row, column=column, value=value)
+
+
+def _non_numeric_message(model: ServedModel, rows: list) -> str:
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
             if value is not None and not isinstance(value, (int, float, bool)):
-                return (f"instance {r}, feature {c}: {value!r} is not a number; "
-                        f"this model takes numeric features")
-    return "instances must hold numbers"
+                return (f"instance {r}, feature {c}: {value!r} is not a number; model {model.name} was fitted "
+                        f"on numbers only: {instance_hint(model)}")
+    return f"instances must hold numbers: {instance_hint(model)}"
 
 
 # ---- feature matrices (predict_features) -------------------------------------------------
@@ -181,22 +243,23 @@ def to_feature_matrix(model: ServedModel, features: Any):
     if isinstance(features, dict):
         return _csr(features, model)
     if not isinstance(features, list) or not features:
-        raise InvalidInput("no features: send a non-empty list of feature rows")
+        raise InvalidInput(f"no features: send a non-empty list of feature rows; {_features_hint(model)}")
     if not isinstance(features[0], list):
         features = [features]  # a single row
     try:
         matrix = np.asarray(features, dtype=np.float64)
     except (ValueError, TypeError):
-        raise InvalidInput("features must be rows of numbers, all of the same length") from None
+        raise InvalidInput(f"features must be rows of numbers, all of the same length; {_features_hint(model)}") from None
     if matrix.ndim != 2:
-        raise InvalidInput("features must be a list of flat rows of numbers")
+        raise InvalidInput(f"features must be a list of flat rows of numbers; {_features_hint(model)}")
     _check_feature_width(model, matrix.shape[1])
     return matrix
 
 
 def _csr(payload: dict, model: ServedModel):
     if payload.get("format") != "csr":
-        raise InvalidInput('sparse features must be {"format": "csr", "shape", "data", "indices", "indptr"}')
+        raise InvalidInput('sparse features must be {"format": "csr", "shape", "data", "indices", "indptr"}, '
+                           f'as /models/{model.name}/features returns them')
     try:
         shape = tuple(int(v) for v in payload["shape"])
         matrix = sparse.csr_matrix(
@@ -204,9 +267,9 @@ def _csr(payload: dict, model: ServedModel):
              np.asarray(payload["indptr"], dtype=np.int64)), shape=shape)
         matrix.check_format(full_check=True)
     except (KeyError, ValueError, TypeError) as exc:
-        raise InvalidInput(f"invalid CSR features: {exc}") from None
+        raise InvalidInput(f"invalid CSR features: {exc}; {_features_hint(model)}") from None
     if matrix.shape[0] == 0:
-        raise InvalidInput("no features: the CSR matrix has no rows")
+        raise InvalidInput(f"no features: the CSR matrix has no rows; {_features_hint(model)}")
     _check_feature_width(model, matrix.shape[1])
     return matrix
 
@@ -214,5 +277,11 @@ def _csr(payload: dict, model: ServedModel):
 def _check_feature_width(model: ServedModel, width: int) -> None:
     expected = getattr(model.predictor, "n_features_in_", None)
     if expected is not None and width != expected:
-        raise InvalidInput(f"expected {expected} features per row for the predictor, got {width}",
-                           expected=int(expected), got=width)
+        raise InvalidInput(f"expected {expected} features per row for the predictor, got {width}; "
+                           f"{_features_hint(model)}", expected=int(expected), got=width)
+
+
+def _features_hint(model: ServedModel) -> str:
+    width = getattr(model.predictor, "n_features_in_", None)
+    rows = f"rows of {width} numbers" if width is not None else "rows of numbers"
+    return f"send {rows} as POST /models/{model.name}/features returns them (dense rows, or its CSR object)"

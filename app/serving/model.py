@@ -8,6 +8,7 @@ lives in app/serving/loading.py.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ from sklearn.pipeline import Pipeline
 
 from mlapi import metrics
 from mlapi.errors import ArtifactError, InvalidInput
+from mlapi.serving import columns
+from mlapi.serving.input_faults import explain_rejection
 from mlapi.serving.shortcuts.select import ARGMAX, argmax_labels, labels_route, own_method, shortcut
 from mlapi.serving.shortcuts.probes import probe_rows, transformed
 from mlapi.serving.shortcuts.sklearn_code import fitted_names
@@ -100,8 +103,20 @@ class ServedModel:
         self.compute_path = {output: route.describe() for output, route in routes.items()}
 
     # ---- the three operations every model offers -------------------------------------
+    @functools.cached_property
+    def string_columns(self) -> dict[str, list]:
+        """The columns that take strings, with their known categories (app/serving/columns.py):
+        request rows keep them as text. Worked out at the first request that needs it."""
+        return columns.string_columns(self.estimator) if self.feature_names else {}
+
     def features(self, model_input):
         """raw → features (identity for a bare estimator)."""
+        try:
+            return self._transform(model_input)
+        except InvalidInput as exc:  # say which instance and column, not just scikit-learn's words
+            raise explain_rejection(self, model_input, exc) from exc
+
+    def _transform(self, model_input):
         for transform in self._transforms:
             model_input = _call(transform, model_input)
         return model_input
@@ -116,7 +131,10 @@ class ServedModel:
     def predict(self, model_input, probabilities: bool | None = None) -> PredictionResult:
         """raw → prediction. Transforms once and reuses the features for predict and
         predict_proba, which is what Pipeline.predict / predict_proba compute."""
-        return self.predict_features(self.features(model_input), probabilities)
+        try:
+            return self.predict_features(self._transform(model_input), probabilities)
+        except InvalidInput as exc:
+            raise explain_rejection(self, model_input, exc) from exc
 
     def predict_arrays(self, features, probabilities: bool | None = None):
         """features → (labels, probabilities or None) as numpy arrays, for callers that

@@ -31,7 +31,8 @@ def input_columns(model: ServedModel, text_column: str, source_columns: Callable
     names = tuple(source_columns())
     if model.n_features is not None and len(names) != model.n_features:
         raise InvalidInput(f"model {model.name} was fitted without feature names and expects {model.n_features} "
-                           f"feature columns; {source} has {len(names)}: {list(names)}")
+                           f"feature columns; {source} has {len(names)}: {list(names)}; give it exactly "
+                           f"{model.n_features} feature columns, in the order the model was trained on")
     return InputColumns(names, False, False)
 
 
@@ -44,11 +45,14 @@ def record_to_instance(model: ServedModel, entity_id: str, record: dict, text_co
         text = record.get(text_column)
         if not isinstance(text, str):
             raise InvalidInput(f"record {entity_id} has no text in column {text_column!r}, which model "
-                               f"{model.name} needs", id=entity_id, missing=[text_column])
+                               f"{model.name} needs; store the record's text there (`mlapi features add`), or "
+                               f"send the text itself to POST /models/{model.name}/predict",
+                               id=entity_id, missing=[text_column])
         return text, text
     missing = [name for name in columns.names if record.get(name) is None]
     if missing:
-        raise InvalidInput(f"record {entity_id} is missing features {missing} that model {model.name} needs",
-                           id=entity_id, missing=missing)
+        raise InvalidInput(f"record {entity_id} is missing features {missing} that model {model.name} needs; "
+                           f"store a value for each (`mlapi features add`), or send the instance itself to "
+                           f"POST /models/{model.name}/predict", id=entity_id, missing=missing)
     data = {name: record[name] for name in columns.names}
     return (data if columns.by_name else [record[name] for name in columns.names]), data

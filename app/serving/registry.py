@@ -57,8 +57,12 @@ class ModelRegistry:
     def _versions_of(self, name: str | None) -> dict[str, ServedModel | LoadFailure]:
         versions = self._versions.get(name) if name else None
         if not versions:
-            raise ModelNotFound(f"unknown model {name!r}; served models: {sorted(self._versions)}",
-                                models=sorted(self._versions))
+            served = sorted(self._versions)
+            if served:
+                choose = f"name one of the served models: {', '.join(served)}"
+            else:
+                choose = "no model is served: set MODELS (or name model files on `mlapi serve`) and restart"
+            raise ModelNotFound(f"unknown model {name!r}; {choose}", models=served)
         return versions
 
     def default_version(self, name: str) -> str:
@@ -74,7 +78,8 @@ class ModelRegistry:
             version = self.default_version(name)
         entry = versions.get(version)
         if entry is None:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: {list(versions)}",
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; name one of its versions: "
+                                f"{', '.join(versions)}, or leave the version out for the newest",
                                 versions=list(versions))
         if isinstance(entry, LoadFailure):
             raise ModelNotReady(f"model {name}:{version} is not loaded: {entry.reason}")

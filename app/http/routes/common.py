@@ -23,7 +23,9 @@ def json_body() -> dict:
     """The request's JSON object; 415 for another content type, 400 for anything malformed."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
-            f"Content-Type must be application/json, got {request.mimetype or 'none'!r}")
+            f"Content-Type must be application/json, got {request.mimetype or 'none'!r}: send a JSON body with "
+            f"the header Content-Type: application/json (curl: -H 'Content-Type: application/json'; "
+            f"Python requests: json=...)")
     return parse_json(request.get_data(cache=False))  # get_data raises 413 past MAX_CONTENT_LENGTH
 
 

@@ -1,0 +1,186 @@
+"""Input the model rejected, explained: which instance, which column, what to send instead.
+
+scikit-learn says "could not convert string to float: 'twelve'" or "Input X contains NaN" and
+stops there. When a model call fails on a request's rows, `explain_rejection` looks at those
+rows once more — only then, so a request that succeeds pays nothing — and names the first
+cell at fault: its instance (the position in the request) and column, the value, and what the
+column takes (a number, or one of the categories the model's encoder learned; see
+app/serving/columns.py). What it cannot pin on a cell keeps scikit-learn's words, with a hint.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+import numpy as np
+
+from mlapi.errors import InvalidInput
+from mlapi.serving.frames import is_dataframe
+
+if TYPE_CHECKING:
+    from mlapi.serving.model import ServedModel
+
+SHOWN_CATEGORIES = 20  # a longer list is cut (`mlapi card` and /openapi.json list them all)
+SHOWN_NAMES = 12
+
+
+class Fault(NamedTuple):
+    row: int
+    column: int
+    value: Any
+
+
+def explain_rejection(model: ServedModel, model_input, exc: InvalidInput) -> InvalidInput:
+    """A 422 naming the instance and column at fault, or the model's own words and a hint."""
+    said = " ".join(str(exc.__cause__ or exc.message).split())  # scikit-learn's, on one line
+    table = _columns_of(model_input)
+    if table is not None:
+        labels, columns = table
+        for family, detector, message in _DIAGNOSES:
+            if family(said.lower()):
+                fault = _first(detector(model, labels, columns))
+                if fault is not None:
+                    text, details = message(model, labels[fault.column], fault.value)
+                    where = _where(fault.row, labels[fault.column])
+                    first_sentence = said.split(". ")[0].rstrip(".")
+                    return InvalidInput(f"{where}{text} (scikit-learn: {first_sentence})",
+                                        instance=fault.row, column=labels[fault.column], **details)
+    return InvalidInput(f"{' '.join(exc.message.split())}; {instance_hint(model)}")
+
+
+def instance_hint(model: ServedModel) -> str:
+    """What one instance of this model looks like, as advice to the client."""
+    if model.input_kind == "text":
+        return 'send each instance as a string, e.g. {"instances": ["some text"]}'
+    names = model.feature_names
+    if names:
+        shown = ", ".join(names[:SHOWN_NAMES]) + (f", … ({len(names)} in all)" if len(names) > SHOWN_NAMES else "")
+        return (f"send each instance as an object with keys {shown}, or as a list of their {len(names)} "
+                f"values in that order")
+    if model.n_features:
+        return f"send each instance as a list of {model.n_features} numbers"
+    return "send each instance as a list of feature values"
+
+
+def column_expects(model: ServedModel, column) -> str:
+    """What a column takes, in words: a number, or one of its known categories."""
+    categories = model.string_columns.get(column) if isinstance(column, str) else None
+    if categories is None:
+        return "a number"
+    shown = ", ".join(repr(c) for c in categories[:SHOWN_CATEGORIES])
+    more = f", … ({len(categories)} in all)" if len(categories) > SHOWN_CATEGORIES else ""
+    return f"one of the known categories {shown}{more}"
+
+
+# ---- the table the model was given: (labels, one object or float array per column) ----------
+def _columns_of(model_input) -> tuple[list, list[np.ndarray]] | None:
+    if is_dataframe(model_input):
+        labels = [str(c) for c in model_input.columns]
+        return labels, [model_input.iloc[:, j].to_numpy() for j in range(model_input.shape[1])]
+    if isinstance(model_input, np.ndarray) and model_input.ndim == 2:
+        return list(range(model_input.shape[1])), list(model_input.T)
+    return None  # texts, sparse matrices: nothing to point at
+
+
+def _where(row: int, label) -> str:
+    column = f"column {label!r}" if isinstance(label, str) else f"feature {label}"
+    return f"instance {row}, {column}: "
+
+
+def _first(per_column: list[tuple[int, int, Any]]) -> Fault | None:
+    """The first fault in request order (row, then column) among each column's first."""
+    found = [Fault(row, column, value) for column, row, value in per_column]
+    return min(found, key=lambda fault: (fault.row, fault.column)) if found else None
+
+
+def _first_where(mask: np.ndarray, values: np.ndarray, column: int) -> list[tuple[int, int, Any]]:
+    rows = np.flatnonzero(mask)
+    return [(column, int(rows[0]), values[rows[0]])] if len(rows) else []
+
+
+def _missing_mask(values: np.ndarray) -> np.ndarray:
+    import pandas as pd  # imported already: pandas ships with scikit-learn's DataFrame support
+
+    return np.asarray(pd.isna(values), dtype=bool)
+
+
+# ---- one detector per kind of fault: each column's first faulty row -------------------------
+def _not_numbers(model, labels, columns):
+    import pandas as pd
+
+    faults = []
+    for j, values in enumerate(columns):
+        if values.dtype != object or labels[j] in model.string_columns:
+            continue
+        present = ~_missing_mask(values)
+        numbers = pd.to_numeric(pd.Series(values), errors="coerce").notna().to_numpy()
+        faults += _first_where(present & ~numbers, values, j)
+    return faults
+
+
+def _unknown_categories(model, labels, columns):
+    faults = []
+    for j, values in enumerate(columns):
+        categories = model.string_columns.get(labels[j])
+        if categories is not None:
+            known = set(categories)
+            unknown = np.fromiter((not _among(value, known) for value in values), dtype=bool, count=len(values))
+            faults += _first_where(unknown & ~_missing_mask(values), values, j)
+    return faults
+
+
+def _among(value, known: set) -> bool:
+    try:
+        return value in known
+    except TypeError:  # unhashable: a list or an object is no category
+        return False
+
+
+def _missing(model, labels, columns):
+    faults = []
+    for j, values in enumerate(columns):
+        faults += _first_where(_missing_mask(values), values, j)
+    return faults
+
+
+def _infinite(model, labels, columns):
+    faults = []
+    for j, values in enumerate(columns):
+        if values.dtype.kind == "f":
+            faults += _first_where(np.isinf(values), values, j)
+    return faults
+
+
+# ---- what each fault is called, and what to send instead ------------------------------------
+def _not_a_number(model, column, value):
+    return f"{value!r} is not a number; send a number", {"value": value, "expected": "a number"}
+
+
+def _not_a_category(model, column, value):
+    categories = model.string_columns[column]
+    return (f"{value!r} is not {column_expects(model, column)}; send one of those",
+            {"value": value, "expected": "a known category", "categories": categories})
+
+
+def _a_missing_value(model, column, value):
+    return (f"the value is missing (null or NaN) and model {model.name}:{model.version} cannot take a "
+            f"missing value here; send {column_expects(model, column)}",
+            {"expected": column_expects(model, column)})
+
+
+def _an_infinity(model, column, value):
+    return (f"{value} is infinite and model {model.name}:{model.version} cannot take infinity; "
+            f"send a finite number", {"value": str(value), "expected": "a finite number"})
+
+
+def _mentions(*words: str) -> Callable[[str], bool]:
+    return lambda said: any(word in said for word in words)
+
+
+# (which of scikit-learn's messages it explains, the detector, the message), tried in order:
+# only the family scikit-learn named is searched, so a cell is never blamed for another fault.
+_DIAGNOSES = [
+    (_mentions("could not convert", "string", "invalid literal"), _not_numbers, _not_a_number),
+    (_mentions("unknown categor"), _unknown_categories, _not_a_category),
+    (_mentions("unknown categor", "contains nan", "missing value"), _missing, _a_missing_value),
+    (_mentions("infinity"), _infinite, _an_infinity),
+]

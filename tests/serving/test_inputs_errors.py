@@ -1,0 +1,243 @@
+"""A DataFrame model's bad value names its instance and column; a missing value reaches a model
+that takes one.
+
+The models are what a newcomer brings: a ColumnTransformer with a string category (and a zip
+code that looks like a number) beside numeric columns, fitted on a DataFrame; the same with
+imputers; a HistGradientBoostingClassifier, which takes NaN itself. Each request form the
+native protocol accepts (objects, lists, dataframe_split, dataframe_records) goes through the
+app (create_app), and the answers are compared with the model's own predict on a DataFrame.
+"""
+from __future__ import annotations
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from mlapi.errors import InvalidInput
+from mlapi.serving.columns import column_types
+from mlapi.serving.inputs import to_model_input
+from mlapi.serving.model import ServedModel
+
+COLUMNS = ["plan", "zip", "age", "income"]
+PLANS = ["basic", "family", "premium"]
+ZIPS = ["01234", "02139", "10001"]
+
+
+def customers(n: int = 240, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"plan": rng.choice(PLANS, n), "zip": rng.choice(ZIPS, n),
+                          "age": rng.integers(18, 80, n).astype(float),
+                          "income": rng.normal(50_000, 15_000, n).round(2)})
+    churn = (frame["plan"] == "basic") ^ (frame["age"] > 50) ^ (frame["zip"] == "01234")
+    return frame, np.where(churn, "churn", "stay")
+
+
+def strict_pipeline():
+    """Neither encoder nor model takes a missing value or an unknown category."""
+    return make_pipeline(
+        ColumnTransformer([("categories", OneHotEncoder(), ["plan", "zip"]),
+                           ("numbers", StandardScaler(), ["age", "income"])]),
+        LogisticRegression(max_iter=1000))
+
+
+def imputing_pipeline():
+    return make_pipeline(
+        ColumnTransformer([
+            ("categories", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                                         OneHotEncoder(handle_unknown="ignore")), ["plan", "zip"]),
+            ("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), ["age", "income"])]),
+        LogisticRegression(max_iter=1000))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("frame-models")
+    frame, churn = customers()
+    with_gaps = frame[["age", "income"]].copy()
+    with_gaps.loc[::9, "age"] = np.nan  # trained with gaps: the trees learned where NaN goes
+    fitted = {"strict": strict_pipeline().fit(frame, churn),
+              "imputing": imputing_pipeline().fit(frame, churn),
+              "boosted": HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(with_gaps, churn)}
+    paths = {}
+    for name, estimator in fitted.items():
+        paths[name] = folder / f"{name}.joblib"
+        joblib.dump(estimator, paths[name])
+    return fitted, paths
+
+
+@pytest.fixture(scope="module")
+def client(models, tmp_path_factory):
+    from mlapi import create_app
+    from mlapi.config import Settings
+
+    folder = tmp_path_factory.mktemp("frame-app")
+    _, paths = models
+    return create_app(Settings.from_env({
+        "MODELS": ",".join(f"{name}={path}" for name, path in paths.items()),
+        "MODEL_CACHE_DIR": str(folder / "cache"), "PREDICTION_CACHE_SIZE": "0",
+        "FEATURE_STORE_URL": f"sqlite:///{folder}/features.db",
+        "PREDICTIONS_DB_URL": f"sqlite:///{folder}/predictions.db"})).test_client()
+
+
+def bodies(rows: list[dict]) -> dict[str, dict]:
+    """The same rows in every form the native protocol accepts (dataframe_split in another
+    column order than the model's, which it must put right)."""
+    columns = list(rows[0])
+    shuffled = columns[::-1]
+    return {"objects": {"instances": rows},
+            "lists": {"instances": [[row[c] for c in columns] for row in rows]},
+            "dataframe_split": {"dataframe_split": {"columns": shuffled,
+                                                    "data": [[row[c] for c in shuffled] for row in rows]}},
+            "dataframe_records": {"dataframe_records": rows}}
+
+
+FORMS = ["objects", "lists", "dataframe_split", "dataframe_records"]
+GOOD = [{"plan": "premium", "zip": "02139", "age": 34.0, "income": 61_000.0},
+        {"plan": "basic", "zip": "01234", "age": 58.0, "income": 42_500.5},
+        {"plan": "family", "zip": "10001", "age": 45.0, "income": 38_000.0}]
+
+
+def as_frame(rows: list[dict]) -> pd.DataFrame:
+    """The DataFrame a user would hand the model: None as NaN, columns in fitted order."""
+    frame = pd.DataFrame([{k: np.nan if v is None else v for k, v in row.items()} for row in rows])
+    return frame.astype({c: float for c in frame.columns if c in ("age", "income")})
+
+
+def predict(client, model: str, form: str, rows: list[dict]):
+    response = client.post(f"/models/{model}/predict", json=bodies(rows)[form])
+    return response.status_code, response.get_json()
+
+
+def with_value(index: int, column: str, value) -> list[dict]:
+    rows = [dict(row) for row in GOOD]
+    rows[index][column] = value
+    return rows
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_good_rows_predict_as_the_model_does(client, models, form):
+    fitted, _ = models
+    status, body = predict(client, "strict", form, GOOD)
+    assert status == 200, body
+    assert body["predictions"] == fitted["strict"].predict(as_frame(GOOD)).tolist()
+    assert body["probabilities"] == fitted["strict"].predict_proba(as_frame(GOOD)).tolist()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_zip_code_stays_text_and_a_number_sent_for_it_is_its_text(client, models, form):
+    # "01234" read as a number would be 1234, a category the encoder never saw.
+    fitted, _ = models
+    rows = with_value(2, "zip", 10001)  # the category "10001", sent as a JSON number
+    status, body = predict(client, "strict", form, rows)
+    assert status == 200, body
+    assert body["predictions"] == fitted["strict"].predict(as_frame(GOOD)).tolist()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_string_in_a_numeric_column_names_instance_column_and_value(client, form):
+    status, body = predict(client, "strict", form, with_value(1, "age", "twelve"))
+    error = body["error"]
+    assert (status, error["status"]) == (422, 422), body
+    assert error["message"].startswith("instance 1, column 'age': 'twelve' is not a number; send a number")
+    assert "could not convert" in error["message"]  # scikit-learn's own words come last
+    assert (error["instance"], error["column"], error["value"], error["expected"]) == (1, "age", "twelve", "a number")
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_an_unknown_category_lists_the_known_ones(client, form):
+    status, body = predict(client, "strict", form, with_value(2, "plan", "platinum"))
+    error = body["error"]
+    assert status == 422, body
+    assert error["message"].startswith("instance 2, column 'plan': 'platinum' is not one of the known categories "
+                                       "'basic', 'family', 'premium'; send one of those")
+    assert (error["instance"], error["column"], error["categories"]) == (2, "plan", PLANS)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("column,expected", [("income", "send a number"),
+                                             ("zip", "send one of the known categories '01234', '02139', '10001'")])
+def test_a_missing_value_for_a_model_that_cannot_take_one_says_so(client, form, column, expected):
+    status, body = predict(client, "strict", form, with_value(1, column, None))
+    error = body["error"]
+    assert status == 422, body
+    assert error["message"].startswith(f"instance 1, column {column!r}: the value is missing (null or NaN) and model "
+                                       f"strict:1 cannot take a missing value here; {expected}")
+    assert (error["instance"], error["column"]) == (1, column)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_list_where_a_value_belongs_is_refused_by_name(client, form):
+    status, body = predict(client, "imputing", form, with_value(0, "plan", ["basic", "family"]))
+    assert status == 422 and body["error"]["message"].startswith(
+        "instance 0, column 'plan': ['basic', 'family'] is a list; send a single value"), body
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_missing_values_reach_a_pipeline_that_imputes_them(client, models, form):
+    fitted, _ = models
+    rows = [dict(row) for row in GOOD]
+    rows[0]["age"], rows[1]["plan"], rows[2]["zip"], rows[2]["income"] = None, None, None, None
+    status, body = predict(client, "imputing", form, rows)
+    assert status == 200, body
+    expected = as_frame(rows)
+    assert body["predictions"] == fitted["imputing"].predict(expected).tolist()
+    assert body["probabilities"] == fitted["imputing"].predict_proba(expected).tolist()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_missing_values_reach_a_model_that_takes_nan(client, models, form):
+    fitted, _ = models
+    rows = [{"age": 30.0, "income": None}, {"age": None, "income": 52_000.0}, {"age": None, "income": None},
+            {"age": 71.0, "income": 12_000.0}]
+    status, body = predict(client, "boosted", form, rows)
+    assert status == 200, body
+    expected = as_frame(rows)
+    assert body["predictions"] == fitted["boosted"].predict(expected).tolist()
+    assert body["probabilities"] == fitted["boosted"].predict_proba(expected).tolist()
+
+
+def test_a_nan_float_is_a_missing_value_too(models):
+    # What a JSON NaN literal decodes to (app/protocols/jsonio.py accepts NaN, as Python's json writes it).
+    fitted, _ = models
+    served = ServedModel("boosted", "1", fitted["boosted"])
+    rows = [[float("nan"), 52_000.0], [30.0, float("nan")]]
+    expected = pd.DataFrame(rows, columns=["age", "income"])
+    assert served.predict(to_model_input(served, rows)).predictions == fitted["boosted"].predict(expected).tolist()
+
+
+def test_an_array_model_names_the_feature_of_a_missing_value():
+    X = np.random.default_rng(1).normal(size=(60, 4))
+    estimator = LogisticRegression().fit(X, X[:, 0] > 0)
+    served = ServedModel("lr", "1", estimator)
+    rows = X[:3].tolist()
+    rows[2][3] = None
+    with pytest.raises(InvalidInput) as caught:
+        served.predict(to_model_input(served, rows))
+    assert caught.value.message.startswith("instance 2, feature 3: the value is missing (null or NaN)")
+    assert (caught.value.details["instance"], caught.value.details["column"]) == (2, 3)
+
+
+def test_what_each_column_takes_comes_from_the_fitted_encoders(models):
+    fitted, _ = models
+    strict = column_types(fitted["strict"])
+    assert strict == [{"name": "plan", "type": "string", "categories": PLANS},
+                      {"name": "zip", "type": "string", "categories": ZIPS},
+                      {"name": "age", "type": "number"}, {"name": "income", "type": "number"}]
+    assert column_types(fitted["imputing"]) == strict  # the encoder behind an imputer, in a Pipeline
+    assert column_types(fitted["boosted"]) == [{"name": "age", "type": "number"}, {"name": "income", "type": "number"}]
+    assert column_types(LogisticRegression().fit([[0.0], [1.0]], [0, 1])) is None  # fitted on an array
+    frame, churn = customers(60)
+    frame = frame.drop(columns="zip").assign(visits=np.arange(60) % 4)  # plan, age, income, visits
+    by_position = make_pipeline(  # columns given by position, the rest passed through
+        ColumnTransformer([("codes", OrdinalEncoder(), [3]), ("plan", OneHotEncoder(), [0])], remainder="passthrough"),
+        LogisticRegression(max_iter=500)).fit(frame, churn)
+    assert column_types(by_position) == [{"name": "plan", "type": "string", "categories": PLANS},
+                                         {"name": "age", "type": "number"}, {"name": "income", "type": "number"},
+                                         {"name": "visits", "type": "integer", "categories": [0, 1, 2, 3]}]
