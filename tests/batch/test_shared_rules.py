@@ -59,7 +59,8 @@ def test_the_feature_count_check_is_the_same_for_a_file_and_the_store(services):
         layout_for(model, ["id", "a", "b"], "id", "text")
     with pytest.raises(InvalidInput) as from_store:
         record_to_instance(model, "r1", {"id": "r1", "a": 1.0, "b": 2.0}, "text", lambda: ["a", "b"])
-    expected = "model cancer was fitted without feature names and expects 30 feature columns; {} has 2: ['a', 'b']"
+    expected = ("model cancer was fitted without feature names and expects 30 feature columns; {} has 2: "
+                "['a', 'b']; give it exactly 30 feature columns, in the order the model was trained on")
     assert from_file.value.message == expected.format("the input")
     assert from_store.value.message == expected.format("the store")
 
