@@ -13,7 +13,7 @@ What a column takes comes from app/serving/columns.py, the rule requests are bui
 """
 from __future__ import annotations
 
-from mlapi.serving.columns import column_types
+from mlapi.serving.columns import STRING, column_types
 from mlapi.serving.loading import describe_compute_path
 from mlapi.serving.model import TEXT, ServedModel
 
@@ -48,7 +48,11 @@ def _example(model: ServedModel, features: list[dict] | None):
     if model.input_kind == TEXT:
         return EXAMPLE_TEXT
     if features is not None:
-        # A category the encoder learnt is accepted whatever its handle_unknown says.
-        return {column["name"]: column["categories"][0] if column.get("categories") else 0.0
-                for column in features}
+        return {column["name"]: _example_value(column) for column in features}
     return None if model.n_features is None else [0.0] * model.n_features
+
+
+def _example_value(column: dict):
+    if column.get("categories"):  # a category the encoder learnt is accepted whatever its handle_unknown says
+        return column["categories"][0]
+    return EXAMPLE_TEXT if column["type"] == STRING else 0.0  # free text, read by a vectorizer

@@ -3,7 +3,9 @@
 scikit-learn keeps no dtypes of the frame a model was fitted on, but an encoder keeps what it
 learned: a OneHotEncoder / OrdinalEncoder / TargetEncoder (alone, inside a ColumnTransformer,
 or inside a Pipeline there) has `categories_`, one array per column it encodes. A column whose
-categories are strings takes strings, and only those; every other column takes a number.
+categories are strings takes strings, and only those. A column a text vectorizer reads (TF-IDF
+on a `description` column) takes free text: a string, with no categories. Every other column
+takes a number.
 
 This is the one rule: request rows are built with it (app/serving/inputs.py keeps a string
 column as text, so "01234" stays "01234"), rejected input is explained with it
@@ -16,29 +18,35 @@ from typing import Any
 from mlapi.serving.shortcuts.sklearn_code import fitted_names
 
 NUMBER, INTEGER, STRING, BOOLEAN = "number", "integer", "string", "boolean"
+NOT_ENCODED = object()  # a column no encoder or vectorizer reads: a number
+FREE_TEXT = None        # what _categories gives a column a text vectorizer reads: no categories
 
 
 def column_types(estimator) -> list[dict[str, Any]] | None:
     """[{"name", "type", "categories"?}] per fitted column in order, or None for a model fitted
     on a bare array. "categories" (what an encoder learned, missing values left out) is given
-    for every encoded column; "type" is "string" when those categories are strings."""
+    for every encoded column; "type" is "string" when those categories are strings, and for a
+    column of free text (no categories)."""
     names = fitted_names(estimator)
     if names is None:
         return None
     learned = _categories(estimator, names)
     types = []
     for name in names:
-        categories = learned.get(name)
-        if categories is None:
+        categories = learned.get(name, NOT_ENCODED)
+        if categories is NOT_ENCODED:
             types.append({"name": name, "type": NUMBER})
+        elif categories is FREE_TEXT:
+            types.append({"name": name, "type": STRING})
         else:
             types.append({"name": name, "type": _kind(categories), "categories": categories})
     return types
 
 
-def string_columns(estimator) -> dict[str, list]:
-    """{column name: its known string categories} for the columns that take strings."""
-    return {column["name"]: column["categories"] for column in column_types(estimator) or ()
+def string_columns(estimator) -> dict[str, list | None]:
+    """{column name: its known string categories, or None for free text} for the columns that
+    take strings."""
+    return {column["name"]: column.get("categories") for column in column_types(estimator) or ()
             if column["type"] == STRING}
 
 
@@ -52,10 +60,13 @@ def _kind(categories: list) -> str:
     return NUMBER
 
 
-def _categories(step, names: list[str]) -> dict[str, list]:
-    """{input column name: learned categories} for the columns `step` (fed `names`) encodes."""
+def _categories(step, names: list[str]) -> dict[str, list | None]:
+    """{input column name: learned categories, or FREE_TEXT} for the columns `step` (fed
+    `names`) encodes or reads as text."""
     if step is None or isinstance(step, str):  # "drop" / "passthrough"
         return {}
+    if hasattr(step, "build_analyzer") and len(names) == 1:  # Count/Tfidf/Hashing vectorizer: one text column
+        return {names[0]: FREE_TEXT}
     learned = getattr(step, "categories_", None)
     if isinstance(learned, list) and len(learned) == len(names):
         return {name: _plain(values) for name, values in zip(names, learned)}

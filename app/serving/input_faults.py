@@ -62,10 +62,12 @@ def instance_hint(model: ServedModel) -> str:
 
 
 def column_expects(model: ServedModel, column) -> str:
-    """What a column takes, in words: a number, or one of its known categories."""
-    categories = model.string_columns.get(column) if isinstance(column, str) else None
-    if categories is None:
+    """What a column takes, in words: a number, a text, or one of its known categories."""
+    if not isinstance(column, str) or column not in model.string_columns:
         return "a number"
+    categories = model.string_columns[column]
+    if categories is None:  # read by a text vectorizer
+        return "a text"
     shown = ", ".join(repr(c) for c in categories[:SHOWN_CATEGORIES])
     more = f", … ({len(categories)} in all)" if len(categories) > SHOWN_CATEGORIES else ""
     return f"one of the known categories {shown}{more}"
@@ -181,6 +183,7 @@ def _mentions(*words: str) -> Callable[[str], bool]:
 _DIAGNOSES = [
     (_mentions("could not convert", "string", "invalid literal"), _not_numbers, _not_a_number),
     (_mentions("unknown categor"), _unknown_categories, _not_a_category),
-    (_mentions("unknown categor", "contains nan", "missing value"), _missing, _a_missing_value),
+    # A text vectorizer given NaN: "np.nan is an invalid document, expected byte or unicode string."
+    (_mentions("unknown categor", "contains nan", "missing value", "invalid document"), _missing, _a_missing_value),
     (_mentions("infinity"), _infinite, _an_infinity),
 ]

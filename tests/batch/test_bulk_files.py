@@ -144,6 +144,21 @@ def test_a_zip_code_that_looks_like_a_number_stays_a_string(churn, tmp_path):
     assert_model_own_output(out, "row", list(range(len(frame))), estimator, frame)
 
 
+def test_a_text_column_beside_numbers_is_read_as_text(tmp_path):
+    # TF-IDF on `description` in a ColumnTransformer: the column is text, not a number.
+    from review_model import reviews, text_column_pipeline
+
+    frame, liked = reviews(300, seed=3)
+    estimator = text_column_pipeline("tfidf").fit(frame, liked)
+    joblib.dump(estimator, tmp_path / "reviews.joblib")
+    scored, _ = reviews(45, seed=4)
+    source = write(scored, tmp_path / "reviews.csv")
+    result = batch_predict(tmp_path, f"reviews={tmp_path / 'reviews.joblib'}", "--input", source,
+                           "--output", tmp_path / "out.csv", "--chunk-size", 10)
+    assert result.returncode == 0, result.stderr
+    assert_model_own_output(pd.read_csv(tmp_path / "out.csv"), "row", list(range(45)), estimator, scored)
+
+
 # ---- a value the model cannot take: its row and column, a non-zero exit, no output ------------------
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
 @pytest.mark.parametrize("column,value,expected", [("spend", "twelve", "is not a number"),

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
+from review_model import reviews, text_column_pipeline
 from mlapi.errors import InvalidInput
 from mlapi.serving.columns import column_types
 from mlapi.serving.inputs import to_model_input
@@ -241,3 +242,27 @@ def test_what_each_column_takes_comes_from_the_fitted_encoders(models):
     assert column_types(by_position) == [{"name": "plan", "type": "string", "categories": PLANS},
                                          {"name": "age", "type": "number"}, {"name": "income", "type": "number"},
                                          {"name": "visits", "type": "integer", "categories": [0, 1, 2, 3]}]
+
+
+# ---- a text column beside numbers: TF-IDF on a `description`, in a ColumnTransformer -----------
+@pytest.mark.parametrize("vectorizer", ["tfidf", "count", "hashing"])
+def test_a_column_a_text_vectorizer_reads_takes_text(vectorizer):
+    from mlapi.serving.card import model_card
+
+    frame, liked = reviews()
+    estimator = text_column_pipeline(vectorizer).fit(frame, liked)
+    assert column_types(estimator) == [{"name": "description", "type": "string"}, {"name": "price", "type": "number"}]
+    served = ServedModel("reviews", "1", estimator)
+    card = model_card(served)
+    assert card["features"] == column_types(estimator) and card["example"] == {"description": "example text",
+                                                                                "price": 0.0}
+    rows = frame.head(5).to_dict(orient="records")
+    rows[1]["description"] = 1234  # a number sent for a text is its text, as in a category column
+    expected = frame.head(5).copy()
+    expected.loc[1, "description"] = "1234"
+    assert served.predict(to_model_input(served, rows)).predictions == estimator.predict(expected).tolist()
+    rows[3]["description"] = None
+    with pytest.raises(InvalidInput) as caught:
+        served.predict(to_model_input(served, rows))
+    assert caught.value.message.startswith("instance 3, column 'description': the value is missing (null or NaN) "
+                                           "and model reviews:1 cannot take a missing value here; send a text")
