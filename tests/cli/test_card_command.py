@@ -1,6 +1,7 @@
 """`mlapi card`: a model's card in the terminal, for the models MODELS lists or the files named."""
 import hashlib
 import json
+import os
 import subprocess
 
 import joblib
@@ -17,9 +18,12 @@ def churn_file(tmp_path):
     return path
 
 
+CLEAN_ENV = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": "/tmp"}
+
+
 def card(*args, **env):
     return subprocess.run([str(VENV_BIN / "mlapi"), "card", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": "/tmp", **env})
+                          timeout=120, env={**CLEAN_ENV, **env})
 
 
 def test_the_card_of_a_model_in_models(churn_file, trained, tmp_path):
@@ -68,3 +72,35 @@ def test_what_cannot_be_shown_is_one_line(churn_file, tmp_path):
     failed = card(str(churn_file), str(broken))
     assert failed.returncode == 1 and failed.stdout.startswith("churn:1\n")
     assert failed.stderr.startswith(f"broken:1 NOT loaded from {broken}: could not unpickle")
+
+
+# ---- a reader that leaves early (`mlapi card --json | head -3`): quiet, for every command -------------
+def into_closed_pipe(*args, **env) -> subprocess.CompletedProcess:
+    """`mlapi ARGS` writing into a pipe whose reader has already gone, as `| head` leaves it."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([str(VENV_BIN / "mlapi"), *args], cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120, env={**CLEAN_ENV, **env})
+    finally:
+        os.close(write_end)
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(churn_file, tmp_path):
+    env = {"MODELS": f"churn={churn_file}", "MODEL_CACHE_DIR": str(tmp_path / "cache")}
+    cut = into_closed_pipe("card", "--json", **env)
+    assert (cut.returncode, cut.stderr) == (141, "")  # 128 + SIGPIPE, as `cat big | head` leaves cat
+    assert into_closed_pipe("demo", "--help").stderr == ""
+    piped = subprocess.run(f"{VENV_BIN / 'mlapi'} card --json | head -3", shell=True, cwd=ROOT, capture_output=True,
+                           text=True, timeout=120, env={**CLEAN_ENV, **env})
+    assert piped.stdout.splitlines() == ["{", '  "name": "churn",', '  "version": "1",'] and piped.stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_still_shown():
+    # A database's or Pub/Sub's socket breaking is a fault, not a reader that left.
+    code = ("import mlapi.cli as cli\n"
+            "def fail(argv): raise BrokenPipeError(32, 'Broken pipe')\n"
+            "cli._run = fail\n"
+            "cli.main([])\n")
+    result = subprocess.run([str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "BrokenPipeError: [Errno 32] Broken pipe" in result.stderr
