@@ -17,6 +17,9 @@ from mlapi.protocols.validation import Alternatives
 
 # ---- native predict, features and predict_features -----------------------------------------
 INSTANCE_KEYS = ("instances", "inputs", "dataframe_split", "dataframe_records")
+# One row of the demo iris model (`mlapi demo`, served by `make run`): the examples a newcomer
+# can send as they are.
+EXAMPLE_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 EXAMPLE_ROW = [5.1, 3.5, 1.4, 0.2]
 
 Rows = Annotated[list[Any] | UnsetType, Meta(
@@ -40,7 +43,7 @@ class DataframeSplit(Struct):
                                     examples=[[EXAMPLE_ROW]])]
     columns: Annotated[list[str] | None, Meta(
         description="The feature names, in the order of each row's values; omitted: training order.",
-        examples=[["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]])] = None
+        examples=[EXAMPLE_COLUMNS])] = None
     index: Annotated[Any, Meta(description="Row labels; ignored.")] = None
 
 
@@ -58,8 +61,7 @@ class PredictBody(Struct):
     dataframe_split: DataframeSplit | UnsetType = UNSET
     dataframe_records: Annotated[list[Any] | UnsetType, Meta(
         description='pandas\' `DataFrame.to_dict(orient="records")`: one object per row, keyed by feature name.',
-        examples=[[{"sepal length (cm)": 5.1, "sepal width (cm)": 3.5, "petal length (cm)": 1.4,
-                    "petal width (cm)": 0.2}]])] = UNSET
+        examples=[[dict(zip(EXAMPLE_COLUMNS, EXAMPLE_ROW))]])] = UNSET
     parameters: Parameters | None = None
 
 

@@ -45,8 +45,8 @@ def test_pandas_split_orientation_with_its_index():
     ({"dataframe_split": {"data": 5}}, '"dataframe_split.data" must be a list such as [[5.1,3.5,1.4,0.2]], got 5'),
     ({"dataframe_split": {"columns": ["a"]}}, '"dataframe_split" needs "data"'),
     ({"dataframe_split": {"columns": [1], "data": [[1]]}},
-     '"dataframe_split.columns" must be a list of strings or null such as ["sepal length (cm)","sepal width (cm)",'
-     '"petal length (cm)","petal width (cm)"], got 1 at dataframe_split.columns[0]'),
+     '"dataframe_split.columns" must be a list of strings or null such as ["sepal_length","sepal_width",'
+     '"petal_length","petal_width"], got 1 at dataframe_split.columns[0]'),
     ({"instances": [[1]], "parameters": []}, '"parameters" must be an object or null, got []'),
     ({"instances": [[1]], "parameters": {"probabilities": "yes"}},
      '"parameters.probabilities" must be true or false or null, got "yes"'),
@@ -97,3 +97,25 @@ def test_encode_features_dense_frame_and_csr():
     assert native.encode_features(MODEL, pd.DataFrame(dense))["features"] == [[1.0, 0.0], [0.0, 2.0]]
     csr = native.encode_features(MODEL, sparse.csr_matrix(dense))["features"]
     assert csr == {"format": "csr", "shape": [2, 2], "data": [1.0, 2.0], "indices": [0, 1], "indptr": [0, 1, 2]}
+
+
+def test_the_generic_examples_are_rows_the_demo_iris_model_takes():
+    # What /openapi.json shows for any model (and a 400 quotes) can be sent as it is to the demo
+    # model `make run` serves: its feature names, one setosa row.
+    from mlapi.cli.demo_models import train_iris
+    from mlapi.protocols.request_bodies import PredictBody
+    from mlapi.protocols.validation import json_schema
+    from mlapi.serving.inputs import to_model_input
+    from mlapi.serving.model import ServedModel
+
+    iris = ServedModel("iris", "1", train_iris())
+    schemas = json_schema(PredictBody)["$defs"]
+    body, split = schemas["PredictBody"]["properties"], schemas["DataframeSplit"]["properties"]
+    columns = split["columns"]["examples"][0]
+    assert iris.feature_names == columns
+    bodies = [PredictBody.example, {"instances": body["instances"]["examples"][0]},
+              {"dataframe_records": body["dataframe_records"]["examples"][0]},
+              {"dataframe_split": {"columns": columns, "data": split["data"]["examples"][0]}}]
+    for body in bodies:
+        request = native.decode_predict(body)
+        assert iris.predict(to_model_input(iris, request.instances)).predictions == ["setosa"], body
