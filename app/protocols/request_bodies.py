@@ -36,6 +36,10 @@ class Parameters(Struct):
                     "Default: true when the model has predict_proba.")] = None
 
 
+# The example a 400 about `parameters` quotes, and the document shows.
+OptionalParameters = Annotated[Parameters | None, Meta(examples=[{"probabilities": False}])]
+
+
 class DataframeSplit(Struct):
     """pandas' `DataFrame.to_dict(orient="split")` (MLflow's dataframe_split); `index` is ignored."""
 
@@ -58,11 +62,12 @@ class PredictBody(Struct):
 
     instances: Rows = UNSET
     inputs: Annotated[list[Any] | UnsetType, Meta(description="Another name for `instances`.")] = UNSET
-    dataframe_split: DataframeSplit | UnsetType = UNSET
+    dataframe_split: Annotated[DataframeSplit | UnsetType, Meta(
+        examples=[{"columns": EXAMPLE_COLUMNS, "data": [EXAMPLE_ROW]}])] = UNSET
     dataframe_records: Annotated[list[Any] | UnsetType, Meta(
         description='pandas\' `DataFrame.to_dict(orient="records")`: one object per row, keyed by feature name.',
         examples=[[dict(zip(EXAMPLE_COLUMNS, EXAMPLE_ROW))]])] = UNSET
-    parameters: Parameters | None = None
+    parameters: OptionalParameters = None
 
 
 class CsrMatrix(Struct):
@@ -94,7 +99,7 @@ class FeatureMatrixBody(Struct):
     features: FeatureMatrix = UNSET
     instances: Annotated[Any, Meta(description="Another name for `features`.")] = UNSET
     inputs: Annotated[Any, Meta(description="Another name for `features`.")] = UNSET
-    parameters: Parameters | None = None
+    parameters: OptionalParameters = None
 
 
 # ---- the single-input routes (/model/<name>/...) ----------------------------------------------

@@ -112,7 +112,10 @@ def explain(error: str, body: Any, schema: type) -> str:
     missing = _MISSING.search(error)
     if missing:
         where = f'"{_dotted(steps)}"' if steps else "the body"
-        return f'{where} needs "{missing["field"]}"'
+        field = missing["field"]
+        examples = _node_at(json_schema(schema), [*steps, field]).get("examples")
+        example = f", e.g. {_encode({field: examples[0]})}" if examples else ""
+        return f'{where} needs "{field}"{example}'
     # Report the named field (not the list item inside it) with what it must be, and the value
     # that broke the rule, where it was.
     named = len(steps)
@@ -146,8 +149,9 @@ def _node_at(root: dict, steps: list) -> dict:
 
 def _resolve(root: dict, node: dict) -> dict:
     ref = node.get("$ref")
-    if ref:
-        return root.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {})
+    if ref:  # the definition, with what the field adds beside the reference (its examples)
+        beside = {key: value for key, value in node.items() if key != "$ref"}
+        return {**root.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {}), **beside}
     return node
 
 
@@ -174,7 +178,7 @@ def phrase(node: dict) -> str:
         text = _WORDS.get(kind, "a JSON value")
     examples = node.get("examples")
     if examples:
-        text += " such as " + " or ".join(msgspec.json.encode(e).decode() for e in examples[:2])
+        text += " such as " + " or ".join(_encode(e) for e in examples[:2])
     return text
 
 
@@ -215,6 +219,10 @@ def _show(value: Any) -> str:
     except (TypeError, ValueError, msgspec.EncodeError):
         text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _encode(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _dotted(steps: list) -> str:

@@ -41,13 +41,15 @@ def test_pandas_split_orientation_with_its_index():
                                       "['instances', 'inputs']"),
     ({"instances": {"a": 1}}, '"instances" must be a list such as [[5.1,3.5,1.4,0.2]], got {"a":1}'),
     ({"instances": None}, '"instances" must be a list such as [[5.1,3.5,1.4,0.2]], got null'),
-    ({"dataframe_split": [[1]]}, '"dataframe_split" must be an object, got [[1]]'),
+    ({"dataframe_split": [[1]]}, '"dataframe_split" must be an object such as {"columns":["sepal_length",'
+                                 '"sepal_width","petal_length","petal_width"],"data":[[5.1,3.5,1.4,0.2]]}, got [[1]]'),
     ({"dataframe_split": {"data": 5}}, '"dataframe_split.data" must be a list such as [[5.1,3.5,1.4,0.2]], got 5'),
-    ({"dataframe_split": {"columns": ["a"]}}, '"dataframe_split" needs "data"'),
+    ({"dataframe_split": {"columns": ["a"]}}, '"dataframe_split" needs "data", e.g. {"data":[[5.1,3.5,1.4,0.2]]}'),
     ({"dataframe_split": {"columns": [1], "data": [[1]]}},
      '"dataframe_split.columns" must be a list of strings or null such as ["sepal_length","sepal_width",'
      '"petal_length","petal_width"], got 1 at dataframe_split.columns[0]'),
-    ({"instances": [[1]], "parameters": []}, '"parameters" must be an object or null, got []'),
+    ({"instances": [[1]], "parameters": []},
+     '"parameters" must be an object or null such as {"probabilities":false}, got []'),
     ({"instances": [[1]], "parameters": {"probabilities": "yes"}},
      '"parameters.probabilities" must be true or false or null, got "yes"'),
 ])

@@ -13,7 +13,7 @@ def test_decode_text_and_features_with_flags():
 
 
 @pytest.mark.parametrize("decode,body,message", [
-    (text.decode_text, {"txt": "x"}, 'the body needs "text"'),
+    (text.decode_text, {"txt": "x"}, 'the body needs "text", e.g. {"text":"I was charged twice for my plan"}'),
     (text.decode_text, {"text": 5}, '"text" must be a string such as "I was charged twice for my plan", got 5'),
     (text.decode_feature_list, {"features": "1,2"}, '"features" must be a list such as [5.1,3.5,1.4,0.2], got "1,2"'),
     (text.decode_text, {"text": "x", "echo_input": "yes"}, '"echo_input" must be true or false, got "yes"'),
