@@ -10,6 +10,7 @@ import orjson
 
 from mlapi.cli.progress import progress_bar
 from mlapi.config import Settings
+from mlapi.errors import InvalidInput
 
 
 def register(commands) -> None:
@@ -87,7 +88,7 @@ def cmd_features_import(args, settings: Settings) -> int:
         try:
             report = import_rows(_write_engine(settings), settings.feature_table, settings.feature_id_column,
                                  read_rows(args.file), skip_bad_rows=args.skip_bad_rows, progress=progress)
-        except ImportRefused as refused:
+        except (ImportRefused, InvalidInput) as refused:  # bad rows; the data as a whole does not fit (no id)
             print(f"import refused, nothing written: {refused}", file=sys.stderr)
             return 2
     print(f"imported {report.written} rows into {settings.feature_table}"
@@ -106,8 +107,12 @@ def _sync(settings: Settings, source_url: str, query: str, updated_at: str | Non
     from mlapi.store.ingest import sync
 
     with progress_bar("syncing") as progress:
-        written, incremental = sync(source_url, query, _write_engine(settings), settings.feature_table,
-                                    settings.feature_id_column, updated_at, progress)
+        try:
+            written, incremental = sync(source_url, query, _write_engine(settings), settings.feature_table,
+                                        settings.feature_id_column, updated_at, progress)
+        except InvalidInput as refused:  # the rows do not fit the store (no id column)
+            print(f"sync refused, nothing written: {refused}", file=sys.stderr)
+            return 2
     print(f"synced {written} rows into {settings.feature_table}" + (" (incremental)" if incremental else ""))
     return 0
 

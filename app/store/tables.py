@@ -53,7 +53,10 @@ def _is_float(value) -> bool:
 def create_table(conn: sa.Connection, name: str, id_column: str, sample: list[dict]) -> sa.Table:
     columns = list(dict.fromkeys(k for row in sample for k in row))
     if id_column not in columns:
-        raise InvalidInput(f"the data has no {id_column!r} column (FEATURE_ID_COLUMN)")
+        shown = ", ".join(columns[:12]) + (f", … ({len(columns)} in all)" if len(columns) > 12 else "")
+        raise InvalidInput(f"the data has no {id_column!r} column, which holds each record's id: add an "
+                           f"{id_column!r} column, or set FEATURE_ID_COLUMN to the column that holds the ids "
+                           f"(the data has {shown or 'no columns'})")
     table = sa.Table(name, sa.MetaData(), sa.Column(id_column, sa.String(255), primary_key=True),
                      *[sa.Column(c, column_type([row.get(c) for row in sample])) for c in columns if c != id_column])
     table.create(conn, checkfirst=True)

@@ -42,6 +42,17 @@ def rows_of(url: str, sql: str) -> list[tuple]:
     return rows
 
 
+def app_database(tmp_path, *statements: str) -> str:
+    """The URL of an application's SQLite database (a sync's source) made by `statements`."""
+    url = f"sqlite:///{tmp_path}/app.db"
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+    return url
+
+
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -117,6 +128,24 @@ def test_a_column_first_seen_late_in_a_file(db_url, tmp_path, monkeypatch):
         ("0", 0.5, None), ("1", 1.5, None), ("2", 2.5, None), ("3", 3.5, 7), ("4", None, 8)]
 
 
+def test_data_without_the_id_column_is_refused_saying_what_to_do(tmp_path):
+    # A file (or a sync's query) keyed by another column: add the id column, or name its own.
+    env = {**os.environ, "FEATURE_STORE_URL": f"sqlite:///{tmp_path}/fs.db"}
+    source = write_jsonl(tmp_path / "customers.jsonl", [{"customer_id": "c1", "age": 30}])
+    source_url = app_database(tmp_path, "CREATE TABLE customers (customer_id TEXT, age INTEGER)",
+                              "INSERT INTO customers VALUES ('c1', 30)")
+    said = ("the data has no 'id' column, which holds each record's id: add an 'id' column, or set "
+            "FEATURE_ID_COLUMN to the column that holds the ids (the data has customer_id, age)")
+    for command, refused in ((["import", str(source)], "import refused"),
+                             (["sync", "--from", source_url, "--query", "SELECT * FROM customers"], "sync refused")):
+        result = subprocess.run([str(VENV_BIN / "mlapi"), "features", *command], capture_output=True, text=True,
+                                env=env, timeout=120)
+        assert (result.returncode, result.stderr) == (2, f"{refused}, nothing written: {said}\n"), result.stderr
+    assert mlapi("features", "import", str(source), env={"FEATURE_STORE_URL": env["FEATURE_STORE_URL"],
+                                                         "FEATURE_ID_COLUMN": "customer_id"}) \
+        == "imported 1 rows into features (table created)"
+
+
 def test_a_refused_import_writes_no_rows_into_the_columns_it_added(db_url, tmp_path):
     engine = make_engine(db_url)
     import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "a.jsonl", [{"id": "a", "x": 1.5}])))
@@ -128,12 +157,8 @@ def test_a_refused_import_writes_no_rows_into_the_columns_it_added(db_url, tmp_p
 
 
 def test_a_sync_adds_the_columns_its_query_brings(db_url, tmp_path):
-    source_url = f"sqlite:///{tmp_path}/app.db"
-    source = make_engine(source_url)
-    with source.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY, body TEXT, age INTEGER)"))
-        conn.execute(sa.text("INSERT INTO customers VALUES (10, 'refund my invoice', 41)"))
-    source.dispose()
+    source_url = app_database(tmp_path, "CREATE TABLE customers (id INTEGER PRIMARY KEY, body TEXT, age INTEGER)",
+                              "INSERT INTO customers VALUES (10, 'refund my invoice', 41)")
     store = make_engine(db_url)
     sync(source_url, "SELECT id, body AS text FROM customers", store, "features", "id")
     assert sync(source_url, "SELECT id, body AS text, age FROM customers", store, "features", "id") == (1, False)
