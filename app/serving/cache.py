@@ -7,19 +7,53 @@ sha256, so a different artifact under the same name and version never reads old 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import threading
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
 import orjson
 
 _MISSING = object()
 
 
 def cache_key(*parts: Any) -> str:
-    """A stable digest of JSON-able parts (numpy arrays included)."""
+    """A stable digest of JSON-able parts (numpy arrays included).
+
+    orjson writes NaN, Infinity and -Infinity as null, so parts holding one would share a key
+    with the same parts holding null (or another of the three) and read its answer. Only an
+    encoding with a null can hold one; such parts are walked, and when they do hold a
+    non-finite float they are keyed by the standard library's encoding, which names all four
+    apart (and is never equal to an orjson encoding, which has no NaN)."""
     raw = orjson.dumps(parts, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_SORT_KEYS)
+    if b"null" in raw and _has_non_finite(parts):
+        raw = json.dumps(parts, sort_keys=True, default=_plain, separators=(",", ":")).encode()
     return hashlib.blake2b(raw, digest_size=20).hexdigest()
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "fc":
+            return not bool(np.isfinite(value).all())
+        return value.dtype == object and any(_has_non_finite(item) for item in value.ravel())
+    if isinstance(value, np.floating):
+        return not bool(np.isfinite(value))
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars for json.dumps."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
 
 
 class PredictionCache:

@@ -142,3 +142,23 @@ def test_single_input_routes(client, trained):
 def test_health_and_readiness(client):
     assert ok(client.get("/healthz")) == {"status": "ok"}
     assert sorted(ok(client.get("/readyz"))["ready"]) == sorted(f"{n}:1" for n in ALL)
+
+
+def test_the_cache_keeps_nan_infinity_and_null_apart(client, trained):
+    """orjson writes NaN and ±Infinity as null: a key built from its encoding alone gave
+    [Infinity, ...] the cached answer of [NaN, ...]."""
+    rest = ", ".join(str(v) for v in trained["tree"][2][0][1:])
+
+    def send(literal):
+        response = client.post("/model/tree/features_to_prediction", data=f'{{"features": [{literal}, {rest}]}}',
+                               content_type="application/json")
+        return response.status_code, response.get_json()
+
+    status, first = send("NaN")
+    assert status == 200 and first["from_cache"] is False
+    assert send("NaN") == (200, {**first, "from_cache": True})
+    for literal in ("Infinity", "-Infinity"):
+        status, body = send(literal)
+        assert status == 422 and "infinit" in str(body).lower(), body
+    status, body = send("null")
+    assert status == 200 and body["from_cache"] is False
