@@ -73,6 +73,10 @@ def _lenient_loads(raw: bytes) -> Any:
 
 
 def _int_like_orjson(digits: str) -> int | float:
+    # More digits than any 64-bit integer has (20 with a sign) is a float without int(),
+    # which refuses more than 4300 digits (a ValueError, not a malformed body).
+    if len(digits) > 20:
+        return float(digits)
     value = int(digits)
     return value if _INT64_MIN <= value <= _UINT64_MAX else float(digits)
 

@@ -7,6 +7,7 @@ what was expected. It also decodes feature matrices (dense or CSR) for predict_f
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -72,7 +73,7 @@ def _from_lists(model: ServedModel, rows: list):
     if model.feature_names is not None:
         return _frame(model, matrix, model.feature_names)
     if matrix.dtype == object:
-        raise InvalidInput(_non_numeric_message(model, rows))
+        _refuse_non_numeric(model, rows)
     return matrix
 
 
@@ -228,13 +229,13 @@ def _refuse_nested(values: np.ndarray, column: str) -> None:
                                instance=row, column=column, value=value)
 
 
-def _non_numeric_message(model: ServedModel, rows: list) -> str:
+def _refuse_non_numeric(model: ServedModel, rows: list) -> None:
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
             if value is not None and not isinstance(value, (int, float, bool)):
-                return (f"instance {r}, feature {c}: {value!r} is not a number; model {model.name} was fitted "
-                        f"on numbers only: {instance_hint(model)}")
-    return f"instances must hold numbers: {instance_hint(model)}"
+                raise InvalidInput(f"instance {r}, feature {c}: {value!r} is not a number; model {model.name} was "
+                                   f"fitted on numbers only: {instance_hint(model)}", instance=r, column=c)
+    raise InvalidInput(f"instances must hold numbers: {instance_hint(model)}")
 
 
 # ---- feature matrices (predict_features) -------------------------------------------------
@@ -261,7 +262,7 @@ def _csr(payload: dict, model: ServedModel):
         raise InvalidInput('sparse features must be {"format": "csr", "shape", "data", "indices", "indptr"}, '
                            f'as /models/{model.name}/features returns them')
     try:
-        shape = tuple(int(v) for v in payload["shape"])
+        shape = _csr_shape(payload["shape"])
         matrix = sparse.csr_matrix(
             (np.asarray(payload["data"], dtype=np.float64), np.asarray(payload["indices"], dtype=np.int64),
              np.asarray(payload["indptr"], dtype=np.int64)), shape=shape)
@@ -272,6 +273,15 @@ def _csr(payload: dict, model: ServedModel):
         raise InvalidInput(f"no features: the CSR matrix has no rows; {_features_hint(model)}")
     _check_feature_width(model, matrix.shape[1])
     return matrix
+
+
+def _csr_shape(value: Any) -> tuple[int, ...]:
+    """Two whole, finite numbers: int() of an infinity (Infinity, 1e400) raises OverflowError."""
+    if not isinstance(value, list) or len(value) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) and v >= 0
+            for v in value):
+        raise ValueError(f'"shape" must be [rows, columns], two whole numbers, not {value!r}')
+    return tuple(int(v) for v in value)
 
 
 def _check_feature_width(model: ServedModel, width: int) -> None:

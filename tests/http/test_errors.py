@@ -90,3 +90,13 @@ def test_a_bug_is_a_json_500_with_a_logged_traceback(make_app, trained, tmp_path
     assert error["message"] == "internal server error" and "boom" not in str(error)  # no internals leak
     assert any(r.exc_info and "boom: a bug" in str(r.exc_info[1]) for r in caplog.records)
     still_serves(client, trained)
+
+
+@pytest.mark.parametrize("shape", ["[Infinity, 4]", "[1e400, 4]", "[1, -Infinity]", "[NaN, 4]", "[1.5, 4]"])
+def test_a_csr_shape_that_is_not_two_whole_numbers_is_a_422(client, shape):
+    # int(inf) raises OverflowError, which was a 500.
+    body = '{"features": {"format": "csr", "shape": %s, "data": [], "indices": [], "indptr": [0]}}' % shape
+    response = client.post("/models/text/predict_features", data=body, content_type="application/json")
+    assert response.status_code == 422, response.get_data(as_text=True)
+    message = response.get_json()["error"]["message"]
+    assert '"shape" must be [rows, columns], two whole numbers' in message and "features returns them" in message

@@ -31,6 +31,16 @@ def test_the_lenient_reading_keeps_orjsons_other_rules():
     assert body["huge"] == math.inf
 
 
+def test_an_integer_of_thousands_of_digits_is_an_infinity_not_a_500():
+    # int() refuses more than 4300 digits; such an integer is read as a float, as 1e400 is.
+    for digits in ("9" * 5000, "-" + "9" * 5000):
+        value = parse_json(b'{"x": NaN, "n": ' + digits.encode() + b"}")["n"]
+        assert isinstance(value, float) and math.isinf(value) and (value < 0) == digits.startswith("-")
+    assert parse_json(b'{"x": NaN, "n": -9223372036854775808, "m": 18446744073709551615}') == {
+        "x": pytest.approx(math.nan, nan_ok=True), "n": -(2 ** 63), "m": 2 ** 64 - 1}
+
+
+
 @pytest.mark.parametrize("raw,message", [
     (b"", 'the request body is empty; send one JSON object, e.g. {"instances": [[5.1, 3.5, 1.4, 0.2]]}'),
     (b"[1, 2]", "the body must be a JSON object, not an array; send one JSON object"),
