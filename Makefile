@@ -81,6 +81,9 @@ CLOUD_RUN_MAX_INSTANCES ?= 3
 CLOUD_RUN_INGRESS ?= all
 CLOUD_RUN_ALLOW_UNAUTHENTICATED ?= false
 CANARY_PERCENT ?= 10
+# A Secret Manager secret holding the /docs token: the service reads it as API_DOCS_TOKEN
+# (deploy, deploy-canary). The runtime service account needs roles/secretmanager.secretAccessor on it.
+API_DOCS_TOKEN_SECRET ?=
 REVISION ?=
 
 # Batch inference (docs: README, "Batch inference on Google Cloud"). Pub/Sub pushes each request
@@ -133,7 +136,14 @@ SERVICE_FLAGS = --region=$(GCP_REGION) --project=$(GCP_PROJECT_ID)
 DEPLOY_FLAGS = --image=$(IMAGE) $(SERVICE_FLAGS) --service-account=$(RUNTIME_EMAIL) \
                --memory=$(CLOUD_RUN_MEMORY) --cpu=$(CLOUD_RUN_CPU) --concurrency=$(CLOUD_RUN_CONCURRENCY) \
                --min-instances=$(CLOUD_RUN_MIN_INSTANCES) --max-instances=$(CLOUD_RUN_MAX_INSTANCES) \
-               --ingress=$(CLOUD_RUN_INGRESS) --port=8080 $(AUTH_FLAG) $(ENV_VARS_FLAG)
+               --ingress=$(CLOUD_RUN_INGRESS) --port=8080 $(AUTH_FLAG) $(ENV_VARS_FLAG) \
+               $(if $(strip $(API_DOCS_TOKEN_SECRET)),--update-secrets=API_DOCS_TOKEN=$(strip $(API_DOCS_TOKEN_SECRET)):latest)
+# The /docs token is a secret: as a plain variable it would be in the service's configuration,
+# readable by anyone who may describe the service. Refused; it travels through Secret Manager.
+refuse_plain_docs_token = $(if $(strip $(API_DOCS_TOKEN)),$(error API_DOCS_TOKEN is not sent to Cloud Run as a \
+  plain variable (anyone who can describe the service would read it): store it in Secret Manager \
+  (gcloud secrets create NAME --data-file=-), set API_DOCS_TOKEN_SECRET=NAME and leave API_DOCS_TOKEN unset for \
+  this command; /docs is off on Cloud Run unless API_DOCS=on))
 # `mlapi batch-predict` shards itself by CLOUD_RUN_TASK_INDEX / CLOUD_RUN_TASK_COUNT, which Cloud Run sets.
 BATCH_ARGS = batch-predict,--from-store,--to-db$(if $(strip $(BATCH_MODEL)),$(comma)--model=$(strip $(BATCH_MODEL)))
 
@@ -344,6 +354,9 @@ run-container: ## run the image on http://localhost:8080 (PORT) with the server 
 	$(call require,DOCKER_PROJECT IMAGE_TAG PORT)
 	docker run --rm --publish=$(PORT):8080 --env=PORT=8080 \
 	  $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),--env='$(v)=$(strip $($(v)))')) \
+	  $(if $(strip $(API_DOCS_TOKEN)),--env=API_DOCS_TOKEN) \
+	  $(if $(strip $(API_DOCS_TOKEN_FILE)),--volume='$(abspath $(API_DOCS_TOKEN_FILE)):/run/secrets/api-docs-token:ro' \
+	    --env=API_DOCS_TOKEN_FILE=/run/secrets/api-docs-token) \
 	  $(if $(GOOGLE_APPLICATION_CREDENTIALS),--user="$$(id -u):$$(id -g)" \
 	    --volume='$(abspath $(GOOGLE_APPLICATION_CREDENTIALS)):/run/secrets/gcp-key.json:ro' \
 	    --env=GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp-key.json) \
@@ -438,6 +451,7 @@ image-to-gcp: ## tag the local image for Artifact Registry and push it
 	docker push $(IMAGE)
 
 deploy: ## deploy the pushed image to Cloud Run; private unless CLOUD_RUN_ALLOW_UNAUTHENTICATED=true
+	$(refuse_plain_docs_token)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG)
 	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS)
 
@@ -478,6 +492,7 @@ deploy-model: ## upload MODEL=path and roll a new revision serving it (no image 
 	@echo "$(DOCKER_PROJECT) now serves $(MODEL_OBJECT); to keep it across make deploy, put the two lines above in .env"
 
 deploy-canary: ## deploy the pushed image as revision tag canary and send it CANARY_PERCENT% of requests
+	$(refuse_plain_docs_token)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG CANARY_PERCENT)
 	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS) --no-traffic --tag=canary
 	gcloud run services update-traffic $(DOCKER_PROJECT) $(SERVICE_FLAGS) --to-tags=canary=$(CANARY_PERCENT)

@@ -70,6 +70,7 @@ class Settings:
     # When set, GET /metrics requires "Authorization: Bearer <token>".
     metrics_token: str | None = field(default=None, repr=False)
     # GET /docs (Swagger UI, served from the package: no CDN) and GET /openapi.json; off: both 404.
+    # Default on, but off on Cloud Run (K_SERVICE set) unless API_DOCS says otherwise.
     api_docs: bool = True
     # When set, /docs and /openapi.json require it: "Authorization: Bearer <token>", or HTTP Basic
     # with it as the password (what a browser prompts for). API_DOCS_TOKEN_FILE names a file
@@ -148,7 +149,9 @@ class Settings:
             access_log=_bool(env, "ACCESS_LOG", False),
             google_cloud_project=_text(env, "GCP_PROJECT_ID") or _text(env, "GOOGLE_CLOUD_PROJECT"),
             metrics_token=_text(env, "METRICS_TOKEN"),
-            api_docs=_bool(env, "API_DOCS", True),
+            # Off by default on Cloud Run (which sets K_SERVICE): a service publishes its feature
+            # names and categories only when asked; on locally, for a newcomer.
+            api_docs=_bool(env, "API_DOCS", not _text(env, "K_SERVICE")),
             api_docs_token=_text(env, "API_DOCS_TOKEN") or _secret_file(env, "API_DOCS_TOKEN_FILE"),
             storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,
@@ -268,9 +271,12 @@ def _secret_file(env: Mapping[str, str], key: str) -> str | None:
         return None
     try:
         with open(path, encoding="utf-8") as file:
-            return file.read().strip() or None
+            secret = file.read().strip()
     except OSError as exc:
         raise ConfigurationError(f"{key}={path!r} cannot be read: {exc.strerror}") from None
+    if not secret:  # an empty secret would mean no protection at all: fail closed, not open
+        raise ConfigurationError(f"{key}={path!r} is empty: write the token into it, or unset {key}")
+    return secret
 
 
 def _identifier(env: Mapping[str, str], key: str, default: str) -> str:

@@ -92,3 +92,22 @@ def test_a_bad_value_is_one_line_naming_the_variable_and_what_it_expects(key, va
         Settings.from_env({key: value})
     message = refused.value.message
     assert message.startswith(key) and expected in message and "\n" not in message
+
+
+def test_an_empty_docs_token_file_is_refused_not_read_as_no_protection(tmp_path):
+    (tmp_path / "token").write_text(" \n")
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env({"API_DOCS_TOKEN_FILE": str(tmp_path / "token")})
+    assert refused.value.message.startswith("API_DOCS_TOKEN_FILE") and "is empty" in refused.value.message
+    (tmp_path / "token").write_text("s3cret\n")
+    assert Settings.from_env({"API_DOCS_TOKEN_FILE": str(tmp_path / "token")}).api_docs_token == "s3cret"
+
+
+@pytest.mark.parametrize("env, served", [
+    ({}, True),                                   # locally: on, for a newcomer
+    ({"K_SERVICE": "mlapi"}, False),              # on Cloud Run: off unless asked
+    ({"K_SERVICE": "mlapi", "API_DOCS": "on"}, True),
+    ({"API_DOCS": "off"}, False),
+])
+def test_api_docs_default_is_off_on_cloud_run(env, served):
+    assert Settings.from_env(env).api_docs is served

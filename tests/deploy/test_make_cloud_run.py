@@ -101,3 +101,23 @@ def test_deploy_passes_the_feature_store_and_database_settings(make):
         f"|PREDICTIONS_DB_URL={predictions}|SOURCE_TABLE=tickets"))
     [docker] = ok(make("run-container", FEATURE_STORE_URL=store)).argvs("docker")
     assert f"--env=FEATURE_STORE_URL={store}" in docker
+
+
+def test_the_docs_token_reaches_the_container_and_never_cloud_run_as_a_plain_variable(make, tmp_path):
+    token_file = tmp_path / "docs-token"
+    token_file.write_text("s3cret\n")
+    run = ok(make("run-container", API_DOCS_TOKEN="s3cret", API_DOCS_TOKEN_FILE=str(token_file),
+                  env={"FAKEBIN_ENV": "API_DOCS_TOKEN"}))
+    [call] = [call for call in run.calls if call["tool"] == "docker"]
+    # the value travels in docker's environment, not on its command line
+    assert "--env=API_DOCS_TOKEN" in call["argv"] and call["env"]["API_DOCS_TOKEN"] == "s3cret"
+    assert not any("s3cret" in arg for arg in call["argv"])
+    assert f"--volume={token_file}:/run/secrets/api-docs-token:ro" in call["argv"]
+    assert "--env=API_DOCS_TOKEN_FILE=/run/secrets/api-docs-token" in call["argv"]
+    for target in ("deploy", "deploy-canary"):
+        refused = make(target, API_DOCS_TOKEN="s3cret", CANARY_PERCENT="10", **GCP)
+        assert refused.returncode != 0 and not refused.calls
+        assert "API_DOCS_TOKEN is not sent to Cloud Run" in refused.err and "Secret Manager" in refused.err
+        assert "s3cret" not in refused.err + refused.out
+    [argv] = ok(make("deploy", API_DOCS_TOKEN_SECRET="api-docs-token", **GCP)).argvs()
+    assert argv == deploy_argv(git_sha(), "--update-secrets=API_DOCS_TOKEN=api-docs-token:latest")
