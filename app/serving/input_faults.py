@@ -47,6 +47,21 @@ def explain_rejection(model: ServedModel, model_input, exc: InvalidInput) -> Inv
     return InvalidInput(f"{' '.join(exc.message.split())}; {instance_hint(model)}")
 
 
+def name_rows(exc: InvalidInput, word: str, name: Callable[[int], Any], key: str) -> InvalidInput:
+    """`exc` with the instance it names called what the caller knows that row by: a file's row
+    number ("row 20037", details["row"]), a store record's id ("record c-12", details["id"]).
+    An error that names an instance starts its message "instance N" and holds N in
+    details["instance"] (here and in app/serving/inputs.py); any other error is kept as it is."""
+    index = exc.details.get("instance")
+    prefix = f"instance {index}"
+    if not isinstance(index, int) or not exc.message.startswith(prefix):
+        return exc
+    details = {k: v for k, v in exc.details.items() if k != "instance"}
+    renamed = InvalidInput(f"{word} {name(index)}{exc.message[len(prefix):]}", **{key: name(index)}, **details)
+    renamed.__cause__ = exc.__cause__
+    return renamed
+
+
 def instance_hint(model: ServedModel) -> str:
     """What one instance of this model looks like, as advice to the client."""
     if model.input_kind == "text":
@@ -137,11 +152,16 @@ def _among(value, known: set) -> bool:
         return False
 
 
-def _missing(model, labels, columns):
-    faults = []
-    for j, values in enumerate(columns):
-        faults += _first_where(_missing_mask(values), values, j)
-    return faults
+def _missing_in(strings: bool | None):
+    """Each column's first missing value, among the string columns (True), the others (False)
+    or all (None)."""
+    def detector(model, labels, columns):
+        faults = []
+        for j, values in enumerate(columns):
+            if strings is None or (labels[j] in model.string_columns) == strings:
+                faults += _first_where(_missing_mask(values), values, j)
+        return faults
+    return detector
 
 
 def _infinite(model, labels, columns):
@@ -183,7 +203,13 @@ def _mentions(*words: str) -> Callable[[str], bool]:
 _DIAGNOSES = [
     (_mentions("could not convert", "string", "invalid literal"), _not_numbers, _not_a_number),
     (_mentions("unknown categor"), _unknown_categories, _not_a_category),
-    # A text vectorizer given NaN: "np.nan is an invalid document, expected byte or unicode string."
-    (_mentions("unknown categor", "contains nan", "missing value", "invalid document"), _missing, _a_missing_value),
+    # A missing value is blamed on the kind of column that said so: an encoder's "unknown
+    # categories [nan]" or a text vectorizer's "np.nan is an invalid document" on a string
+    # column; a numeric step's "Input X contains NaN" on a number column (a string column's
+    # missing value, which its encoder took, is not at fault); else on any column.
+    (_mentions("unknown categor", "invalid document"), _missing_in(strings=True), _a_missing_value),
+    (_mentions("contains nan", "missing value"), _missing_in(strings=False), _a_missing_value),
+    (_mentions("unknown categor", "contains nan", "missing value", "invalid document"), _missing_in(None),
+     _a_missing_value),
     (_mentions("infinity"), _infinite, _an_infinity),
 ]

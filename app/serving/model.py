@@ -123,18 +123,26 @@ class ServedModel:
 
     def predict_features(self, features, probabilities: bool | None = None) -> PredictionResult:
         """features → prediction, with the final step alone."""
-        labels, proba = self.predict_arrays(features, probabilities)
-        if proba is None:
-            return PredictionResult(_plain(labels))
-        return PredictionResult(_plain(labels), proba.tolist(), self.classes)
+        return self._result(*self.predict_arrays(features, probabilities))
 
     def predict(self, model_input, probabilities: bool | None = None) -> PredictionResult:
         """raw → prediction. Transforms once and reuses the features for predict and
         predict_proba, which is what Pipeline.predict / predict_proba compute."""
+        return self._result(*self.predict_input_arrays(model_input, probabilities))
+
+    def predict_input_arrays(self, model_input, probabilities: bool | None = None):
+        """raw → (labels, probabilities or None) as numpy arrays (bulk scoring keeps arrays).
+        Input any step rejects, the last included, is explained the one way: its instance and
+        column (app/serving/input_faults.py)."""
         try:
-            return self.predict_features(self._transform(model_input), probabilities)
+            return self.predict_arrays(self._transform(model_input), probabilities)
         except InvalidInput as exc:
             raise explain_rejection(self, model_input, exc) from exc
+
+    def _result(self, labels, proba) -> PredictionResult:
+        if proba is None:
+            return PredictionResult(_plain(labels))
+        return PredictionResult(_plain(labels), proba.tolist(), self.classes)
 
     def predict_arrays(self, features, probabilities: bool | None = None):
         """features → (labels, probabilities or None) as numpy arrays, for callers that

@@ -342,7 +342,8 @@ def test_bad_input_is_a_clear_error(bulk, trained, tmp_path):
     empty.to_csv(tmp_path / "empty.csv", index=False)
     # (The forest takes missing values; the linear model does not.)
     fails("--model", "ridge", "--input", tmp_path / "empty.csv", "--output", out, "--chunk-size", 100,
-          expect="rows 100-199 have empty values in ['age']: input does not fit the model")
+          expect="row 150, column 'age': the value is missing (null or NaN) and model ridge:1 cannot take a "
+                 "missing value here; send a number (scikit-learn: Input X contains NaN)")
     fails("--model", "diabetes", "--input", tmp_path / "empty.csv", "--output", out, "--id-column", "key",
           expect="no 'key' column")
     fails("--model", "cancer", "--input", tmp_path / "nobmi.csv", "--output", out,

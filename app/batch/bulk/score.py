@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from mlapi.batch.bulk.read import Layout
 from mlapi.errors import InvalidInput
+from mlapi.serving.input_faults import name_rows
 from mlapi.serving.model import PredictionResult, ServedModel
 
 
@@ -45,6 +46,7 @@ class Chunk:
     ids: pa.ChunkedArray
     model_input: Any
     columns: tuple[str, ...]
+    first_row: int                  # the number of the chunk's first row in the whole input
 
 
 def to_chunk(layout: Layout, index: int, table: pa.Table, first_row: int) -> Chunk:
@@ -59,22 +61,26 @@ def to_chunk(layout: Layout, index: int, table: pa.Table, first_row: int) -> Chu
         texts = table.column(layout.columns[0])
         if texts.null_count:
             raise InvalidInput(f"{rows}: {texts.null_count} row(s) have no text in {layout.columns[0]!r}")
-        return Chunk(index, rows, ids, texts.to_pylist(), layout.columns)
+        return Chunk(index, rows, ids, texts.to_pylist(), layout.columns, first_row)
     if not layout.numeric:
         # Strings, integers or booleans among the columns (only a model fitted on a DataFrame
         # says so): typed columns, as pandas reads the file (str columns, NaN where missing).
-        return Chunk(index, rows, ids, table.select(list(layout.columns)).to_pandas(), layout.columns)
+        return Chunk(index, rows, ids, table.select(list(layout.columns)).to_pandas(), layout.columns, first_row)
     # float64 columns → one row-major matrix: a copy per column, no per-row Python.
     matrix = np.column_stack([table.column(name).to_numpy() for name in layout.columns])
     if layout.by_name:
         matrix = pd.DataFrame(matrix, columns=list(layout.columns), copy=False)
-    return Chunk(index, rows, ids, matrix, layout.columns)
+    return Chunk(index, rows, ids, matrix, layout.columns, first_row)
 
 
 def score_chunk(model: ServedModel, chunk: Chunk) -> Scored:
     try:
-        labels, proba = model.predict_arrays(model.features(chunk.model_input))
+        labels, proba = model.predict_input_arrays(chunk.model_input)
     except InvalidInput as exc:
+        # Explained as a request's rows are (the row and column at fault), numbered as in the file.
+        named = name_rows(exc, "row", lambda position: chunk.first_row + position, "row")
+        if "row" in named.details:
+            raise named from exc
         raise InvalidInput(f"{chunk.rows}{_empty_hint(chunk)}: {exc.message}") from exc
     texts = chunk.model_input if isinstance(chunk.model_input, list) else None
     return Scored(chunk.index, chunk.ids, labels, proba, texts)
