@@ -19,13 +19,15 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, str]]
 
 
-def error_response(exc: BaseException, body_limit: int | None = None) -> tuple[int, dict[str, Any], Headers]:
-    """(status, JSON body, extra headers) for an exception raised while answering a request."""
+def error_response(exc: BaseException, body_limit: int | None = None,
+                   docs_served: bool = False) -> tuple[int, dict[str, Any], Headers]:
+    """(status, JSON body, extra headers) for an exception raised while answering a request.
+    docs_served: GET /openapi.json is there to point to (API_DOCS on)."""
     if isinstance(exc, MlapiError):
         return exc.status_code, {"error": exc.to_dict()}, []
     if isinstance(exc, HTTPException):
         status = exc.code or 500
-        error: dict[str, Any] = {"message": _http_message(exc, status, body_limit), "status": status}
+        error: dict[str, Any] = {"message": _http_message(exc, status, body_limit, docs_served), "status": status}
         headers: Headers = []
         if status == 405 and exc.valid_methods:
             error["allowed_methods"] = sorted(exc.valid_methods)
@@ -37,14 +39,15 @@ def error_response(exc: BaseException, body_limit: int | None = None) -> tuple[i
 
 # Where a client who reached a wrong URL can read on.
 ROUTES_HINT = ("the prediction routes are POST /predict, POST /models/<name>/predict and "
-               "POST /models/<name>/versions/<version>/predict; GET /models lists the models and "
-               "GET /openapi.json every route")
+               "POST /models/<name>/versions/<version>/predict; GET /models lists the models")
+# Only where it is served: with API_DOCS=off it is a 404 too.
+DOCS_HINT = " and GET /openapi.json every route"
 
 
-def _http_message(exc: HTTPException, status: int, body_limit: int | None) -> str:
+def _http_message(exc: HTTPException, status: int, body_limit: int | None, docs_served: bool) -> str:
     """werkzeug's routing errors, saying what to send instead (its own words say only what failed)."""
     if status == 404 and exc.description == NotFound.description:
-        return f"not found: no route answers this URL; {ROUTES_HINT}"
+        return f"not found: no route answers this URL; {ROUTES_HINT}{DOCS_HINT if docs_served else ''}"
     if status == 405 and exc.valid_methods and exc.description == MethodNotAllowed.description:
         # HEAD and OPTIONS come with every GET / any route: not what anyone means to send.
         methods = sorted(set(exc.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(exc.valid_methods)

@@ -1,6 +1,7 @@
 """GET /openapi.json: generated from the routes and the Structs that validate their bodies, with
 each served model's own rows and example; switched off or token-protected by settings."""
 import base64
+from urllib.parse import urljoin, urlsplit
 
 import msgspec
 import pytest
@@ -9,7 +10,7 @@ from conftest import models_env
 from mlapi.protocols.request_bodies import PredictBody, TextBody
 from mlapi.serving.card import model_card
 
-DOCS_ROUTES = {"/openapi.json", "/docs", "/docs/init.js", "/docs/<asset>"}
+DOCS_ROUTES = {"/openapi.json", "/docs", "/docs/", "/docs/init.js", "/docs/<asset>"}
 
 
 @pytest.fixture
@@ -132,6 +133,22 @@ def test_api_docs_off_leaves_both_routes_out(make_app, trained):
     client = make_app(MODELS=models_env(trained, "cancer"), API_DOCS="off").test_client()
     assert client.get("/openapi.json").status_code == 404 and client.get("/docs").status_code == 404
     assert client.get("/healthz").status_code == 200
+    # a wrong URL's 404 does not send the client to a document that is not served
+    message = client.get("/nowhere").get_json()["error"]["message"]
+    assert "GET /models lists the models" in message and "openapi.json" not in message
+
+
+def test_a_wrong_urls_404_points_to_the_document_when_it_is_served(client):
+    message = client.get("/nowhere").get_json()["error"]["message"]
+    assert "GET /openapi.json every route" in message
+
+
+def test_docs_with_a_trailing_slash_redirects_to_docs(client):
+    response = client.get("/docs/")
+    assert response.status_code == 308 and response.headers["Location"] == "../docs"
+    # as a browser resolves it (RFC 3986; werkzeug's test client does not)
+    target = urljoin("http://localhost:8080/docs/", response.headers["Location"])
+    assert target == "http://localhost:8080/docs" and client.get(urlsplit(target).path).mimetype == "text/html"
 
 
 def test_api_docs_token(make_app, trained, tmp_path):

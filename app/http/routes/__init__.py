@@ -22,6 +22,7 @@ def register_routes(app: Flask, fast: FastPath) -> None:
         for rule, handler in getattr(module.blueprint, "json_routes", ()):
             fast.add(rule, handler)
     openapi.register(app)  # GET /openapi.json and /docs, unless API_DOCS=off
+    docs_served = app.extensions["mlapi.services"].settings.api_docs
 
     @app.before_request
     def name_the_route() -> None:
@@ -32,7 +33,7 @@ def register_routes(app: Flask, fast: FastPath) -> None:
     @app.errorhandler(Exception)
     def answer_error(exc: Exception):
         log_error(exc, request.method, request.path)
-        status, body, headers = error_response(exc, app.config.get("MAX_CONTENT_LENGTH"))
+        status, body, headers = error_response(exc, app.config.get("MAX_CONTENT_LENGTH"), docs_served)
         response = json_response(body, status)
         response.headers.extend(headers)
         return response

@@ -16,7 +16,7 @@ import binascii
 import hmac
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, request, send_from_directory
+from flask import Blueprint, Flask, Response, current_app, redirect, request, send_from_directory
 
 from mlapi import __version__
 from mlapi.errors import Unauthorized
@@ -112,6 +112,12 @@ def swagger_ui():
     response = Response(PAGE.format(version=__version__), mimetype="text/html")
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+@blueprint.get("/docs/")
+def swagger_ui_slash():
+    # The page's URLs are relative to /docs: from /docs/ they would miss. Relative, for a proxy's prefix.
+    return redirect("../docs", code=308)
 
 
 @blueprint.get("/docs/init.js")
