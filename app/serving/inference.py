@@ -18,6 +18,7 @@ from mlapi.serving.batching import MicroBatcher, merge_results, predict_merged
 from mlapi.serving.cache import MISSING, PredictionCache, cache_key
 from mlapi.errors import InvalidInput, RecordNotFound
 from mlapi.store.feature_store import FeatureStore
+from mlapi.serving.input_faults import name_rows
 from mlapi.serving.inputs import to_feature_matrix, to_model_input
 from mlapi.serving.model import TEXT, PredictionResult, ServedModel
 from mlapi.serving.records import record_to_instance
@@ -102,7 +103,13 @@ class InferenceService:
                                  f"(`mlapi features add` or `mlapi features import`), or send its features in "
                                  f"the body to POST /models/{model.name}/predict", id=entity_id)
         instance, data = self._instance(model, entity_id, record)
-        result = self._compute(model, PREDICT, to_model_input(model, [instance]), None)
+        try:
+            result = self._compute(model, PREDICT, to_model_input(model, [instance]), None)
+        except InvalidInput as exc:
+            named = as_record(exc, entity_id)
+            if named is exc:  # names no instance: as it is
+                raise
+            raise named from exc
         return RecordPredictions(model, [entity_id], [data], result, {})
 
     def predict_ids(self, ref: ModelRef, entity_ids: list[str]) -> RecordPredictions:
@@ -136,8 +143,8 @@ class InferenceService:
         ) if instances else []
         kept = []
         for index, outcome in enumerate(outcomes):
-            if isinstance(outcome, InvalidInput):
-                failures[ids[index]] = outcome.message
+            if isinstance(outcome, InvalidInput):  # the record alone (predict_merged): its instance 0
+                failures[ids[index]] = as_record(outcome, ids[index]).message
             elif isinstance(outcome, BaseException):
                 raise outcome  # a bug, or the model not ready: the whole message is retried
             else:
@@ -218,6 +225,12 @@ class InferenceService:
             with self._batchers_lock:
                 batcher = self._batchers.setdefault(key, MicroBatcher(predict, self._batch_rows, self._batch_wait_s))
         return batcher.predict(model_input, probabilities)
+
+
+def as_record(exc: InvalidInput, entity_id: str) -> InvalidInput:
+    """A record's one instance, fetched by id, is named by that id ("record c-12, column ...",
+    details["id"]) rather than as "instance 0" of a request nobody sent."""
+    return name_rows(exc, "record", lambda _: entity_id, "id")
 
 
 def dense_row(matrix) -> list[float]:

@@ -9,7 +9,10 @@ app/serving/columns.py). What it cannot pin on a cell keeps scikit-learn's words
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -22,6 +25,22 @@ if TYPE_CHECKING:
 SHOWN_CATEGORIES = 20  # a longer list is cut (`mlapi card` and /openapi.json list them all)
 SHOWN_NAMES = 12
 
+log = logging.getLogger(__name__)
+
+# Off for a merged call (app/serving/batching.py): one it rejects is retried part by part, and
+# each part's rejection is explained then; explaining the merged rows would be work thrown away.
+_explaining: ContextVar[bool] = ContextVar("mlapi_explaining", default=True)
+
+
+@contextmanager
+def explanations(on: bool) -> Iterator[None]:
+    """Rejections inside this block are explained (on) or keep the model's words (off)."""
+    token = _explaining.set(on)
+    try:
+        yield
+    finally:
+        _explaining.reset(token)
+
 
 class Fault(NamedTuple):
     row: int
@@ -30,7 +49,20 @@ class Fault(NamedTuple):
 
 
 def explain_rejection(model: ServedModel, model_input, exc: InvalidInput) -> InvalidInput:
-    """A 422 naming the instance and column at fault, or the model's own words and a hint."""
+    """A 422 naming the instance and column at fault, or the model's own words and a hint.
+    A diagnosis that fails (a model whose words or categories it cannot read) leaves the
+    model's words: the client's 422 never becomes a 500."""
+    if not _explaining.get():
+        return _in_the_models_words(model, exc)
+    try:
+        return _diagnose(model, model_input, exc)
+    except Exception:
+        log.debug("could not explain why %s:%s rejected its input; its own words stand",
+                  model.name, model.version, exc_info=True)
+        return _in_the_models_words(model, exc)
+
+
+def _diagnose(model: ServedModel, model_input, exc: InvalidInput) -> InvalidInput:
     said = " ".join(str(exc.__cause__ or exc.message).split())  # scikit-learn's, on one line
     table = _columns_of(model_input)
     if table is not None:
@@ -44,6 +76,10 @@ def explain_rejection(model: ServedModel, model_input, exc: InvalidInput) -> Inv
                     first_sentence = said.split(". ")[0].rstrip(".")
                     return InvalidInput(f"{where}{text} (scikit-learn: {first_sentence})",
                                         instance=fault.row, column=labels[fault.column], **details)
+    return _in_the_models_words(model, exc)
+
+
+def _in_the_models_words(model: ServedModel, exc: InvalidInput) -> InvalidInput:
     return InvalidInput(f"{' '.join(exc.message.split())}; {instance_hint(model)}")
 
 
@@ -57,9 +93,7 @@ def name_rows(exc: InvalidInput, word: str, name: Callable[[int], Any], key: str
     if not isinstance(index, int) or not exc.message.startswith(prefix):
         return exc
     details = {k: v for k, v in exc.details.items() if k != "instance"}
-    renamed = InvalidInput(f"{word} {name(index)}{exc.message[len(prefix):]}", **{key: name(index)}, **details)
-    renamed.__cause__ = exc.__cause__
-    return renamed
+    return InvalidInput(f"{word} {name(index)}{exc.message[len(prefix):]}", **{key: name(index)}, **details)
 
 
 def instance_hint(model: ServedModel) -> str:

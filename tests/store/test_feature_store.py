@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from mlapi.serving.inference import ModelRef
 from mlapi.store.database import make_engine
 from mlapi.store.ingest import ImportRefused, import_rows, read_rows
 from conftest import VENV_BIN, free_port
@@ -83,6 +84,40 @@ def test_unknown_id_404_and_missing_feature_422(stocked, make_app, trained):
     incomplete = client.get("/models/diabetes/predict/p1")
     assert incomplete.status_code == 422 and incomplete.get_json()["error"]["missing"] == ["bmi"]
     assert client.get("/models/diabetes/predict/p2").status_code == 200
+
+
+def test_a_record_the_model_refuses_is_named_by_its_id(db_url, make_app, tmp_path):
+    # Fetched by id, the one instance is "record c2", for the HTTP route and for batch (Pub/Sub) alike.
+    import joblib
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from churn_model import PLANS, churn_frame
+
+    frame, labels = churn_frame()
+    model = make_pipeline(ColumnTransformer([("plan", OneHotEncoder(), ["plan"]),
+                                             ("numbers", StandardScaler(), ["tenure_months", "monthly_spend"])]),
+                          LogisticRegression(max_iter=500)).fit(frame, labels)
+    joblib.dump(model, tmp_path / "churn.joblib")
+    records = pd.DataFrame({"id": ["c1", "c2"], "plan": ["pro", "gold"], "tenure_months": [12.0, 3.0],
+                            "monthly_spend": [40.0, 80.0]})
+    engine = make_engine(db_url)
+    import_rows(engine, "features", "id", read_rows(write_csv(tmp_path / "records.csv", records)))
+    engine.dispose()
+    app = make_app(MODELS=f"churn={tmp_path / 'churn.joblib'}", FEATURE_STORE_URL=db_url)
+    client = app.test_client()
+    good = client.get("/models/churn/predict/c1")
+    assert good.status_code == 200 and good.get_json()["prediction"]["label"] == model.predict(records.iloc[[0]])[0]
+    refused = client.get("/models/churn/predict/c2")
+    error = refused.get_json()["error"]
+    said = (f"record c2, column 'plan': 'gold' is not one of the known categories "
+            f"{', '.join(repr(plan) for plan in PLANS)}; send one of those")
+    assert refused.status_code == 422 and error["message"].startswith(said), error
+    assert (error["id"], error["column"], error["value"]) == ("c2", "plan", "gold") and "instance" not in error
+    batch = app.extensions["mlapi.services"].inference.predict_ids(ModelRef("churn"), ["c1", "c2"])
+    assert batch.ids == ["c1"] and batch.failures["c2"].startswith(said)
 
 
 def test_empty_store_is_404_not_500(make_app, trained, tmp_path):
