@@ -44,3 +44,16 @@ class ExplodingModel:
 
     def predict(self, X):
         raise RuntimeError("boom: a bug in the model code")
+
+
+class UnexplainableModel:
+    """Rejects every input in scikit-learn's words for an unknown category, with learned
+    categories the diagnosis cannot search (one is a list, unhashable): explaining the
+    rejection itself fails, and the client must still get its 422."""
+
+    feature_names_in_ = np.array(["colour"], dtype=object)
+    n_features_in_ = 1
+    categories_ = [np.array(["red", ["not", "hashable"]], dtype=object)]
+
+    def predict(self, X):
+        raise ValueError("Found unknown categories ['green'] in column 0 during transform")

@@ -26,6 +26,7 @@ from scipy import sparse
 
 from mlapi.errors import InvalidInput
 from mlapi.serving.frames import is_dataframe
+from mlapi.serving.input_faults import explanations
 from mlapi.serving.model import PredictionResult
 
 
@@ -131,7 +132,8 @@ def predict_merged(predict: Callable[[Any, bool | None], PredictionResult], inpu
     # is to include them); those who said False get labels only.
     want = None if all(p is None for p in probabilities) else any(p is not False for p in probabilities)
     try:
-        merged = predict(merged_input, want)
+        with explanations(False):  # a rejection is explained part by part, below
+            merged = predict(merged_input, want)
     except InvalidInput:
         return [_attempt(alone, one, wanted) for one, wanted in zip(inputs, probabilities)]
     except BaseException as exc:
@@ -153,7 +155,9 @@ def merge_results(results: list[PredictionResult]) -> PredictionResult:
 
 def _attempt(predict, model_input, probabilities) -> PredictionResult | BaseException:
     try:
-        return predict(model_input, probabilities)
+        # explained, even inside another merged call (a Pub/Sub message's rows, led through a batcher)
+        with explanations(True):
+            return predict(model_input, probabilities)
     except BaseException as exc:
         return exc
 

@@ -5,7 +5,7 @@ import joblib
 import pytest
 
 from conftest import models_env, to_rows
-from model_doubles import ExplodingModel
+from model_doubles import ExplodingModel, UnexplainableModel
 
 
 def error_of(response, status):
@@ -100,3 +100,14 @@ def test_a_csr_shape_that_is_not_two_whole_numbers_is_a_422(client, shape):
     assert response.status_code == 422, response.get_data(as_text=True)
     message = response.get_json()["error"]["message"]
     assert '"shape" must be [rows, columns], two whole numbers' in message and "features returns them" in message
+
+
+@pytest.mark.parametrize("batching", [{}, {"MAX_BATCH_SIZE": "8"}])
+def test_a_rejection_the_diagnosis_cannot_explain_is_still_a_422(make_app, trained, tmp_path, batching):
+    path = tmp_path / "unexplainable.joblib"
+    joblib.dump(UnexplainableModel(), path)
+    client = make_app(MODELS=f"{models_env(trained, 'cancer')},odd={path}", **batching).test_client()
+    error = error_of(client.post("/models/odd/predict", json={"instances": [{"colour": "green"}]}), 422)
+    # the model's own words, and what to send
+    assert "Found unknown categories ['green']" in error["message"] and "keys colour" in error["message"]
+    still_serves(client, trained)

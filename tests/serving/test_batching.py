@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import requests
 
-from mlapi.serving.batching import MicroBatcher
+from mlapi.serving.batching import MicroBatcher, predict_merged
 from mlapi.errors import InvalidInput
 from mlapi.serving.model import ServedModel
 from conftest import models_env
@@ -122,6 +122,29 @@ def test_one_bad_request_fails_alone(trained):
             assert isinstance(outcome, InvalidInput) and "NaN" in outcome.message
         else:
             assert outcome == estimator.predict(rows).tolist()
+
+
+def test_a_rejected_merged_call_is_not_explained_only_its_parts_are():
+    """Explaining the merged rows would be thrown away: the parts are retried and explained alone."""
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    served = ServedModel("lr", "1", LogisticRegression().fit(X, [0, 1, 1, 0]))
+    rejected = []
+
+    def predict(rows, probabilities):
+        try:
+            return served.predict(rows, probabilities)
+        except InvalidInput as exc:
+            rejected.append(exc.message)
+            raise
+
+    good, bad = X[:1], np.array([[np.nan, 1.0]])
+    outcomes = predict_merged(predict, [good, bad], [None, None])
+    assert outcomes[0].predictions == served.predict(good).predictions
+    merged, alone = rejected  # the merged call, then the bad part alone
+    assert merged.startswith("input does not fit the model") and "instance 1" not in merged
+    assert alone.startswith("instance 0, feature 0: the value is missing") and outcomes[1].message == alone
 
 
 def test_batches_never_exceed_max_rows(cancer_model, trained):
