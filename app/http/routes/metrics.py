@@ -2,12 +2,11 @@
 token. (The request metrics themselves are recorded by http/pipeline.py.)"""
 from __future__ import annotations
 
-import hmac
-
 from flask import Blueprint, Response, request
 
 from mlapi import metrics
 from mlapi.errors import Unauthorized
+from mlapi.http.auth import authorized
 from mlapi.http.routes.common import documented, services
 
 blueprint = Blueprint("metrics", __name__)
@@ -18,8 +17,6 @@ blueprint = Blueprint("metrics", __name__)
 def prometheus_metrics():
     """Prometheus metrics, summed over the server's workers (401 without the METRICS_TOKEN if one is set)"""
     token = services().settings.metrics_token
-    if token:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise Unauthorized("GET /metrics needs Authorization: Bearer <METRICS_TOKEN>")
+    if token and not authorized(request.headers.get("Authorization", ""), token):
+        raise Unauthorized("GET /metrics needs Authorization: Bearer <METRICS_TOKEN>")
     return Response(metrics.exposition(), mimetype="text/plain; version=0.0.4")

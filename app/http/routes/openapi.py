@@ -11,15 +11,13 @@ API_DOCS=off leaves both routes out (404). API_DOCS_TOKEN protects them: "Author
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, redirect, request, send_from_directory
 
 from mlapi import __version__
 from mlapi.errors import Unauthorized
+from mlapi.http.auth import authorized
 from mlapi.http.errors import error_response
 from mlapi.http.routes.common import json_response, services
 from mlapi.protocols.openapi import Route, ServedModelInfo, build_document
@@ -74,7 +72,7 @@ def register(app: Flask) -> None:
 @blueprint.before_request
 def require_token():
     token = services().settings.api_docs_token
-    if token and not _authorized(request.headers.get("Authorization", ""), token):
+    if token and not authorized(request.headers.get("Authorization", ""), token, basic=True):
         status, body, _ = error_response(Unauthorized(
             "the API docs need the API_DOCS_TOKEN: send Authorization: Bearer <token>, or open /docs in a "
             "browser and give the token as the password"))
@@ -82,20 +80,6 @@ def require_token():
         response.headers["WWW-Authenticate"] = 'Basic realm="mlapi API docs", charset="UTF-8"'
         return response
     return None
-
-
-def _authorized(header: str, token: str) -> bool:
-    scheme, _, credentials = header.partition(" ")
-    if scheme.lower() == "bearer":
-        given = credentials.strip()
-    elif scheme.lower() == "basic":
-        try:
-            given = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-    else:
-        return False
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 @blueprint.get("/openapi.json")
