@@ -205,7 +205,7 @@ run: demo ## serve with uWSGI on :8080 (PORT), as in production; MODELS defaults
 	$(VENV)/bin/mlapi serve --server uwsgi --port $(PORT)
 
 # CARD_MODEL=name or name:version picks one model; unset, every one MODELS lists.
-card: demo ## show the served models' cards: features and their types, classes, sha256, compute path (CARD_MODEL=name[:version])
+card: demo ## show the cards of the models MODELS names, loaded from their files (no server): features and their types, classes, sha256, compute path (CARD_MODEL=name[:version])
 	$(VENV)/bin/mlapi card $(if $(strip $(CARD_MODEL)),'$(strip $(CARD_MODEL))')
 
 # The tests see the environment make was called with, not .env: a MODELS or PORT meant for

@@ -2,8 +2,9 @@
 bodies), with the request-body rules every JSON route shares.
 
 NaN, Infinity and -Infinity are accepted as floats. They are not JSON, but Python's own
-json.dumps writes them (and so does `requests.post(url, json=...)`) for a float NaN or
-infinity: the usual way a missing value leaves a DataFrame. orjson refuses them, so a body is
+json.dumps writes them for a float NaN or infinity (the usual way a missing value leaves a
+DataFrame), and so do clients built on it; `requests.post(url, json=...)` refuses them
+(InvalidJSONError), `data=json.dumps(...)` sends them. orjson refuses them, so a body is
 read by orjson first, at its full speed, and only a body orjson refuses is read again by the
 standard library's parser, which takes those three literals (see `_lenient_loads` for what it
 is kept from accepting beyond them). A body that is still malformed gets a 400 that says

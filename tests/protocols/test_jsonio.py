@@ -16,7 +16,7 @@ def test_parse_json_object():
 
 
 def test_nan_and_infinities_as_pythons_json_writes_them_are_floats():
-    # What `requests.post(url, json=...)` sends for a DataFrame row with a missing value.
+    # What json.dumps writes for a DataFrame row with a missing value (requests' json= refuses it).
     raw = json.dumps({"instances": [[1.5, float("nan"), float("inf"), -float("inf")]]}).encode()
     assert b"NaN" in raw and b"-Infinity" in raw
     row = parse_json(raw)["instances"][0]
@@ -29,6 +29,16 @@ def test_the_lenient_reading_keeps_orjsons_other_rules():
     body = parse_json(b'{"big": 123456789012345678901234567890, "huge": 1e400, "x": NaN}')
     assert body["big"] == orjson.loads(b"123456789012345678901234567890") and isinstance(body["big"], float)
     assert body["huge"] == math.inf
+
+
+def test_requests_json_refuses_nan_so_the_lenient_reading_is_for_json_dumps_bodies():
+    import requests
+
+    with pytest.raises(requests.exceptions.InvalidJSONError):
+        requests.Request("POST", "http://localhost:8080/predict", json={"instances": [[math.nan]]}).prepare()
+    prepared = requests.Request("POST", "http://localhost:8080/predict",
+                                data=json.dumps({"instances": [[math.nan]]})).prepare()
+    assert math.isnan(parse_json(prepared.body.encode())["instances"][0][0])
 
 
 def test_an_integer_of_thousands_of_digits_is_an_infinity_not_a_500():
