@@ -8,7 +8,6 @@ lives in app/serving/loading.py.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +57,11 @@ class ServedModel:
         # Any vectorizer that builds an analyzer takes raw documents (Count/Tfidf/Hashing).
         self.input_kind = TEXT if hasattr(first, "build_analyzer") else TABULAR
         self.feature_names = fitted_names(est)
+        # The columns that take strings, with their known categories (app/serving/columns.py):
+        # request rows keep them as text. Worked out at load, in the master before it forks
+        # (shared copy-on-write), so no worker's first request pays for it; a walk of the steps.
+        self.string_columns: dict[str, list | None] = (
+            columns.string_columns(est) if self.feature_names else {})
         self.n_features = getattr(est, "n_features_in_", None) if self.input_kind == TABULAR else None
         self.classes = _plain(getattr(self.predictor, "classes_", None))
         self.has_proba = self.classes is not None and hasattr(self.predictor, "predict_proba")
@@ -103,12 +107,6 @@ class ServedModel:
         self.compute_path = {output: route.describe() for output, route in routes.items()}
 
     # ---- the three operations every model offers -------------------------------------
-    @functools.cached_property
-    def string_columns(self) -> dict[str, list]:
-        """The columns that take strings, with their known categories (app/serving/columns.py):
-        request rows keep them as text. Worked out at the first request that needs it."""
-        return columns.string_columns(self.estimator) if self.feature_names else {}
-
     def features(self, model_input):
         """raw → features (identity for a bare estimator)."""
         try:

@@ -134,3 +134,20 @@ def test_estimators_from_other_libraries_are_served(make_app, tmp_path):
     assert body["predictions"] == model.predict(rows).tolist() == ["no", "yes"]
     assert body["probabilities"] == model.predict_proba(rows).tolist()
     assert client.get("/models/latest/versions/1").get_json()["task"] == "classification"
+
+
+def test_the_string_columns_are_worked_out_at_load_before_any_request(make_app, tmp_path):
+    """At load, in the master before it forks: shared by every worker, no first request pays."""
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pd.DataFrame({"plan": ["basic", "premium", "basic", "family"], "visits": [1.0, 5.0, 2.0, 8.0]})
+    model = make_pipeline(make_column_transformer((OneHotEncoder(), ["plan"]), remainder="passthrough"),
+                          LogisticRegression()).fit(frame, [0, 1, 0, 1])
+    joblib.dump(model, tmp_path / "plans.joblib")
+    app = make_app(MODELS=f"plans={tmp_path / 'plans.joblib'}")
+    served = app.extensions["mlapi.services"].registry.get("plans")
+    assert vars(served)["string_columns"] == {"plan": ["basic", "family", "premium"]}  # set, not pending
