@@ -78,6 +78,7 @@ def build_document(routes: Iterable[Route], models: Iterable[ServedModelInfo], v
     default = next((m.card for m in models if m.default_model), None)
     examples = {} if default is None else {"name": default["name"], "version": str(default["version"])}
     paths: dict[str, dict] = {}
+    app_operations, model_operations = [], []
     for route in routes:
         path = _VARIABLE.sub(r"{\1}", route.rule)
         operation = _operation(route, path, components)
@@ -85,9 +86,14 @@ def build_document(routes: Iterable[Route], models: Iterable[ServedModelInfo], v
             if parameter["name"] in examples:
                 parameter["example"] = examples[parameter["name"]]
         paths.setdefault(path, {})[route.method.lower()] = operation
+        app_operations.append(operation)
         if route.doc.per_model:
             for path, operation in _per_model(route, models, components):
                 paths.setdefault(path, {})[route.method.lower()] = operation
+                model_operations.append(operation)
+    # (the default model's /predict replaces the generic one: only what the document keeps counts)
+    kept = {id(operation) for operations in paths.values() for operation in operations.values()}
+    _unique_operation_ids([op for op in app_operations + model_operations if id(op) in kept])
     return {
         "openapi": "3.1.0",
         "info": {"title": "mlapi", "version": version, "description": INFO},
@@ -233,3 +239,19 @@ def _path_parameter(name: str) -> dict:
 
 def _operation_id(method: str, path: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", f"{method.lower()} {path}").strip("_")
+
+
+def _unique_operation_ids(operations: list[dict]) -> None:
+    """A model named `name` (/models/name/predict beside /models/{name}/predict), or `a-b` beside
+    `a_b`, would repeat an id, which OpenAPI forbids and code generators trip on. A repeat gets
+    _2, _3, ... in a fixed order: the app's routes first, so their ids never depend on the models
+    served, then the models' in the order MODELS lists them."""
+    taken: set[str] = set()
+    for operation in operations:
+        base = candidate = operation["operationId"]
+        count = 1
+        while candidate in taken:
+            count += 1
+            candidate = f"{base}_{count}"
+        operation["operationId"] = candidate
+        taken.add(candidate)

@@ -165,3 +165,21 @@ def test_api_docs_token(make_app, trained, tmp_path):
         assert client.get(path, headers={"Authorization": f"Basic {basic}"}).status_code == 200
     # the API itself is not behind it
     assert client.post("/predict", json={"instances": [[0.0] * 30]}).status_code == 200
+
+
+def test_operation_ids_are_unique_whatever_the_models_are_called(make_app, trained):
+    # a model named `name` repeats /models/{name}/predict's id; `a-b` and `a_b` repeat each other's
+    path = trained["cancer"][0]
+    plain = make_app(MODELS=f"cancer={path}").test_client().get("/openapi.json").get_json()
+    document = make_app(MODELS=f"cancer={path},name={path},a-b={path},a_b={path}").test_client() \
+        .get("/openapi.json").get_json()
+    ids = {(path, method): operation["operationId"] for path, operations in document["paths"].items()
+           for method, operation in operations.items()}
+    assert len(set(ids.values())) == len(ids)
+    # the app's own routes keep their ids, whatever the models are called; a repeat gets _2, _3
+    for path, operations in plain["paths"].items():
+        for method, operation in operations.items():
+            assert ids[(path, method)] == operation["operationId"], path
+    assert ids[("/models/name/predict", "post")] == "post_models_name_predict_2"
+    assert {ids[("/models/a-b/predict", "post")], ids[("/models/a_b/predict", "post")]} == {
+        "post_models_a_b_predict", "post_models_a_b_predict_2"}
