@@ -106,8 +106,8 @@ class InferenceService:
         try:
             result = self._compute(model, PREDICT, to_model_input(model, [instance]), None)
         except InvalidInput as exc:
-            named = as_record(exc, entity_id)
-            if named is exc:  # names no instance: as it is
+            named = as_record(model, exc, entity_id, data)
+            if named is exc:  # nothing to add: as it is
                 raise
             raise named from exc
         return RecordPredictions(model, [entity_id], [data], result, {})
@@ -144,7 +144,7 @@ class InferenceService:
         kept = []
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidInput):  # the record alone (predict_merged): its instance 0
-                failures[ids[index]] = as_record(outcome, ids[index]).message
+                failures[ids[index]] = as_record(model, outcome, ids[index], data[index]).message
             elif isinstance(outcome, BaseException):
                 raise outcome  # a bug, or the model not ready: the whole message is retried
             else:
@@ -227,10 +227,17 @@ class InferenceService:
         return batcher.predict(model_input, probabilities)
 
 
-def as_record(exc: InvalidInput, entity_id: str) -> InvalidInput:
-    """A record's one instance, fetched by id, is named by that id ("record c-12, column ...",
-    details["id"]) rather than as "instance 0" of a request nobody sent."""
-    return name_rows(exc, "record", lambda _: entity_id, "id")
+def as_record(model: ServedModel, exc: InvalidInput, entity_id: str, data: Any) -> InvalidInput:
+    """The model's rejection of a record fetched by id: named by that id ("record c-12, column
+    ...", details["id"]) rather than as "instance 0" of a request nobody sent, and with the
+    features it holds NULL for (details["missing"]), most often what the model refused."""
+    named = name_rows(exc, "record", lambda _: entity_id, "id")
+    nulls = [name for name, value in data.items() if value is None] if isinstance(data, dict) else []
+    if not nulls:
+        return named
+    return InvalidInput(f"{named.message}; record {entity_id} has NULL for {nulls}: store values there "
+                        f"(`mlapi features add`), or send the instance itself to POST /models/{model.name}/predict",
+                        **{**named.details, "missing": nulls})
 
 
 def dense_row(matrix) -> list[float]:

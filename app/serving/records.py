@@ -38,8 +38,11 @@ def input_columns(model: ServedModel, text_column: str, source_columns: Callable
 
 def record_to_instance(model: ServedModel, entity_id: str, record: dict, text_column: str,
                        feature_columns: Callable[[], list[str]]) -> tuple[Any, Any]:
-    """(instance for the model, the `data` to show) for one store record; a record lacking
-    a value the model needs is a 422 naming what is missing."""
+    """(instance for the model, the `data` to show) for one store record. A NULL feature is a
+    missing value, as a null in a request body is: it reaches the model (NaN), so a model that
+    takes one (HistGradientBoosting, an imputing Pipeline) answers, and one that cannot answers
+    422 naming the record and the column (app/serving/inference.py). A store without a column
+    the model needs is a 422 naming what is missing."""
     columns = input_columns(model, text_column, feature_columns, "the store")
     if columns.text:
         text = record.get(text_column)
@@ -49,10 +52,11 @@ def record_to_instance(model: ServedModel, entity_id: str, record: dict, text_co
                                f"send the text itself to POST /models/{model.name}/predict",
                                id=entity_id, missing=[text_column])
         return text, text
-    missing = [name for name in columns.names if record.get(name) is None]
+    missing = [name for name in columns.names if name not in record]
     if missing:
-        raise InvalidInput(f"record {entity_id} is missing features {missing} that model {model.name} needs; "
-                           f"store a value for each (`mlapi features add`), or send the instance itself to "
-                           f"POST /models/{model.name}/predict", id=entity_id, missing=missing)
+        raise InvalidInput(f"record {entity_id} is missing features {missing} that model {model.name} needs: the "
+                           f"store has no such column; store a value for each (`mlapi features add` adds the "
+                           f"column), or send the instance itself to POST /models/{model.name}/predict",
+                           id=entity_id, missing=missing)
     data = {name: record[name] for name in columns.names}
     return (data if columns.by_name else [record[name] for name in columns.names]), data

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from mlapi.serving.inference import ModelRef
 from mlapi.store.database import make_engine
 from mlapi.store.ingest import ImportRefused, import_rows, read_rows
-from conftest import VENV_BIN, free_port
+from conftest import VENV_BIN, free_port, models_env
 
 
 def mlapi(*args, env=None, check=True):
@@ -77,13 +78,43 @@ def test_unknown_id_404_and_missing_feature_422(stocked, make_app, trained):
     client = app_for(make_app, trained, url, table="tabular")
     missing = client.get("/models/diabetes/predict/nope")
     assert missing.status_code == 404 and "nope" in missing.get_json()["error"]["message"]
+    # The store has no column for the model's features (a table of texts): named, 422.
+    textual = app_for(make_app, trained, url).get("/models/diabetes/predict/1")
+    error = textual.get_json()["error"]
+    assert textual.status_code == 422 and error["message"].startswith(
+        "record 1 is missing features ['age', 'sex', 'bmi', 'bp', 's1', 's2', 's3', 's4', 's5', 's6'] that model "
+        "diabetes needs: the store has no such column")
+    assert error["missing"] == ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+
+
+def test_a_null_feature_is_a_missing_value_as_null_in_a_body_is(stocked, make_app, trained):
+    # NULL in the store = null in a request body: NaN reaches the model. The forest takes it (its
+    # own prediction for the row with NaN); the scaled linear model cannot, and says which record
+    # and column, for the HTTP route and the batch flow (Pub/Sub, bulk --from-store) alike.
+    url, _, frame = stocked
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE tabular SET bmi = NULL WHERE id = 'p1'"))
+        conn.execute(sa.text("UPDATE tabular SET bmi = NULL, s5 = NULL WHERE id = 'p1'"))
     engine.dispose()
-    incomplete = client.get("/models/diabetes/predict/p1")
-    assert incomplete.status_code == 422 and incomplete.get_json()["error"]["missing"] == ["bmi"]
-    assert client.get("/models/diabetes/predict/p2").status_code == 200
+    app = make_app(MODELS=models_env(trained, "diabetes", "ridge"), FEATURE_STORE_URL=url, FEATURE_TABLE="tabular")
+    client = app.test_client()
+    with_gaps = frame.drop(columns="id").iloc[[1]].copy()
+    with_gaps[["bmi", "s5"]] = np.nan
+    body = client.get("/models/diabetes/predict/p1").get_json()
+    assert body["prediction"] == {"value": trained["diabetes"][1].predict(with_gaps)[0]}
+    assert body["data"]["bmi"] is None and body["data"]["s5"] is None
+    assert client.post("/models/diabetes/predict", json={"instances": [body["data"]]}).get_json()["predictions"] \
+        == [body["prediction"]["value"]]  # as the same record sent with nulls
+    refused = client.get("/models/ridge/predict/p1")
+    error = refused.get_json()["error"]
+    said = ("record p1, column 'bmi': the value is missing (null or NaN) and model ridge:1 cannot take a missing "
+            "value here; send a number (scikit-learn: Input X contains NaN); record p1 has NULL for ['bmi', 's5']: "
+            "store values there (`mlapi features add`), or send the instance itself to POST /models/ridge/predict")
+    assert (refused.status_code, error["message"]) == (422, said)
+    assert (error["id"], error["column"], error["missing"]) == ("p1", "bmi", ["bmi", "s5"])
+    batch = app.extensions["mlapi.services"].inference.predict_ids(ModelRef("ridge"), ["p0", "p1", "p2"])
+    assert batch.ids == ["p0", "p2"] and batch.failures == {"p1": said}
+    assert batch.result.predictions == trained["ridge"][1].predict(frame.drop(columns="id").iloc[[0, 2]]).tolist()
 
 
 def test_a_record_the_model_refuses_is_named_by_its_id(db_url, make_app, tmp_path):
