@@ -2,7 +2,7 @@
 
 Models: M1 = Pipeline(StandardScaler, LogisticRegression) and M2 = RandomForestClassifier(100
 trees), both fitted on scikit-learn's bundled breast-cancer data with the peer benchmark's
-recipe (../shared/bench/peers/prepare.py), and the demo text model (`mlapi demo`: tickets).
+recipe (bench/peers/prepare.py), and the demo text model (`mlapi demo`: tickets).
 Systems: `mlapi serve` with uWSGI (`uwsgi`) and with gunicorn (`gunicorn`), and with
 micro-batching on (MAX_BATCH_SIZE=64, MAX_BATCH_WAIT_MS=2): `granian_batch` (the server
 `mlapi serve` picks for batching) and `uwsgi_batch`; `granian` and `gunicorn_batch` only when

@@ -103,3 +103,12 @@ def test_upload_model_refuses_a_missing_file(make, tmp_path):
     run = make("upload-model", MODEL=tmp_path / "nope.joblib", MODEL_BUCKET=BUCKET)
     assert run.returncode != 0 and "is not a file" in run.err
     assert run.calls == []
+
+
+def test_the_files_example_env_points_to_are_in_the_repository():
+    # A reader follows "see bench/peers/README.md" from a checkout: no path outside it.
+    text = (ROOT / "example.env").read_text()
+    assert "../" not in text
+    named = set(re.findall(r"[\w./-]+/[\w.-]+\.(?:md|py)\b", text))
+    assert "bench/peers/README.md" in named
+    assert [path for path in sorted(named) if not (ROOT / path).is_file()] == []
