@@ -13,6 +13,9 @@ from typing import Any
 ROW_KEYS = ("instances", "inputs")
 
 MISSING = "A missing value: null (or NaN)."
+# A longer list of categories is not an enum (a schema of thousands of values helps no one);
+# the description says so, and `mlapi card` lists them all.
+ENUM_LIMIT = 50
 
 
 def instance_schema(card: dict) -> dict:
@@ -28,7 +31,7 @@ def instance_schema(card: dict) -> dict:
                    "additionalProperties": False, "description": f"Keyed by feature name. {MISSING}"}
         return {"anyOf": [by_name, _list_of(values)]}
     n = card.get("n_features")
-    row: dict[str, Any] = {"type": "array", "items": {"type": "number"},
+    row: dict[str, Any] = {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "null"}]},
                            "description": f"The feature values in training order. {MISSING}"}
     if n:
         row.update(minItems=n, maxItems=n)
@@ -36,10 +39,21 @@ def instance_schema(card: dict) -> dict:
 
 
 def _value_schema(feature: dict) -> dict:
-    schema: dict[str, Any] = {"type": feature.get("type") or "number"}
-    if feature.get("categories"):
-        schema["enum"] = list(feature["categories"])
-    return schema
+    """A value of the column, or null (a missing value, which the server takes). Its categories
+    are an enum only when they are the only values the model takes and there are few enough."""
+    value: dict[str, Any] = {"type": feature.get("type") or "number"}
+    categories = feature.get("categories")
+    if categories:
+        shown = ", ".join(repr(c) for c in categories[:ENUM_LIMIT])
+        if feature.get("accepts_unknown"):
+            value["description"] = f"Known categories: {shown}; other values are taken too."
+        elif len(categories) > ENUM_LIMIT:
+            value["description"] = (f"One of {len(categories)} categories (too many to list here; "
+                                    f"`mlapi card` lists them), e.g. {shown}.")
+        else:
+            value["enum"] = list(categories)
+        value["examples"] = [categories[0]]
+    return {"anyOf": [value, {"type": "null"}]}
 
 
 def _list_of(values: list[dict]) -> dict:

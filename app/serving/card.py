@@ -5,7 +5,8 @@ its keys are an interface:
 
     name, version, sha256, source, task ("classification", "regression", "other"),
     input_kind ("tabular" or "text"),
-    features: [{"name", "type": "number"|"integer"|"string"|"boolean", "categories"?}] or None,
+    features: [{"name", "type": "number"|"integer"|"string"|"boolean", "categories"?,
+                "accepts_unknown"? (true: its encoder takes other values too)}] or None,
     n_features, classes, compute_path (one line: which code computes each output),
     example: one instance the native protocol accepts, or None.
 

@@ -22,6 +22,11 @@ NOT_ENCODED = object()  # a column no encoder or vectorizer reads: a number
 FREE_TEXT = None        # what _categories gives a column a text vectorizer reads: no categories
 
 
+class _Open(list):
+    """Categories of an encoder that also takes other values (handle_unknown="ignore",
+    "infrequent_if_exist", "use_encoded_value"; a TargetEncoder): known, not the only ones."""
+
+
 def column_types(estimator) -> list[dict[str, Any]] | None:
     """[{"name", "type", "categories"?}] per fitted column in order, or None for a model fitted
     on a bare array. "categories" (what an encoder learned, missing values left out) is given
@@ -39,7 +44,10 @@ def column_types(estimator) -> list[dict[str, Any]] | None:
         elif categories is FREE_TEXT:
             types.append({"name": name, "type": STRING})
         else:
-            types.append({"name": name, "type": _kind(categories), "categories": categories})
+            column = {"name": name, "type": _kind(categories), "categories": list(categories)}
+            if isinstance(categories, _Open):
+                column["accepts_unknown"] = True
+            types.append(column)
     return types
 
 
@@ -69,7 +77,8 @@ def _categories(step, names: list[str]) -> dict[str, list | None]:
         return {names[0]: FREE_TEXT}
     learned = getattr(step, "categories_", None)
     if isinstance(learned, list) and len(learned) == len(names):
-        return {name: _plain(values) for name, values in zip(names, learned)}
+        kind = _Open if _accepts_unknown(step) else list
+        return {name: kind(_plain(values)) for name, values in zip(names, learned)}
     if hasattr(step, "transformers_"):  # ColumnTransformer: each transformer sees some columns
         found: dict[str, list] = {}
         for name, transformer, columns in step.transformers_:
@@ -84,6 +93,12 @@ def _categories(step, names: list[str]) -> dict[str, list | None]:
             if found or hasattr(inner, "transformers_") or hasattr(inner, "categories_"):
                 return found
     return {}
+
+
+def _accepts_unknown(encoder) -> bool:
+    if hasattr(encoder, "target_mean_"):  # TargetEncoder: an unseen category gets the target's mean
+        return True
+    return getattr(encoder, "handle_unknown", "error") in ("ignore", "infrequent_if_exist", "use_encoded_value")
 
 
 def _input_indices(transformer, name: str, columns, names: list[str]) -> list[int]:

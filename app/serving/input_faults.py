@@ -213,8 +213,10 @@ def _not_a_number(model, column, value):
 
 def _not_a_category(model, column, value):
     categories = model.string_columns[column]
+    # as many as the message shows, and how many there are (`mlapi card` lists them all)
     return (f"{value!r} is not {column_expects(model, column)}; send one of those",
-            {"value": value, "expected": "a known category", "categories": categories})
+            {"value": value, "expected": "a known category", "categories": categories[:SHOWN_CATEGORIES],
+             "category_count": len(categories)})
 
 
 def _a_missing_value(model, column, value):

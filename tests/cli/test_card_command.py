@@ -44,7 +44,8 @@ def test_the_card_of_a_model_in_models(churn_file, trained, tmp_path):
 
     as_json = json.loads(card("churn:1", "--json", **env).stdout)
     assert as_json["name"] == "churn" and as_json["sha256"] == digest
-    assert as_json["features"][0] == {"name": "plan", "type": "string", "categories": ["basic", "premium", "pro"]}
+    assert as_json["features"][0] == {"name": "plan", "type": "string", "categories": ["basic", "premium", "pro"],
+                                      "accepts_unknown": True}
 
     both = card("--json", **env)  # no name: every model MODELS lists
     assert [c["name"] for c in json.loads(both.stdout)] == ["churn", "text"]

@@ -80,7 +80,8 @@ def test_each_served_model_has_its_own_rows_and_an_example_that_it_answers(clien
     content = operation["requestBody"]["content"]["application/json"]
     by_name, as_list = content["schema"]["properties"]["instances"]["items"]["anyOf"]
     assert list(by_name["properties"]) == names and by_name["required"] == names
-    assert all(value == {"type": "number"} for value in by_name["properties"].values())
+    # a number, or null: a missing value is accepted
+    assert all(value == {"anyOf": [{"type": "number"}, {"type": "null"}]} for value in by_name["properties"].values())
     assert as_list["minItems"] == as_list["maxItems"] == len(names)
     assert operation["tags"] == ["model ridge"]
     # the example is one the model answers, with the model's own prediction
@@ -118,7 +119,8 @@ def test_categories_of_a_model_are_an_enum(make_app, tmp_path):
     document = client.get("/openapi.json").get_json()
     content = document["paths"]["/models/churn/predict"]["post"]["requestBody"]["content"]["application/json"]
     by_name = content["schema"]["properties"]["instances"]["items"]["anyOf"][0]
-    assert by_name["properties"]["plan"] == {"type": "string", "enum": ["basic", "pro", "team"]}
+    assert by_name["properties"]["plan"] == {"anyOf": [
+        {"type": "string", "enum": ["basic", "pro", "team"], "examples": ["basic"]}, {"type": "null"}]}
     answer = client.post("/models/churn/predict", json=content["example"]).get_json()
     assert answer["predictions"] == model.predict(pd.DataFrame(content["example"]["instances"])).tolist()
 
@@ -183,3 +185,45 @@ def test_operation_ids_are_unique_whatever_the_models_are_called(make_app, train
     assert ids[("/models/name/predict", "post")] == "post_models_name_predict_2"
     assert {ids[("/models/a-b/predict", "post")], ids[("/models/a_b/predict", "post")]} == {
         "post_models_a_b_predict", "post_models_a_b_predict_2"}
+
+
+def test_categories_are_no_enum_where_other_values_are_taken_nor_when_there_are_many(make_app, tmp_path):
+    import joblib
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    cities = [f"city{i:03d}" for i in range(60)]
+    frame = pd.DataFrame({"plan": ["basic", "pro", "team"] * 20, "city": cities, "months": range(60)})
+    model = make_pipeline(make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+                                                  (OneHotEncoder(), ["city"]), remainder="passthrough"),
+                          LogisticRegression()).fit(frame, [0, 1] * 30)
+    joblib.dump(model, tmp_path / "open.joblib")
+    client = make_app(MODELS=f"open={tmp_path / 'open.joblib'}").test_client()
+    content = client.get("/openapi.json").get_json()["paths"]["/models/open/predict"]["post"]["requestBody"][
+        "content"]["application/json"]
+    properties = content["schema"]["properties"]["instances"]["items"]["anyOf"][0]["properties"]
+    plan, missing = properties["plan"]["anyOf"]
+    assert missing == {"type": "null"} and "enum" not in plan and "other values are taken" in plan["description"]
+    city = properties["city"]["anyOf"][0]
+    assert "enum" not in city and "One of 60 categories" in city["description"]
+    # what the schema no longer forbids, the model answers
+    other = client.post("/models/open/predict", json={"instances": [{"plan": "gold", "city": "city001", "months": 3}]})
+    assert other.status_code == 200, other.get_json()
+
+
+def test_an_unknown_categorys_422_lists_at_most_20_with_a_count(make_app, tmp_path):
+    import joblib
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    cities = [f"city{i:03d}" for i in range(60)]
+    model = make_pipeline(OneHotEncoder(), LogisticRegression()).fit(pd.DataFrame({"city": cities}), [0, 1] * 30)
+    joblib.dump(model, tmp_path / "cities.joblib")
+    client = make_app(MODELS=f"cities={tmp_path / 'cities.joblib'}").test_client()
+    error = client.post("/models/cities/predict", json={"instances": [{"city": "atlantis"}]}).get_json()["error"]
+    assert error["status"] == 422 and error["categories"] == cities[:20] and error["category_count"] == 60

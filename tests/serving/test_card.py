@@ -37,7 +37,7 @@ def test_a_column_transformer_card_lists_the_string_category_and_its_example_is_
     card = cards["churn"]
     assert set(card) == KEYS
     model = joblib.load(tmp_path / "churn.joblib")
-    assert card["features"] == [{"name": "plan", "type": "string", "categories": PLANS},
+    assert card["features"] == [{"name": "plan", "type": "string", "categories": PLANS, "accepts_unknown": True},
                                 {"name": "tenure_months", "type": "number"},
                                 {"name": "monthly_spend", "type": "number"}]
     assert card["n_features"] == 3 and card["input_kind"] == "tabular" and card["task"] == "classification"
