@@ -7,17 +7,18 @@ failed import never leaves a half-written store. `skip_bad_rows=True` writes the
 and reports the skipped ones instead. Rows are upserted by id, so re-running an import is safe.
 
 Rows with columns the table lacks widen it (store/tables.py: nullable columns), for imports,
-single records and syncs alike. A refused import may leave such a column behind, empty, never
-rows: SQLite's driver runs DDL that precedes the first write outside the transaction, and
-MySQL/MariaDB commit every ALTER TABLE at once. For that reason, on MySQL/MariaDB a column that
-a JSON-lines file brings only after rows have been written is refused rather than added (the
-ALTER would commit those rows).
+single records and syncs alike. The table is created or widened in a short transaction of its
+own before the import's one (tables.grow: on PostgreSQL an ALTER TABLE inside it would lock
+the server's lookups out for the whole import), from the file's first chunk of rows. So a
+refused import may leave an added column behind, empty, never rows; and a column that a
+JSON-lines file brings only after its first chunk is refused, saying how to proceed.
 """
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -27,8 +28,7 @@ from sqlalchemy import exc as sa_exc
 
 from mlapi.store.database import chunks, make_engine, python_type_of, upsert
 from mlapi.store.files import CSV, JSONL, file_format, json_lines
-from mlapi.store.tables import (add_columns, adds_columns_in_transaction, coerce_row, column_type,
-                                create_table, new_columns, reflect)
+from mlapi.store.tables import add_columns, coerce_row, column_type, grow, new_columns, reflect
 
 CHUNK_ROWS = 1000
 MAX_REPORTED = 20
@@ -86,30 +86,27 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict | str]]:
 def import_rows(engine: sa.Engine, table_name: str, id_column: str, rows: Iterator[tuple[int, dict | str]],
                 skip_bad_rows: bool = False, progress=None) -> ImportReport:
     report = ImportReport()
+    batches = chunks(rows, CHUNK_ROWS)
+    first = next(batches, [])
+    # The schema first, in its own short transaction (tables.grow says why), from the first
+    # chunk: a CSV or Parquet file names all its columns there.
+    sample = [row for _, row in first if isinstance(row, dict)]
+    table = None
+    if sample:
+        table, report.created_table, report.added_columns = grow(engine, table_name, id_column, sample)
+    pending: list[dict] = []
     with engine.begin() as conn:  # one transaction: all or nothing
-        table = reflect(conn, table_name)
-        pending: list[dict] = []
-        for batch in chunks(rows, CHUNK_ROWS):
-            sample = [row for _, row in batch if isinstance(row, dict)]
-            late: set[str] = set()  # new columns this database cannot add any more (see above)
-            if table is None:
-                if not sample:
-                    report.bad_rows += [(n, r) for n, r in batch]
-                    continue
-                table = create_table(conn, table_name, id_column, sample)
-                report.created_table = True
-            elif added := new_columns(table, sample):
-                if report.written and not adds_columns_in_transaction(conn):
-                    late = set(added)
-                else:
-                    report.added_columns += added
-                    table = add_columns(conn, table, sample)
+        table = reflect(conn, table_name) if table is None else table
+        for batch in itertools.chain([first], batches):
             for number, row in batch:
                 try:
                     if isinstance(row, str):
                         raise ValueError(row)
-                    if late.intersection(row):
-                        raise ValueError(_late_columns_reason(sorted(late.intersection(row)), conn))
+                    if table is None:
+                        raise ValueError(f"no table {table_name!r} yet, and none of the first {CHUNK_ROWS} "
+                                         f"rows could create it")
+                    if late := new_columns(table, [row]):
+                        raise ValueError(_late_columns_reason(late))
                     pending.append(coerce_row(table, id_column, row))
                 except ValueError as exc:
                     report.bad_rows.append((number, str(exc)))
@@ -118,7 +115,7 @@ def import_rows(engine: sa.Engine, table_name: str, id_column: str, rows: Iterat
             elif pending:
                 _upsert_grouped(conn, table, id_column, pending)
                 report.written += len(pending)
-                pending = []
+                pending.clear()
             if progress is not None:
                 progress.update(len(batch))
         if report.bad_rows and not skip_bad_rows:
@@ -126,10 +123,10 @@ def import_rows(engine: sa.Engine, table_name: str, id_column: str, rows: Iterat
     return report
 
 
-def _late_columns_reason(columns: list[str], conn: sa.Connection) -> str:
-    return (f"new columns {columns} appear only after rows were written: {conn.dialect.name} commits "
-            f"an ALTER TABLE at once, so they cannot be added within this import; import a row that has "
-            f"them first (or put one among the file's first {CHUNK_ROWS} rows)")
+def _late_columns_reason(columns: list[str]) -> str:
+    return (f"new columns {columns} appear only after the file's first {CHUNK_ROWS} rows: the table grows "
+            f"before the import's transaction, from those rows, so they cannot be added within this import; "
+            f"import a row that has them first (or put one among the file's first {CHUNK_ROWS} rows)")
 
 
 def _upsert_grouped(conn, table, id_column, rows):
@@ -169,14 +166,15 @@ def sync(source_url: str, query: str, target: sa.Engine, table_name: str, id_col
                 sql += f" ORDER BY {updated_at}"
                 params = {"since": _load_mark(since)} if since else {}
             result = src.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(sa.text(sql), params)
-            table = reflect(dst, table_name)
+            table = None
             high_water = since
             for batch in chunks(result.mappings(), CHUNK_ROWS):
                 rows = [{k: (str(v) if k == id_column else v) for k, v in row.items()} for row in batch]
-                # The query's columns are fixed, so a new one shows in the first batch, before
-                # anything is written (safe on MySQL too).
-                table = create_table(dst, table_name, id_column, rows) if table is None else \
-                    add_columns(dst, table, rows)
+                if table is None:
+                    # The query's columns are fixed: the first batch grows the table, in a
+                    # transaction of its own before anything is written (tables.grow).
+                    grow(target, table_name, id_column, rows)
+                    table = reflect(dst, table_name)
                 rows = [coerce_row(table, id_column, row) for row in rows]
                 _upsert_grouped(dst, table, id_column, rows)
                 written += len(rows)

@@ -70,22 +70,59 @@ def new_columns(table: sa.Table, rows: list[dict]) -> list[str]:
 
 def add_columns(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> sa.Table:
     """The table with the rows' new columns added (nullable, typed from the rows' values, as
-    create_table types them), reflected again; the table itself when there are none."""
+    create_table types them), reflected again; the table itself when there are none. Another
+    writer may add the same column at the same moment: PostgreSQL and MariaDB skip it (IF NOT
+    EXISTS); elsewhere (SQLite, MySQL) the duplicate-column error is caught, as the column is
+    there (such a failed statement does not abort the transaction there)."""
     names = new_columns(table, rows)
     if not names:
         return table
     quote = conn.dialect.identifier_preparer
+    if_not_exists = "IF NOT EXISTS " if _add_column_if_not_exists(conn) else ""
     for name in names:
         kind = column_type([row.get(name) for row in rows]).compile(dialect=conn.dialect)
-        ddl = f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {quote.quote(name)} {kind}"
-        conn.execute(sa.text(ddl.replace(":", r"\:")))  # a ':' in a name is not a bind parameter
+        ddl = f"ALTER TABLE {quote.format_table(table)} ADD COLUMN {if_not_exists}{quote.quote(name)} {kind}"
+        try:
+            conn.execute(sa.text(ddl.replace(":", r"\:")))  # a ':' in a name is not a bind parameter
+        except sa_exc.DBAPIError as exc:
+            if if_not_exists or "duplicate column" not in str(exc.orig).lower():
+                raise
     return reflect(conn, table.name)
 
 
-def adds_columns_in_transaction(conn: sa.Connection) -> bool:
-    """Whether ALTER TABLE joins the open transaction (SQLite, PostgreSQL) rather than
-    committing it first, as MySQL and MariaDB do with every DDL statement."""
-    return conn.dialect.name not in ("mysql", "mariadb")
+def _add_column_if_not_exists(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql" or bool(getattr(conn.dialect, "is_mariadb", False))
+
+
+def grow(engine: sa.Engine, name: str, id_column: str, sample: list[dict]) -> tuple[sa.Table, bool, list[str]]:
+    """Create the table, or add the sample's new columns to it, in a short transaction of its
+    own: (table, created?, columns added). Run it before the writes' transaction, never inside:
+    on PostgreSQL an ALTER TABLE holds an ACCESS EXCLUSIVE lock until its transaction ends,
+    which inside a long import would block every lookup of the server for the whole import."""
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # An ALTER waits for its lock behind any open transaction on the table, and
+                    # while it waits every new reader queues behind it: give up after 2 s (the
+                    # import fails, saying so) rather than stall the server's lookups for as
+                    # long as another transaction lasts.
+                    conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+                table = reflect(conn, name)
+                if table is None:
+                    return create_table(conn, name, id_column, sample), True, []
+                added = new_columns(table, sample)
+                return add_columns(conn, table, sample), False, added
+        except (sa_exc.OperationalError, sa_exc.ProgrammingError, sa_exc.IntegrityError):
+            # Another writer created the table between our look and our CREATE: look again.
+            if attempt == 2 or not _exists(engine, name):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _exists(engine: sa.Engine, name: str) -> bool:
+    with engine.connect() as conn:
+        return reflect(conn, name) is not None
 
 
 def reflect(conn: sa.Connection, name: str) -> sa.Table | None:

@@ -4,13 +4,15 @@ the values) instead of refusing "unknown columns", and a running server sees the
 import json
 import os
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlapi.store import feature_store, ingest
+from mlapi.store import feature_store, ingest, tables
 from mlapi.store.database import make_engine, python_type_of
 from mlapi.store.feature_store import FeatureStore
 from mlapi.store.ingest import ImportRefused, import_rows, read_rows, sync
@@ -100,32 +102,82 @@ def test_the_cli_says_which_columns_an_import_added(tmp_path):
 
 
 def test_a_column_first_seen_late_in_a_file(db_url, tmp_path, monkeypatch):
-    # JSON lines may bring a column only after the first chunk has been written. SQLite and
-    # PostgreSQL add it inside the import's transaction; MySQL/MariaDB would commit the rows
-    # already written, so there the import is refused, says how to proceed, and writes nothing.
+    # The table grows before the import's transaction, from the file's first chunk (see
+    # test_a_reader_is_not_blocked_while_an_import_is_open); a column JSON lines bring only
+    # after it is refused on every database, saying how to proceed, and nothing is written.
     monkeypatch.setattr(ingest, "CHUNK_ROWS", 2)
     engine = make_engine(db_url)
     import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "first.jsonl", [{"id": "0", "x": 0.5}])))
     rows = [{"id": "1", "x": 1.5}, {"id": "2", "x": 2.5}, {"id": "3", "x": 3.5, "y": 7}, {"id": "4", "y": 8}]
     late = write_jsonl(tmp_path / "late.jsonl", rows)
-    if engine.dialect.name in ("mysql", "mariadb"):
-        with pytest.raises(ImportRefused) as refused:
-            import_rows(engine, "features", "id", read_rows(late))
-        assert [line for line, _ in refused.value.report.bad_rows] == [3, 4]
-        assert "new columns ['y'] appear only after rows were written" in refused.value.report.bad_rows[0][1]
-        assert "import a row that has them first" in refused.value.report.bad_rows[0][1]
-        assert rows_of(db_url, "SELECT id FROM features") == [("0",)]  # the first chunk rolled back
-        # ...and what the message says works: a row with the column first, then the file
-        import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "y.jsonl", [rows[2]])))
-        report = import_rows(engine, "features", "id", read_rows(late))
-        assert report.added_columns == []
-    else:
-        report = import_rows(engine, "features", "id", read_rows(late))
-        assert report.added_columns == ["y"]
+    with pytest.raises(ImportRefused) as refused:
+        import_rows(engine, "features", "id", read_rows(late))
+    assert [line for line, _ in refused.value.report.bad_rows] == [3, 4]
+    assert "new columns ['y'] appear only after the file's first 2 rows" in refused.value.report.bad_rows[0][1]
+    assert "import a row that has them first" in refused.value.report.bad_rows[0][1]
+    assert rows_of(db_url, "SELECT id FROM features") == [("0",)]  # the first chunk rolled back
+    # ...and what the message says works: a row with the column first, then the file
+    assert import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "y.jsonl", [rows[2]]))) \
+        .added_columns == ["y"]
+    report = import_rows(engine, "features", "id", read_rows(late))
     engine.dispose()
-    assert report.written == 4
+    assert (report.added_columns, report.written) == ([], 4)
     assert rows_of(db_url, "SELECT id, x, y FROM features ORDER BY id") == [
         ("0", 0.5, None), ("1", 1.5, None), ("2", 2.5, None), ("3", 3.5, 7), ("4", None, 8)]
+
+
+def test_two_importers_adding_the_same_column_both_succeed(db_url, tmp_path, monkeypatch):
+    # Both look at the table before either adds the column (a barrier holds each after its
+    # first look), so both try to add it: the second must skip it, not abort its import.
+    engine = make_engine(db_url)
+    import_rows(engine, "features", "id", read_rows(write_jsonl(tmp_path / "a.jsonl", [{"id": "0", "x": 0.5}])))
+    barrier, seen, reflect = threading.Barrier(2, timeout=30), threading.local(), tables.reflect
+
+    def reflect_together(conn, name):
+        table = reflect(conn, name)
+        if not getattr(seen, "once", False):
+            seen.once = True
+            barrier.wait()
+        return table
+
+    monkeypatch.setattr(tables, "reflect", reflect_together)
+    monkeypatch.setattr(ingest, "reflect", reflect_together)
+    files = [write_jsonl(tmp_path / f"{n}.jsonl", [{"id": n, "x": 1.0, "y": 2}]) for n in ("1", "2")]
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda path: import_rows(engine, "features", "id", read_rows(path)), files))
+    engine.dispose()
+    assert [r.written for r in reports] == [1, 1]
+    assert rows_of(db_url, "SELECT id, x, y FROM features ORDER BY id") == [("0", 0.5, None), ("1", 1.0, 2), ("2", 1.0, 2)]
+
+
+def test_a_reader_is_not_blocked_while_an_import_is_open(postgres_url, monkeypatch):
+    # On PostgreSQL an ALTER TABLE locks the table out (reads too) until its transaction ends:
+    # inside the import's transaction it would stop every lookup for the whole import.
+    monkeypatch.setattr(ingest, "CHUNK_ROWS", 2)
+    engine = make_engine(postgres_url)
+    import_rows(engine, "features", "id", iter([(1, {"id": "0", "x": 0.5})]))
+    written, finish = threading.Event(), threading.Event()
+
+    def rows():  # a long import: the new column in its first chunk, then it waits
+        yield from [(1, {"id": "1", "x": 1.5, "y": 7}), (2, {"id": "2", "x": 2.5, "y": 8})]
+        written.set()  # asked for more: the first chunk is written, the transaction is open
+        assert finish.wait(60)
+        yield 3, {"id": "3", "x": 3.5, "y": 9}
+
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(import_rows, engine, "features", "id", rows())
+        try:
+            assert written.wait(30)
+            reader = make_engine(postgres_url)
+            with reader.connect() as conn:
+                conn.execute(sa.text("SET statement_timeout = '3s'"))  # blocked: an error, not a hang
+                assert conn.execute(sa.text("SELECT id, y FROM features")).all() == [("0", None)]
+            reader.dispose()
+        finally:
+            finish.set()
+        assert running.result(60).written == 3
+    engine.dispose()
+    assert rows_of(postgres_url, "SELECT id, y FROM features ORDER BY id") == [("0", None), ("1", 7), ("2", 8), ("3", 9)]
 
 
 def test_data_without_the_id_column_is_refused_saying_what_to_do(tmp_path):
