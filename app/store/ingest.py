@@ -211,7 +211,8 @@ def _load_mark(mark: str):
 # ---- single records: `mlapi features add`, into the source database or the store -------------
 def add_record(engine: sa.Engine, table_name: str, id_column: str, record: dict, autoincrement: bool) -> str:
     """Insert one record and return its id. Without an id, the next integer id is used:
-    an autoincrement key in a source table, max(numeric id) + 1 in the online store."""
+    an autoincrement key in a source table (autoincrement=True), max(numeric id) + 1 in the
+    online store. Only the online store grows columns for a record; a source table refuses them."""
     with engine.begin() as conn:
         table = reflect(conn, table_name)
         if table is None:
@@ -224,8 +225,14 @@ def add_record(engine: sa.Engine, table_name: str, id_column: str, record: dict,
                              *[sa.Column(c, column_type([record[c]])) for c in columns],
                              *([sa.Column("updated_at", sa.DateTime(timezone=True))] if "updated_at" not in record else []))
             table.create(conn, checkfirst=True)
-        else:
+        elif not autoincrement:
             table = add_columns(conn, table, [record])  # e.g. a tabular record in a store of texts
+        elif unknown := new_columns(table, [record]):
+            # A source table is the application's own: its schema is the application's to change.
+            raise ValueError(f"the source table {table_name!r} has no column(s) {unknown}: mlapi adds columns "
+                             f"only to the online feature store, never to SOURCE_DB_URL's tables; add them to "
+                             f"{table_name!r} yourself (ALTER TABLE ... ADD COLUMN ...), leave them out of the "
+                             f"record, or unset SOURCE_DB_URL to write the feature store")
         values = dict(record)
         if "updated_at" in table.c and "updated_at" not in values:
             values["updated_at"] = dt.datetime.now(dt.timezone.utc)

@@ -180,6 +180,20 @@ def test_a_reader_is_not_blocked_while_an_import_is_open(postgres_url, monkeypat
     assert rows_of(postgres_url, "SELECT id, y FROM features ORDER BY id") == [("0", None), ("1", 7), ("2", 8), ("3", 9)]
 
 
+def test_a_source_table_refuses_columns_it_lacks_saying_what_to_do(tmp_path):
+    # The application's own table (SOURCE_DB_URL) is not mlapi's to change; the store's is.
+    source_url = app_database(tmp_path, "CREATE TABLE tickets (id INTEGER PRIMARY KEY, text TEXT)")
+    env = {**os.environ, "SOURCE_DB_URL": source_url, "SOURCE_TABLE": "tickets",
+           "FEATURE_STORE_URL": f"sqlite:///{tmp_path}/fs.db"}
+    result = subprocess.run([str(VENV_BIN / "mlapi"), "features", "add", "--json", json.dumps({"text": "hi", "age": 3})],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "the source table 'tickets' has no column(s) ['age']" in result.stderr
+    assert "add them to 'tickets' yourself" in result.stderr and "unset SOURCE_DB_URL" in result.stderr
+    assert [c for c in columns_of(source_url, "tickets")] == ["id", "text"]
+    assert mlapi("features", "add", "--json", json.dumps({"text": "hi"}), env=env) == "1"  # known columns still go in
+
+
 def test_data_without_the_id_column_is_refused_saying_what_to_do(tmp_path):
     # A file (or a sync's query) keyed by another column: add the id column, or name its own.
     env = {**os.environ, "FEATURE_STORE_URL": f"sqlite:///{tmp_path}/fs.db"}
