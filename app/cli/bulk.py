@@ -34,7 +34,8 @@ def register(commands) -> None:
                         help="CSV, Parquet or JSON lines (by extension): the features by name (tabular "
                              "models; each read as the type the model was fitted on) or the "
                              "FEATURE_TEXT_COLUMN (text models), and an id column if it has one (without "
-                             "one, the output keys rows by their number from 0, in a `row` column)")
+                             "one, --output keys rows by their number from 0, in a `row` column; --to-db "
+                             "refuses it)")
     source.add_argument("--from-store", action="store_true", help="every record of the online feature store")
     target = cmd.add_mutually_exclusive_group(required=True)
     target.add_argument("--output", metavar="FILE",
@@ -76,6 +77,8 @@ def _run(args, settings: Settings) -> int:
     id_column = args.id_column or settings.feature_id_column
     if args.input is not None and not args.input.is_file():
         raise InvalidInput(f"no such input file: {args.input}")
+    if args.input is not None and args.to_db:
+        bulk.require_id_column(args.input, id_column)  # before loading a model or scoring a row
     output = _output_path(args.output, shard) if args.output else None
     if output is not None:
         bulk.file_format(output)  # refuse an unknown extension before any work
@@ -92,7 +95,7 @@ def _run(args, settings: Settings) -> int:
         else:
             bulk.score_file(model, args.input, sink, args.chunk_size, shard, id_column,
                             settings.feature_text_column, args.workers, bar.update,
-                            id_required=args.id_column is not None)
+                            id_required=args.id_column is not None or args.to_db)
     seconds = time.perf_counter() - started
     where = output if output is not None else f"the predictions table ({sink.stored} new rows, run id {run_id})"
     print(f"scored {sink.rows} rows with {model.name}:{model.version} (shard {shard.index}/{shard.count}) "

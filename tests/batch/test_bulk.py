@@ -280,6 +280,25 @@ def test_file_to_db(bulk, trained, tmp_path):
         assert max(stored["scores"]) == estimator.predict_proba([text])[0].max()
 
 
+def test_file_to_db_needs_ids(bulk, tmp_path):
+    # Row numbers as entity ids ("0", "1", ...) would collide with real ids in the shared
+    # predictions table: refused before any scoring, saying what to do; nothing is stored.
+    pd.DataFrame({"text": ["refund my last invoice", "cannot log in"]}).to_csv(tmp_path / "in.csv", index=False)
+    code, out, err = bulk("--model", "text", "--input", tmp_path / "in.csv", "--to-db", "--run-id", "f1")
+    assert (code, out) == (2, "")
+    assert err == ("mlapi batch-predict: --to-db needs an id per row, and the input has no 'id' column (it has "
+                   "text): add one, name the input's id column with --id-column, or write a file with --output, "
+                   "where rows without ids are keyed by number\n")
+    assert not (tmp_path / "predictions.db").exists() or stored_rows(tmp_path, "predictions") == []
+    # ...and with the ids in a column of another name, --id-column names it
+    pd.DataFrame({"ticket": ["t1", "t2"], "text": ["refund my last invoice", "cannot log in"]}) \
+        .to_csv(tmp_path / "in.csv", index=False)
+    code, _, err = bulk("--model", "text", "--input", tmp_path / "in.csv", "--to-db", "--run-id", "f1",
+                        "--id-column", "ticket")
+    assert code == 0, err
+    assert [row["entity_id"] for row in stored_rows(tmp_path, "predictions")] == ["t1", "t2"]
+
+
 # ---- bounded memory ----------------------------------------------------------------------------
 # A child spawned straight from pytest would report pytest's own peak: Linux keeps ru_maxrss
 # across exec, and a vfork()ed child starts with its parent's. A small wrapper process runs

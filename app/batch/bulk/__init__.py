@@ -16,7 +16,9 @@ One module per stage: read.py (a file → the model's columns, in Arrow chunks),
 pipeline.py (the stages on their threads, sharded); threads.py holds the threading helpers.
 """
 from mlapi.batch.bulk.pipeline import Shard, score_file, score_store
+from mlapi.batch.bulk.read import require_id_column
 from mlapi.batch.bulk.write import FileSink, PredictionsSink
 from mlapi.store.files import file_format
 
-__all__ = ["FileSink", "PredictionsSink", "Shard", "file_format", "score_file", "score_store"]
+__all__ = ["FileSink", "PredictionsSink", "Shard", "file_format", "require_id_column", "score_file",
+           "score_store"]

@@ -7,6 +7,7 @@ plain copy; strings for categories and texts, so a zip code "01234" stays "01234
 
 An input without the id column is keyed by row number instead: its rows are numbered from 0,
 in input order (the index pandas gives them), and the output's `row` column holds that number.
+Only in a file: --to-db refuses such an input (require_id_column says why).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from mlapi.errors import InvalidInput
 from mlapi.serving.columns import NUMBER, STRING, column_types
 from mlapi.serving.model import ServedModel
 from mlapi.serving.records import input_columns
-from mlapi.store.files import CSV, PARQUET, json_lines
+from mlapi.store.files import CSV, PARQUET, file_format, json_lines
 
 ROW = "row"  # the output's key column for an input without an id column: 0-based row numbers
 
@@ -64,6 +65,17 @@ def read_header(path: Path, fmt: str) -> list[str]:
     for number, row in json_lines(path):
         return list(_json_row(number, row))
     return []
+
+
+def require_id_column(path: Path, id_column: str) -> None:
+    """For --to-db: the predictions table is keyed by entity id, shared with predict by id and
+    Pub/Sub, so rows keyed by their number ("0", "1", ...) would collide with real ids there."""
+    header = read_header(path, file_format(path))
+    if id_column not in header:
+        shown = ", ".join(header[:12]) + (f", … ({len(header)} in all)" if len(header) > 12 else "")
+        raise InvalidInput(f"--to-db needs an id per row, and the input has no {id_column!r} column (it has "
+                           f"{shown or 'no columns'}): add one, name the input's id column with --id-column, "
+                           f"or write a file with --output, where rows without ids are keyed by number")
 
 
 def layout_for(model: ServedModel, header: list[str], id_column: str, text_column: str,
