@@ -28,7 +28,8 @@ def register(commands) -> None:
     serve.add_argument("--port", type=int, help="overrides $PORT (default 8080)")
     serve.add_argument("--ini", help="uWSGI config (default: $UWSGI_INI, then ./uwsgi.ini)")
     serve.add_argument("--dry-run", action="store_true", help="print the server command instead of running it")
-    serve.set_defaults(handler=cmd_serve)
+    # Settings are read by cmd_serve itself: with model files named, the model settings are not.
+    serve.set_defaults(handler=cmd_serve, reads_settings=False)
 
 
 def model_files(arguments: list[str]) -> tuple[ModelSpec, ...]:
@@ -50,7 +51,15 @@ def replaced_models_notice(command: str) -> str | None:
     return f"{command}: serving the model files named on the command line; {' and '.join(configured)} ignored"
 
 
-def cmd_serve(args, settings: Settings) -> int:
+# The settings that say which models to serve: model files on the command line replace them,
+# so they are not read at all then (a broken MODEL_SHA256 must not stop a command that ignores it).
+MODEL_SETTINGS = ("MODELS", "MODEL_URI", "MODEL_NAME", "MODEL_SHA256")
+
+
+def cmd_serve(args, settings: Settings | None = None) -> int:
+    if settings is None:
+        env = {k: v for k, v in os.environ.items() if not (args.models and k in MODEL_SETTINGS)}
+        settings = Settings.from_env(env)
     port = args.port or settings.port
     server = launch.choose_server(args.server, settings)
     files = None
