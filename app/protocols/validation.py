@@ -54,18 +54,23 @@ def first_given(struct: msgspec.Struct, keys: tuple[str, ...]) -> tuple[str, Any
 
 def read(body: Any, schema: type[T], prefix: str = "") -> T:
     """`body` (parsed JSON) as `schema`, or a BadRequest saying what to send instead."""
+    return _checked(body, schema, alternatives_of(schema), prefix)
+
+
+def _checked(body: Any, schema: type[T], rule: Alternatives | None, prefix: str) -> T:
+    """`read`, with the schema's alternatives rule looked up once by the caller (BodyDecoder
+    does it once per route, not per request)."""
     try:
         struct = msgspec.convert(body, schema)
     except msgspec.ValidationError as exc:
         raise BadRequest(prefix + explain(str(exc), body, schema)) from None
-    rule = alternatives_of(schema)
     if rule is not None:
         _check_alternatives(struct, rule)
     return struct
 
 
 def _check_alternatives(struct: msgspec.Struct, rule: Alternatives) -> None:
-    present = [key for key in rule.keys if getattr(struct, key) is not UNSET]
+    present = given(struct, rule.keys)
     if not present or (rule.exactly_one and len(present) > 1):
         # A whole sentence of its own: no prefix.
         raise BadRequest(rule.message.replace("{found}", str(present or "none")))
@@ -74,7 +79,7 @@ def _check_alternatives(struct: msgspec.Struct, rule: Alternatives) -> None:
 class BodyDecoder(Generic[T, R]):
     """A codec's decoder of one request body: `schema` declares the body (the check and the
     OpenAPI schema of every route that decodes with it), `finish` turns the checked body into
-    the codec's request value. Called with the parsed JSON, on every request: `read`, inlined."""
+    the codec's request value. Called with the parsed JSON, on every request."""
 
     def __init__(self, schema: type[T], finish: Callable[[T], R], prefix: str = ""):
         self.schema = schema
@@ -84,13 +89,7 @@ class BodyDecoder(Generic[T, R]):
         functools.update_wrapper(self, finish)
 
     def __call__(self, body: Any) -> R:
-        try:
-            struct = msgspec.convert(body, self.schema)
-        except msgspec.ValidationError as exc:
-            raise BadRequest(self.prefix + explain(str(exc), body, self.schema)) from None
-        if self.rule is not None:
-            _check_alternatives(struct, self.rule)
-        return self.finish(struct)
+        return self.finish(_checked(body, self.schema, self.rule, self.prefix))
 
 
 def decodes(schema: type[T], prefix: str = "") -> Callable[[Callable[[T], R]], BodyDecoder[T, R]]:
