@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.util
 import sys
 from typing import TYPE_CHECKING
 
@@ -72,9 +73,19 @@ def import_scikit_learn_without_pandas() -> None:
     for a helper that is handed pandas as an argument anyway); a server whose models take
     arrays never uses it, and it is 0.24 s of a ~1.1 s cold start (measured, 100-tree forest).
     So scikit-learn is imported with pandas hidden. pandas is still importable afterwards,
-    and scikit-learn finds it then by looking in sys.modules, as it always does."""
-    if "pandas" not in sys.modules and "sklearn" not in sys.modules:
+    and scikit-learn finds it then by looking in sys.modules, as it always does.
+
+    Likewise rich: scikit-learn 1.9's fit-time progress bar (sklearn/callback/_progressbar.py)
+    imports it whenever it is installed (the dev tools bring it: schemathesis, mkdocs), 54
+    modules, ~2 MB and ~35 ms of start-up for a bar a server never draws. It is hidden while
+    sklearn.callback is imported; rich itself stays importable."""
+    if "sklearn" in sys.modules:
+        return
+    if "pandas" not in sys.modules:
         import_without("sklearn.utils.fixes", hidden="pandas")  # the module that imports pandas
+    # (sklearn.callback imports the progress bar; scikit-learn before 1.9 has neither)
+    if "rich" not in sys.modules and importlib.util.find_spec("sklearn.callback") is not None:
+        import_without("sklearn.callback", hidden="rich")
 
 
 def import_pandas(pyarrow_allowed: bool) -> None:

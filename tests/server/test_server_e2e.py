@@ -194,6 +194,25 @@ def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, serv
     assert ("libarrow" in mapped) == pyarrow_loaded
 
 
+def test_the_master_does_not_import_rich_for_scikit_learns_progress_bar(trained, tmp_path):
+    # scikit-learn 1.9's fit-time progress bar imports rich whenever it is installed (the test
+    # tools bring it): 54 modules and ~2 MB in every server for a bar it never draws.
+    pytest.importorskip("rich")
+    script = """
+import sys
+import mlapi.wsgi
+print("rich" in sys.modules)
+import rich.progress
+print("rich" in sys.modules)
+"""
+    env = {"MODELS": models_env(trained, "cancer"), "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+           "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([str(VENV_BIN / "python"), "-c", script], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["False", "True"], result.stderr[-3000:]
+
+
 def test_granian_replaces_a_worker_that_dies(start_server, server_env):
     server_proc = start_server({**server_env, "WEB_CONCURRENCY": "2"}, args=("serve", "--server", "granian"))
     body = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
