@@ -5,30 +5,20 @@ here with its default and why it exists; `example.env` and the README's settings
 this module. Nothing else in `app` reads `os.environ` for configuration: a bad value is one
 ConfigurationError naming the variable and what it expects, raised before anything starts.
 (Client libraries read their own variables: GOOGLE_APPLICATION_CREDENTIALS, PUBSUB_EMULATOR_HOST.)
+MODELS' grammar (ModelSpec, parse_models) is naming.py's.
 """
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from mlapi.errors import ConfigurationError
-from mlapi.naming import split_model_ref
+from mlapi.naming import SHA256_HEX, ModelSpec, parse_models, split_digest
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One entry of MODELS: which artifact to serve under which name and version."""
-
-    name: str
-    version: str
-    uri: str
-    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +37,23 @@ class Settings:
     server_pyarrow: bool = False
     # Bodies larger than this are refused with 413 before they are parsed.
     max_request_bytes: int = 10 * 1024 * 1024
+    # Rows (instances, records, ids) one request may carry; more are refused with 413. A bigger
+    # job is bulk scoring's (`mlapi batch-predict`).
+    max_rows: int = 10_000
+    # The longest one request may run, in seconds, on every server (uWSGI's harakiri, gunicorn's
+    # --timeout, granian's...); past it the caller gets a 504 where the server allows one.
+    request_timeout_seconds: int = 60
+    # "production" (the default on Cloud Run, where K_SERVICE is set) or "development": what an
+    # anonymous caller may see (artifact paths, /metrics), per route: docs/security.md.
+    environment: str = "development"
+    # POST /pubsub/push checks the push's OIDC token (Authorization: Bearer): its audience and
+    # the subscription's service account. Default on on Cloud Run (K_SERVICE set).
+    push_auth: bool = False
+    # The audience the token must carry; unset: the URL the push was sent to.
+    push_audience: str | None = None
+    # The service account the token must be issued to (the push subscription's
+    # --push-auth-service-account); required when push_auth is on.
+    push_service_account: str | None = None
     # Micro-batching: concurrent requests for one model version answered by one predict call
     # of at most this many rows (0 or 1: off). `mlapi serve` then runs threads per worker.
     max_batch_size: int = 0
@@ -125,6 +132,10 @@ class Settings:
         return self.models[0].name if self.models else None
 
     @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @property
     def batching(self) -> bool:
         """Micro-batching is on: a predict call may merge more than one request's rows."""
         return self.max_batch_size > 1
@@ -141,6 +152,13 @@ class Settings:
             strict_sklearn_version=_bool(env, "STRICT_SKLEARN_VERSION", False),
             server_pyarrow=_bool(env, "SERVER_PYARROW", False),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
+            max_rows=_int(env, "MAX_ROWS", 10_000, minimum=1),
+            request_timeout_seconds=_int(env, "REQUEST_TIMEOUT", 60, minimum=1),
+            environment=_choice(env, "ENVIRONMENT", "production" if _text(env, "K_SERVICE") else "development",
+                                ("development", "production")),
+            push_auth=_bool(env, "PUSH_AUTH", bool(_text(env, "K_SERVICE"))),
+            push_audience=_text(env, "PUSH_AUDIENCE"),
+            push_service_account=_text(env, "PUSH_SERVICE_ACCOUNT"),
             prediction_cache_size=_int(env, "PREDICTION_CACHE_SIZE", 10_000, minimum=0),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", 0, minimum=0),
             max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", 0.0),
@@ -184,75 +202,9 @@ def _models(env: Mapping[str, str]) -> tuple[ModelSpec, ...]:
         return parse_models(models_value)
     uri, sha = split_digest(_text(env, "MODEL_URI") or "models/latest.joblib", "MODEL_URI")
     sha = sha or (_text(env, "MODEL_SHA256") or "").lower() or None
-    if sha is not None and not _SHA256.match(sha):
+    if sha is not None and not SHA256_HEX.match(sha):
         raise ConfigurationError(f"MODEL_SHA256={sha!r} must be 64 hex digits (a sha256)")
     return (ModelSpec(_text(env, "MODEL_NAME") or "latest", "1", uri, sha),)
-
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_DIGEST = re.compile(r"#sha256=([0-9a-fA-F]{64})$")
-
-
-def split_digest(uri: str, variable: str = "MODELS") -> tuple[str, str | None]:
-    """`path#sha256=<hex>` → (path, hex); the digest pins the artifact's content."""
-    match = _DIGEST.search(uri)
-    if not match:
-        if "#sha256=" in uri:
-            raise ConfigurationError(f"{variable}: malformed #sha256= digest in {uri!r} (need 64 hex digits)")
-        return uri, None
-    return uri[: match.start()], match.group(1).lower()
-
-
-def parse_models(value: str | Sequence[str], source: str = "MODELS") -> tuple[ModelSpec, ...]:
-    """Parse `name=URI` / `name:version=URI` entries: MODELS' comma-separated text, or the
-    model files named on a command line (`mlapi serve FILE ...`, a list: no comma splitting),
-    where an entry may also be a bare URI, named after its file (`models/churn.joblib`: churn).
-    `source` names where the entries come from in errors.
-
-    An entry without a version gets its position among its name's entries ("1", "2", ...),
-    so `a=x.joblib,a=y.joblib` serves versions 1 and 2 and requests default to 2.
-    """
-    listed = not isinstance(value, str)
-    specs: list[ModelSpec] = []
-    for raw in (value if listed else value.split(",")):
-        entry = raw.strip()
-        if not entry:
-            continue
-        if listed and "=" not in split_digest(entry, source)[0]:  # a bare URI (its digest has an "=")
-            entry = f"{PurePosixPath(split_digest(entry, source)[0]).stem}={entry}"
-        if "=" not in entry:
-            raise ConfigurationError(f"{source} entry {entry!r} is not name=URI or name:version=URI")
-        key, uri = (part.strip() for part in entry.split("=", 1))
-        name, version = split_model_ref(key)
-        name = name or ""  # an empty name is refused below, with its entry
-        version = version or str(1 + sum(1 for spec in specs if spec.name == name))
-        for label, part in (("name", name), ("version", version)):
-            if not _NAME.match(part):
-                raise ConfigurationError(
-                    f"{source} entry {entry!r}: model {label} {part!r} must be letters, digits, '_', '.' or '-'"
-                    + (" (name it: NAME=PATH)" if listed and label == "name" else ""))
-        if not uri:
-            raise ConfigurationError(f"{source} entry {entry!r} has an empty URI")
-        if any(spec.name == name and spec.version == version for spec in specs):
-            raise ConfigurationError(f"{source} lists {name}:{version} twice")
-        uri, sha = split_digest(uri, source)
-        specs.append(ModelSpec(name, version, uri, sha))
-    if not specs:
-        raise ConfigurationError(f"{source} is set but lists no model")
-    return tuple(specs)
-
-
-def models_value(specs: Sequence[ModelSpec]) -> str:
-    """The MODELS value that parse_models reads back as `specs`: how `mlapi serve` hands the
-    files named on its command line to a server that reads its settings from the environment."""
-    entries = []
-    for spec in specs:
-        if "," in spec.uri:
-            raise ConfigurationError(f"cannot serve {spec.uri!r}: MODELS separates entries with commas, "
-                                     f"so a model's path must not contain one (rename the file)")
-        entries.append(f"{spec.name}:{spec.version}={spec.uri}" + (f"#sha256={spec.sha256}" if spec.sha256 else ""))
-    return ",".join(entries)
 
 
 # ---- one parser per type: each error names the variable and what it expects -----------------

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     from mlapi.batch.pubsub import BatchInference
-    from mlapi.config import ModelSpec, Settings
+    from mlapi.config import Settings
+    from mlapi.naming import ModelSpec
     from mlapi.serving.inference import InferenceService
     from mlapi.serving.registry import ModelRegistry
     from mlapi.store.feature_store import FeatureStore

@@ -1,6 +1,7 @@
 import pytest
 
-from mlapi.config import Settings, parse_models
+from mlapi.config import Settings
+from mlapi.naming import parse_models
 from mlapi.errors import ConfigurationError
 
 SHA = "ab" * 32

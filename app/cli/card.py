@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from mlapi.config import ModelSpec, Settings
+from mlapi.config import Settings
 from mlapi.errors import ConfigurationError, MlapiError
-from mlapi.naming import split_model_ref
+from mlapi.naming import ModelSpec, split_model_ref
 
 # An argument naming one of these is a model file, not a served model's name.
 ARTIFACT_SUFFIXES = (".joblib", ".pkl", ".pickle")

@@ -12,7 +12,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from mlapi.config import ModelSpec, Settings, models_value, parse_models
+from mlapi.config import Settings
+from mlapi.naming import ModelSpec, models_value, parse_models
 from mlapi.errors import ConfigurationError
 from mlapi.server import launch
 

@@ -12,8 +12,9 @@ import warnings
 import joblib
 import sklearn
 
-from mlapi.config import ModelSpec, Settings
+from mlapi.config import Settings
 from mlapi.errors import ArtifactError
+from mlapi.naming import ModelSpec
 from mlapi.serving.model import ServedModel
 from mlapi.serving.storage import resolve_artifact, sha256_of
 

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from mlapi.config import ModelSpec
+from mlapi.naming import ModelSpec
 from mlapi.errors import MlapiError, ModelNotFound, ModelNotReady
 from mlapi.serving.model import ServedModel
 

@@ -11,7 +11,7 @@ import requests
 
 from churn_model import churn_frame, train_churn
 from conftest import ROOT, VENV_BIN
-from mlapi.config import models_value, parse_models
+from mlapi.naming import models_value, parse_models
 from mlapi.errors import ConfigurationError
 
 SHA = "cd" * 32
