@@ -50,6 +50,13 @@ PEER_ROUNDS := $(or $(PEER_ROUNDS),3)
 GCP_PROJECT_ID ?=
 GCP_REGION ?= europe-west1
 GCP_SERVICE_ACCOUNT_NAME ?= machine-learning-api
+# How you act as the deployer. impersonate (the default): your own gcloud login asks the IAM
+# Credentials API for short-lived deployer tokens; no key exists (many organisations forbid
+# creating one). key: a JSON key in GCP_KEY_FILE (make create-key), where impersonation is impossible.
+DEPLOY_AUTH ?= impersonate
+# Who may impersonate the deployer (add-roles grants roles/iam.serviceAccountTokenCreator on the
+# deployer only): user:alice@example.com, group:..., serviceAccount:...; empty: the account gcloud uses then.
+DEPLOYER_IMPERSONATOR ?=
 GCP_KEY_FILE ?= secrets/gcp-key.json
 GCLOUD_CONFIGURATION ?= $(GCP_SERVICE_ACCOUNT_NAME)
 DEPLOYER_EMAIL = $(GCP_SERVICE_ACCOUNT_NAME)@$(GCP_PROJECT_ID).iam.gserviceaccount.com
@@ -75,7 +82,15 @@ MODEL ?=
 # Cloud Run
 CLOUD_RUN_MEMORY ?= 1Gi
 CLOUD_RUN_CPU ?= 1
-CLOUD_RUN_CONCURRENCY ?= 8
+# Requests in flight per instance; empty: what the server holds at once, workers × threads (below).
+CLOUD_RUN_CONCURRENCY ?=
+# gen2: a microVM with full Linux (cgroups, so the server sees its CPU quota; Cloud Storage volume
+# mounts), faster CPU for CPU-bound predictions; gen1's faster sandbox start matters less than model
+# loading here. docs/deploy.md says more.
+CLOUD_RUN_EXECUTION_ENVIRONMENT ?= gen2
+# More CPU while an instance starts: imports and model loading are CPU-bound and the startup
+# probe waits for them. false: --no-cpu-boost.
+CLOUD_RUN_CPU_BOOST ?= true
 CLOUD_RUN_MIN_INSTANCES ?= 0
 CLOUD_RUN_MAX_INSTANCES ?= 3
 CLOUD_RUN_INGRESS ?= all
@@ -98,7 +113,8 @@ DEAD_LETTER_RETENTION ?= 31d
 # Empty: asked of Cloud Run (gcloud run services describe) and of the project (gcloud projects describe).
 SERVICE_URL ?=
 GCP_PROJECT_NUMBER ?=
-ACK_DEADLINE ?= 60
+# Empty: REQUEST_TIMEOUT's reply window (CLOUD_RUN_TIMEOUT), within Pub/Sub's 10-600 s.
+ACK_DEADLINE ?=
 MAX_DELIVERY_ATTEMPTS ?= 10
 MIN_RETRY_DELAY ?= 10s
 MAX_RETRY_DELAY ?= 600s
@@ -122,22 +138,70 @@ SERVER_SETTINGS = MODELS MODEL_URI MODEL_NAME MODEL_SHA256 STRICT_SKLEARN_VERSIO
                   MAX_REQUEST_BYTES PREDICTION_CACHE_SIZE LOG_LEVEL \
                   FEATURE_TABLE FEATURE_ID_COLUMN FEATURE_TEXT_COLUMN FEATURE_STORE_URL \
                   FEATURE_STORE_WRITE_URL PREDICTIONS_DB_URL SOURCE_DB_URL SOURCE_TABLE \
-                  LOG_FORMAT ACCESS_LOG GOOGLE_CLOUD_PROJECT MAX_BATCH_SIZE MAX_BATCH_WAIT_MS API_DOCS
+                  LOG_FORMAT ACCESS_LOG GOOGLE_CLOUD_PROJECT MAX_BATCH_SIZE MAX_BATCH_WAIT_MS API_DOCS \
+                  SERVER WEB_CONCURRENCY UWSGI_THREADS GUNICORN_THREADS GRANIAN_BLOCKING_THREADS \
+                  MAX_ROWS REQUEST_TIMEOUT ENVIRONMENT PUSH_AUTH PUSH_AUDIENCE PUSH_SERVICE_ACCOUNT
 SERVER_ENV = $(strip $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),$(v)=$($(v)))))
 empty :=
 space := $(empty) $(empty)
 comma := ,
 # gcloud splits --set-env-vars on commas, and MODELS holds commas: `^|^` makes `|` the separator.
-# With no server setting in .env the service's environment is cleared: .env is the whole truth.
-ENV_VARS_FLAG = $(if $(SERVER_ENV),--set-env-vars='^|^$(subst $(space),|,$(SERVER_ENV))',--clear-env-vars)
+# --set-env-vars, not --update-env-vars: .env is the whole truth, so a setting removed from .env
+# leaves the service too (--update-env-vars would keep every value ever deployed, unseen in .env).
+env_vars_flag = $(if $(1),--set-env-vars='^|^$(subst $(space),|,$(1))',--clear-env-vars)
+ENV_VARS_FLAG = $(call env_vars_flag,$(SERVER_ENV))
+
+# The worker model, as `mlapi serve` decides it (app/server/launch.py), so that Cloud Run sends an
+# instance as many requests as it can hold at once. One worker per vCPU of the instance: sent as
+# WEB_CONCURRENCY, because the CPUs a process sees (and the quota, raised while CPU boost lasts)
+# are not the instance's steady share.
+BATCHING = $(filter-out 0 1,$(strip $(MAX_BATCH_SIZE)))
+SERVE_WITH = $(or $(strip $(SERVER)),$(if $(BATCHING),granian,uwsgi))
+# app/server/launch.py BATCHING_THREADS: request threads per worker with micro-batching (a test keeps them equal)
+BATCHING_THREADS = 32
+THREADS_SETTING = $(strip $($(if $(filter gunicorn,$(SERVE_WITH)),GUNICORN_THREADS,$(if $(filter granian,$(SERVE_WITH)),GRANIAN_BLOCKING_THREADS,UWSGI_THREADS))))
+SERVE_THREADS = $(or $(THREADS_SETTING),$(if $(BATCHING),$(BATCHING_THREADS),1))
+# CLOUD_RUN_CPU rounded up (0.5 → 1, 1000m → 1, 2 → 2).
+SERVE_WORKERS = $(or $(strip $(WEB_CONCURRENCY)),$(shell awk 'BEGIN { c = "$(CLOUD_RUN_CPU)"; \
+  if (c ~ /m$$/) { sub(/m$$/, "", c); c = c / 1000 } n = int(c); if (n < c) n++; print (n < 1 ? 1 : n) }'))
+# Cloud Run allows 1 to 1000.
+CLOUD_RUN_REQUESTS = $(or $(strip $(CLOUD_RUN_CONCURRENCY)),$(shell n=$$(( $(SERVE_WORKERS) * $(SERVE_THREADS) )); \
+  echo $$(( n > 1000 ? 1000 : n ))))
+# Cloud Run's request timeout: REQUEST_TIMEOUT (the server's, default 60 s) and 5 s for its JSON 504 to reach
+# the caller; Cloud Run cutting first would leave the caller with its own bare 504.
+REQUEST_SECONDS = $(or $(strip $(REQUEST_TIMEOUT)),60)
+CLOUD_RUN_TIMEOUT = $(shell n=$$(( $(REQUEST_SECONDS) + 5 )); echo $$(( n > 3600 ? 3600 : n )))
+# A push's ack deadline is also its request timeout: Pub/Sub must wait as long as Cloud Run does.
+PUSH_ACK_DEADLINE = $(or $(strip $(ACK_DEADLINE)),$(shell n=$(CLOUD_RUN_TIMEOUT); echo $$(( n > 600 ? 600 : n < 10 ? 10 : n ))))
+# What the service gets beyond .env: the worker count above, and the account whose push token
+# /pubsub/push accepts (PUSH_AUTH is on by default on Cloud Run; make create-pubsub-invoker makes it).
+SERVICE_DEFAULT_WEB_CONCURRENCY = $(SERVE_WORKERS)
+SERVICE_DEFAULT_PUSH_SERVICE_ACCOUNT = $(PUBSUB_INVOKER_EMAIL)
+service_value = $(or $($(1)),$(SERVICE_DEFAULT_$(1)))
+SERVICE_ENV = $(strip $(foreach v,$(SERVER_SETTINGS),$(if $(call service_value,$(v)),$(v)=$(call service_value,$(v)))))
+# Probes. Startup: a revision takes requests only once GET /startupz says every model loaded (not
+# /readyz: a database outage must not stop instances from starting), polled every 2 s for up to
+# 240 s (Cloud Run's limit); a model that fails to load fails the deploy instead of serving 503s.
+# Liveness: GET /healthz every 30 s; the instance restarts after failures spanning more than
+# REQUEST_TIMEOUT, so workers busy with slow requests are not taken for dead.
+STARTUP_PROBE = httpGet.path=/startupz,httpGet.port=8080,periodSeconds=2,timeoutSeconds=2,failureThreshold=120
+LIVENESS_PROBE = httpGet.path=/healthz,httpGet.port=8080,periodSeconds=30,timeoutSeconds=5,failureThreshold=$(shell \
+  echo $$(( $(REQUEST_SECONDS) / 30 + 2 )))
 # Private unless asked otherwise: callers need roles/run.invoker and an identity token.
 AUTH_FLAG = $(if $(filter true,$(CLOUD_RUN_ALLOW_UNAUTHENTICATED)),--allow-unauthenticated,--no-allow-unauthenticated)
 SERVICE_FLAGS = --region=$(GCP_REGION) --project=$(GCP_PROJECT_ID)
 DEPLOY_FLAGS = --image=$(IMAGE) $(SERVICE_FLAGS) --service-account=$(RUNTIME_EMAIL) \
-               --memory=$(CLOUD_RUN_MEMORY) --cpu=$(CLOUD_RUN_CPU) --concurrency=$(CLOUD_RUN_CONCURRENCY) \
+               --memory=$(CLOUD_RUN_MEMORY) --cpu=$(CLOUD_RUN_CPU) --concurrency=$(CLOUD_RUN_REQUESTS) \
+               --timeout=$(CLOUD_RUN_TIMEOUT) --execution-environment=$(CLOUD_RUN_EXECUTION_ENVIRONMENT) \
+               $(if $(filter true,$(CLOUD_RUN_CPU_BOOST)),--cpu-boost,--no-cpu-boost) \
+               --startup-probe=$(STARTUP_PROBE) --liveness-probe=$(LIVENESS_PROBE) \
                --min-instances=$(CLOUD_RUN_MIN_INSTANCES) --max-instances=$(CLOUD_RUN_MAX_INSTANCES) \
-               --ingress=$(CLOUD_RUN_INGRESS) --port=8080 $(AUTH_FLAG) $(ENV_VARS_FLAG) \
+               --ingress=$(CLOUD_RUN_INGRESS) --port=8080 $(AUTH_FLAG) $(call env_vars_flag,$(SERVICE_ENV)) \
                $(if $(strip $(API_DOCS_TOKEN_SECRET)),--update-secrets=API_DOCS_TOKEN=$(strip $(API_DOCS_TOKEN_SECRET)):latest)
+# $(call whole_numbers,VAR ...) as a recipe's first line: the settings the flags above compute with.
+whole_numbers = $(foreach v,$(1),$(if $(strip $($(v))),$(if $(shell [[ '$(strip $($(v)))' =~ ^[1-9][0-9]*$$ ]] && echo y),,\
+  $(error $(v)=$(strip $($(v))) is not a whole number above 0))))
+DEPLOY_NUMBERS = WEB_CONCURRENCY UWSGI_THREADS GUNICORN_THREADS GRANIAN_BLOCKING_THREADS REQUEST_TIMEOUT CLOUD_RUN_CONCURRENCY
 # The /docs token is a secret: as a plain variable it would be in the service's configuration,
 # readable by anyone who may describe the service. Refused; it travels through Secret Manager.
 refuse_plain_docs_token = $(if $(strip $(API_DOCS_TOKEN)),$(error API_DOCS_TOKEN is not sent to Cloud Run as a \
@@ -149,6 +213,7 @@ BATCH_ARGS = batch-predict,--from-store,--to-db$(if $(strip $(BATCH_MODEL)),$(co
 
 # $(call require,VAR ...) as a recipe's first line: stop before running anything when a variable is empty.
 require = $(foreach v,$(1),$(if $(strip $($(v))),,$(error $(v) is not set: add $(v)=... to .env (see example.env) or run `make $@ $(v)=...`)))
+check_deploy_auth = $(if $(filter impersonate key,$(DEPLOY_AUTH)),,$(error DEPLOY_AUTH is '$(DEPLOY_AUTH)': use impersonate (the default) or key))
 # A service account name derived from GCP_SERVICE_ACCOUNT_NAME must fit IAM's 30 characters.
 check_account_name = @name='$(1)'; if [ $${\#name} -gt 30 ]; then \
 	  echo "error: GCP_SERVICE_ACCOUNT_NAME is too long: $$name must be at most 30 characters" >&2; exit 1; fi
@@ -368,19 +433,22 @@ check-gcp-login: ## show the account and project gcloud uses now
 	project="$$(gcloud config get-value project 2>/dev/null)"; \
 	if [ -z "$$account" ]; then \
 	  echo "error: gcloud has no active account: run 'gcloud auth login' (or make create-config)" >&2; exit 1; fi; \
+	impersonated="$$(gcloud config get-value auth/impersonate_service_account 2>/dev/null)"; \
 	echo "gcloud account: $$account"; \
+	if [ -n "$$impersonated" ]; then echo "acting as: $$impersonated (impersonated)"; fi; \
 	echo "gcloud project: $${project:-(none)}"; \
 	if [ -n "$(GCP_PROJECT_ID)" ]; then \
 	  if [ "$$project" != "$(GCP_PROJECT_ID)" ]; then \
 	    echo "note: GCP_PROJECT_ID is $(GCP_PROJECT_ID) (every target passes --project=$(GCP_PROJECT_ID))"; fi; \
-	  if [ "$$account" = "$(DEPLOYER_EMAIL)" ]; then echo "this is the deployer service account"; \
+	  if [ "$$impersonated" = "$(DEPLOYER_EMAIL)" ]; then echo "this is the deployer service account (impersonated)"; \
+	  elif [ "$$account" = "$(DEPLOYER_EMAIL)" ]; then echo "this is the deployer service account"; \
 	  else echo "this is not the deployer ($(DEPLOYER_EMAIL)): right for the set-up steps; make create-config switches"; fi; \
 	fi
 
-enable-apis: ## enable the Cloud Run, Artifact Registry, IAM, Cloud Storage and Pub/Sub APIs
+enable-apis: ## enable the Cloud Run, Artifact Registry, IAM, IAM Credentials (impersonation), Cloud Storage and Pub/Sub APIs
 	$(call require,GCP_PROJECT_ID)
 	gcloud services enable run.googleapis.com artifactregistry.googleapis.com iam.googleapis.com \
-	  storage.googleapis.com pubsub.googleapis.com --project=$(GCP_PROJECT_ID)
+	  iamcredentials.googleapis.com storage.googleapis.com pubsub.googleapis.com --project=$(GCP_PROJECT_ID)
 
 create-service-account: ## create the deployer account and the service's runtime account (<name>-runtime)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME)
@@ -392,10 +460,12 @@ create-service-account: ## create the deployer account and the service's runtime
 	  --display-name='$(DOCKER_PROJECT) runtime' \
 	  --description='Identity of the $(DOCKER_PROJECT) Cloud Run service: reads models from the model bucket'
 
-create-repository: ## create the Artifact Registry Docker repository ARTIFACT_REPOSITORY in GCP_REGION
+# Immutable tags: a tag, once pushed, always names the same image, so a rebuild (from a dirty tree, or
+# another machine) cannot replace what a revision deployed as <commit> runs; the push is refused.
+create-repository: ## create the Artifact Registry Docker repository ARTIFACT_REPOSITORY in GCP_REGION, with immutable tags
 	$(call require,GCP_PROJECT_ID ARTIFACT_REPOSITORY)
 	gcloud artifacts repositories create $(ARTIFACT_REPOSITORY) --repository-format=docker \
-	  --location=$(GCP_REGION) --project=$(GCP_PROJECT_ID) --description='Images of $(DOCKER_PROJECT)'
+	  --location=$(GCP_REGION) --project=$(GCP_PROJECT_ID) --description='Images of $(DOCKER_PROJECT)' --immutable-tags
 
 create-bucket: ## create the private model bucket gs://MODEL_BUCKET
 	$(call require,GCP_PROJECT_ID MODEL_BUCKET)
@@ -414,6 +484,20 @@ add-roles: ## grant the two service accounts their (few) roles
 	  --role=roles/artifactregistry.writer --format=none
 	gcloud iam service-accounts add-iam-policy-binding $(RUNTIME_EMAIL) --project=$(GCP_PROJECT_ID) \
 	  --member=serviceAccount:$(DEPLOYER_EMAIL) --role=roles/iam.serviceAccountUser --format=none
+ifeq ($(DEPLOY_AUTH),impersonate)
+	@member='$(strip $(DEPLOYER_IMPERSONATOR))'; \
+	if [ -z "$$member" ]; then \
+	  account="$$(gcloud config get-value account 2>/dev/null)"; \
+	  case "$$account" in \
+	    '') echo "error: gcloud has no active account to let impersonate the deployer: run 'gcloud auth login', or set DEPLOYER_IMPERSONATOR=user:you@example.com" >&2; exit 1;; \
+	    *.gserviceaccount.com) member="serviceAccount:$$account";; \
+	    *) member="user:$$account";; \
+	  esac; \
+	fi; \
+	echo "gcloud iam service-accounts add-iam-policy-binding $(DEPLOYER_EMAIL) --member=$$member --role=roles/iam.serviceAccountTokenCreator"; \
+	gcloud iam service-accounts add-iam-policy-binding $(DEPLOYER_EMAIL) --project=$(GCP_PROJECT_ID) \
+	  --member="$$member" --role=roles/iam.serviceAccountTokenCreator --format=none
+endif
 ifeq ($(strip $(MODEL_BUCKET)),)
 	@echo "MODEL_BUCKET is not set: no bucket roles granted (the image must hold its models)"
 else
@@ -425,18 +509,32 @@ else
 	  --member=serviceAccount:$(DEPLOYER_EMAIL) --role=roles/storage.objectViewer --format=none
 endif
 
-create-key: ## create a key for the deployer in secrets/ (git- and docker-ignored)
+create-key: ## DEPLOY_AUTH=key only: create a key for the deployer in secrets/ (git- and docker-ignored)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME GCP_KEY_FILE)
+	$(check_deploy_auth)
+	@if [ '$(DEPLOY_AUTH)' != key ]; then echo "error: DEPLOY_AUTH is $(DEPLOY_AUTH): you act as the deployer by impersonation, no key is needed (make create-config); where impersonation is impossible, use DEPLOY_AUTH=key (docs/deploy.md)" >&2; exit 1; fi
 	@if [ -e '$(GCP_KEY_FILE)' ]; then echo "error: $(GCP_KEY_FILE) exists; keep it, or delete it (and its key in IAM) first" >&2; exit 1; fi
 	@mkdir -p '$(dir $(GCP_KEY_FILE))'
 	umask 077 && gcloud iam service-accounts keys create '$(GCP_KEY_FILE)' --iam-account=$(DEPLOYER_EMAIL) \
 	  --project=$(GCP_PROJECT_ID)
 
-create-config: ## create and activate a gcloud configuration that acts as the deployer, with the key
-	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME GCP_KEY_FILE GCLOUD_CONFIGURATION)
-	@if [ ! -f '$(GCP_KEY_FILE)' ]; then echo "error: no key at $(GCP_KEY_FILE): run make create-key first" >&2; exit 1; fi
+# impersonate: the new configuration keeps your account and borrows the deployer's identity for
+# every command (auth/impersonate_service_account); key: it logs in as the deployer with the key.
+create-config: ## create and activate a gcloud configuration that acts as the deployer (impersonation, or the key with DEPLOY_AUTH=key)
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME GCLOUD_CONFIGURATION)
+	$(check_deploy_auth)
+ifeq ($(DEPLOY_AUTH),key)
+	@if [ ! -f '$(GCP_KEY_FILE)' ]; then echo "error: no key at $(GCP_KEY_FILE): run make create-key DEPLOY_AUTH=key first" >&2; exit 1; fi
 	gcloud config configurations create $(GCLOUD_CONFIGURATION) || gcloud config configurations activate $(GCLOUD_CONFIGURATION)
 	gcloud auth activate-service-account $(DEPLOYER_EMAIL) --key-file='$(GCP_KEY_FILE)'
+else
+	@account="$$(gcloud config get-value account 2>/dev/null)"; \
+	if [ -z "$$account" ]; then echo "error: gcloud has no active account: run 'gcloud auth login' first (make add-roles lets it impersonate the deployer)" >&2; exit 1; fi; \
+	echo "gcloud config configurations create $(GCLOUD_CONFIGURATION), as $$account impersonating $(DEPLOYER_EMAIL)"; \
+	gcloud config configurations create $(GCLOUD_CONFIGURATION) || gcloud config configurations activate $(GCLOUD_CONFIGURATION); \
+	gcloud config set account "$$account"
+	gcloud config set auth/impersonate_service_account $(DEPLOYER_EMAIL)
+endif
 	gcloud config set project $(GCP_PROJECT_ID)
 	gcloud config set run/region $(GCP_REGION)
 
@@ -453,6 +551,7 @@ image-to-gcp: ## tag the local image for Artifact Registry and push it
 deploy: ## deploy the pushed image to Cloud Run; private unless CLOUD_RUN_ALLOW_UNAUTHENTICATED=true
 	$(refuse_plain_docs_token)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG)
+	$(call whole_numbers,$(DEPLOY_NUMBERS))
 	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS)
 
 list-cloud-run: ## list the Cloud Run services in GCP_REGION
@@ -494,6 +593,7 @@ deploy-model: ## upload MODEL=path and roll a new revision serving it (no image 
 deploy-canary: ## deploy the pushed image as revision tag canary and send it CANARY_PERCENT% of requests
 	$(refuse_plain_docs_token)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG CANARY_PERCENT)
+	$(call whole_numbers,$(DEPLOY_NUMBERS))
 	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS) --no-traffic --tag=canary
 	gcloud run services update-traffic $(DOCKER_PROJECT) $(SERVICE_FLAGS) --to-tags=canary=$(CANARY_PERCENT)
 
@@ -538,7 +638,8 @@ endef
 # acknowledge on the subscription. The token's audience is the service URL, as Cloud Run checks.
 create-push-subscription: ## push PUBSUB_TOPIC to the service's /pubsub/push, authenticated, with retries and dead letters
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME DOCKER_PROJECT PUBSUB_TOPIC PUBSUB_SUBSCRIPTION \
-	  ACK_DEADLINE MAX_DELIVERY_ATTEMPTS MIN_RETRY_DELAY MAX_RETRY_DELAY)
+	  MAX_DELIVERY_ATTEMPTS MIN_RETRY_DELAY MAX_RETRY_DELAY)
+	$(call whole_numbers,REQUEST_TIMEOUT ACK_DEADLINE)
 	$(resolve_push_target)
 	gcloud run services add-iam-policy-binding $(DOCKER_PROJECT) $(SERVICE_FLAGS) \
 	  --member=serviceAccount:$(PUBSUB_INVOKER_EMAIL) --role=roles/run.invoker --format=none
@@ -546,7 +647,7 @@ create-push-subscription: ## push PUBSUB_TOPIC to the service's /pubsub/push, au
 	  --member=serviceAccount:$(PUBSUB_SERVICE_AGENT) --role=roles/iam.serviceAccountTokenCreator --format=none
 	gcloud pubsub subscriptions create $(PUBSUB_SUBSCRIPTION) --topic=$(PUBSUB_TOPIC) --project=$(GCP_PROJECT_ID) \
 	  --push-endpoint=$(PUSH_SERVICE_URL)/pubsub/push --push-auth-service-account=$(PUBSUB_INVOKER_EMAIL) \
-	  --push-auth-token-audience=$(PUSH_SERVICE_URL) --ack-deadline=$(ACK_DEADLINE) \
+	  --push-auth-token-audience=$(PUSH_SERVICE_URL) --ack-deadline=$(PUSH_ACK_DEADLINE) \
 	  --dead-letter-topic=projects/$(GCP_PROJECT_ID)/topics/$(DEAD_LETTER_TOPIC) \
 	  --max-delivery-attempts=$(MAX_DELIVERY_ATTEMPTS) --min-retry-delay=$(MIN_RETRY_DELAY) \
 	  --max-retry-delay=$(MAX_RETRY_DELAY) --expiration-period=never

@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from mlapi.config import Settings
     from mlapi.http.fastpath import FastPath
     from mlapi.http.pipeline import RequestPipeline
+    from mlapi.http.push_auth import guard_push
     from mlapi.http.routes import register_routes
     from mlapi.logs import configure_logging
     from mlapi.services import build_services
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["mlapi.services"] = services
     fast = FastPath(app.wsgi_app, services, settings.max_request_bytes)
     register_routes(app, fast)
-    # Outermost: what every request shares, then the fast path, then Flask.
-    app.wsgi_app = RequestPipeline(fast, settings.access_log)
+    # Outermost: what every request shares, then the push token check (PUSH_AUTH), then the
+    # fast path, then Flask.
+    app.wsgi_app = RequestPipeline(guard_push(fast, settings), settings.access_log)
     return app

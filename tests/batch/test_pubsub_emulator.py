@@ -46,8 +46,9 @@ def test_publish_to_push_subscription_to_predictions_table(emulator, trained, st
 
     db = f"sqlite:///{tmp_path}/batch.db"
     stock(db)
+    # The emulator pushes without a token: the push check (on by default on Cloud Run) stays off.
     server = start_server({"MODELS": models_env(trained, "text"), "FEATURE_STORE_URL": db,
-                           "PREDICTIONS_DB_URL": db})
+                           "PREDICTIONS_DB_URL": db, "PUSH_AUTH": "off"})
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator)
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic = publisher.create_topic(name="projects/mlapi-test/topics/batch-requests").name

@@ -3,6 +3,8 @@ push identity and an authenticated push subscription with retries, and the Cloud
 scores from the feature store into the predictions database."""
 from __future__ import annotations
 
+import pytest
+
 from makefile_helpers import (BUCKET, GCP, PROJECT, RUNTIME, SA_NAME, SERVICE_FLAGS, bindings, git_sha,  # noqa: F401
                               image, make, ok)
 
@@ -40,7 +42,7 @@ def test_create_pubsub_invoker_makes_the_push_identity(make):
 
 
 def subscription_argv(url: str = SERVICE_URL, *, subscription: str = "mlapi-batch-requests-push",
-                      topic: str = "mlapi-batch-requests", ack: str = "60", attempts: str = "10",
+                      topic: str = "mlapi-batch-requests", ack: str = "65", attempts: str = "10",
                       min_delay: str = "10s", max_delay: str = "600s") -> list[str]:
     return ["pubsub", "subscriptions", "create", subscription, f"--topic={topic}", f"--project={PROJECT}",
             f"--push-endpoint={url}/pubsub/push", f"--push-auth-service-account={PUSH_SA}",
@@ -76,6 +78,26 @@ def test_create_push_subscription_pushes_authenticated_with_retries_and_dead_let
     # the subscription exists before the grant on it
     assert argvs.index(create) < next(i for i, argv in enumerate(argvs)
                                       if argv[:3] == ["pubsub", "subscriptions", "add-iam-policy-binding"])
+
+
+@pytest.mark.parametrize("variables, ack", [
+    ({}, "65"),                                        # REQUEST_TIMEOUT's default 60 s + 5, as Cloud Run's --timeout
+    ({"REQUEST_TIMEOUT": "300"}, "305"),
+    ({"REQUEST_TIMEOUT": "900"}, "600"),               # Pub/Sub's longest
+    ({"REQUEST_TIMEOUT": "2"}, "10"),                  # and shortest
+    ({"REQUEST_TIMEOUT": "300", "ACK_DEADLINE": "120"}, "120"),  # an explicit deadline wins
+])
+def test_the_ack_deadline_follows_the_request_timeout(make, variables, ack):
+    # A push's ack deadline is its request timeout: shorter than the server's, and Pub/Sub would
+    # give up on (and redeliver) a push the service is still answering.
+    argvs = ok(make("create-push-subscription", **variables, **GCP)).argvs()
+    [create] = [argv for argv in argvs if argv[:3] == ["pubsub", "subscriptions", "create"]]
+    assert f"--ack-deadline={ack}" in create
+
+
+def test_a_request_timeout_that_is_not_a_number_stops_before_any_command(make):
+    run = make("create-push-subscription", REQUEST_TIMEOUT="1m", **GCP)
+    assert run.returncode != 0 and "REQUEST_TIMEOUT=1m is not a whole number" in run.err and run.calls == []
 
 
 def test_create_push_subscription_settings_and_overrides(make):

@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import hashlib
 
-from makefile_helpers import (BUCKET, GCP, RUNTIME, SERVICE_FLAGS, git_sha, image, make, model_file,  # noqa: F401
-                              ok)
+from makefile_helpers import (BUCKET, GCP, PROJECT, RUNTIME, SA_NAME, SERVICE_FLAGS, git_sha, image,  # noqa: F401
+                              make, model_file, ok, server_settings_travelling)
+
+PUSH_SA = f"{SA_NAME}-pubsub@{PROJECT}.iam.gserviceaccount.com"
+STARTUP_PROBE = ("--startup-probe=httpGet.path=/startupz,httpGet.port=8080,periodSeconds=2,timeoutSeconds=2,"
+                 "failureThreshold=120")
+
+
+def liveness_probe(failures: int = 4) -> str:
+    return (f"--liveness-probe=httpGet.path=/healthz,httpGet.port=8080,periodSeconds=30,timeoutSeconds=5,"
+            f"failureThreshold={failures}")
+
+
+def service_env(**settings: str) -> str:
+    """The --set-env-vars flag deploy builds: .env's settings in SERVER_SETTINGS' order, plus the
+    worker count and the push account when .env leaves them out."""
+    settings = {"WEB_CONCURRENCY": "1", "PUSH_SERVICE_ACCOUNT": PUSH_SA, **settings}
+    ordered = [f"{name}={settings[name]}" for name in server_settings_travelling() if name in settings]
+    return "--set-env-vars=^|^" + "|".join(ordered)
 
 
 def deploy_argv(sha: str, *extra: str, auth: str = "--no-allow-unauthenticated",
-                env_flag: str = "--clear-env-vars") -> list[str]:
+                env_flag: str | None = None) -> list[str]:
     return ["run", "deploy", "mlapi", f"--image={image(sha)}", *SERVICE_FLAGS, f"--service-account={RUNTIME}",
-            "--memory=1Gi", "--cpu=1", "--concurrency=8", "--min-instances=0", "--max-instances=3",
-            "--ingress=all", "--port=8080", auth, env_flag, *extra]
+            "--memory=1Gi", "--cpu=1", "--concurrency=1", "--timeout=65", "--execution-environment=gen2",
+            "--cpu-boost", STARTUP_PROBE, liveness_probe(), "--min-instances=0", "--max-instances=3",
+            "--ingress=all", "--port=8080", auth, env_flag or service_env(), *extra]
 
 
 def test_deploy_is_private_by_default(make):
@@ -42,7 +60,7 @@ def test_deploy_sets_the_server_settings_from_env_and_nothing_else(make):
     [argv] = ok(make("deploy", MODELS=models, LOG_LEVEL="DEBUG", PORT="9999", MODEL_CACHE_DIR="/x",
                      GOOGLE_APPLICATION_CREDENTIALS="secrets/gcp-key.json", **GCP)).argvs()
     # MODELS holds commas, so gcloud's list separator is changed to `|` (gcloud topic escaping)
-    assert argv == deploy_argv(git_sha(), env_flag=f"--set-env-vars=^|^MODELS={models}|LOG_LEVEL=DEBUG")
+    assert argv == deploy_argv(git_sha(), env_flag=service_env(MODELS=models, LOG_LEVEL="DEBUG"))
 
 
 def test_list_describe_and_delete(make):
@@ -96,9 +114,9 @@ def test_deploy_passes_the_feature_store_and_database_settings(make):
     predictions = "mysql+pymysql://writer@10.0.0.6/predictions?charset=utf8mb4"
     [argv] = ok(make("deploy", FEATURE_STORE_URL=store, PREDICTIONS_DB_URL=predictions, FEATURE_TABLE="customers",
                      FEATURE_ID_COLUMN="customer_id", SOURCE_TABLE="tickets", **GCP)).argvs()
-    assert argv == deploy_argv(git_sha(), env_flag=(
-        f"--set-env-vars=^|^FEATURE_TABLE=customers|FEATURE_ID_COLUMN=customer_id|FEATURE_STORE_URL={store}"
-        f"|PREDICTIONS_DB_URL={predictions}|SOURCE_TABLE=tickets"))
+    assert argv == deploy_argv(git_sha(), env_flag=service_env(
+        FEATURE_TABLE="customers", FEATURE_ID_COLUMN="customer_id", FEATURE_STORE_URL=store,
+        PREDICTIONS_DB_URL=predictions, SOURCE_TABLE="tickets"))
     [docker] = ok(make("run-container", FEATURE_STORE_URL=store)).argvs("docker")
     assert f"--env=FEATURE_STORE_URL={store}" in docker
 

@@ -18,6 +18,22 @@ def healthz():
     return json_response({"status": "ok"})
 
 
+@blueprint.get("/startupz")
+@documented(Readiness, other_answers={503: Readiness}, tag="health")
+def startupz():
+    """Start-up: every model loaded (no store is asked: `stores` is empty; 503 names the models that are not)"""
+    # Cloud Run's startup probe (make deploy): a revision whose model failed to load never takes
+    # requests. Unlike /readyz it pings no database, or a database outage would stop every start.
+    registry = services().inference.registry
+    models = [f"{m.name}:{m.version}" for m in registry.models()]
+    failures = [{"model": f"{f.spec.name}:{f.spec.version}", "error": "failed to load: the server's log says why"}
+                for f in registry.failures()]
+    if failures or not models:
+        return json_response({"status": "unavailable", "ready": models, "stores": {},
+                              "failures": failures or [{"error": "no model is configured"}]}, 503)
+    return json_response({"status": "ok", "ready": models, "stores": {}})
+
+
 @blueprint.get("/readyz")
 @documented(Readiness, other_answers={503: Readiness}, tag="health")
 def readyz():

@@ -9,11 +9,13 @@ from mlapi.protocols.response_bodies import PushOutcome
 blueprint = JsonBlueprint("pubsub", __name__)
 
 
-@blueprint.post_json("/pubsub/push", decode=decode_push, answer=PushOutcome, errors=(503,), tag="batch")
+@blueprint.post_json("/pubsub/push", decode=decode_push, answer=PushOutcome, errors=(401, 503), tag="batch")
 def push(services, message):
     """A Pub/Sub push delivery: score the ids in its data, store the predictions
 
     The batch request is base64 JSON in message.data (BatchData). A message whose data can never be
-    processed is recorded as failed and acknowledged (200); 503 asks Pub/Sub to deliver it again."""
+    processed is recorded as failed and acknowledged (200); 503 asks Pub/Sub to deliver it again.
+    With PUSH_AUTH on (the default on Cloud Run), 401 unless the push's OIDC token is the push
+    subscription's service account's (http/push_auth.py)."""
     # Envelope and batch request are decoded by the route; the batch core gets a plain BatchMessage.
     return services.batch.handle(message).to_dict()
