@@ -11,6 +11,7 @@ sees only the decoded BatchMessage. Outcomes, by what a retry could change:
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -18,9 +19,14 @@ from mlapi.batch.recording import record_scored
 from mlapi.errors import ModelNotFound
 from mlapi.protocols.pubsub import BatchMessage
 from mlapi.serving.inference import InferenceService, ModelRef
-from mlapi.store.predictions import PredictionStore
+from mlapi.store.predictions import REASON_LIMIT, PredictionStore, bounded
 
 log = logging.getLogger(__name__)
+
+
+# Failures an answer lists: the answer goes back to Pub/Sub (which ignores it) or to whoever
+# posted the push; all of them are in the failures table. 9,999 unknown ids answered 730 KB.
+SHOWN_FAILURES = 20
 
 
 @dataclass
@@ -32,8 +38,11 @@ class PushOutcome:
     failed: dict | None = None  # entity id ("" = whole message) → reason
 
     def to_dict(self) -> dict:
-        return {"message_id": self.message_id, "status": self.status, "stored": self.stored,
-                "scored": self.scored, "failed": self.failed or {}}
+        failed = self.failed or {}
+        shown = itertools.islice(failed.items(), SHOWN_FAILURES)
+        return {"message_id": self.message_id, "status": self.status, "stored": self.stored, "scored": self.scored,
+                "failed": {entity_id: bounded(reason, REASON_LIMIT) for entity_id, reason in shown},
+                "failed_count": len(failed)}
 
 
 class BatchInference:
@@ -55,6 +64,7 @@ class BatchInference:
         return PushOutcome(message.message_id, status, stored, len(scored.ids), scored.failures)
 
     def _poison(self, message: BatchMessage, reason: str) -> PushOutcome:
+        reason = bounded(reason, REASON_LIMIT)  # it may quote the message (a model name of 1 MB)
         log.warning("message %s is poison, recorded and acknowledged: %s", message.message_id, reason)
         self.predictions.record_failures(message.message_id, [("", reason)], message.payload)
         return PushOutcome(message.message_id, "failed", failed={"": reason})

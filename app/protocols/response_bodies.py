@@ -77,7 +77,9 @@ class PushOutcome(Struct):
     status: Annotated[str, Meta(description='"stored" or "failed"')]
     stored: int
     scored: int
-    failed: Annotated[dict[str, str], Meta(description='entity id ("" for the whole message) → reason')]
+    failed: Annotated[dict[str, str], Meta(description='entity id ("" for the whole message) → reason; the first 20 '
+                                                       '(all are in the prediction_failures table)')]
+    failed_count: Annotated[int, Meta(description="how many ids failed (1 when the whole message did)")]
 
 
 class Health(Struct):

@@ -1,8 +1,13 @@
-"""The predictions table (batch results) and the failures table (poison messages).
+"""The predictions table (batch results), the failures table (ids and messages that cannot
+succeed) and the failed messages' payloads.
 
-Each row is unique on (message_id, entity_id): a redelivered or raced Pub/Sub message inserts
-nothing the second time, so every prediction is stored exactly once. Tables are created on
-first use, by whichever worker gets there first (CREATE ... IF NOT EXISTS semantics).
+Each prediction and failure row is unique on (message_id, entity_id): a redelivered or raced
+Pub/Sub message inserts nothing the second time, so every prediction is stored exactly once.
+A failed message's payload is stored once, in `failed_messages` (keyed by its message id),
+however many of its ids failed: 10,000 unknown ids used to store 10,000 copies of it (41 MB).
+Every stored text is bounded (PAYLOAD_LIMIT, REASON_LIMIT). Tables are created on first use, by
+whichever worker gets there first (CREATE ... IF NOT EXISTS semantics); a `prediction_failures`
+table made before `failed_messages` existed keeps its `payload` column, no longer written.
 """
 from __future__ import annotations
 
@@ -24,11 +29,12 @@ class Schema:
     metadata: sa.MetaData
     predictions: sa.Table
     failures: sa.Table
+    failed_messages: sa.Table
 
 
 @functools.cache
 def schema() -> Schema:
-    """The two tables, defined on first use (SQLAlchemy is imported then: see store/database.py)."""
+    """The tables, defined on first use (SQLAlchemy is imported then: see store/database.py)."""
     import sqlalchemy as sa
 
     metadata = sa.MetaData()
@@ -51,15 +57,26 @@ def schema() -> Schema:
         # "" when the failure concerns the whole message (undecodable data, unknown model):
         # NULLs would not be unique, and a redelivery would add a second row.
         sa.Column("entity_id", sa.String(255), nullable=False, default=""),
-        sa.Column("reason", sa.Text, nullable=False),
-        sa.Column("payload", sa.Text, nullable=True),
+        sa.Column("reason", sa.Text, nullable=False),  # at most REASON_LIMIT characters
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("message_id", "entity_id", name="uq_failures_message_entity"),
     )
-    return Schema(metadata, predictions, failures)
+
+    # One row per Pub/Sub message with failures: its data as delivered, to diagnose them. The
+    # failure rows refer to it by message_id (no foreign key: bulk runs record failures without
+    # a payload, and a table made by an older version could not be altered to hold one).
+    failed_messages = sa.Table(
+        "failed_messages", metadata,
+        sa.Column("message_id", sa.String(128), primary_key=True),
+        sa.Column("payload", sa.Text, nullable=False),  # at most PAYLOAD_LIMIT characters
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    return Schema(metadata, predictions, failures, failed_messages)
 
 
 PAYLOAD_LIMIT = 4096  # enough to diagnose a poison message without storing megabytes
+# A reason names what failed and how to fix it; past this it is repeating its input.
+REASON_LIMIT = 1024
 
 
 def now() -> dt.datetime:
@@ -84,10 +101,11 @@ class PredictionStore(LazyDatabase):
             schema().metadata.create_all(self.engine, checkfirst=True)
         self._ready = True
 
-    def _write(self, table: sa.Table, rows: Sequence[dict]) -> int:
+    def _write(self, *writes: tuple[sa.Table, Sequence[dict]]) -> int:
+        """Insert-ignore rows into tables in one transaction; how many rows of the first were new."""
         def write():
             with self.engine.begin() as conn:
-                return insert_ignore(conn, table, rows)
+                return [insert_ignore(conn, table, rows) if rows else 0 for table, rows in writes][0]
 
         with self.transient_failures_unavailable():
             self._ensure_schema()
@@ -97,20 +115,21 @@ class PredictionStore(LazyDatabase):
                            predictions: Sequence[tuple[str, Any]]) -> int:
         """Store (entity_id, prediction) pairs of one message in one transaction."""
         created = now()
-        return self._write(schema().predictions, [
+        return self._write((schema().predictions, [
             {"message_id": message_id, "entity_id": entity_id, "model_name": model_name,
              "model_version": model_version, "prediction": orjson.dumps(prediction).decode(), "created_at": created}
-            for entity_id, prediction in predictions])
+            for entity_id, prediction in predictions]))
 
     def record_failures(self, message_id: str, failures: Sequence[tuple[str, str]], payload: bytes | str | None) -> int:
-        """Store (entity_id or "", reason) pairs for a message that will not succeed on retry."""
+        """Store (entity_id or "", reason) pairs for a message that will not succeed on retry,
+        and its payload once (in failed_messages), in one transaction; how many failures were new."""
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8", "replace")
         created = now()
-        return self._write(schema().failures, [
-            {"message_id": message_id, "entity_id": entity_id, "reason": reason,
-             "payload": payload[:PAYLOAD_LIMIT] if payload else None, "created_at": created}
-            for entity_id, reason in failures])
+        rows = [{"message_id": message_id, "entity_id": entity_id, "reason": bounded(reason, REASON_LIMIT),
+                 "created_at": created} for entity_id, reason in failures]
+        message = [{"message_id": message_id, "payload": bounded(payload, PAYLOAD_LIMIT), "created_at": created}]
+        return self._write((schema().failures, rows), (schema().failed_messages, message if payload else []))
 
     def for_entity(self, entity_id: str, limit: int = 100) -> list[dict]:
         import sqlalchemy as sa
@@ -126,3 +145,11 @@ class PredictionStore(LazyDatabase):
         return [{"id": row["entity_id"], "model": {"name": row["model_name"], "version": row["model_version"]},
                  "prediction": orjson.loads(row["prediction"]), "message_id": row["message_id"],
                  "created_at": row["created_at"].isoformat() if row["created_at"] else None} for row in rows]
+
+
+def bounded(text: str | None, limit: int) -> str | None:
+    """`text` cut to `limit` characters, the cut said at the end (the whole length included)."""
+    if text is None or len(text) <= limit:
+        return text
+    note = f"…({len(text)} characters in all)"
+    return text[:limit - len(note)] + note

@@ -26,16 +26,18 @@ def build(trained, tmp_path, predictions_url=None):
 
 
 def failures(services):
+    # Each failure with its message's payload, stored once per message (failed_messages).
     with services.predictions.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(
-            "SELECT message_id, entity_id, reason, payload FROM prediction_failures ORDER BY row_id"))]
+            "SELECT f.message_id, f.entity_id, f.reason, m.payload FROM prediction_failures f "
+            "LEFT JOIN failed_messages m ON m.message_id = f.message_id ORDER BY f.row_id"))]
 
 
 def test_a_decoded_request_is_scored_and_stored(trained, tmp_path):
     services = build(trained, tmp_path)
     outcome = services.batch.handle(BatchMessage("m-1", "eyJpZCI6IjEifQ==", BatchRequest(["1", "2"], None, None)))
     assert outcome.to_dict() == {"message_id": "m-1", "status": "stored", "stored": 1, "scored": 1,
-                                 "failed": {"2": "no record with id '2' in the feature store"}}
+                                 "failed": {"2": "no record with id '2' in the feature store"}, "failed_count": 1}
     assert failures(services) == [("m-1", "2", "no record with id '2' in the feature store", "eyJpZCI6IjEifQ==")]
 
 
