@@ -24,16 +24,48 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def make_engine(url: str, read_only: bool = False) -> Engine:
+# The driver each extra installs (setup.py), by the URL's backend: what a URL should name.
+DRIVER_EXTRAS = {"postgresql": ("postgres", "psycopg"), "mysql": ("mysql", "pymysql"),
+                 "mariadb": ("mysql", "pymysql")}
+
+
+def make_engine(url: str, read_only: bool = False, description: str = "the database") -> Engine:
     """A pooled engine whose settings suit a Cloud Run instance (see comments).
 
     `read_only` engines run each statement in autocommit: a primary-key lookup then costs
     one round trip instead of three (BEGIN, SELECT, and the ROLLBACK the pool issues when
-    the connection is returned).
+    the connection is returned). A URL whose driver is not installed, or that SQLAlchemy
+    cannot read, is StoreUnavailable (503) saying what to install or write: it used to be a
+    500 ModuleNotFoundError on every request that needed the database.
     """
     import sqlalchemy as sa
 
-    parsed = sa.make_url(url)
+    try:
+        parsed = sa.make_url(url)
+        return _create_engine(sa, url, parsed, read_only)
+    except ImportError as exc:  # create_engine imports the URL's driver
+        raise _driver_missing(description, parsed, exc) from None
+    except sa.exc.ArgumentError as exc:  # not a URL, or a backend SQLAlchemy has no dialect for
+        log.error("%s's URL cannot be used: %s", description, exc)
+        raise StoreUnavailable(f"{description}'s URL cannot be used ({exc.__class__.__name__}): write it as "
+                               f"postgresql+psycopg://, mysql+pymysql:// or sqlite:///", store=description) from None
+
+
+def _driver_missing(description: str, parsed, exc: ImportError) -> StoreUnavailable:
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    extra, supported = DRIVER_EXTRAS.get(backend, (None, None))
+    if extra is None:
+        advice = f"install the Python module {exc.name}"
+    elif driver == supported:
+        advice = f"install mlapi[{extra}] (pip install 'mlapi[{extra}]')"
+    else:  # mysql:// means mysqlclient (postgresql:// psycopg2 before SQLAlchemy 2.1): no extra installs them
+        advice = f"install mlapi[{extra}] and name its driver in the URL: {backend}+{supported}://..."
+    message = f"{description} ({backend}+{driver}) needs the Python module {exc.name}, which is not installed: {advice}"
+    log.error("%s", message)
+    return StoreUnavailable(message, store=description)
+
+
+def _create_engine(sa, url: str, parsed, read_only: bool) -> Engine:
     options = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -78,7 +110,7 @@ class LazyDatabase:
         if self._engine is None:
             with self._lock:
                 if self._engine is None:
-                    self._engine = make_engine(self.url, read_only=self._read_only)
+                    self._engine = make_engine(self.url, read_only=self._read_only, description=self.description)
         return self._engine
 
     def ping(self) -> None:
