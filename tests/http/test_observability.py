@@ -1,4 +1,5 @@
 """Metrics across worker processes, Cloud Logging JSON lines, X-Request-ID."""
+import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -94,8 +95,100 @@ def test_json_logs_in_cloud_logging_format(start_server, trained, server):
         assert any(e["logger"].startswith("_granian") for e in entries)
 
 
+# A record's first line as the text format writes it, which a client tries to pass off as its own.
+FORGED = "2026-12-02 06:00:00,000 INFO mlapi.access [pid 1] GET /admin 200"
+
+
 def test_text_log_format(start_server, trained):
-    server = start_server({"MODELS": models_env(trained, "cancer"), "LOG_FORMAT": "text"})
+    server = start_server({"MODELS": models_env(trained, "cancer"), "LOG_FORMAT": "text", "ACCESS_LOG": "1"})
+    # A URL whose %0d%0a uWSGI decodes into PATH_INFO: its access line stays one line.
+    assert requests.get(server.url + "/x%0d%0a" + FORGED.replace(" ", "%20")).status_code == 404
     server.stop()
-    line = next(line for line in server.output().splitlines() if "loaded model cancer:1" in line)
+    lines = server.output().splitlines()
+    line = next(line for line in lines if "loaded model cancer:1" in line)
     assert " INFO mlapi.serving.loading [pid " in line and not line.startswith("{")
+    assert not any(line.startswith(FORGED[:24]) for line in lines)
+    assert any(" INFO mlapi.access [pid " in line and "GET /x\\r\\n" + FORGED + " 404" in line for line in lines)
+
+
+# ---- what a client sends cannot forge or falsify a log line ----------------------------------
+def app_log() -> io.StringIO:
+    """What the app's log handler (configured by create_app) writes from now on. A buffer of
+    our own, not capsys's: that one is closed after the test, and the handler outlives it."""
+    import logging
+
+    handler = next(h for h in logging.getLogger().handlers if getattr(h, "_mlapi_handler", False))
+    buffer = io.StringIO()
+    handler.setStream(buffer)
+    return buffer
+
+
+def test_a_url_cannot_forge_a_text_log_line(make_app, trained):
+    # %0d%0a in a URL is a line break in PATH_INFO, which the access line and a 404's log repeat.
+    client = make_app(MODELS=models_env(trained, "cancer"), LOG_FORMAT="text", ACCESS_LOG="1").test_client()
+    log = app_log()
+    path = "/x%0d%0a" + FORGED.replace(" ", "%20") + "%1b[2J"
+    assert client.get(path).status_code == 404
+    lines = log.getvalue().splitlines()
+    assert not any(line.startswith(FORGED[:24]) for line in lines), lines
+    [access] = [line for line in lines if " mlapi.access " in line]
+    assert "GET /x\\r\\n" + FORGED + "\\x1b[2J 404" in access
+
+
+def test_a_traceback_in_a_text_log_is_indented_whatever_its_message_says():
+    import logging
+
+    from mlapi.logs import TextFormatter
+
+    try:
+        raise ValueError("bad value\n" + FORGED)
+    except ValueError:
+        record = logging.LogRecord("mlapi.x", logging.ERROR, __file__, 1, "failed on %s", ("a\nb\u2028c\x85",),
+                                   exc_info=__import__("sys").exc_info())
+    first, *rest = TextFormatter(None).format(record).split("\n")
+    assert first.endswith(" ERROR mlapi.x [pid %d] failed on a\\nb\\u2028c\\x85" % record.process)
+    assert rest[0] == "    Traceback (most recent call last):" and rest[-1] == "    " + FORGED
+    assert all(line.startswith("    ") for line in rest)
+
+
+TRACE = "105445aa7843bc8bf206b12000100000"
+
+
+@pytest.mark.parametrize("header, trace", [
+    (f"{TRACE}/1;o=1", TRACE),
+    (f"{TRACE}/18446744073709551615;o=0", TRACE),
+    (f"{TRACE}/1", TRACE),
+    (TRACE.upper(), TRACE),
+    (f"{TRACE}/1;o=1\n{{\"severity\": \"ERROR\"}}", None),
+    (f"{TRACE}/1;o=2", None),
+    (f"{TRACE}/x;o=1", None),
+    (f"{TRACE[:-1]}/1;o=1", None),
+    ("projects/other/traces/" + TRACE, None),
+    ("0" * 32 + "/1;o=1", None),
+    ("../../x/1;o=1", None),
+    ("a" * 10_000, None),
+])
+def test_only_a_well_formed_trace_context_reaches_the_logs(make_app, trained, header, trace):
+    client = make_app(MODELS=models_env(trained, "cancer"), ACCESS_LOG="1", GOOGLE_CLOUD_PROJECT="proj-1").test_client()
+    log = app_log()
+    environ = {"HTTP_X_CLOUD_TRACE_CONTEXT": header}  # as a server passes it on, newline and all
+    assert client.get("/healthz", environ_overrides=environ).status_code == 200
+    [entry] = [json.loads(line) for line in log.getvalue().splitlines() if '"httpRequest"' in line]
+    expected = f"projects/proj-1/traces/{trace}" if trace else None
+    assert entry.get("logging.googleapis.com/trace") == expected
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("req-42", True), ("a.b_c:d-1", True), ("x" * 128, True),
+    ("x" * 129, False), ("req-42\n", False), ("req 42", False), ("req-42\r\nX-Evil: 1", False), ("", False),
+])
+def test_a_request_id_is_kept_only_in_its_own_shape(given, kept):
+    from mlapi.logs import begin_request, current_request_id, end_request
+
+    token = begin_request(given, None)
+    try:
+        request_id = current_request_id()
+    finally:
+        end_request(token)
+    assert (request_id == given) is kept
+    assert kept or len(request_id) == 32
