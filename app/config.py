@@ -74,10 +74,10 @@ class Settings:
     # (which Cloud Shell sets to whatever project is selected there); `make deploy` passes
     # GOOGLE_CLOUD_PROJECT to the service, since Cloud Run sets neither.
     google_cloud_project: str | None = None
-    # When set, GET /metrics requires "Authorization: Bearer <token>".
+    # When set, GET /metrics requires "Authorization: Bearer <token>"; in production, unset: no /metrics.
     metrics_token: str | None = field(default=None, repr=False)
     # GET /docs (Swagger UI, served from the package: no CDN) and GET /openapi.json; off: both 404.
-    # Default on, but off on Cloud Run (K_SERVICE set) unless API_DOCS says otherwise.
+    # Default on, but off in production (so on Cloud Run) unless API_DOCS says otherwise.
     api_docs: bool = True
     # When set, /docs and /openapi.json require it: "Authorization: Bearer <token>", or HTTP Basic
     # with it as the password (what a browser prompts for). API_DOCS_TOKEN_FILE names a file
@@ -154,8 +154,8 @@ class Settings:
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
             max_rows=_int(env, "MAX_ROWS", 10_000, minimum=1),
             request_timeout_seconds=_int(env, "REQUEST_TIMEOUT", 60, minimum=1),
-            environment=_choice(env, "ENVIRONMENT", "production" if _text(env, "K_SERVICE") else "development",
-                                ("development", "production")),
+            environment=(environment := _choice(env, "ENVIRONMENT", "production" if _text(env, "K_SERVICE")
+                                                else "development", ("development", "production"))),
             push_auth=_bool(env, "PUSH_AUTH", bool(_text(env, "K_SERVICE"))),
             push_audience=_text(env, "PUSH_AUDIENCE"),
             push_service_account=_text(env, "PUSH_SERVICE_ACCOUNT"),
@@ -167,9 +167,9 @@ class Settings:
             access_log=_bool(env, "ACCESS_LOG", False),
             google_cloud_project=_text(env, "GCP_PROJECT_ID") or _text(env, "GOOGLE_CLOUD_PROJECT"),
             metrics_token=_text(env, "METRICS_TOKEN"),
-            # Off by default on Cloud Run (which sets K_SERVICE): a service publishes its feature
-            # names and categories only when asked; on locally, for a newcomer.
-            api_docs=_bool(env, "API_DOCS", not _text(env, "K_SERVICE")),
+            # Off by default in production (the default on Cloud Run, which sets K_SERVICE): a
+            # service publishes its feature names and categories only when asked; on locally.
+            api_docs=_bool(env, "API_DOCS", environment != "production"),
             api_docs_token=_text(env, "API_DOCS_TOKEN") or _secret_file(env, "API_DOCS_TOKEN_FILE"),
             storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,

@@ -17,12 +17,15 @@ from mlapi.http.routes.common import json_response
 def register_routes(app: Flask, fast: FastPath) -> None:
     from mlapi.http.routes import entity, health, metrics, native, openapi, pubsub, text
 
+    settings = app.extensions["mlapi.services"].settings
     for module in (health, native, text, entity, pubsub, metrics):
+        if module is metrics and not metrics.served(settings):
+            continue  # in production without METRICS_TOKEN: a 404
         app.register_blueprint(module.blueprint)
         for rule, handler in getattr(module.blueprint, "json_routes", ()):
             fast.add(rule, handler)
     openapi.register(app)  # GET /openapi.json and /docs, unless API_DOCS=off
-    docs_served = app.extensions["mlapi.services"].settings.api_docs
+    docs_served = settings.api_docs
 
     @app.before_request
     def name_the_route() -> None:

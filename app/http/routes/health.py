@@ -1,4 +1,11 @@
-"""Liveness, readiness and model metadata."""
+"""Liveness, readiness and model metadata.
+
+In production (ENVIRONMENT=production, the default on Cloud Run) an anonymous caller sees what
+calling a model needs (its name, version, task, inputs, classes, sha256) but not where its
+artifact lives, how it is built or why it failed to load (an exception's text names paths):
+those stay in the server's log. In development every route shows everything, for the newcomer.
+The per-route table is docs/security.md's.
+"""
 from __future__ import annotations
 
 from flask import Blueprint
@@ -8,6 +15,23 @@ from mlapi.http.routes.common import documented, json_response, services
 from mlapi.protocols.response_bodies import Health, ModelDescription, ModelList, ModelVersions, Readiness
 
 blueprint = Blueprint("health", __name__)
+
+# What a model's description says beyond its interface: where its artifact lives, what it is
+# built of and with, how it is computed. Hidden in production.
+INTERNALS = ("uri", "estimator", "steps", "has_feature_step", "compute_path", "sklearn_version",
+             "serving_sklearn_version", "load_seconds")
+LOAD_FAILED = "failed to load: the server's log says why"
+
+
+def described(entry) -> dict:
+    """A ServedModel's or LoadFailure's description, as much of it as this environment shows."""
+    description = entry.describe()
+    if not services().settings.production:
+        return description
+    shown = {key: value for key, value in description.items() if key not in INTERNALS}
+    if "error" in shown:
+        shown["error"] = LOAD_FAILED
+    return shown
 
 
 @blueprint.get("/healthz")
@@ -39,7 +63,7 @@ def startupz():
 def readyz():
     """Readiness: every model loaded and every store answering (503 names what is not)"""
     registry = services().inference.registry
-    failures = [failure.describe() for failure in registry.failures()]
+    failures = [described(failure) for failure in registry.failures()]
     models = [f"{m.name}:{m.version}" for m in registry.models()]
     if not models and not failures:
         failures.append({"error": "no model is configured"})
@@ -61,7 +85,7 @@ def readyz():
 def list_models():
     """The served models and versions, and the default model"""
     return json_response({"default": services().inference.registry.default_model,
-                          "models": [entry.describe() for entry in services().inference.registry.entries()]})
+                          "models": [described(entry) for entry in services().inference.registry.entries()]})
 
 
 @blueprint.get("/models/<name>")
@@ -69,7 +93,7 @@ def list_models():
 def describe_model(name: str):
     """A model's versions, and the one served by default"""
     registry = services().inference.registry
-    versions = [entry.describe() for entry in registry.entries(name)]
+    versions = [described(entry) for entry in registry.entries(name)]
     return json_response({"name": name, "default_version": registry.default_version(name), "versions": versions})
 
 
@@ -79,7 +103,6 @@ def describe_version(name: str, version: str):
     """One model version: task, input kind, classes, features, and which code computes it"""
     registry = services().inference.registry
     for entry in registry.entries(name):
-        described = entry.describe()
-        if described["version"] == version:
-            return json_response(described)
+        if entry.describe()["version"] == version:
+            return json_response(described(entry))
     registry.get(name, version)  # raises the 404 with the list of versions
