@@ -28,8 +28,9 @@ class Settings:
     port: int = 8080
     # What to serve, in order; the first entry's name is the default model.
     models: tuple[ModelSpec, ...] = ()
-    # Where gs:// artifacts are downloaded to, once per instance.
-    model_cache_dir: str = "/tmp/mlapi-models"
+    # Where a copy of each gs:// artifact is kept for the next start on the same disk; unset: none
+    # (a gs:// artifact is read into memory and loaded from there; on Cloud Run the disk is memory).
+    model_cache_dir: str | None = None
     # Refuse (rather than warn about) a pickle made by another scikit-learn version.
     strict_sklearn_version: bool = False
     # Let pandas load pyarrow in the server process (off: ~34 MB less per instance; see
@@ -148,7 +149,7 @@ class Settings:
         return cls(  # MODELS first: of what can be wrong, the likeliest, so the one reported
             models=_models(env),
             port=_int(env, "PORT", 8080, minimum=1),
-            model_cache_dir=_text(env, "MODEL_CACHE_DIR") or "/tmp/mlapi-models",
+            model_cache_dir=_text(env, "MODEL_CACHE_DIR"),
             strict_sklearn_version=_bool(env, "STRICT_SKLEARN_VERSION", False),
             server_pyarrow=_bool(env, "SERVER_PYARROW", False),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),

@@ -1,10 +1,14 @@
 """Loading: a ModelSpec's artifact fetched, verified, unpickled and checked, as a ServedModel.
 
 Unpickling runs code from the file: only serve artifacts you trust (see README, Security).
-The sha256 pin is checked before unpickling, so a swapped file is never executed.
+The sha256 pin is checked before unpickling, on the very bytes that are unpickled (read once,
+into memory): a file swapped or rewritten after the check is never what is executed. Loading
+therefore holds the artifact's bytes beside the model it makes, until the model is built.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import time
 import warnings
@@ -16,7 +20,7 @@ from mlapi.config import Settings
 from mlapi.errors import ArtifactError
 from mlapi.naming import ModelSpec
 from mlapi.serving.model import ServedModel
-from mlapi.serving.storage import resolve_artifact, sha256_of
+from mlapi.serving.storage import read_artifact
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +28,21 @@ log = logging.getLogger(__name__)
 def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
     """Fetch, verify and unpickle one artifact. Raises ArtifactError with a readable reason."""
     started = time.time()
-    path = resolve_artifact(spec.uri, settings.model_cache_dir, settings.storage_emulator_host,
-                            settings.google_cloud_project)
-    digest = sha256_of(path)
+    data = read_artifact(spec.uri, settings.model_cache_dir, settings.storage_emulator_host,
+                         settings.google_cloud_project)
+    digest = hashlib.sha256(data).hexdigest()
     if spec.sha256 and digest != spec.sha256:
         raise ArtifactError(f"sha256 mismatch for {spec.uri}: expected {spec.sha256}, file has {digest}; refusing to load it")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            estimator = joblib.load(path)
+            # joblib reads a file object as it reads a path (compressed or not); memory-mapping
+            # (mmap_mode) is for paths only and is not used here anyway.
+            estimator = joblib.load(io.BytesIO(data))
         except Exception as exc:
             raise ArtifactError(f"could not unpickle {spec.uri}: {exc.__class__.__name__}: {exc}") from exc
+        finally:
+            del data
     trained_with = check_sklearn_version(spec, caught, settings.strict_sklearn_version)
     served = ServedModel(spec.name, spec.version, estimator, {
         "uri": spec.uri,

@@ -2,13 +2,14 @@
 estimators from other libraries."""
 import hashlib
 import logging
+import os
 
 import joblib
 import numpy as np
 import pytest
 import sklearn.base
 
-from conftest import models_env
+from conftest import as_plain, models_env
 
 
 class DuckClassifier:
@@ -73,6 +74,42 @@ def test_a_wrong_digest_refuses_the_file_before_unpickling_it(make_app, tmp_path
     # The double does run code when unpickled: with its true digest, the marker appears.
     make_app(MODELS=f"swapped={path}#sha256={sha256(path)}").test_client().get("/readyz")
     assert marker.exists()
+
+
+def test_a_file_swapped_after_its_digest_was_checked_is_never_unpickled(make_app, trained, tmp_path, monkeypatch):
+    # The pinned file is replaced the moment its digest has been computed (deterministically:
+    # the hash's hexdigest does it), before anything is unpickled. What is loaded must be the
+    # bytes that were hashed: the harmless model, never the swapped file's code.
+    harmless, estimator, sample = trained["tree"]
+    served = tmp_path / "model.joblib"
+    served.write_bytes(harmless.read_bytes())
+    pinned = sha256(served)
+    marker = tmp_path / "unpickled"
+    swapped = tmp_path / "swapped.joblib"
+    joblib.dump(WritesMarker(marker), swapped)
+    real_sha256 = hashlib.sha256
+
+    class SwapOnceHashed:
+        def __init__(self, *data):
+            self.hash = real_sha256(*data)
+
+        def update(self, data):
+            self.hash.update(data)
+
+        def hexdigest(self):
+            digest = self.hash.hexdigest()
+            if digest == pinned and swapped.exists():
+                os.replace(swapped, served)
+            return digest
+
+    monkeypatch.setattr(hashlib, "sha256", SwapOnceHashed)
+    client = make_app(MODELS=f"m={served}#sha256={pinned}").test_client()
+    monkeypatch.undo()
+    assert not swapped.exists() and sha256(served) != pinned  # the swap happened
+    assert not marker.exists()
+    assert client.get("/readyz").status_code == 200
+    answer = client.post("/models/m/predict", json={"instances": as_plain(sample)}).get_json()
+    assert answer["predictions"] == estimator.predict(sample).tolist()
 
 
 def test_model_sha256_setting_for_the_single_model_form(make_app, trained):

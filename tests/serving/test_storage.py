@@ -1,14 +1,16 @@
 """gs:// artifacts against a real GCS emulator (gcp-storage-emulator, from PyPI) with the real
-google-cloud-storage client; local paths; the per-instance download cache."""
-import os
+google-cloud-storage client; local paths; no copy on disk unless MODEL_CACHE_DIR asks for one."""
 import hashlib
+import os
+import uuid
+from pathlib import Path
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from mlapi.errors import ArtifactError
-from mlapi.serving.storage import resolve_artifact
+from mlapi.serving.storage import cached_copy, read_artifact
 from conftest import free_port, to_rows
 
 
@@ -26,32 +28,50 @@ def gcs(monkeypatch):
     server.stop()
 
 
-def test_model_served_from_gs_uri(gcs, make_app, trained, tmp_path):
+def test_model_served_from_gs_uri_leaves_no_copy_on_disk(gcs, make_app, trained, tmp_path):
+    # Cloud Run's disk is memory: a downloaded copy would stay there beside the loaded model.
     path, estimator, sample = trained["cancer"]
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    gcs.blob(f"models/{digest}.joblib").upload_from_filename(str(path))
-    uri = f"gs://models-bucket/models/{digest}.joblib"
-    app = make_app(MODELS=f"cancer={uri}#sha256={digest}", MODEL_CACHE_DIR=str(tmp_path / "cache"))
+    uri = f"gs://models-bucket/models/{uuid.uuid4().hex}/{digest}.joblib"
+    gcs.blob(uri[len("gs://models-bucket/"):]).upload_from_filename(str(path))
+    app = make_app(MODELS=f"cancer={uri}#sha256={digest}", MODEL_CACHE_DIR="")  # the default: unset
     client = app.test_client()
     assert client.get("/readyz").status_code == 200
     body = client.post("/predict", json={"instances": to_rows(sample)}).get_json()
     assert body["probabilities"] == estimator.predict_proba(sample).tolist()
     meta = client.get("/models/cancer/versions/1").get_json()
     assert meta["uri"] == uri and meta["sha256"] == digest
+    # neither where copies used to go by default nor anywhere in the test's folder
+    assert not cached_copy(uri, Path("/tmp/mlapi-models")).parent.exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"]
 
 
-def test_download_happens_once_per_instance(gcs, trained, tmp_path):
+def test_model_cache_dir_keeps_a_copy_for_the_next_start(gcs, trained, tmp_path):
     gcs.blob("m.joblib").upload_from_filename(str(trained["tree"][0]))
     emulator = os.environ["STORAGE_EMULATOR_HOST"]
-    first = resolve_artifact("gs://models-bucket/m.joblib", tmp_path, emulator)
-    gcs.blob("m.joblib").delete()  # a second resolve must not need the bucket
-    second = resolve_artifact("gs://models-bucket/m.joblib", tmp_path, emulator)
-    assert first == second and first.read_bytes() == trained["tree"][0].read_bytes()
-    assert not [p for p in first.parent.iterdir() if p.name.startswith(".partial-")]
+    first = read_artifact("gs://models-bucket/m.joblib", tmp_path, emulator)
+    copy = cached_copy("gs://models-bucket/m.joblib", tmp_path)
+    assert copy.read_bytes() == first == trained["tree"][0].read_bytes()
+    gcs.blob("m.joblib").delete()  # a second read must not need the bucket
+    assert read_artifact("gs://models-bucket/m.joblib", tmp_path, emulator) == first
+    assert not [p for p in copy.parent.iterdir() if p.name.startswith(".partial-")]
+
+
+def test_a_cached_copy_is_pinned_like_a_download(gcs, make_app, trained, tmp_path):
+    # The copy on disk is read and hashed like any file: one rewritten there is refused.
+    good, other = trained["tree"][0], trained["cancer"][0]
+    gcs.blob("m.joblib").upload_from_filename(str(good))
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    spec = f"m=gs://models-bucket/m.joblib#sha256={digest}"
+    assert make_app(MODELS=spec, MODEL_CACHE_DIR=cache).test_client().get("/readyz").status_code == 200
+    cached_copy("gs://models-bucket/m.joblib", cache).write_bytes(other.read_bytes())
+    ready = make_app(MODELS=spec, MODEL_CACHE_DIR=cache).test_client().get("/readyz")
+    assert ready.status_code == 503 and "sha256 mismatch" in ready.get_json()["failures"][0]["error"]
 
 
 def test_missing_object_gives_readyz_503(gcs, make_app, tmp_path):
-    client = make_app(MODEL_URI="gs://models-bucket/absent.joblib", MODEL_CACHE_DIR=str(tmp_path)).test_client()
+    client = make_app(MODEL_URI="gs://models-bucket/absent.joblib", MODEL_CACHE_DIR=str(tmp_path / "cache")).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "could not download gs://models-bucket/absent.joblib" in response.get_json()["failures"][0]["error"]
@@ -62,4 +82,4 @@ def test_missing_object_gives_readyz_503(gcs, make_app, tmp_path):
                                         ("/no/such/file.joblib", "not found")])
 def test_bad_uris(uri, needle, tmp_path):
     with pytest.raises(ArtifactError, match=needle):
-        resolve_artifact(uri, tmp_path)
+        read_artifact(uri, tmp_path)
