@@ -11,16 +11,58 @@ from __future__ import annotations
 
 from typing import Any
 
+# What an error may carry, whatever a request held: a message sent back, stored (Pub/Sub
+# failures) and logged must not grow with the input (10,000 unknown keys, a 10 KB model name).
+MAX_MESSAGE_CHARS = 1024
+MAX_SHOWN_CHARS = 100      # one value quoted in a message or a detail
+MAX_DETAIL_ITEMS = 100     # items of a list detail (names, categories); `<key>_count` says how many
+
+
+def shown(value: Any, limit: int = MAX_SHOWN_CHARS) -> str:
+    """A value as a message quotes it (repr), at most `limit` characters and a note of the rest."""
+    return cut(repr(value), limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` up to `limit` characters, then "…(N more)"."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text) - limit} more)"
+
+
+def _bounded_details(details: dict[str, Any]) -> dict[str, Any]:
+    bounded: dict[str, Any] = {}
+    for key, value in details.items():
+        if isinstance(value, str):
+            value = cut(value, MAX_SHOWN_CHARS)
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_DETAIL_ITEMS:
+                bounded[f"{key}_count"] = len(value)
+            value = [cut(item, MAX_SHOWN_CHARS) if isinstance(item, str) else _small(item)
+                     for item in value[:MAX_DETAIL_ITEMS]]
+        elif isinstance(value, dict):  # an object sent where one value belonged
+            value = _small(value)
+        bounded.setdefault(key, value)
+    return bounded
+
+
+def _small(value: Any) -> Any:
+    """A nested value as it is when short, else its bounded repr."""
+    if isinstance(value, (list, tuple, dict)) and len(repr(value)) > MAX_SHOWN_CHARS:
+        return shown(value)
+    return value
+
 
 class MlapiError(Exception):
-    """Base class: a message for the client, an HTTP status, optional structured details."""
+    """Base class: a message for the client, an HTTP status, optional structured details.
+    Both are bounded here, once, for every consumer (the response, the predictions table's
+    failures, the log): see MAX_MESSAGE_CHARS."""
 
     status_code = 500
 
     def __init__(self, message: str, **details: Any):
+        message = cut(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
-        self.details = details
+        self.details = _bounded_details(details) if details else details
 
     def to_dict(self) -> dict[str, Any]:
         return {"message": self.message, "status": self.status_code, **self.details}
@@ -53,6 +95,21 @@ class InvalidInput(MlapiError):
     details such as `instance` and `column` say where."""
 
     status_code = 422
+
+
+class TooManyRows(MlapiError):
+    """More rows in one request than MAX_ROWS: refused before any of them is converted."""
+
+    status_code = 413
+
+
+class ModelFailure(MlapiError):
+    """The model's own code failed (not on input scikit-learn's validation refused), or it
+    answered something that cannot be its answer (a wrong number of predictions, an infinite
+    or NaN probability): a fault of the model, not of the request. The message names the
+    model; the detail goes to the log, not to the client."""
+
+    status_code = 500
 
 
 class ModelNotReady(MlapiError):

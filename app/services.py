@@ -50,7 +50,7 @@ def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None
     feature_store = FeatureStore(settings.feature_store_url, settings.feature_table,
                                  settings.feature_id_column, settings.feature_text_column)
     inference = InferenceService(registry, PredictionCache(settings.prediction_cache_size), feature_store,
-                                 settings.max_batch_size, settings.max_batch_wait_ms)
+                                 settings.max_batch_size, settings.max_batch_wait_ms, settings.max_rows)
     predictions = PredictionStore(settings.predictions_db_url)
     return Services(settings, registry, inference, feature_store, predictions,
                     BatchInference(inference, predictions))

@@ -56,4 +56,95 @@ class UnexplainableModel:
     categories_ = [np.array(["red", ["not", "hashable"]], dtype=object)]
 
     def predict(self, X):
-        raise ValueError("Found unknown categories ['green'] in column 0 during transform")
+        # scikit-learn's own encoder says it (a ValueError from a model's own code is a 500)
+        from sklearn.preprocessing import OneHotEncoder
+
+        return OneHotEncoder().fit([["red"]]).transform(np.asarray(X, dtype=object))
+
+
+# ---- models that answer what cannot be an answer, or fail in their own code --------------------
+class WrongCountModel:
+    """predict returns more values than it was given rows: a bug of the model."""
+
+    n_features_in_ = 2
+
+    def predict(self, X):
+        return np.zeros(len(X) + 5)
+
+
+class OutputRegressor:
+    """A regressor whose predictions are whatever it was built with, for the first rows."""
+
+    n_features_in_ = 2
+    _estimator_type = "regressor"
+
+    def __init__(self, values):
+        self.values = values
+
+    def predict(self, X):
+        out = np.ones(len(X))
+        out[:len(self.values)] = self.values[:len(X)]
+        return out
+
+
+class BadProbaClassifier:
+    """predict_proba of the wrong width, or with NaN in it."""
+
+    n_features_in_ = 2
+    classes_ = np.array([0, 1])
+
+    def __init__(self, fault: str):
+        self.fault = fault
+
+    def predict_proba(self, X):
+        if self.fault == "width":
+            return np.full((len(X), 3), 1 / 3)
+        if self.fault == "rows":
+            return np.full((len(X) + 1, 2), 0.5)
+        proba = np.full((len(X), 2), 0.5)
+        proba[0, 0] = np.nan
+        return proba
+
+    def predict(self, X):
+        return np.zeros(len(X), dtype=int)
+
+
+SECRET = "/srv/secret-config/model-settings.yaml"
+
+
+class ReadsItsConfig:
+    """predict raises a ValueError of its own, naming a path on the server."""
+
+    n_features_in_ = 2
+
+    def predict(self, X):
+        raise ValueError(f"could not parse {SECRET}: expected a mapping")
+
+
+class CustomStep:
+    """A Pipeline step of the model author's: `checked` validates with scikit-learn's
+    check_array (its refusals are the client's 422s); otherwise its own code fails on a value
+    over 100."""
+
+    def __init__(self, checked: bool):
+        self.checked = checked
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        if self.checked:
+            from sklearn.utils import check_array
+
+            return check_array(X)
+        X = np.asarray(X, dtype=float)
+        if (X > 100).any():
+            raise ValueError(f"the lookup table {SECRET} has no row for this input")
+        return X
+
+    def get_params(self, deep=True):
+        return {"checked": self.checked}
+
+    def set_params(self, **params):
+        self.__dict__.update(params)
+        return self

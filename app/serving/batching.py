@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import sparse
 
-from mlapi.errors import InvalidInput
+from mlapi.errors import InvalidInput, ModelFailure
 from mlapi.serving.frames import is_dataframe
 from mlapi.serving.input_faults import explanations
 from mlapi.serving.model import PredictionResult
@@ -116,10 +116,10 @@ def predict_merged(predict: Callable[[Any, bool | None], PredictionResult], inpu
                    ) -> list[PredictionResult | BaseException]:
     """Answer several inputs with one call, each getting exactly its own rows' answers.
 
-    The one rule for a merged call the model rejects (InvalidInput), or inputs that cannot be
-    merged (sparse beside dense rows): every input is retried alone (with `alone`, default
-    `predict`), so only the input at fault fails. Any other exception is a bug (or the model
-    not ready) and every input sees it. Micro-batching and Pub/Sub batches both use this.
+    The one rule for a merged call the model rejects (InvalidInput) or fails on (ModelFailure),
+    or inputs that cannot be merged (sparse beside dense rows): every input is retried alone
+    (with `alone`, default `predict`), so only the input at fault fails. Any other exception is
+    a bug (or the model not ready) and every input sees it. Micro-batching and Pub/Sub batches both use this.
     """
     alone = alone or predict
     if len(inputs) == 1:
@@ -134,7 +134,7 @@ def predict_merged(predict: Callable[[Any, bool | None], PredictionResult], inpu
     try:
         with explanations(False):  # a rejection is explained part by part, below
             merged = predict(merged_input, want)
-    except InvalidInput:
+    except (InvalidInput, ModelFailure):  # a model's own code failing on one part's rows too
         return [_attempt(alone, one, wanted) for one, wanted in zip(inputs, probabilities)]
     except BaseException as exc:
         return [exc] * len(inputs)

@@ -16,10 +16,11 @@ from scipy import sparse
 from mlapi import metrics
 from mlapi.serving.batching import MicroBatcher, merge_results, predict_merged
 from mlapi.serving.cache import MISSING, PredictionCache, cache_key
-from mlapi.errors import InvalidInput, RecordNotFound
+from mlapi.config import Settings
+from mlapi.errors import InvalidInput, ModelFailure, RecordNotFound, TooManyRows, shown
 from mlapi.store.feature_store import FeatureStore
 from mlapi.serving.input_faults import name_rows
-from mlapi.serving.inputs import to_feature_matrix, to_model_input
+from mlapi.serving.inputs import row_count, to_feature_matrix, to_model_input
 from mlapi.serving.model import TEXT, PredictionResult, ServedModel
 from mlapi.serving.records import record_to_instance
 from mlapi.serving.registry import ModelRegistry
@@ -65,8 +66,9 @@ class InferenceService:
     """
 
     def __init__(self, registry: ModelRegistry, cache: PredictionCache, store: FeatureStore | None = None,
-                 max_batch_size: int = 0, max_batch_wait_ms: float = 0.0):
+                 max_batch_size: int = 0, max_batch_wait_ms: float = 0.0, max_rows: int = Settings.max_rows):
         self.registry = registry
+        self.max_rows = max_rows
         self.cache = cache
         self.store = store
         self._batch_rows = max_batch_size
@@ -81,17 +83,29 @@ class InferenceService:
 
     # ---- instances in, one model call -------------------------------------------------
     def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None):
+        self._limit_rows(row_count(instances))
         model = self.model(ref)
         # validated alone: a bad request fails alone, before it joins any batch
         return model, self._compute(model, PREDICT, to_model_input(model, instances), probabilities)
 
     def features(self, ref: ModelRef, instances: Any):
+        self._limit_rows(row_count(instances))
         model = self.model(ref)
         return model, model.features(to_model_input(model, instances))
 
     def predict_features(self, ref: ModelRef, features: Any, probabilities: bool | None = None):
+        self._limit_rows(row_count(features, features=True))
         model = self.model(ref)
         return model, self._compute(model, PREDICT_FEATURES, to_feature_matrix(model, features), probabilities)
+
+    def _limit_rows(self, rows: int) -> None:
+        """MAX_ROWS, counted on the decoded request before any row is converted: a million rows
+        in a 10 MB body took a worker 66 s and 614 MB. (Pub/Sub messages have MAX_IDS.)"""
+        if rows > self.max_rows:
+            raise TooManyRows(f"too many rows: this request has {rows}, and the limit is {self.max_rows} per request "
+                              f"(MAX_ROWS); send at most {self.max_rows} rows per request (score a whole file with "
+                              f"`mlapi batch-predict`), or raise MAX_ROWS on the server",
+                              rows=rows, max_rows=self.max_rows)
 
     # ---- by id: the features come from the online store ----------------------------------
     def predict_id(self, ref: ModelRef, entity_id: str) -> RecordPredictions:
@@ -99,7 +113,7 @@ class InferenceService:
         model = self.model(ref)
         record = self._store().lookup([entity_id]).get(entity_id)
         if record is None:
-            raise RecordNotFound(f"no record with id {entity_id!r} in the feature store; store it first "
+            raise RecordNotFound(f"no record with id {shown(entity_id)} in the feature store; store it first "
                                  f"(`mlapi features add` or `mlapi features import`), or send its features in "
                                  f"the body to POST /models/{model.name}/predict", id=entity_id)
         instance, data = self._instance(model, entity_id, record)
@@ -122,16 +136,16 @@ class InferenceService:
         for entity_id in dict.fromkeys(entity_ids):  # a repeated id is scored once
             record = records.get(entity_id)
             if record is None:
-                failures[entity_id] = f"no record with id {entity_id!r} in the feature store"
+                failures[entity_id] = f"no record with id {shown(entity_id)} in the feature store"
                 continue
             try:
-                instance, shown = self._instance(model, entity_id, record)
+                instance, record_data = self._instance(model, entity_id, record)
             except InvalidInput as exc:
                 failures[entity_id] = exc.message
                 continue
             ids.append(entity_id)
             instances.append([instance])
-            data.append(shown)
+            data.append(record_data)
         # One merged call; a record the model rejects is isolated by the rule micro-batching
         # uses too (batching.predict_merged), so it fails alone. The retries go to the model
         # directly: a message's records queued one by one behind other requests could outlast
@@ -145,6 +159,9 @@ class InferenceService:
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidInput):  # the record alone (predict_merged): its instance 0
                 failures[ids[index]] = as_record(model, outcome, ids[index], data[index]).message
+            elif isinstance(outcome, ModelFailure):
+                # the model's code fails on this record (logged): redelivering it would fail again
+                failures[ids[index]] = outcome.message
             elif isinstance(outcome, BaseException):
                 raise outcome  # a bug, or the model not ready: the whole message is retried
             else:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from mlapi.errors import InvalidInput
+from mlapi.errors import InvalidInput, shown
 from mlapi.serving.frames import is_dataframe
 
 if TYPE_CHECKING:
@@ -102,8 +102,8 @@ def instance_hint(model: ServedModel) -> str:
         return 'send each instance as a string, e.g. {"instances": ["some text"]}'
     names = model.feature_names
     if names:
-        shown = ", ".join(names[:SHOWN_NAMES]) + (f", … ({len(names)} in all)" if len(names) > SHOWN_NAMES else "")
-        return (f"send each instance as an object with keys {shown}, or as a list of their {len(names)} "
+        listed = ", ".join(names[:SHOWN_NAMES]) + (f", … ({len(names)} in all)" if len(names) > SHOWN_NAMES else "")
+        return (f"send each instance as an object with keys {listed}, or as a list of their {len(names)} "
                 f"values in that order")
     if model.n_features:
         return f"send each instance as a list of {model.n_features} numbers"
@@ -117,9 +117,9 @@ def column_expects(model: ServedModel, column) -> str:
     categories = model.string_columns[column]
     if categories is None:  # read by a text vectorizer
         return "a text"
-    shown = ", ".join(repr(c) for c in categories[:SHOWN_CATEGORIES])
+    listed = ", ".join(repr(c) for c in categories[:SHOWN_CATEGORIES])
     more = f", … ({len(categories)} in all)" if len(categories) > SHOWN_CATEGORIES else ""
-    return f"one of the known categories {shown}{more}"
+    return f"one of the known categories {listed}{more}"
 
 
 # ---- the table the model was given: (labels, one object or float array per column) ----------
@@ -208,13 +208,13 @@ def _infinite(model, labels, columns):
 
 # ---- what each fault is called, and what to send instead ------------------------------------
 def _not_a_number(model, column, value):
-    return f"{value!r} is not a number; send a number", {"value": value, "expected": "a number"}
+    return f"{shown(value)} is not a number; send a number", {"value": value, "expected": "a number"}
 
 
 def _not_a_category(model, column, value):
     categories = model.string_columns[column]
     # as many as the message shows, and how many there are (`mlapi card` lists them all)
-    return (f"{value!r} is not {column_expects(model, column)}; send one of those",
+    return (f"{shown(value)} is not {column_expects(model, column)}; send one of those",
             {"value": value, "expected": "a known category", "categories": categories[:SHOWN_CATEGORIES],
              "category_count": len(categories)})
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from scipy import sparse
 
-from mlapi.errors import InvalidInput
+from mlapi.errors import MAX_SHOWN_CHARS, InvalidInput, cut, shown
 from mlapi.serving.frames import column_index
 from mlapi.serving.input_faults import instance_hint
 from mlapi.serving.model import TEXT, ServedModel
@@ -29,6 +29,20 @@ class Columns:
 
     columns: list[str]
     data: list
+
+
+def row_count(instances: Any, features: bool = False) -> int:
+    """How many rows decoded instances (features: a feature matrix) hold, without reading a
+    value: the list's length, dataframe_split's data, a CSR object's rows; one flat list of
+    features is one row (to_feature_matrix)."""
+    if isinstance(instances, Columns):
+        instances = instances.data
+    if isinstance(instances, dict):  # the CSR features object
+        indptr = instances.get("indptr")
+        return len(indptr) - 1 if isinstance(indptr, list) else 0
+    if not isinstance(instances, list):
+        return 0
+    return 1 if features and instances and not isinstance(instances[0], list) else len(instances)
 
 
 def to_model_input(model: ServedModel, instances: Any):
@@ -46,7 +60,7 @@ def to_model_input(model: ServedModel, instances: Any):
         return _from_lists(model, instances)
     # A value where a row belongs: most often one row sent without its enclosing list.
     kind = "text" if isinstance(first, str) else "single values"
-    raise InvalidInput(f"instance 0 is {first!r}, not a row: model {model.name} takes tabular input, not {kind}; "
+    raise InvalidInput(f"instance 0 is {shown(first)}, not a row: model {model.name} takes tabular input, not {kind}; "
                        f'one row still goes in a list of rows, {{"instances": [[...]]}}; {instance_hint(model)}',
                        instance=0)
 
@@ -57,7 +71,7 @@ def _texts(model: ServedModel, instances: list) -> list[str]:
         if isinstance(item, list) and len(item) == 1:
             item = item[0]  # [["some text"]] is a one-column table of texts
         if not isinstance(item, str):
-            raise InvalidInput(f"instance {index} is {item!r}, not a string: model {model.name} takes raw text; "
+            raise InvalidInput(f"instance {index} is {shown(item)}, not a string: model {model.name} takes raw text; "
                                f"{instance_hint(model)}", instance=index)
         texts.append(item)
     return texts
@@ -159,13 +173,20 @@ def _raise_name_mismatch(names: Sequence[str], given, index: int | None) -> None
     where = f"instance {index}: " if index is not None else ""
     parts = []
     if missing:
-        parts.append(f"missing features {missing}")
+        parts.append(f"missing features {_some(missing)}")
     if unknown:
-        parts.append(f"unknown features {unknown}")
+        parts.append(f"unknown features {_some(unknown)}")
     if not parts:
         parts.append("duplicate feature names")
-    raise InvalidInput(f"{where}{'; '.join(parts)}; send exactly the features the model expects: {list(names)}",
+    raise InvalidInput(f"{where}{'; '.join(parts)}; send exactly the features the model expects: {_some(list(names))}",
                        missing=missing, unknown=unknown, expected=list(names))
+
+
+def _some(names: list, limit: int = 20) -> str:
+    """Names as a message lists them: the first `limit`, each bounded, and how many in all
+    (10,000 unknown keys must not make a 168 KB message)."""
+    listed = str([cut(str(name), MAX_SHOWN_CHARS) for name in names[:limit]])
+    return listed if len(names) <= limit else f"{listed[:-1]}, …] ({len(names)} in all)"
 
 
 def _frame_from_rows(model: ServedModel, rows: list, names: list[str]) -> pd.DataFrame:
@@ -224,7 +245,7 @@ def _refuse_nested(values: np.ndarray, column: str) -> None:
     for row, value in enumerate(values):
         if isinstance(value, (list, dict)):
             kind = "a list" if isinstance(value, list) else "an object"
-            raise InvalidInput(f"instance {row}, column {column!r}: {value!r} is {kind}; send a single value "
+            raise InvalidInput(f"instance {row}, column {column!r}: {shown(value)} is {kind}; send a single value "
                                f"(a number, or a string for a categorical column)",
                                instance=row, column=column, value=value)
 
@@ -233,7 +254,7 @@ def _refuse_non_numeric(model: ServedModel, rows: list) -> None:
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
             if value is not None and not isinstance(value, (int, float, bool)):
-                raise InvalidInput(f"instance {r}, feature {c}: {value!r} is not a number; model {model.name} was "
+                raise InvalidInput(f"instance {r}, feature {c}: {shown(value)} is not a number; model {model.name} was "
                                    f"fitted on numbers only: {instance_hint(model)}", instance=r, column=c)
     raise InvalidInput(f"instances must hold numbers: {instance_hint(model)}")
 

@@ -8,15 +8,18 @@ lives in app/serving/loading.py.
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sklearn.base import is_classifier, is_regressor
+from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 
 from mlapi import metrics
-from mlapi.errors import ArtifactError, InvalidInput
+from mlapi.errors import ArtifactError, InvalidInput, ModelFailure
 from mlapi.serving import columns
 from mlapi.serving.input_faults import explain_rejection
 from mlapi.serving.shortcuts.select import ARGMAX, argmax_labels, labels_route, own_method, shortcut
@@ -25,6 +28,8 @@ from mlapi.serving.shortcuts.sklearn_code import fitted_names
 
 TEXT = "text"
 TABULAR = "tabular"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,7 +121,7 @@ class ServedModel:
 
     def _transform(self, model_input):
         for transform in self._transforms:
-            model_input = _call(transform, model_input)
+            model_input = _call(transform, model_input, self)
         return model_input
 
     def predict_features(self, features, probabilities: bool | None = None) -> PredictionResult:
@@ -149,16 +154,46 @@ class ServedModel:
         want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
         # For ARGMAX models predict() is predict_proba() plus an argmax: same cost either way.
         need_proba = want_proba or self._proba_relation == ARGMAX
-        proba = _call(self._predict_proba or predictor.predict_proba, features) if need_proba else None
+        proba = _call(self._predict_proba or predictor.predict_proba, features, self) if need_proba else None
+        rows = features.shape[0] if hasattr(features, "shape") else len(features)
+        if proba is not None:
+            self._check_proba(proba, rows)
         labels = None
         if proba is not None and self._proba_relation is not None:
             # predict() would repeat the model's whole cost (every tree walked again, the
             # scores recomputed and validated again) for labels predict_proba already holds.
             labels = argmax_labels(predictor.classes_, proba, self._proba_relation)
         if labels is None:
-            labels = _call(self._predict_labels or predictor.predict, features)
+            labels = _call(self._predict_labels or predictor.predict, features, self)
+            self._check_labels(labels, rows)
         metrics.record_prediction(self.name, self.version, len(labels))
         return labels, (proba if want_proba else None)
+
+    # ---- what a model answers must be an answer: one per row, numbers that are numbers ------
+    # O(1) on the happy path beside the model call: lengths, and one sum whose finiteness says
+    # that no value is NaN or infinite.
+    def _check_labels(self, labels, rows: int) -> None:
+        if len(labels) != rows:
+            raise self.failure(f"predict returned {len(labels)} values for {rows} rows")
+        # NaN is the model's "no value" and is answered as null (docs/api.md); an infinity is
+        # an overflow, which no JSON number can say.
+        if getattr(labels, "dtype", None) is not None and labels.dtype.kind == "f" and \
+                not math.isfinite(labels.sum()) and np.isinf(labels).any():
+            raise self.failure(f"predict returned infinity for row {int(np.flatnonzero(np.isinf(labels))[0])}")
+
+    def _check_proba(self, proba, rows: int) -> None:
+        shape = np.shape(proba)
+        if shape != (rows, len(self.classes)):
+            raise self.failure(f"predict_proba returned shape {shape} for {rows} rows of {len(self.classes)} classes")
+        if not math.isfinite(np.sum(proba)):
+            raise self.failure("predict_proba returned NaN or infinity")
+
+    def failure(self, what: str, cause: BaseException | None = None) -> ModelFailure:
+        """A fault of the model: logged with the detail (and the traceback of `cause`), answered
+        as a 500 that names the model and sends none of it (a model's own words may hold paths)."""
+        log.error("model %s:%s failed: %s", self.name, self.version, what, exc_info=cause)
+        return ModelFailure(f"model {self.name}:{self.version} failed: a fault in the model, not in the request; "
+                            f"the server's log says what went wrong", model=self.name, version=self.version)
 
     def describe(self) -> dict:
         return {
@@ -179,14 +214,41 @@ class ServedModel:
         }
 
 
-def _call(method, X):
+def _call(method, X, model: ServedModel):
     # scikit-learn reports input that does not fit the model (wrong width, strings where
     # numbers are needed, NaN, unseen categories) as ValueError: that is the client's 422.
+    # A ValueError the model's own code raised (a custom transformer, a FunctionTransformer's
+    # function) is the model's fault: a 500, its message (paths and all) logged, not sent.
     # Anything else escapes as our 500.
     try:
         return method(X)
     except ValueError as exc:
-        raise InvalidInput(f"input does not fit the model: {exc}") from exc
+        if refused_input(exc):
+            raise InvalidInput(f"input does not fit the model: {exc}") from exc
+        raise model.failure(f"its own code raised {exc.__class__.__name__}", exc) from exc
+
+
+# Libraries scikit-learn's validation calls into: the code that asked for the failing step is
+# further out. (A model's own code calling them is found the same way.)
+_CALLED_BY_VALIDATION = ("numpy", "pandas", "scipy")
+
+
+def refused_input(exc: ValueError) -> bool:
+    """Whether scikit-learn raised `exc` (its input validation: check_array, the encoders, the
+    vectorizers) rather than the model's own code: the innermost frame outside numpy, pandas
+    and scipy is scikit-learn's. An unfitted estimator is the model's fault whoever says so."""
+    if isinstance(exc, NotFittedError):
+        return False
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        package = frame.f_globals.get("__name__", "").partition(".")[0]
+        if package not in _CALLED_BY_VALIDATION:
+            return package == "sklearn"
+    return False
 
 
 def _task(predictor, classes) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from mlapi.naming import ModelSpec
-from mlapi.errors import MlapiError, ModelNotFound, ModelNotReady
+from mlapi.errors import MlapiError, ModelNotFound, ModelNotReady, shown
 from mlapi.serving.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ModelRegistry:
                 choose = f"name one of the served models: {', '.join(served)}"
             else:
                 choose = "no model is served: set MODELS (or name model files on `mlapi serve`) and restart"
-            raise ModelNotFound(f"unknown model {name!r}; {choose}", models=served)
+            raise ModelNotFound(f"unknown model {shown(name)}; {choose}", models=served)
         return versions
 
     def default_version(self, name: str) -> str:
@@ -78,7 +78,7 @@ class ModelRegistry:
             version = self.default_version(name)
         entry = versions.get(version)
         if entry is None:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; name one of its versions: "
+            raise ModelNotFound(f"model {name!r} has no version {shown(version)}; name one of its versions: "
                                 f"{', '.join(versions)}, or leave the version out for the newest",
                                 versions=list(versions))
         if isinstance(entry, LoadFailure):

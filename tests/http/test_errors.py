@@ -111,3 +111,67 @@ def test_a_rejection_the_diagnosis_cannot_explain_is_still_a_422(make_app, train
     # the model's own words, and what to send
     assert "Found unknown categories ['green']" in error["message"] and "keys colour" in error["message"]
     still_serves(client, trained)
+
+
+
+# ---- an error does not grow with the request -----------------------------------------------------
+DIABETES_ROW = dict(zip(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], [0.01] * 10))
+
+
+def test_ten_thousand_unknown_keys_make_a_small_422(client, trained):
+    unknown = {f"unknown_feature_{i:05d}": 1.0 for i in range(10_000)}
+    response = client.post("/models/diabetes/predict", json={"instances": [{**DIABETES_ROW, **unknown}]})
+    error = error_of(response, 422)
+    assert len(response.get_data()) < 5_000, len(response.get_data())  # was 168 KB
+    assert "unknown features ['unknown_feature_00000'" in error["message"] and "(10000 in all)" in error["message"]
+    assert error["unknown"][:2] == ["unknown_feature_00000", "unknown_feature_00001"]
+    assert len(error["unknown"]) == 100 and error["unknown_count"] == 10_000
+    still_serves(client, trained)
+
+
+def test_a_long_model_name_is_not_echoed_whole(client, trained):
+    name = "m" * 10_000
+    response = client.post(f"/models/{name}/predict", json={"instances": [[1.0] * 30]})
+    error = error_of(response, 404)
+    assert len(response.get_data()) < 1_000, len(response.get_data())
+    assert error["message"].startswith("unknown model 'mmmm") and "…(9902 more)" in error["message"]
+    still_serves(client, trained)
+
+
+@pytest.mark.parametrize("path,value", [("/models/diabetes/predict", "x" * 100_000),
+                                        ("/models/diabetes/predict", {"k": "v" * 100_000})])
+def test_a_huge_value_is_quoted_briefly(client, trained, path, value):
+    response = client.post(path, json={"instances": [{**DIABETES_ROW, "bmi": value}]})
+    error = error_of(response, 422)
+    assert len(response.get_data()) < 2_000, len(response.get_data())
+    assert error["instance"] == 0 and error["column"] == "bmi"
+    still_serves(client, trained)
+
+
+# ---- objects, lists and booleans where a value belongs -----------------------------------------
+OBJECTS = [
+    ("array model", "/models/cancer/predict", {"instances": [[{}] * 30]}, 0),
+    ("frame model, list rows", "/models/diabetes/predict", {"instances": [[{}] * 10]}, "age"),
+    ("frame model, objects", "/models/diabetes/predict", {"instances": [{**DIABETES_ROW, "bmi": {"a": 1}}]}, "bmi"),
+    ("frame model, records", "/models/ridge/predict", {"dataframe_records": [DIABETES_ROW, {**DIABETES_ROW, "s3": {}}]}, "s3"),
+    ("frame model, split", "/models/ridge/predict",
+     {"dataframe_split": {"columns": list(DIABETES_ROW), "data": [[[1, 2]] * 10]}}, "age"),
+    ("array model, a list", "/models/tree/predict", {"instances": [[1.0] * 29 + [[1.0, 2.0]]]}, 29),
+]
+
+
+@pytest.mark.parametrize("path,body,column", [c[1:] for c in OBJECTS], ids=[c[0] for c in OBJECTS])
+def test_an_object_or_a_list_for_a_value_is_a_422_naming_where(client, trained, path, body, column):
+    error = error_of(client.post(path, json=body), 422)
+    assert error["column"] == column and isinstance(error["instance"], int), error
+    assert "send a single value" in error["message"] or "not a number" in error["message"], error
+    still_serves(client, trained)
+
+
+def test_booleans_are_numbers_one_and_zero(client, trained):
+    _, estimator, sample = trained["diabetes"]
+    row = sample.iloc[:1].copy()
+    row["sex"] = 1.0
+    sent = {**{k: float(v) for k, v in row.iloc[0].items()}, "sex": True}
+    answer = client.post("/models/diabetes/predict", json={"instances": [sent]}).get_json()
+    assert answer["predictions"] == estimator.predict(row).tolist()
