@@ -50,7 +50,7 @@ def startupz():
     # requests. Unlike /readyz it pings no database, or a database outage would stop every start.
     registry = services().inference.registry
     models = [f"{m.name}:{m.version}" for m in registry.models()]
-    failures = [{"model": f"{f.spec.name}:{f.spec.version}", "error": "failed to load: the server's log says why"}
+    failures = [{"model": f"{f.spec.name}:{f.spec.version}", "error": LOAD_FAILED}
                 for f in registry.failures()]
     if failures or not models:
         return json_response({"status": "unavailable", "ready": models, "stores": {},
