@@ -139,12 +139,13 @@ def test_log_lines_inside_a_fast_request_carry_its_request_id(app, trained, monk
         return original(*args, **kwargs)
 
     monkeypatch.setattr(inference, "predict", logging_predict)
-    headers = {"X-Request-ID": "req-77", "X-Cloud-Trace-Context": "abcdef/1;o=1"}
+    headers = {"X-Request-ID": "req-77", "X-Cloud-Trace-Context": "105445aa7843bc8bf206b12000100000/1;o=1"}
     response = app.test_client().post("/predict", json={"instances": as_plain(trained["cancer"][2])}, headers=headers)
     logger.removeHandler(handler)
     assert response.status_code == 200
     line = stream.getvalue()
-    assert '"request_id":"req-77"' in line and '"logging.googleapis.com/trace":"projects/proj-9/traces/abcdef"' in line
+    assert '"request_id":"req-77"' in line
+    assert '"logging.googleapis.com/trace":"projects/proj-9/traces/105445aa7843bc8bf206b12000100000"' in line
 
 
 def test_predictions_match_for_many_rows(app, trained):
