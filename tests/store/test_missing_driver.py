@@ -28,8 +28,8 @@ def test_a_missing_driver_is_a_503_saying_what_to_install(make_app, trained, mon
     monkeypatch.setitem(sys.modules, hidden, None)
     client = make_app(MODELS=models_env(trained, "text"), FEATURE_STORE_URL=url, PREDICTIONS_DB_URL=url).test_client()
     ready = client.get("/readyz")
-    assert ready.status_code == 503
-    assert advice in ready.get_json()["stores"]["feature_store"] and advice in ready.get_json()["stores"]["predictions_db"]
+    stores = ready.get_json()["stores"]
+    assert ready.status_code == 503 and advice in stores["feature_store"] and advice in stores["predictions_db"]
     for answer in (client.get("/predict/1"), client.post("/pubsub/push", json=PUSH)):
         assert answer.status_code == 503, answer.data
         assert advice in answer.get_json()["error"]["message"]
