@@ -16,10 +16,10 @@ import logging
 from dataclasses import dataclass
 
 from mlapi.batch.recording import record_scored
-from mlapi.errors import ModelNotFound
+from mlapi.errors import ModelNotFound, cut
 from mlapi.protocols.pubsub import BatchMessage
 from mlapi.serving.inference import InferenceService, ModelRef
-from mlapi.store.predictions import REASON_LIMIT, PredictionStore, bounded
+from mlapi.store.predictions import REASON_LIMIT, PredictionStore
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ class PushOutcome:
 
     def to_dict(self) -> dict:
         failed = self.failed or {}
-        shown = itertools.islice(failed.items(), SHOWN_FAILURES)
+        listed = itertools.islice(failed.items(), SHOWN_FAILURES)
         return {"message_id": self.message_id, "status": self.status, "stored": self.stored, "scored": self.scored,
-                "failed": {entity_id: bounded(reason, REASON_LIMIT) for entity_id, reason in shown},
+                "failed": {entity_id: cut(reason, REASON_LIMIT) for entity_id, reason in listed},
                 "failed_count": len(failed)}
 
 
@@ -64,7 +64,7 @@ class BatchInference:
         return PushOutcome(message.message_id, status, stored, len(scored.ids), scored.failures)
 
     def _poison(self, message: BatchMessage, reason: str) -> PushOutcome:
-        reason = bounded(reason, REASON_LIMIT)  # it may quote the message (a model name of 1 MB)
+        reason = cut(reason, REASON_LIMIT)  # it may quote the message (a model name of 1 MB)
         log.warning("message %s is poison, recorded and acknowledged: %s", message.message_id, reason)
         self.predictions.record_failures(message.message_id, [("", reason)], message.payload)
         return PushOutcome(message.message_id, "failed", failed={"": reason})

@@ -5,7 +5,7 @@ Each prediction and failure row is unique on (message_id, entity_id): a redelive
 Pub/Sub message inserts nothing the second time, so every prediction is stored exactly once.
 A failed message's payload is stored once, in `failed_messages` (keyed by its message id),
 however many of its ids failed: 10,000 unknown ids used to store 10,000 copies of it (41 MB).
-Every stored text is bounded (PAYLOAD_LIMIT, REASON_LIMIT). Tables are created on first use, by
+Every stored text is cut (PAYLOAD_LIMIT, REASON_LIMIT). Tables are created on first use, by
 whichever worker gets there first (CREATE ... IF NOT EXISTS semantics); a `prediction_failures`
 table made before `failed_messages` existed keeps its `payload` column, no longer written.
 """
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import orjson
 
+from mlapi.errors import MAX_MESSAGE_CHARS, cut
 from mlapi.store.database import LazyDatabase, insert_ignore, retry_stale
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def schema() -> Schema:
         # "" when the failure concerns the whole message (undecodable data, unknown model):
         # NULLs would not be unique, and a redelivery would add a second row.
         sa.Column("entity_id", sa.String(255), nullable=False, default=""),
-        sa.Column("reason", sa.Text, nullable=False),  # at most REASON_LIMIT characters
+        sa.Column("reason", sa.Text, nullable=False),  # cut at REASON_LIMIT characters
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("message_id", "entity_id", name="uq_failures_message_entity"),
     )
@@ -68,15 +69,16 @@ def schema() -> Schema:
     failed_messages = sa.Table(
         "failed_messages", metadata,
         sa.Column("message_id", sa.String(128), primary_key=True),
-        sa.Column("payload", sa.Text, nullable=False),  # at most PAYLOAD_LIMIT characters
+        sa.Column("payload", sa.Text, nullable=False),  # cut at PAYLOAD_LIMIT characters
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     return Schema(metadata, predictions, failures, failed_messages)
 
 
 PAYLOAD_LIMIT = 4096  # enough to diagnose a poison message without storing megabytes
-# A reason names what failed and how to fix it; past this it is repeating its input.
-REASON_LIMIT = 1024
+# A reason names what failed and how to fix it; past this it is repeating its input. Error
+# messages are cut there already (errors.py); this bounds any other reason too.
+REASON_LIMIT = MAX_MESSAGE_CHARS
 
 
 def now() -> dt.datetime:
@@ -125,10 +127,11 @@ class PredictionStore(LazyDatabase):
         and its payload once (in failed_messages), in one transaction; how many failures were new."""
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8", "replace")
+        payload = payload or ""  # bulk runs have none: no failed_messages row then
         created = now()
-        rows = [{"message_id": message_id, "entity_id": entity_id, "reason": bounded(reason, REASON_LIMIT),
+        rows = [{"message_id": message_id, "entity_id": entity_id, "reason": cut(reason, REASON_LIMIT),
                  "created_at": created} for entity_id, reason in failures]
-        message = [{"message_id": message_id, "payload": bounded(payload, PAYLOAD_LIMIT), "created_at": created}]
+        message = [{"message_id": message_id, "payload": cut(payload, PAYLOAD_LIMIT), "created_at": created}]
         return self._write((schema().failures, rows), (schema().failed_messages, message if payload else []))
 
     def for_entity(self, entity_id: str, limit: int = 100) -> list[dict]:
@@ -145,11 +148,3 @@ class PredictionStore(LazyDatabase):
         return [{"id": row["entity_id"], "model": {"name": row["model_name"], "version": row["model_version"]},
                  "prediction": orjson.loads(row["prediction"]), "message_id": row["message_id"],
                  "created_at": row["created_at"].isoformat() if row["created_at"] else None} for row in rows]
-
-
-def bounded(text: str | None, limit: int) -> str | None:
-    """`text` cut to `limit` characters, the cut said at the end (the whole length included)."""
-    if text is None or len(text) <= limit:
-        return text
-    note = f"…({len(text)} characters in all)"
-    return text[:limit - len(note)] + note
