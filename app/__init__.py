@@ -41,5 +41,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_routes(app, fast)
     # Outermost: what every request shares, then the push token check (PUSH_AUTH), then the
     # fast path, then Flask.
-    app.wsgi_app = RequestPipeline(guard_push(fast, settings), settings.access_log)
+    app.wsgi_app = RequestPipeline(guard_push(fast, settings), settings.access_log,
+                                   settings.max_request_bytes, settings.request_timeout_seconds)
     return app

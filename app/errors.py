@@ -134,3 +134,10 @@ class ArtifactError(MlapiError):
     """An artifact could not be fetched, verified or unpickled; the model is refused."""
 
     status_code = 503
+
+
+class RequestTimeout(MlapiError):
+    """The request ran longer than REQUEST_TIMEOUT (raised in the thread serving it by the
+    request pipeline's timer, app/http/pipeline.py); the worker goes on serving."""
+
+    status_code = 504

@@ -2,21 +2,28 @@
 
 A WSGI middleware (werkzeug's ProxyFix and prometheus_client's make_wsgi_app are the model:
 a small class wrapping an app) outside both the fast path and Flask, so no concern exists
-twice and none can skip a route: the request id and log context, the request metrics and the
-access log. Authentication, rate limits and caching headers belong here too, in front of the
-inner app.
+twice and none can skip a route: the request id and log context, the request metrics, the
+access log, the body limit (MAX_REQUEST_BYTES) and the request timeout (REQUEST_TIMEOUT).
+Authentication, rate limits and caching headers belong here too, in front of the inner app.
 
 The inner layers report which route answered through the WSGI environ (`ROUTE_KEY`), so the
 metrics carry Flask's rule strings without this layer knowing the URL map.
 """
 from __future__ import annotations
 
+import io
 import logging
 import time
 from typing import Callable, Iterable
 
+from werkzeug.exceptions import RequestEntityTooLarge
+
 from mlapi import metrics
+from mlapi.errors import RequestTimeout
+from mlapi.http.deadline import Deadlines
+from mlapi.http.errors import error_response
 from mlapi.logs import begin_request, current_request_id, end_request
+from mlapi.protocols.jsonio import dumps
 
 log = logging.getLogger("mlapi.access")
 
@@ -24,11 +31,16 @@ log = logging.getLogger("mlapi.access")
 ROUTE_KEY = "mlapi.route"
 UNMATCHED = "<unmatched>"
 
+_STATUS_LINES = {413: "413 Content Too Large", 504: "504 Gateway Timeout"}
+
 
 class RequestPipeline:
-    def __init__(self, app: Callable, access_log: bool):
+    def __init__(self, app: Callable, access_log: bool, max_body_bytes: int | None = None,
+                 timeout_seconds: float | None = None):
         self.app = app
         self.access_log = access_log
+        self.max_body_bytes = max_body_bytes
+        self.deadlines = Deadlines(timeout_seconds) if timeout_seconds else None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -44,7 +56,20 @@ class RequestPipeline:
 
         status = 500  # unless the app answers: an exception escaping it is the server's 500
         try:
-            body = self.app(environ, respond)
+            try:
+                if self.max_body_bytes is not None:
+                    limit_body(environ, self.max_body_bytes)
+                if self.deadlines is None:
+                    body = self.app(environ, respond)
+                else:
+                    with self.deadlines.running():
+                        body = self.app(environ, respond)
+            except (RequestTimeout, RequestEntityTooLarge) as exc:
+                # Raised by limit_body, or anywhere inside the app by the timer: a JSON answer
+                # like every other error's, unless the app had already begun its own.
+                if answered:
+                    raise
+                body = self._refuse(exc, environ, respond)
             if answered:
                 status = int(answered[0][:3])
             return body
@@ -57,6 +82,17 @@ class RequestPipeline:
             metrics.current_model.reset(model_token)
             end_request(token)
 
+    def _refuse(self, exc: Exception, environ: dict, respond: Callable) -> list[bytes]:
+        status, error, headers = error_response(exc, self.max_body_bytes)
+        if isinstance(exc, RequestTimeout):  # a slow model is the operator's to know about
+            log.warning("%s %s → 504 after %ss (REQUEST_TIMEOUT)", environ.get("REQUEST_METHOD", ""),
+                        environ.get("PATH_INFO", ""), self.deadlines.seconds if self.deadlines else "?")
+        body = dumps(error)
+        # The body is unread (413) or maybe half read (504): this connection cannot carry another request.
+        respond(_STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                        ("Connection", "close"), *headers])
+        return [body]
+
     @staticmethod
     def _log_access(environ: dict, status: int, headers: list, elapsed: float) -> None:
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
@@ -66,3 +102,48 @@ class RequestPipeline:
             "requestMethod": method, "requestUrl": path, "status": status, "responseSize": size,
             "userAgent": environ.get("HTTP_USER_AGENT", ""), "remoteIp": environ.get("REMOTE_ADDR"),
             "latency": f"{elapsed:.6f}s", "protocol": environ.get("SERVER_PROTOCOL")}})
+
+
+def limit_body(environ: dict, limit: int) -> None:
+    """Refuse a body over `limit` bytes before anything reads it (a declared Content-Length), or
+    as soon as reading passes it (a chunked body, whose size nobody knows in advance). A chunked
+    body within the limit is read here and handed on as if it had come with a Content-Length,
+    so the layers inside (the fast path, Flask) read every body the same way."""
+    declared = environ.get("CONTENT_LENGTH")
+    if declared:
+        if declared.isdigit() and int(declared) > limit:
+            raise RequestEntityTooLarge()
+        return
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return
+    body = read_chunked(environ, limit + 1)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ["wsgi.input_terminated"] = True
+    del environ["HTTP_TRANSFER_ENCODING"]
+
+
+def read_chunked(environ: dict, most: int) -> bytes:
+    """At most `most` bytes of a chunked body, decoded. gunicorn and granian decode chunks in
+    wsgi.input; uWSGI's wsgi.input sees no body without a Content-Length, and its own API reads
+    the chunks (uwsgi.chunked_read: one chunk per call, b"" after the last)."""
+    parts: list[bytes] = []
+    size = 0
+    if environ.get("uwsgi.version") is not None:
+        import uwsgi
+
+        read = uwsgi.chunked_read
+    else:
+        stream = environ["wsgi.input"]
+
+        def read() -> bytes:
+            return stream.read(min(65536, most - size))
+    while size < most:
+        part = read()
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)

@@ -69,6 +69,7 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
 
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
 
     from mlapi.server.ready import announce
     from mlapi.server.startup import load_application as load_app
@@ -89,6 +90,8 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
         workers=args.workers,
         blocking_threads=args.blocking_threads,
         workers_kill_timeout=limits.DRAIN_SECONDS,
+        # A client still sending its headers after this long is cut (granian's default: 30 s).
+        http1_settings=HTTP1Settings(header_read_timeout=limits.HEADERS_SECONDS * 1000),
         respawn_failed_workers=True,
         log_level=args.log_level,
         log_dictconfig=_LOGGING,

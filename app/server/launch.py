@@ -7,7 +7,6 @@ what would run.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -44,11 +43,6 @@ def threads(configured: int | None, settings: Settings) -> int:
     return configured or (BATCHING_THREADS if settings.batching else 1)
 
 
-def worker_count(settings: Settings) -> int:
-    """Worker processes for gunicorn and granian (uwsgi.ini says %k, the same default)."""
-    return settings.web_concurrency or os.cpu_count() or 1
-
-
 def server_command(server: str, port: int, ini: str | None, settings: Settings) -> list[str]:
     if server == "granian":
         # A Python launcher: it loads the models, then starts granian (app/server/granian.py).
@@ -58,11 +52,14 @@ def server_command(server: str, port: int, ini: str | None, settings: Settings) 
     if server == "gunicorn":
         return [_executable("gunicorn"), "mlapi.wsgi:application",
                 "--bind", f"0.0.0.0:{port}",
-                "--workers", str(worker_count(settings)),
+                "--workers", str(limits.worker_count(settings)),
                 "--threads", str(threads(settings.gunicorn_threads, settings)),
+                *gunicorn_worker_class(settings),
                 "--preload",  # load models once in the master, share pages with workers
                 "--graceful-timeout", str(limits.DRAIN_SECONDS),
-                "--timeout", str(limits.REQUEST_TIMEOUT_SECONDS),  # like uWSGI's harakiri
+                # A worker still stuck a second after REQUEST_TIMEOUT (the app answers 504 at it:
+                # app/http/deadline.py) is killed, like uWSGI's harakiri.
+                "--timeout", str(limits.kill_after(settings)),
                 "--max-requests", str(limits.MAX_REQUESTS),
                 "--max-requests-jitter", str(limits.MAX_REQUESTS_JITTER),
                 "--config", "python:mlapi.server.gunicorn_hooks",  # drops a dead worker's live metrics
@@ -71,10 +68,18 @@ def server_command(server: str, port: int, ini: str | None, settings: Settings) 
     return [_executable("uwsgi"), "--ini", find_ini(ini, settings)]
 
 
+def gunicorn_worker_class(settings: Settings) -> list[str]:
+    """One thread per worker: gunicorn's sync worker with a deadline on the headers
+    (app/server/gunicorn_worker.py); with threads gunicorn runs its gthread worker, as it is."""
+    if threads(settings.gunicorn_threads, settings) > 1:
+        return []
+    return ["--worker-class", "mlapi.server.gunicorn_worker.SyncWorker"]
+
+
 def granian_arguments(port: int, settings: Settings) -> list[str]:
     """mlapi.server.granian's arguments: bind address, workers, Python threads per worker,
     and the log level for granian's own lines (the launcher reads no settings itself)."""
-    return [f"0.0.0.0:{port}", "--workers", str(worker_count(settings)),
+    return [f"0.0.0.0:{port}", "--workers", str(limits.worker_count(settings)),
             "--blocking-threads", str(threads(settings.granian_blocking_threads, settings)),
             "--log-level", settings.log_level.lower()]
 
@@ -89,7 +94,7 @@ def prepare(settings: Settings, port: int, server: str, environ: Mapping[str, st
     env = {"PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     env.update({cap: "1" for cap in THREAD_CAPS if cap not in environ})
     if server == "uwsgi":
-        env.update({name: str(value) for name, value in limits.UWSGI_PLACEHOLDERS.items()})
+        env.update({name: str(value) for name, value in limits.uwsgi_placeholders(settings).items()})
         if settings.uwsgi_threads is None and settings.batching:
             env["UWSGI_THREADS"] = str(BATCHING_THREADS)  # uWSGI reads UWSGI_<OPTION> itself
     return settings, env

@@ -1,15 +1,27 @@
-"""How long a worker may drain, take over one request, and live: one value each, handed by
-`mlapi serve` to whichever server it runs (uwsgi.ini reads them as $(MLAPI_...) placeholders,
-gunicorn as flags, granian as arguments), so the three servers cannot drift apart."""
+"""How long a worker may drain, take over one request, and live, and how many workers there
+are: one value each, handed by `mlapi serve` to whichever server it runs (uwsgi.ini reads them
+as $(MLAPI_...) placeholders, gunicorn as flags, granian as arguments), so the three servers
+cannot drift apart."""
+from __future__ import annotations
+
+from mlapi.config import Settings
+from mlapi.server.cpus import available_cpus
 
 # Cloud Run sends SIGKILL 10 s after SIGTERM: in-flight requests get 8 of them to finish
 # (uWSGI's worker-reload-mercy / reload-mercy, gunicorn's --graceful-timeout, granian's
 # workers_kill_timeout).
 DRAIN_SECONDS = 8
 
-# A worker stuck on one request longer than this is killed and replaced (uWSGI's harakiri,
-# gunicorn's --timeout).
-REQUEST_TIMEOUT_SECONDS = 60
+# A client has this long to send its request line and headers; then its connection is closed.
+# Headers are a few hundred bytes: a client still sending them after 10 s is broken or
+# hostile (uWSGI's http-headers-timeout, granian's header_read_timeout; gunicorn's read of the
+# headers is held to it by mlapi.server.gunicorn_worker).
+HEADERS_SECONDS = 10
+
+# Past REQUEST_TIMEOUT the app answers 504 itself (app/http/deadline.py); the server kills a
+# worker still stuck this much later (uWSGI's harakiri, gunicorn's --timeout), for code the
+# app's timer cannot interrupt (a long native call that never returns to Python).
+KILL_GRACE_SECONDS = 1
 
 # Recycle a worker after this many requests, plus a per-worker spread so they do not all
 # restart together, to bound slow leaks in native extensions. Not lower: a recycle stalls that
@@ -19,10 +31,26 @@ REQUEST_TIMEOUT_SECONDS = 60
 MAX_REQUESTS = 200_000
 MAX_REQUESTS_JITTER = 10_000
 
-# The environment uwsgi.ini's placeholders read; `mlapi serve` always sets them.
-UWSGI_PLACEHOLDERS = {
-    "MLAPI_DRAIN_SECONDS": DRAIN_SECONDS,
-    "MLAPI_REQUEST_TIMEOUT_SECONDS": REQUEST_TIMEOUT_SECONDS,
-    "MLAPI_MAX_REQUESTS": MAX_REQUESTS,
-    "MLAPI_MAX_REQUESTS_JITTER": MAX_REQUESTS_JITTER,
-}
+
+def worker_count(settings: Settings) -> int:
+    """Worker processes, on every server: WEB_CONCURRENCY, else one per CPU this instance may
+    use (its cgroup quota, not the host's CPU count: app/server/cpus.py). Predictions are
+    CPU-bound, so more processes only add memory."""
+    return settings.web_concurrency or available_cpus()
+
+
+def kill_after(settings: Settings) -> int:
+    """Seconds after which the server itself kills a worker stuck on one request."""
+    return settings.request_timeout_seconds + KILL_GRACE_SECONDS
+
+
+def uwsgi_placeholders(settings: Settings) -> dict[str, int]:
+    """The environment uwsgi.ini's placeholders read; `mlapi serve` always sets them."""
+    return {
+        "MLAPI_WORKERS": worker_count(settings),
+        "MLAPI_DRAIN_SECONDS": DRAIN_SECONDS,
+        "MLAPI_HEADERS_SECONDS": HEADERS_SECONDS,
+        "MLAPI_KILL_AFTER_SECONDS": kill_after(settings),
+        "MLAPI_MAX_REQUESTS": MAX_REQUESTS,
+        "MLAPI_MAX_REQUESTS_JITTER": MAX_REQUESTS_JITTER,
+    }

@@ -25,12 +25,12 @@ def test_gunicorn_gets_the_limits_uwsgi_ini_gets():
     gunicorn = launch.server_command("gunicorn", 9000, None, settings())
     _, env = launch.prepare(settings(), 9000, "uwsgi", {})
     assert flag(gunicorn, "--graceful-timeout") == env["MLAPI_DRAIN_SECONDS"] == str(limits.DRAIN_SECONDS)
-    assert flag(gunicorn, "--timeout") == env["MLAPI_REQUEST_TIMEOUT_SECONDS"]
+    assert flag(gunicorn, "--timeout") == env["MLAPI_KILL_AFTER_SECONDS"] == str(limits.kill_after(settings()))
     assert flag(gunicorn, "--max-requests") == env["MLAPI_MAX_REQUESTS"]
     assert flag(gunicorn, "--max-requests-jitter") == env["MLAPI_MAX_REQUESTS_JITTER"]
     ini = (ROOT / "uwsgi.ini").read_text()
     assert re.search(r"^worker-reload-mercy = \$\(MLAPI_DRAIN_SECONDS\)$", ini, re.M)
-    assert re.search(r"^harakiri = \$\(MLAPI_REQUEST_TIMEOUT_SECONDS\)$", ini, re.M)
+    assert re.search(r"^harakiri = \$\(MLAPI_KILL_AFTER_SECONDS\)$", ini, re.M)
     assert re.search(r"^max-requests = \$\(MLAPI_MAX_REQUESTS\)$", ini, re.M)
 
 

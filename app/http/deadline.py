@@ -1,0 +1,110 @@
+"""REQUEST_TIMEOUT inside the worker: past it, the thread serving the request gets a
+RequestTimeout (a 504 with a JSON body, from the request pipeline), and the worker goes on.
+
+The servers' own timeouts kill the whole worker and leave the client without an answer
+(uWSGI's harakiri) or with an HTML page (gunicorn's --timeout), so the app keeps its own, and
+the server's stays one second later as the backstop for what this cannot interrupt:
+
+- A request on the process's main thread (uWSGI and gunicorn without threads: the default)
+  gets a SIGALRM from a per-process interval timer. Its handler raises in that thread as soon
+  as it runs Python again, and a blocking system call (a sleep, a socket read) is interrupted
+  for it; a long native call (one predict of scikit-learn's) is not, and finishes first.
+- A request on any other thread (granian's blocking threads; uWSGI, gunicorn with threads)
+  cannot be signalled: a watchdog thread raises RequestTimeout in it with
+  PyThreadState_SetAsyncExc, which takes effect at its next Python instruction, so a blocking
+  call or a native one finishes first.
+"""
+from __future__ import annotations
+
+import ctypes
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from mlapi.errors import RequestTimeout
+
+# How often the watchdog looks at the other threads' deadlines: their 504 comes at most this late.
+_WATCH_INTERVAL = 0.25
+
+
+class Deadlines:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._main_deadline: float | None = None  # while a request on the main thread runs
+        self._others: dict[int, float] = {}  # thread id → deadline, for the watchdog
+        self._watchdog: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._signal_ready: bool | None = None  # decided on the main thread's first request
+        message = (f"the request took longer than {seconds:g} s (REQUEST_TIMEOUT) and was stopped; send "
+                   f"fewer instances per request, or raise REQUEST_TIMEOUT on the server")
+
+        class Expired(RequestTimeout):
+            # PyThreadState_SetAsyncExc raises a class, instantiated without arguments.
+            def __init__(self):
+                super().__init__(message)
+
+        self._error = Expired
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        if threading.current_thread() is threading.main_thread() and self._use_signal():
+            self._main_deadline = time.monotonic() + self.seconds
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            try:
+                yield
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                self._main_deadline = None
+            return
+        ident = threading.get_ident()
+        self._others[ident] = time.monotonic() + self.seconds
+        self._start_watchdog()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._others.pop(ident, None) is None:
+                    # The watchdog fired as the request ended: take back what it has not raised yet.
+                    _raise_in_thread(ident, None)
+
+    def _use_signal(self) -> bool:
+        """SIGALRM is ours unless something else in the process already handles it."""
+        if self._signal_ready is None:
+            self._signal_ready = signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+            if self._signal_ready:
+                signal.signal(signal.SIGALRM, self._on_alarm)
+        return self._signal_ready
+
+    def _on_alarm(self, signum, frame) -> None:
+        # A SIGALRM that fired just as the request ended is handled once it is over: ignored.
+        if self._main_deadline is not None and time.monotonic() >= self._main_deadline - 0.01:
+            self._main_deadline = None
+            raise self._error()
+
+    def _start_watchdog(self) -> None:
+        # One per worker process, started by its first request on a thread (a thread started
+        # in the master before the fork would not exist in the workers).
+        if self._watchdog is not None and self._watchdog.is_alive():
+            return
+        with self._lock:
+            if self._watchdog is None or not self._watchdog.is_alive():
+                self._watchdog = threading.Thread(target=self._watch, name="mlapi-request-timeout", daemon=True)
+                self._watchdog.start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(_WATCH_INTERVAL)
+            now = time.monotonic()
+            with self._lock:
+                for ident in [ident for ident, deadline in list(self._others.items()) if now >= deadline]:
+                    del self._others[ident]
+                    _raise_in_thread(ident, self._error)
+
+
+def _raise_in_thread(ident: int, error: type[BaseException] | None) -> None:
+    """Make thread `ident` raise `error` at its next Python instruction (CPython's API; it takes
+    the class, not an instance), or with None cancel one not raised yet."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident),
+                                               ctypes.py_object(error) if error else ctypes.c_void_p(0))

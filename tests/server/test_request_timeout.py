@@ -1,0 +1,45 @@
+"""REQUEST_TIMEOUT on every server: a request still running at REQUEST_TIMEOUT gets a JSON 504
+within a second of it (app/http/deadline.py), and the server goes on serving."""
+import time
+from pathlib import Path
+
+import joblib
+import pytest
+import requests
+
+from model_doubles import SlowModel
+from timeout_doubles import BusyModel
+
+TESTS = Path(__file__).resolve().parents[1]
+SERVERS = ["uwsgi", "gunicorn", "granian"]
+
+
+@pytest.fixture
+def timeout_models(tmp_path):
+    joblib.dump(SlowModel(), tmp_path / "sleepy.joblib")
+    joblib.dump(BusyModel(), tmp_path / "busy.joblib")
+    return f"sleepy={tmp_path / 'sleepy.joblib'},busy={tmp_path / 'busy.joblib'}"
+
+
+def timed_post(url: str, seconds: float):
+    started = time.monotonic()
+    response = requests.post(url, json={"instances": [[seconds]]}, timeout=30)
+    return response, time.monotonic() - started
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_request_past_the_timeout_gets_a_json_504_and_the_server_goes_on(start_server, timeout_models, server):
+    srv = start_server({"MODELS": timeout_models, "REQUEST_TIMEOUT": "2", "PYTHONPATH": f"{TESTS}:{TESTS / 'server'}",
+                        "UWSGI_PROCESSES": "1", "WEB_CONCURRENCY": "1"}, args=("serve", "--server", server))
+    # Python work is stopped on every server; a sleep only on the main thread (not granian's
+    # request threads, which it blocks until it returns: docs/operations.md).
+    models = ["busy", "sleepy"] if server != "granian" else ["busy"]
+    for model in models:
+        response, elapsed = timed_post(f"{srv.url}/models/{model}/predict", 10)
+        assert response.status_code == 504, (model, response.text, srv.output()[-2000:])
+        assert response.headers["Content-Type"] == "application/json"
+        assert "REQUEST_TIMEOUT" in response.json()["error"]["message"]
+        assert 2 <= elapsed < 3, (model, elapsed)
+        answer, _ = timed_post(f"{srv.url}/models/{model}/predict", 0.1)  # the same worker serves on
+        assert answer.status_code == 200 and answer.json()["predictions"] == [0.1 if model == "busy" else 0.0]
+    assert srv.proc.poll() is None
