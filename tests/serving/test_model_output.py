@@ -127,3 +127,30 @@ def test_a_failing_row_fails_alone_in_a_merged_call(trained, doubles):
     assert isinstance(outcomes[1], ModelFailure)
     assert outcomes[0].predictions == pipeline.predict(np.array(parts[0])).tolist()
     assert outcomes[2].predictions == pipeline.predict(np.array(parts[2])).tolist()
+
+
+def test_a_record_the_models_code_fails_on_is_a_recorded_failure_in_a_pubsub_batch(doubles):
+    # Redelivering the message would fail the same way: the record is recorded as failed (the
+    # detail logged), the others scored, and the message acknowledged.
+    from mlapi.serving import inference
+    from mlapi.serving.model import ServedModel
+
+    _, pipeline = doubles["custom"]
+    served = ServedModel("custom", "1", pipeline)
+
+    class Registry:
+        def get(self, name, version):
+            return served
+
+    class Store:
+        def lookup(self, ids):
+            return {i: {"id": i} for i in ids}
+
+    records = {"a": [1.0, 2.0], "bad": [1000.0, 2.0], "c": [3.0, 0.0]}
+    service = inference.InferenceService(Registry(), None, Store())
+    service._instance = lambda model, entity_id, record: (records[entity_id], records[entity_id])
+    scored = service.predict_ids(inference.ModelRef("custom"), ["a", "bad", "c"])
+    assert scored.ids == ["a", "c"] and list(scored.failures) == ["bad"]
+    assert scored.failures["bad"].startswith("model custom:1 failed: a fault in the model")
+    assert SECRET not in scored.failures["bad"]
+    assert scored.result.predictions == pipeline.predict(np.array([records["a"], records["c"]])).tolist()
