@@ -65,6 +65,13 @@ RUNTIME_EMAIL = $(RUNTIME_SERVICE_ACCOUNT_NAME)@$(GCP_PROJECT_ID).iam.gserviceac
 
 # Image (built locally, pushed to Artifact Registry) and Cloud Run service, both named DOCKER_PROJECT
 DOCKER_PROJECT ?= mlapi
+# What builds and runs the image locally (build-image, run-container): docker, or podman, which
+# takes the same commands (CONTAINER_ENGINE=podman in .env or on the command line).
+CONTAINER_ENGINE ?= docker
+# pip's index settings, when the builder must reach a mirror or proxy rather than PyPI: passed by
+# name (--build-arg=NAME, its value read from the environment) to the builder stage only, so they
+# are neither on the command line nor in the image.
+PIP_BUILD_ARGS = $(foreach v,PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST,$(if $(strip $($(v))),--build-arg=$(v)))
 ARTIFACT_REPOSITORY ?= mlapi
 ifndef GIT_SHA
 GIT_SHA := $(shell git rev-parse --short HEAD 2>/dev/null)
@@ -411,13 +418,13 @@ build-image: ## build the image DOCKER_PROJECT:<git sha>, with models/ copied in
 	  echo "warning: models/ holds no .joblib: the image needs MODEL_URI/MODELS pointing at gs:// (make upload-model), or run make demo"; fi
 	@if [ -n "$$(git status --porcelain 2>/dev/null)" ]; then \
 	  echo "warning: uncommitted changes: the image tagged $(IMAGE_TAG) holds code that commit does not"; fi
-	docker build --platform=linux/amd64 --tag=$(LOCAL_IMAGE) .
+	$(CONTAINER_ENGINE) build --platform=linux/amd64 $(PIP_BUILD_ARGS) --tag=$(LOCAL_IMAGE) .
 
 # A key given in GOOGLE_APPLICATION_CREDENTIALS (to read gs:// models) is mounted read-only at
 # run time, never copied into the image; the container then runs as your uid to read it.
 run-container: ## run the image on http://localhost:8080 (PORT) with the server settings from .env
 	$(call require,DOCKER_PROJECT IMAGE_TAG PORT)
-	docker run --rm --publish=$(PORT):8080 --env=PORT=8080 \
+	$(CONTAINER_ENGINE) run --rm --publish=$(PORT):8080 --env=PORT=8080 \
 	  $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),--env='$(v)=$(strip $($(v)))')) \
 	  $(if $(strip $(API_DOCS_TOKEN)),--env=API_DOCS_TOKEN) \
 	  $(if $(strip $(API_DOCS_TOKEN_FILE)),--volume='$(abspath $(API_DOCS_TOKEN_FILE)):/run/secrets/api-docs-token:ro' \

@@ -1,5 +1,6 @@
 """Container images with make: built for Cloud Run's platform, tagged with the commit, pushed to
-Artifact Registry, and run locally with settings but never secrets baked in."""
+Artifact Registry, and run locally with settings but never secrets baked in; by docker, or by
+podman with CONTAINER_ENGINE=podman. (tests/image/test_image.py builds and runs it for real.)"""
 from __future__ import annotations
 
 import os
@@ -40,3 +41,24 @@ def test_run_container_passes_settings_not_secrets(make, tmp_path):
                     f"--user={uid_gid}", f"--volume={key}:/run/secrets/gcp-key.json:ro",
                     "--env=GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp-key.json", f"mlapi:{sha}"]
     assert not any(arg.startswith("--env-file") for arg in argv)
+
+
+def test_podman_builds_and_runs_the_image_with_the_same_commands(make):
+    sha = git_sha()
+    docker = ok(make("build-image", "run-container"))
+    podman = ok(make("build-image", "run-container", CONTAINER_ENGINE="podman"))
+    assert podman.argvs("docker") == [] and docker.argvs("podman") == []
+    assert podman.argvs("podman") == docker.argvs("docker") == [
+        ["build", "--platform=linux/amd64", f"--tag=mlapi:{sha}", "."],
+        ["run", "--rm", "--publish=8080:8080", "--env=PORT=8080", f"mlapi:{sha}"]]
+
+
+def test_pip_index_settings_reach_the_build_by_name_only(make):
+    # A mirror's URL may hold a token: the engine reads the value from the environment, so it is
+    # neither in the command line (ps, CI logs) nor, declared in the builder stage only, in the image.
+    index = "https://user:token@mirror.example/simple"
+    build = ok(make("build-image", env={"PIP_INDEX_URL": index, "PIP_TRUSTED_HOST": "mirror.example"}))
+    [argv] = build.argvs("docker")
+    assert argv == ["build", "--platform=linux/amd64", "--build-arg=PIP_INDEX_URL", "--build-arg=PIP_TRUSTED_HOST",
+                    f"--tag=mlapi:{git_sha()}", "."]
+    assert index not in " ".join(argv)
