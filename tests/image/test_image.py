@@ -39,7 +39,7 @@ BASE_SCRIPT = Path(__file__).with_name("base_image.sh")
 IMAGE = "mlapi-image-test:test"
 # 630 MB as built here: 181 MB of base (Debian's python3, with C headers python:slim lacks) and
 # 449 MB of ours; it was 860 MB on the same base before the builder trimmed the virtualenv
-# (README, "Run it in Docker", says what is left and why).
+# (docs/deploy.md, "Run it in Docker", says what is left and why).
 SIZE_LIMIT_MB = 640
 # What the build context holds: the files the Dockerfile copies, the Dockerfile, .dockerignore.
 CONTEXT = ("Dockerfile", ".dockerignore", "setup.py", "constraints.txt", "README.md", "uwsgi.ini", "app")
