@@ -41,8 +41,9 @@ class Settings:
     # Rows (instances, records, ids) one request may carry; more are refused with 413. A bigger
     # job is bulk scoring's (`mlapi batch-predict`).
     max_rows: int = 10_000
-    # The longest one request may run, in seconds, on every server (uWSGI's harakiri, gunicorn's
-    # --timeout, granian's...); past it the caller gets a 504 where the server allows one.
+    # The longest one request may run, in seconds, on every server: past it the request pipeline
+    # answers a JSON 504 (app/http/deadline.py); the server kills a worker still stuck 1 s later
+    # (uWSGI's harakiri, gunicorn's --timeout).
     request_timeout_seconds: int = 60
     # "production" (the default on Cloud Run, where K_SERVICE is set) or "development": what an
     # anonymous caller may see (artifact paths, /metrics), per route: docs/security.md.
@@ -103,7 +104,8 @@ class Settings:
     # ---- `mlapi serve`: which server, how many workers and threads (app/server/launch.py) ----
     # uwsgi, gunicorn or granian; unset: granian when micro-batching is on, else uwsgi.
     server: str | None = None
-    # gunicorn's and granian's worker processes; unset: one per CPU (uwsgi.ini's %k).
+    # Worker processes on every server (uWSGI's UWSGI_PROCESSES wins there); unset: one per CPU
+    # the instance's cgroup quota grants (app/server/cpus.py), not the host's count.
     web_concurrency: int | None = None
     # Request threads per worker, one setting per server as each documents it; unset: 1, or
     # app/server/launch.py's BATCHING_THREADS with micro-batching. uWSGI reads UWSGI_THREADS

@@ -32,11 +32,9 @@ _WATCH_INTERVAL = 0.25
 class Deadlines:
     def __init__(self, seconds: float):
         self.seconds = seconds
-        self._main_deadline: float | None = None  # while a request on the main thread runs
         self._others: dict[int, float] = {}  # thread id → deadline, for the watchdog
         self._watchdog: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._signal_ready: bool | None = None  # decided on the main thread's first request
         message = (f"the request took longer than {seconds:g} s (REQUEST_TIMEOUT) and was stopped; send "
                    f"fewer instances per request, or raise REQUEST_TIMEOUT on the server")
 
@@ -49,14 +47,14 @@ class Deadlines:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        if threading.current_thread() is threading.main_thread() and self._use_signal():
-            self._main_deadline = time.monotonic() + self.seconds
+        if threading.current_thread() is threading.main_thread() and _signal_is_ours():
+            _main_request[:] = [time.monotonic() + self.seconds, self._error]
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
             try:
                 yield
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
-                self._main_deadline = None
+                _main_request.clear()
             return
         ident = threading.get_ident()
         self._others[ident] = time.monotonic() + self.seconds
@@ -68,20 +66,6 @@ class Deadlines:
                 if self._others.pop(ident, None) is None:
                     # The watchdog fired as the request ended: take back what it has not raised yet.
                     _raise_in_thread(ident, None)
-
-    def _use_signal(self) -> bool:
-        """SIGALRM is ours unless something else in the process already handles it."""
-        if self._signal_ready is None:
-            self._signal_ready = signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
-            if self._signal_ready:
-                signal.signal(signal.SIGALRM, self._on_alarm)
-        return self._signal_ready
-
-    def _on_alarm(self, signum, frame) -> None:
-        # A SIGALRM that fired just as the request ended is handled once it is over: ignored.
-        if self._main_deadline is not None and time.monotonic() >= self._main_deadline - 0.01:
-            self._main_deadline = None
-            raise self._error()
 
     def _start_watchdog(self) -> None:
         # One per worker process, started by its first request on a thread (a thread started
@@ -101,6 +85,30 @@ class Deadlines:
                 for ident in [ident for ident, deadline in list(self._others.items()) if now >= deadline]:
                     del self._others[ident]
                     _raise_in_thread(ident, self._error)
+
+
+# The request running on the main thread: [deadline, error class], empty between requests. One
+# per process (there is one main thread), whichever app (tests build many) set the timer.
+_main_request: list = []
+
+
+def _on_alarm(signum, frame) -> None:
+    # A SIGALRM that fired just as the request ended is handled once it is over: ignored.
+    if _main_request and time.monotonic() >= _main_request[0] - 0.01:
+        error = _main_request[1]
+        _main_request.clear()
+        raise error()
+
+
+def _signal_is_ours() -> bool:
+    """SIGALRM is ours unless something else in the process already handles it."""
+    current = signal.getsignal(signal.SIGALRM)
+    if current is _on_alarm:
+        return True
+    if current in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGALRM, _on_alarm)
+        return True
+    return False
 
 
 def _raise_in_thread(ident: int, error: type[BaseException] | None) -> None:

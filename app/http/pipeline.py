@@ -91,6 +91,8 @@ class RequestPipeline:
         # The body is unread (413) or maybe half read (504): this connection cannot carry another request.
         respond(_STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                                         ("Connection", "close"), *headers])
+        if status == 413 and environ.get("uwsgi.version") is not None:
+            return _DrainAfter([body], environ)
         return [body]
 
     @staticmethod
@@ -102,6 +104,31 @@ class RequestPipeline:
             "requestMethod": method, "requestUrl": path, "status": status, "responseSize": size,
             "userAgent": environ.get("HTTP_USER_AGENT", ""), "remoteIp": environ.get("REMOTE_ADDR"),
             "latency": f"{elapsed:.6f}s", "protocol": environ.get("SERVER_PROTOCOL")}})
+
+
+class _DrainAfter(list):
+    """The answer, then, once it is sent (WSGI's close), a short read of the unread body.
+
+    Under uWSGI's HTTP router a worker that closes with a body still arriving makes the router
+    drop the session, answer and all: a client that sends its whole body before reading (most
+    do) saw the connection reset instead of its 413. So the worker reads on, discarding, for
+    at most DRAIN_SECONDS: the answer has reached the router by then, which relays it while the
+    client finishes sending. gunicorn and granian close gracefully on their own."""
+
+    DRAIN_SECONDS = 1.0
+
+    def __init__(self, body: list[bytes], environ: dict):
+        super().__init__(body)
+        self.environ = environ
+
+    def close(self) -> None:
+        stream = self.environ["wsgi.input"]
+        deadline = time.monotonic() + self.DRAIN_SECONDS
+        try:
+            while time.monotonic() < deadline and stream.read(65536):
+                pass
+        except OSError:
+            pass  # the client went away: nothing left to drain
 
 
 def limit_body(environ: dict, limit: int) -> None:

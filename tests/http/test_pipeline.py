@@ -1,6 +1,8 @@
 """The request pipeline (app/http/pipeline.py) around the fast path and Flask: request id,
 metrics and the access log written once for every request, whichever layer answers it; a
 failing request runs once; any JSON route registered by a protocol adapter is fast."""
+import io
+import json
 import logging
 
 import pytest
@@ -92,3 +94,57 @@ def test_the_text_routes_are_fast_and_answer_as_flask_does(app, trained):
     assert [a.status_code for a in answers] == [200, 200, 200, 400, 422, 404]
     estimator = trained["text"][1]
     assert answers[0].get_json()["top"]["label"] == estimator.predict(["refund my invoice"])[0]
+
+
+class Unreadable(io.RawIOBase):
+    """A body that must not be read: the test fails if anything tries."""
+
+    def read(self, size=-1):
+        raise AssertionError("the body was read")
+
+
+def call(app, environ: dict):
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured.update(status=status, headers=dict(headers))
+
+    from werkzeug.test import EnvironBuilder
+
+    base = EnvironBuilder(method="POST", path="/predict", content_type="application/json").get_environ()
+    base.update(environ)
+    body = b"".join(app.wsgi_app(base, start_response))
+    return captured["status"], captured["headers"], json.loads(body)
+
+
+def test_a_declared_length_over_the_limit_is_refused_unread(make_app, trained):
+    app = make_app(MODELS=models_env(trained, "cancer"), MAX_REQUEST_BYTES="1000")
+    status, headers, body = call(app, {"CONTENT_LENGTH": "1001", "wsgi.input": Unreadable()})
+    assert status.startswith("413 ") and headers["Connection"] == "close"
+    assert body["error"]["status"] == 413 and "1000 bytes" in body["error"]["message"]
+
+
+def test_a_chunked_body_is_read_whole_or_refused_past_the_limit(make_app, trained):
+    _, estimator, sample = trained["cancer"]
+    app = make_app(MODELS=models_env(trained, "cancer"), MAX_REQUEST_BYTES="5000")
+    payload = json.dumps({"instances": as_plain(sample)}).encode()
+    # What gunicorn and granian hand the app for a chunked body: no CONTENT_LENGTH, the chunks decoded.
+    chunked = {"CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"}
+    status, _, body = call(app, {**chunked, "wsgi.input": io.BytesIO(payload)})
+    assert status.startswith("200 ") and body["predictions"] == estimator.predict(sample).tolist()
+    status, _, body = call(app, {**chunked, "wsgi.input": io.BytesIO(payload * 10)})
+    assert status.startswith("413 ") and body["error"]["status"] == 413
+
+
+def test_a_request_past_the_timeout_is_answered_504_in_json(make_app, tmp_path):
+    import joblib
+
+    from model_doubles import SlowModel
+
+    joblib.dump(SlowModel(), tmp_path / "slow.joblib")
+    app = make_app(MODELS=f"slow={tmp_path / 'slow.joblib'}", REQUEST_TIMEOUT="1")
+    client = app.test_client()
+    response = client.post("/predict", json={"instances": [[30]]})  # stopped at 1 s, not 30
+    assert response.status_code == 504 and response.json["error"]["status"] == 504
+    assert "REQUEST_TIMEOUT" in response.json["error"]["message"]
+    assert client.post("/predict", json={"instances": [[0]]}).status_code == 200
