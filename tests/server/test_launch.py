@@ -95,3 +95,10 @@ def test_the_server_is_chosen_once_from_settings():
     assert launch.choose_server(None, settings(MAX_BATCH_SIZE=8)) == "granian"
     assert launch.choose_server(None, settings(MAX_BATCH_SIZE=8, SERVER="gunicorn")) == "gunicorn"
     assert launch.choose_server("uwsgi", settings(SERVER="granian")) == "uwsgi"
+
+
+def test_gunicorn_runs_the_sync_worker_with_a_headers_deadline_unless_threaded(tmp_path):
+    single = launch.server_command("gunicorn", 1, None, settings(PROMETHEUS_MULTIPROC_DIR=tmp_path))
+    assert flag(single, "--worker-class") == "mlapi.server.gunicorn_worker.SyncWorker"
+    threaded = launch.server_command("gunicorn", 1, None, settings(GUNICORN_THREADS=4, PROMETHEUS_MULTIPROC_DIR=tmp_path))
+    assert "--worker-class" not in threaded  # gunicorn's gthread worker, as it is
