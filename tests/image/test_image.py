@@ -22,6 +22,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -123,8 +124,7 @@ def pip_index_settings() -> dict[str, str]:
     for `make build-image` to pass into the builder. Local ones (file://, a path) cannot be reached
     from inside the build, so they are left out."""
     found = {}
-    listed = subprocess.run(["pip", "config", "list"], capture_output=True, text=True).stdout \
-        if shutil.which("pip") else ""
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     for line in listed.splitlines():
         key, _, value = line.partition("=")
         name = "PIP_" + key.split(".", 1)[-1].upper().replace("-", "_")
