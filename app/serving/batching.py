@@ -26,7 +26,7 @@ from scipy import sparse
 
 from mlapi.errors import InvalidInput, ModelFailure
 from mlapi.serving.frames import is_dataframe
-from mlapi.serving.input_faults import explanations
+from mlapi.serving.input_faults import explaining, explanations
 from mlapi.serving.model import PredictionResult
 
 
@@ -155,6 +155,8 @@ def merge_results(results: list[PredictionResult]) -> PredictionResult:
 
 def _attempt(predict, model_input, probabilities) -> PredictionResult | BaseException:
     try:
+        if explaining():  # the common case (a micro-batch of one request): no switch to pay for
+            return predict(model_input, probabilities)
         # explained, even inside another merged call (a Pub/Sub message's rows, led through a batcher)
         with explanations(True):
             return predict(model_input, probabilities)

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 _explaining: ContextVar[bool] = ContextVar("mlapi_explaining", default=True)
 
 
+def explaining() -> bool:
+    """Whether a rejection here would be explained (explanations' setting; on by default)."""
+    return _explaining.get()
+
+
 @contextmanager
 def explanations(on: bool) -> Iterator[None]:
     """Rejections inside this block are explained (on) or keep the model's words (off)."""
