@@ -47,6 +47,7 @@ def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None
 
     registry = ModelRegistry.load(settings.models if models is None else models,
                                   partial(load_model, settings=settings))
+    registry.hide_load_reasons = settings.production
     feature_store = FeatureStore(settings.feature_store_url, settings.feature_table,
                                  settings.feature_id_column, settings.feature_text_column)
     inference = InferenceService(registry, PredictionCache(settings.prediction_cache_size), feature_store,

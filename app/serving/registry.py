@@ -17,6 +17,10 @@ from mlapi.serving.model import ServedModel
 
 log = logging.getLogger(__name__)
 
+# What a caller is told of a failed load when the reason must stay in the log (production: the
+# reason may name the artifact's path or bucket).
+LOAD_FAILED = "failed to load: the server's log says why"
+
 
 @dataclass(frozen=True)
 class LoadFailure:
@@ -32,6 +36,8 @@ class ModelRegistry:
     def __init__(self, default_model: str | None = None):
         self._versions: dict[str, dict[str, ServedModel | LoadFailure]] = {}
         self.default_model = default_model
+        # Production: a predict route's 503 says LOAD_FAILED rather than the reason (as /readyz does).
+        self.hide_load_reasons = False
 
     @classmethod
     def load(cls, specs: Iterable[ModelSpec], loader: Callable[[ModelSpec], ServedModel]) -> "ModelRegistry":
@@ -82,7 +88,8 @@ class ModelRegistry:
                                 f"{', '.join(versions)}, or leave the version out for the newest",
                                 versions=list(versions))
         if isinstance(entry, LoadFailure):
-            raise ModelNotReady(f"model {name}:{version} is not loaded: {entry.reason}")
+            reason = LOAD_FAILED if self.hide_load_reasons else entry.reason
+            raise ModelNotReady(f"model {name}:{version} is not loaded: {reason}")
         return entry
 
     def entries(self, name: str | None = None) -> list[ServedModel | LoadFailure]:

@@ -83,6 +83,10 @@ def test_production_shows_no_artifact_location_internals_or_load_error(served_in
     [gone] = [f for f in ready.get_json()["failures"] if f.get("name") == "gone"]
     assert gone == {"name": "gone", "version": "1", "ready": False, "error": "failed to load: the server's log says why"}
     assert client.get("/openapi.json").status_code == 404  # API_DOCS: off in production unless asked
+    # A predict route's 503 for the model that failed says so without the reason (its path)
+    refused = client.post("/models/gone/predict", json={"instances": [[0.0] * 30]})
+    assert refused.status_code == 503 and "failed to load: the server's log says why" in refused.get_json()["error"]["message"]
+    assert not any(path in refused.get_data(as_text=True) for path in paths)
 
 
 def test_development_shows_everything(served_in, trained, tmp_path):
@@ -91,6 +95,8 @@ def test_development_shows_everything(served_in, trained, tmp_path):
     assert cancer["uri"] == str(trained["cancer"][0]) and cancer["estimator"] == "Pipeline" and cancer["compute_path"]
     [gone] = [f for f in client.get("/readyz").get_json()["failures"] if f.get("name") == "gone"]
     assert gone["uri"] == str(tmp_path / "artifacts" / "gone.joblib") and "gone.joblib" in gone["error"]
+    refused = client.post("/models/gone/predict", json={"instances": [[0.0] * 30]})
+    assert refused.status_code == 503 and "gone.joblib" in refused.get_json()["error"]["message"]
     assert client.get("/openapi.json").status_code == 200
 
 

@@ -13,6 +13,7 @@ from flask import Blueprint
 from mlapi.errors import StoreUnavailable
 from mlapi.http.routes.common import documented, json_response, services
 from mlapi.protocols.response_bodies import Health, ModelDescription, ModelList, ModelVersions, Readiness
+from mlapi.serving.registry import LOAD_FAILED
 
 blueprint = Blueprint("health", __name__)
 
@@ -20,7 +21,6 @@ blueprint = Blueprint("health", __name__)
 # built of and with, how it is computed. Hidden in production.
 INTERNALS = ("uri", "estimator", "steps", "has_feature_step", "compute_path", "sklearn_version",
              "serving_sklearn_version", "load_seconds")
-LOAD_FAILED = "failed to load: the server's log says why"
 
 
 def described(entry) -> dict:
