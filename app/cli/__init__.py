@@ -17,7 +17,7 @@ import signal
 import sys
 
 from mlapi.config import Settings
-from mlapi.errors import ConfigurationError
+from mlapi.errors import ConfigurationError, StoreUnavailable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,9 @@ def _run(argv: list[str] | None) -> int:
     except ConfigurationError as exc:
         print(f"mlapi: {exc.message}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:  # a database unreachable, or its driver not installed: one line, not a traceback
+        print(f"mlapi: {exc.message}", file=sys.stderr)
+        return 1
 
 
 def _stdout_reader_gone() -> bool:

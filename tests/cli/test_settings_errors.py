@@ -44,6 +44,12 @@ def test_every_command_reports_a_bad_setting_the_same_way(args, env):
     assert line.startswith(f"mlapi: {variable}=") and "Traceback" not in result.stderr
 
 
+def test_a_database_driver_not_installed_is_one_line_not_a_traceback():
+    result = mlapi("features", "add", "hello", FEATURE_STORE_URL="postgresql+psycopg2://postgres@127.0.0.1/test")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("mlapi: ") and "install mlapi[postgres]" in result.stderr
+
+
 def test_demo_reads_no_setting(tmp_path):
     # It trains and writes files only: an unrelated typo in the environment does not stop it.
     result = mlapi("demo", "--out", str(tmp_path), MAX_BATCH_SIZE="abc")
