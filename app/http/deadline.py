@@ -20,8 +20,6 @@ import ctypes
 import signal
 import threading
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 from mlapi.errors import RequestTimeout
 
@@ -45,27 +43,28 @@ class Deadlines:
 
         self._error = Expired
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        if threading.current_thread() is threading.main_thread() and _signal_is_ours():
+    # start / stop rather than a context manager: they run around every request, and a
+    # generator-based one costs more than the timer itself.
+    def start(self) -> int | None:
+        """Arm this request's deadline; returns what stop() takes (None: the main thread's timer)."""
+        ident = threading.get_ident()
+        if ident == threading.main_thread().ident and _signal_is_ours():
             _main_request[:] = [time.monotonic() + self.seconds, self._error]
             signal.setitimer(signal.ITIMER_REAL, self.seconds)
-            try:
-                yield
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                _main_request.clear()
-            return
-        ident = threading.get_ident()
+            return None
         self._others[ident] = time.monotonic() + self.seconds
         self._start_watchdog()
-        try:
-            yield
-        finally:
-            with self._lock:
-                if self._others.pop(ident, None) is None:
-                    # The watchdog fired as the request ended: take back what it has not raised yet.
-                    _raise_in_thread(ident, None)
+        return ident
+
+    def stop(self, armed: int | None) -> None:
+        if armed is None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            _main_request.clear()
+            return
+        with self._lock:
+            if self._others.pop(armed, None) is None:
+                # The watchdog fired as the request ended: take back what it has not raised yet.
+                _raise_in_thread(armed, None)
 
     def _start_watchdog(self) -> None:
         # One per worker process, started by its first request on a thread (a thread started

@@ -62,8 +62,11 @@ class RequestPipeline:
                 if self.deadlines is None:
                     body = self.app(environ, respond)
                 else:
-                    with self.deadlines.running():
+                    armed = self.deadlines.start()
+                    try:
                         body = self.app(environ, respond)
+                    finally:
+                        self.deadlines.stop(armed)
             except (RequestTimeout, RequestEntityTooLarge) as exc:
                 # Raised by limit_body, or anywhere inside the app by the timer: a JSON answer
                 # like every other error's, unless the app had already begun its own.
