@@ -53,6 +53,7 @@ setup(
     "SQLAlchemy>=2.0",  # the feature store and predictions table (SQLite by default)
     "tqdm>=4.60",  # progress bars for imports and bulk scoring
     "prometheus-client>=0.20",  # /metrics, summed across worker processes
+    "google-auth>=2.20",  # the Pub/Sub push's OIDC token, verified in the app (app/http/push_auth.py)
     "pyarrow>=15",  # bulk scoring and `features import`: streamed CSV / Parquet (the server keeps it out: app/wsgi.py)
     ],
     extras_require=EXTRAS,

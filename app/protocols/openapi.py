@@ -29,11 +29,12 @@ ERRORS = {
     401: ("Unauthorized", "A token is required: Authorization: Bearer <token>."),
     404: ("NotFound", "No such model, version, record or route; `error.message` lists what there is."),
     405: ("MethodNotAllowed", "Another method than this path takes; the Allow header lists them."),
-    413: ("PayloadTooLarge", "The body is larger than MAX_REQUEST_BYTES."),
+    413: ("PayloadTooLarge", "The body is larger than MAX_REQUEST_BYTES, or holds more rows than MAX_ROWS."),
     415: ("UnsupportedMediaType", "The Content-Type is not application/json."),
     422: ("InvalidInput", "Well-formed, but does not fit the model: `error.message` names the instance and "
                          "feature, and what the model expects."),
     503: ("Unavailable", "The model is not loaded, or a database does not answer: retry later."),
+    504: ("RequestTimeout", "The request ran longer than REQUEST_TIMEOUT and was stopped."),
 }
 # What every JSON POST route may answer, whatever it does.
 JSON_POST_ERRORS = (400, 405, 413, 415)
@@ -199,7 +200,8 @@ def _responses(route: Route) -> dict:
     responses: dict[str, Any] = {"200": _answer(doc.answer)}
     for status, struct in doc.other_answers.items():
         responses[str(status)] = _answer(struct, status)
-    errors = set(doc.errors) | (set(JSON_POST_ERRORS) if route.method == "POST" else {405})
+    # Any request may outlast REQUEST_TIMEOUT (the request pipeline answers 504 for every route).
+    errors = set(doc.errors) | {504} | (set(JSON_POST_ERRORS) if route.method == "POST" else {405})
     for status in sorted(errors):
         responses.setdefault(str(status), {"$ref": f"#/components/responses/{ERRORS[status][0]}"})
     return responses

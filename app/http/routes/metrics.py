@@ -21,7 +21,7 @@ def served(settings) -> bool:
 
 
 @blueprint.get("/metrics")
-@documented("text/plain", errors=(401,), tag="health")
+@documented("text/plain", errors=(401, 404), tag="health")  # 404: production without METRICS_TOKEN
 def prometheus_metrics():
     """Prometheus metrics, summed over the server's workers (401 without the METRICS_TOKEN if one is set;
     in production only served with one)"""
