@@ -41,9 +41,10 @@ def begin_request(request_id_header: str | None, trace_header: str | None) -> co
     """Name the current request: the caller's X-Request-ID if it is harmless in logs and
     headers (at most 128 of A-Z a-z 0-9 . _ : -), else a fresh one; the trace id from a
     well-formed X-Cloud-Trace-Context (TRACE_ID/SPAN_ID;o=1), else none."""
-    given = request_id_header or ""
-    request_id = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-    trace = _TRACE_CONTEXT.fullmatch(trace_header or "")
+    # (no regex run for a header not sent: most requests, every one of them)
+    given = request_id_header
+    request_id = given if given and _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    trace = _TRACE_CONTEXT.fullmatch(trace_header) if trace_header else None
     return current_request.set((request_id, trace.group(1).lower() if trace else None))
 
 
