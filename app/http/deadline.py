@@ -23,6 +23,7 @@ import threading
 import time
 
 from mlapi.errors import RequestTimeout
+from mlapi.serving.batching import UNINTERRUPTIBLE
 
 # How often the watchdog looks at the other threads' deadlines: their 504 comes at most this late.
 _WATCH_INTERVAL = 0.25
@@ -68,8 +69,9 @@ class Deadlines:
                 _raise_in_thread(armed, None)
 
     def _start_watchdog(self) -> None:
-        # One per worker process, started by its first request on a thread (a thread started
-        # in the master before the fork would not exist in the workers).
+        # One per Deadlines (one per app: in a server, one per worker process), started by its
+        # first request on a thread (a thread started in the master before the fork would not
+        # exist in the workers).
         if self._watchdog is not None and self._watchdog.is_alive():
             return
         with self._lock:
@@ -82,7 +84,9 @@ class Deadlines:
             time.sleep(_WATCH_INTERVAL)
             now = time.monotonic()
             with self._lock:
-                for ident in [ident for ident, deadline in list(self._others.items()) if now >= deadline]:
+                # (a thread inside a micro-batcher is left until it is out: serving/batching.py)
+                for ident in [ident for ident, deadline in list(self._others.items())
+                              if now >= deadline and ident not in UNINTERRUPTIBLE]:
                     del self._others[ident]
                     _raise_in_thread(ident, self._error)
 
@@ -95,6 +99,9 @@ _main_request: list = []
 def _on_alarm(signum, frame) -> None:
     # A SIGALRM that fired just as the request ended is handled once it is over: ignored.
     if _main_request and time.monotonic() >= _main_request[0] - 0.01:
+        if threading.get_ident() in UNINTERRUPTIBLE:  # inside a micro-batcher: once it is out
+            signal.setitimer(signal.ITIMER_REAL, _WATCH_INTERVAL)
+            return
         error = _main_request[1]
         _main_request.clear()
         raise error()

@@ -56,21 +56,23 @@ class RequestPipeline:
 
         status = 500  # unless the app answers: an exception escaping it is the server's 500
         try:
+            body = None
             try:
-                if self.max_body_bytes is not None:
-                    limit_body(environ, self.max_body_bytes)
                 if self.deadlines is None:
-                    body = self.app(environ, respond)
+                    body = self._answer(environ, respond)
                 else:
+                    # Armed before the body is read: a chunked body trickled in is cut too.
                     armed = self.deadlines.start()
                     try:
-                        body = self.app(environ, respond)
+                        body = self._answer(environ, respond)
                     finally:
                         self.deadlines.stop(armed)
             except (RequestTimeout, RequestEntityTooLarge) as exc:
                 # Raised by limit_body, or anywhere inside the app by the timer: a JSON answer
                 # like every other error's, unless the app had already begun its own.
                 if answered:
+                    if body is not None and isinstance(exc, RequestTimeout):
+                        return body  # the timer fired as the request ended: its answer stands
                     raise
                 body = self._refuse(exc, environ, respond)
             if answered:
@@ -84,6 +86,11 @@ class RequestPipeline:
                 self._log_access(environ, status, answered[1] if answered else [], elapsed)
             metrics.current_model.reset(model_token)
             end_request(token)
+
+    def _answer(self, environ: dict, respond: Callable) -> Iterable[bytes]:
+        if self.max_body_bytes is not None:
+            limit_body(environ, self.max_body_bytes)
+        return self.app(environ, respond)
 
     def _refuse(self, exc: Exception, environ: dict, respond: Callable) -> list[bytes]:
         status, error, headers = error_response(exc, self.max_body_bytes)

@@ -30,6 +30,14 @@ from mlapi.serving.input_faults import explaining, explanations
 from mlapi.serving.model import PredictionResult
 
 
+# Threads inside a micro-batcher. An exception raised into one of them from outside (the request
+# timeout: http/deadline.py) would break the hand-over between requests (a follower chosen to
+# lead that raises instead leaves every later request of the model waiting for ever), so the
+# timeout waits until the thread leaves. The model call itself is mostly native code, which no
+# such exception interrupts anyway.
+UNINTERRUPTIBLE: set[int] = set()
+
+
 @dataclass
 class _Pending:
     model_input: Any
@@ -55,6 +63,14 @@ class MicroBatcher:
         self._busy = False
 
     def predict(self, model_input, probabilities: bool | None = None) -> PredictionResult:
+        thread = threading.get_ident()
+        UNINTERRUPTIBLE.add(thread)
+        try:
+            return self._predict_in_turn(model_input, probabilities)
+        finally:
+            UNINTERRUPTIBLE.discard(thread)
+
+    def _predict_in_turn(self, model_input, probabilities: bool | None) -> PredictionResult:
         pending = _Pending(model_input, _row_count(model_input), probabilities)
         with self._lock:
             if self._busy:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from mlapi.errors import InvalidInput, shown
+from mlapi.errors import InvalidInput, RequestTimeout, shown
 from mlapi.serving.frames import is_dataframe
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ def explain_rejection(model: ServedModel, model_input, exc: InvalidInput) -> Inv
         return _in_the_models_words(model, exc)
     try:
         return _diagnose(model, model_input, exc)
+    except RequestTimeout:  # the request's time is up while diagnosing: a 504, not the 422
+        raise
     except Exception:
         log.debug("could not explain why %s:%s rejected its input; its own words stand",
                   model.name, model.version, exc_info=True)

@@ -43,3 +43,21 @@ def test_a_request_past_the_timeout_gets_a_json_504_and_the_server_goes_on(start
         answer, _ = timed_post(f"{srv.url}/models/{model}/predict", 0.1)  # the same worker serves on
         assert answer.status_code == 200 and answer.json()["predictions"] == [0.1 if model == "busy" else 0.0]
     assert srv.proc.poll() is None
+
+
+def test_a_timeout_inside_a_micro_batch_leaves_the_model_serving(start_server, timeout_models):
+    # Six requests that outlast REQUEST_TIMEOUT, batched: the first runs alone, the others wait
+    # in the batcher's queue and pass of their deadline there. A timeout raised into a waiting
+    # request as it was handed the lead would leave the batcher busy for ever: every later
+    # request of the model would hang (serving/batching.py's UNINTERRUPTIBLE).
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = start_server({"MODELS": timeout_models, "REQUEST_TIMEOUT": "2", "MAX_BATCH_SIZE": "8",
+                        "PYTHONPATH": f"{TESTS}:{TESTS / 'server'}", "WEB_CONCURRENCY": "1"})
+    url = f"{srv.url}/models/busy/predict"
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: timed_post(url, 3)[0], range(6)))
+    assert {answer.status_code for answer in answers} <= {200, 504}, [a.text for a in answers]
+    answer, elapsed = timed_post(url, 0.1)
+    assert answer.status_code == 200 and answer.json()["predictions"] == [0.1] and elapsed < 5, (answer.text, elapsed)
+    assert srv.proc.poll() is None

@@ -197,7 +197,7 @@ def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, serv
 def test_the_master_does_not_import_rich_for_scikit_learns_progress_bar(trained, tmp_path):
     # scikit-learn 1.9's fit-time progress bar imports rich whenever it is installed (the test
     # tools bring it): 54 modules and ~2 MB in every server for a bar it never draws.
-    pytest.importorskip("rich")
+    import rich  # noqa: F401  (a test tool: schemathesis brings it; its absence must fail, not skip)
     script = """
 import sys
 import mlapi.wsgi
