@@ -1,9 +1,8 @@
 """Shared fixtures: models trained in tmp_path, the app factory, and a real server process.
 
 A test that needs a service this machine lacks (a database, Node.js, make, hadolint) calls
-`service_missing(...)`: it skips with the reason locally, and fails under CI=true. The one
-exception is the Google Cloud SDK, which the project cannot install: `cloud_sdk_missing(...)`
-skips everywhere.
+`service_missing(...)`: it skips with the reason locally, and fails under CI=true. The Google
+Cloud SDK too (`cloud_sdk_missing(...)`): the project cannot install it, but CI runs where it is.
 """
 from __future__ import annotations
 
@@ -34,10 +33,9 @@ def service_missing(reason: str):
 
 
 def cloud_sdk_missing(what: str):
-    """Skip, also under CI=true: the Google Cloud SDK is an optional download the project
-    cannot install, so its absence is not a broken CI machine."""
-    pytest.skip(f"the Google Cloud SDK (gcloud) is not installed, so {what}; "
-                "this skips even under CI=true, as the SDK cannot be installed by the project")
+    """The Google Cloud SDK is missing: like any other service, a skip locally and a failure
+    under CI=true (CI runs where the SDK is installed; a CI machine without it must say so)."""
+    service_missing(f"the Google Cloud SDK (gcloud) is not installed, so {what}")
 
 
 def free_port() -> int:
