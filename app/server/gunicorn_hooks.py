@@ -6,6 +6,8 @@ import json
 from gunicorn import util
 from prometheus_client import multiprocess
 
+from mlapi.errors import cut
+
 # No control socket (gunicorn 27's runtime management interface, `gunicornc`): nothing manages a
 # server here at run time (Cloud Run replaces it), it would be one more socket, written under
 # $HOME, and its "listening" line would follow the ready line below. (A setting older gunicorns
@@ -20,9 +22,7 @@ def write_json_error(sock, status_int, reason, mesg):
     """gunicorn's answer to a request it refuses before the app sees it (a malformed request
     line or header, an oversized header, a bad chunk) or to an error escaping the app: the
     app's JSON error body ({"error": {"message", "status"}}) instead of gunicorn's HTML page."""
-    text = f"{reason.lower()}: {mesg}" if mesg else reason.lower()
-    if len(text) > _MESSAGE_CHARS:
-        text = f"{text[:_MESSAGE_CHARS]}…({len(text) - _MESSAGE_CHARS} more)"
+    text = cut(f"{reason.lower()}: {mesg}" if mesg else reason.lower(), _MESSAGE_CHARS)
     body = json.dumps({"error": {"message": text, "status": status_int}}).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
