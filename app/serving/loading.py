@@ -29,7 +29,7 @@ def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
     """Fetch, verify and unpickle one artifact. Raises ArtifactError with a readable reason."""
     started = time.time()
     data = read_artifact(spec.uri, settings.model_cache_dir, settings.storage_emulator_host,
-                         settings.google_cloud_project)
+                         settings.google_cloud_project, spec.sha256)
     digest = hashlib.sha256(data).hexdigest()
     if spec.sha256 and digest != spec.sha256:
         raise ArtifactError(f"sha256 mismatch for {spec.uri}: expected {spec.sha256}, file has {digest}; refusing to load it")
