@@ -95,6 +95,7 @@ def prepare(settings: Settings, port: int, server: str, environ: Mapping[str, st
     env.update({cap: "1" for cap in THREAD_CAPS if cap not in environ})
     if server == "uwsgi":
         env.update({name: str(value) for name, value in limits.uwsgi_placeholders(settings).items()})
+        env["MLAPI_SOCKET_DIR"] = private_socket_dir()
         if settings.uwsgi_threads is None and settings.batching:
             env["UWSGI_THREADS"] = str(BATCHING_THREADS)  # uWSGI reads UWSGI_<OPTION> itself
     return settings, env
@@ -114,6 +115,14 @@ def fresh_metrics_dir(configured: str | None) -> str:
         raise ConfigurationError(f"PROMETHEUS_MULTIPROC_DIR={configured!r} is not a writable directory "
                                  f"({exc.strerror})") from None
     return str(path)
+
+
+def private_socket_dir() -> str:
+    """A directory for the uWSGI workers' socket that only this server's user can enter: a
+    fresh random name (mkdtemp: mode 0700, created or failing atomically), so no other local
+    user can create the socket's path first, squatting it or listening in the router's place.
+    uwsgi.ini removes it when the server exits."""
+    return tempfile.mkdtemp(prefix="mlapi-uwsgi-")
 
 
 def find_ini(explicit: str | None, settings: Settings) -> str:

@@ -7,6 +7,7 @@ import pytest
 
 from mlapi.config import Settings
 from mlapi.server import cpus, launch, limits
+from scratch_dirs import scratch_dirs_in_tmp_path  # noqa: F401  (autouse: no directories left in /tmp)
 
 
 def cgroup(tmp_path, files: dict[str, str], own: str = "0::/\n"):

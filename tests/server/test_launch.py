@@ -11,6 +11,7 @@ import requests
 from conftest import ROOT, VENV_BIN, free_port
 from mlapi.config import Settings
 from mlapi.server import launch, limits
+from scratch_dirs import scratch_dirs_in_tmp_path  # noqa: F401  (autouse: no directories left in /tmp)
 
 
 def settings(**env) -> Settings:
