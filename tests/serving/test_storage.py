@@ -51,7 +51,8 @@ def test_model_cache_dir_keeps_a_copy_for_the_next_start(gcs, trained, tmp_path)
     gcs.blob("m.joblib").upload_from_filename(str(trained["tree"][0]))
     emulator = os.environ["STORAGE_EMULATOR_HOST"]
     first = read_artifact("gs://models-bucket/m.joblib", tmp_path, emulator)
-    copy = cached_copy("gs://models-bucket/m.joblib", tmp_path, content_name(generation=gcs.get_blob("m.joblib").generation))
+    generation = gcs.get_blob("m.joblib").generation
+    copy = cached_copy("gs://models-bucket/m.joblib", tmp_path, content_name(generation=generation))
     assert copy.read_bytes() == first == trained["tree"][0].read_bytes()
     # The object is unchanged (same generation): the next start reads the copy, not the bucket.
     copy.write_bytes(b"the copy")
@@ -95,7 +96,8 @@ def test_an_object_overwritten_at_the_same_uri_is_downloaded_again(gcs, make_app
 def test_a_new_pin_at_the_same_uri_is_downloaded_again(gcs, make_app, trained, tmp_path):
     # Pinned: the pin names the copy. A copy from before copies were named by content (one
     # file per URI) is neither trusted nor kept.
-    (old, new), uri, cache = (trained["tree"][0], trained["cancer"][0]), "gs://models-bucket/m.joblib", tmp_path / "cache"
+    old, new = trained["tree"][0], trained["cancer"][0]
+    uri, cache = "gs://models-bucket/m.joblib", tmp_path / "cache"
     legacy = cached_copy(uri, cache, "x").parent.parent / "m.joblib"
     legacy.parent.mkdir(parents=True)
     legacy.write_bytes(old.read_bytes())
