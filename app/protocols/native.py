@@ -16,7 +16,7 @@ from scipy import sparse
 from mlapi.protocols.request_bodies import INSTANCE_KEYS, FeatureMatrixBody, PredictBody
 from mlapi.protocols.validation import decodes, first_given
 from mlapi.serving.frames import is_dataframe
-from mlapi.serving.inputs import Columns
+from mlapi.serving.instances import Columns
 from mlapi.serving.model import PredictionResult, ServedModel
 
 

@@ -28,6 +28,7 @@ from mlapi.errors import InvalidInput, ModelFailure
 from mlapi.serving.frames import is_dataframe
 from mlapi.serving.input_faults import explaining, explanations
 from mlapi.serving.model import PredictionResult
+from mlapi.serving.row_count import row_count
 
 
 # Threads inside a micro-batcher. An exception raised into one of them from outside (the request
@@ -71,7 +72,7 @@ class MicroBatcher:
             UNINTERRUPTIBLE.discard(thread)
 
     def _predict_in_turn(self, model_input, probabilities: bool | None) -> PredictionResult:
-        pending = _Pending(model_input, _row_count(model_input), probabilities)
+        pending = _Pending(model_input, row_count(model_input), probabilities)
         with self._lock:
             if self._busy:
                 self._queue.append(pending)
@@ -157,7 +158,7 @@ def predict_merged(predict: Callable[[Any, bool | None], PredictionResult], inpu
     outcomes: list[PredictionResult | BaseException] = []
     start = 0
     for one, wanted in zip(inputs, probabilities):
-        stop = start + _row_count(one)
+        stop = start + row_count(one)
         outcomes.append(_slice(merged, start, stop, wanted))
         start = stop
     return outcomes
@@ -184,10 +185,6 @@ def _outcome(pending: _Pending) -> PredictionResult:
     if pending.error is not None:
         raise pending.error
     return pending.result
-
-
-def _row_count(model_input) -> int:
-    return model_input.shape[0] if hasattr(model_input, "shape") else len(model_input)
 
 
 def _concat(inputs: list):

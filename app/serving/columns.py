@@ -7,7 +7,7 @@ categories are strings takes strings, and only those. A column a text vectorizer
 on a `description` column) takes free text: a string, with no categories. Every other column
 takes a number.
 
-This is the one rule: request rows are built with it (app/serving/inputs.py keeps a string
+This is the one rule: request rows are built with it (app/serving/typed_rows.py keeps a string
 column as text, so "01234" stays "01234"), rejected input is explained with it
 (app/serving/input_faults.py), and a model's card and schema can list it.
 """

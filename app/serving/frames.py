@@ -23,7 +23,7 @@ def is_plain_numeric_frame(value, names: list[str]) -> bool:
     if pandas is None or type(value) is not pandas.DataFrame:
         return False
     columns = value.columns
-    if columns is not column_index(tuple(names)):  # a frame app/serving/inputs.py built: known columns
+    if columns is not column_index(tuple(names)):  # a frame app/serving/typed_rows.py built: known columns
         listed = columns.tolist()
         # scikit-learn takes only str column names as feature names (np.str_ would warn).
         if listed != names or not all(type(name) is str for name in listed):

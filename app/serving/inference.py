@@ -20,10 +20,12 @@ from mlapi.config import Settings
 from mlapi.errors import InvalidInput, ModelFailure, RecordNotFound, TooManyRows, shown
 from mlapi.store.feature_store import FeatureStore
 from mlapi.serving.input_faults import name_rows
-from mlapi.serving.inputs import row_count, to_feature_matrix, to_model_input
+from mlapi.serving.feature_matrices import to_feature_matrix
+from mlapi.serving.instances import to_model_input
 from mlapi.serving.model import TEXT, PredictionResult, ServedModel
 from mlapi.serving.records import record_to_instance
 from mlapi.serving.registry import ModelRegistry
+from mlapi.serving.row_count import row_count
 
 
 # What a cached answer was computed by: part of its key.

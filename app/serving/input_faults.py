@@ -94,7 +94,7 @@ def name_rows(exc: InvalidInput, word: str, name: Callable[[int], Any], key: str
     """`exc` with the instance it names called what the caller knows that row by: a file's row
     number ("row 20037", details["row"]), a store record's id ("record c-12", details["id"]).
     An error that names an instance starts its message "instance N" and holds N in
-    details["instance"] (here and in app/serving/inputs.py); any other error is kept as it is."""
+    details["instance"] (here and in app/serving/instances.py); any other error is kept as it is."""
     index = exc.details.get("instance")
     prefix = f"instance {index}"
     if not isinstance(index, int) or not exc.message.startswith(prefix):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from mlapi.errors import BadRequest
 from mlapi.protocols import native
-from mlapi.serving.inputs import Columns
+from mlapi.serving.instances import Columns
 from mlapi.serving.model import PredictionResult
 
 MODEL = SimpleNamespace(name="churn", version="2")
@@ -107,7 +107,7 @@ def test_the_generic_examples_are_rows_the_demo_iris_model_takes():
     from mlapi.cli.demo_models import train_iris
     from mlapi.protocols.request_bodies import PredictBody
     from mlapi.protocols.validation import json_schema
-    from mlapi.serving.inputs import to_model_input
+    from mlapi.serving.instances import to_model_input
     from mlapi.serving.model import ServedModel
 
     iris = ServedModel("iris", "1", train_iris())

@@ -87,7 +87,7 @@ def test_rows_validation_would_pass_unchanged_skip_it(fitted_on, forest_validati
     # Finite float64 rows of the fitted width (for a DataFrame-fitted forest: a DataFrame with
     # exactly its columns, as the server builds it) are converted to float32 here, as the
     # forest's validation would; everything else still goes through that validation.
-    from mlapi.serving.inputs import to_model_input
+    from mlapi.serving.instances import to_model_input
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     fit_rows = X if fitted_on == "dataframe" else X.to_numpy()

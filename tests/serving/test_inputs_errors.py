@@ -23,7 +23,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from review_model import reviews, text_column_pipeline
 from mlapi.errors import InvalidInput
 from mlapi.serving.columns import column_types
-from mlapi.serving.inputs import to_model_input
+from mlapi.serving.instances import to_model_input
 from mlapi.serving.model import ServedModel
 
 COLUMNS = ["plan", "zip", "age", "income"]

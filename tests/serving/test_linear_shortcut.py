@@ -109,7 +109,7 @@ def sklearn_validations(monkeypatch):
 
 def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(sklearn_validations):
     # A data scientist's model is usually fitted on a DataFrame; the server hands it one with
-    # the fitted columns in the fitted order (app/inputs.py), and that is the shortcut's input.
+    # the fitted columns in the fitted order (app/serving/typed_rows.py), and that is the shortcut's input.
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     labels = np.array(["benign", "malignant"])[y]
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, labels)
@@ -117,7 +117,7 @@ def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(skl
     Xd, yd = load_diabetes(return_X_y=True, as_frame=True)
     regressor = make_pipeline(StandardScaler(), Ridge()).fit(Xd, yd)
     noisy = pd.DataFrame(np.asfortranarray(_noisy(X.to_numpy())), columns=X.columns)
-    one_noisy_row = pd.DataFrame(noisy.to_numpy()[3:4], columns=X.columns)  # as app/inputs.py builds it
+    one_noisy_row = pd.DataFrame(noisy.to_numpy()[3:4], columns=X.columns)  # as app/serving/typed_rows.py builds it
     served = {id(estimator): ServedModel("named", "1", estimator) for estimator in (pipeline, bare, regressor)}
     for estimator, shortcut_cases, other_cases in (
             (pipeline, (X, X.iloc[:1], one_noisy_row), (noisy,)),
@@ -137,7 +137,7 @@ def test_models_fitted_on_dataframes_take_the_shortcut_for_their_own_columns(skl
                 assert result.probabilities == estimator.predict_proba(rows).tolist()
     # Through the server's own input layer (rows as objects keyed by feature name, or as lists),
     # whose frames of several rows are laid out for the shortcut too.
-    from mlapi.serving.inputs import to_model_input
+    from mlapi.serving.instances import to_model_input
 
     model = served[id(pipeline)]
     objects = [dict(zip(X.columns, map(float, row))) for row in noisy.to_numpy()[:50]]

@@ -117,7 +117,7 @@ def test_a_failing_row_fails_alone_in_a_merged_call(trained, doubles):
     # part by part, so only the request whose rows it fails on gets the 500.
     from mlapi.errors import ModelFailure
     from mlapi.serving.batching import predict_merged
-    from mlapi.serving.inputs import to_model_input
+    from mlapi.serving.instances import to_model_input
     from mlapi.serving.model import ServedModel
 
     _, pipeline = doubles["custom"]

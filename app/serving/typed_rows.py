@@ -1,0 +1,103 @@
+"""Rows of JSON values → a NumPy matrix, or a DataFrame whose columns hold what the model takes.
+
+Numbers become one float64 matrix at numpy's speed; anything else an object matrix, one value
+per cell. A DataFrame for a model fitted on one keeps a string column (app/serving/columns.py)
+as text, so "01234" stays "01234", turns every other column that is entirely numeric into
+numbers, and refuses a list or an object where one value belongs.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlapi.errors import InvalidInput, shown
+from mlapi.serving.frames import column_index
+from mlapi.serving.model import ServedModel
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def as_floats(rows: list) -> np.ndarray | None:
+    """The rows as one float64 matrix (None: a null becomes NaN), or None when a value is not
+    a number: the common case, at numpy's speed."""
+    try:
+        return np.asarray(rows, dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+
+
+def as_cells(rows: list, width: int) -> np.ndarray:
+    """Rows of any values as an object matrix, one value per cell (a list in a cell included,
+    which numpy's own assignment would try to spread over cells)."""
+    matrix = np.empty((len(rows), width), dtype=object)
+    try:
+        matrix[:] = [list(row) for row in rows]
+    except ValueError:
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                matrix[i, j] = value
+    return matrix
+
+
+def frame_from_rows(model: ServedModel, rows: list, names: list[str]) -> pd.DataFrame:
+    """Rows of values in the order of `names` as the DataFrame the model takes."""
+    matrix = None if model.string_columns else as_floats(rows)
+    if matrix is None or matrix.ndim != 2:  # a value that is not a number (or is a list of them)
+        matrix = as_cells(rows, len(names))
+    return frame_from_matrix(model, matrix, names)
+
+
+def frame_from_matrix(model: ServedModel, matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: see app/serving/frames.py
+
+    # Not copied: the matrix is this request's own. A numeric frame then holds the matrix's
+    # transpose, so np.asarray(frame) is the C-ordered matrix again, the linear shortcut's
+    # input (app/serving/shortcuts/linear.py); a copied frame of several rows would be Fortran-ordered.
+    frame = pd.DataFrame(matrix, columns=column_index(tuple(names)), copy=matrix.dtype == object)
+    if matrix.dtype == object:
+        # Mixed input: a column the model's encoder takes as strings stays text (a zip code
+        # "01234" is not 1234); any other column that is entirely numeric (nulls included)
+        # becomes numeric, as it was when the model was fitted. What is left is the model's to
+        # refuse, and app/serving/input_faults.py's to explain.
+        strings = model.string_columns
+        for position, column in enumerate(names):
+            if column in strings:
+                frame[column] = _as_text(matrix[:, position], position, column)
+                continue
+            try:
+                converted = pd.to_numeric(frame[column], errors="coerce")
+            except TypeError:  # a list or an object among the values
+                converted = None
+            if converted is not None and converted.notna().sum() == frame[column].notna().sum():
+                frame[column] = converted
+            else:
+                _refuse_nested(matrix[:, position], column)
+    return frame
+
+
+def _as_text(values: np.ndarray, position: int, column: str) -> np.ndarray:
+    """A string column's values: strings kept, a number sent for a category (3) as its text
+    ("3"), a null (None) as NaN, the missing value scikit-learn's encoders and imputers know."""
+    text = np.empty(len(values), dtype=object)
+    for row, value in enumerate(values):
+        if type(value) is str:
+            text[row] = value
+        elif value is None or value != value:
+            text[row] = np.nan
+        elif isinstance(value, (list, dict)):
+            _refuse_nested(values, column)
+        else:
+            text[row] = str(value)
+    return text
+
+
+def _refuse_nested(values: np.ndarray, column: str) -> None:
+    """A list or an object where one value belongs: never what a column takes."""
+    for row, value in enumerate(values):
+        if isinstance(value, (list, dict)):
+            kind = "a list" if isinstance(value, list) else "an object"
+            raise InvalidInput(f"instance {row}, column {column!r}: {shown(value)} is {kind}; send a single value "
+                               f"(a number, or a string for a categorical column)",
+                               instance=row, column=column, value=value)
