@@ -3,8 +3,9 @@
 # (CONTAINER_ENGINE=podman for podman). Built and run for real by tests/image/test_image.py.
 #
 # Two stages. The builder compiles uWSGI, turns every dependency into a wheel and installs them
-# into a virtualenv, trimmed of what serving never reads (tests, pip); the runtime stage copies
-# that virtualenv, installs the app's own wheel into it, and runs as a non-root user.
+# into a virtualenv, trimmed of what serving never reads (tests, pip, symbol tables); the runtime
+# stage copies that virtualenv, writes the bytecode of what the app imports, installs the app's
+# own wheel, and runs as a non-root user.
 #
 # Models: whatever is in models/ at build time is copied in (by default the server serves
 # models/latest.joblib). To change models without rebuilding, point MODEL_URI (or MODELS) at
@@ -45,8 +46,8 @@ RUN mkdir app \
     && rm /wheels/mlapi-*.whl
 
 # The virtualenv the runtime stage copies whole: what is deleted here never becomes a layer.
-# Trimmed: the image's own layers went from 679 MB to 450 MB (tests/image/test_image.py prints
-# what is left):
+# Trimmed: the image's own layers went from 679 MB to 450 MB, then to 411 MB (with the standard
+# library's bytecode, 6 MB, now written too; tests/image/test_image.py prints what is left):
 # - no pip, setuptools or wheel (the virtualenv is made without; the base image's pip installs
 #   into it): nothing installs at run time;
 # - the packages' own test suites (pandas 46 MB, scipy 31 MB, numpy, scikit-learn, pyarrow):
@@ -54,15 +55,19 @@ RUN mkdir app \
 # - pyarrow's Flight RPC and S3 filesystem (libarrow_flight 32 MB, libarrow_s3 17 MB): the
 #   image reads and writes files, gs:// through google-cloud-storage; pyarrow imports them only
 #   when asked for (pyarrow.flight, pyarrow.fs.S3FileSystem); its libarrow_python copies become
-#   links (a wheel cannot hold links);
+#   links (a wheel cannot hold links). Its dataset, acero and substrait libraries stay: every
+#   pyarrow module, pyarrow.lib included, is linked against them;
 # - what compilers and type checkers read: Cython and C sources, headers, .pyi stubs;
-# - bytecode of modules neither a server nor a batch job imports (26 MB). Without any .pyc a
-#   cold start took 13-16 s instead of 4.5-6 s (measured: every server process compiled its
-#   imports again, as the runtime cannot write them), so the .pyc files of what the app, every
-#   scikit-learn estimator and bulk scoring import are written here, by importing them; a
-#   module left out is compiled when first imported, not missing.
-# The shared libraries stay unstripped: strip breaks the ones auditwheel patched (numpy's
-# OpenBLAS would not load).
+# - every bytecode file pip wrote (26 MB of it for modules never imported): the runtime stage
+#   writes those of what is imported;
+# - the symbol tables and debug sections of the shared libraries (43 MB: pyarrow 23,
+#   SQLAlchemy's debug info 8, scipy, cryptography): the loader never reads them, only a
+#   debugger or a crash report's function names would. Not the libraries auditwheel rewrote
+#   (those with an RPATH, and the *.libs folders it grafted in): strip breaks them (numpy's
+#   OpenBLAS would not load). tests/image loads every shared library the image holds;
+# - a library two *.libs folders hold byte for byte (auditwheel names a grafted library by
+#   its content's hash: scipy.libs' libgfortran and libquadmath are numpy.libs' own, 3 MB)
+#   becomes a link to the first copy.
 ENV SITE_PACKAGES=/opt/mlapi/lib/python3.11/site-packages
 RUN python -m venv --without-pip /opt/mlapi \
     && pip --python /opt/mlapi/bin/python install --no-index --find-links=/wheels /wheels/*.whl \
@@ -73,11 +78,12 @@ RUN python -m venv --without-pip /opt/mlapi \
               "$SITE_PACKAGES"/pyarrow/*s3* "$SITE_PACKAGES"/pyarrow/_pyarrow_cpp_tests.* \
     && for lib in "$SITE_PACKAGES"/pyarrow/libarrow_python*.so.*.*.*; do \
          ln -sf "$(basename "$lib")" "${lib%.*.*}" && ln -sf "$(basename "$lib")" "${lib%.*.*.*}"; done \
-    && /opt/mlapi/bin/python -c "import flask, flask_swagger_ui, werkzeug, orjson, msgspec, prometheus_client, \
-         joblib, threadpoolctl, tqdm, numpy, scipy.special, pandas, sklearn.utils, pyarrow.csv, pyarrow.parquet, \
-         pyarrow.compute, sqlalchemy.dialects.sqlite, sqlalchemy.dialects.postgresql.psycopg, \
-         sqlalchemy.dialects.mysql.pymysql, psycopg, pymysql, granian.server, gunicorn.app.wsgiapp, \
-         gunicorn.workers.sync, google.cloud.storage; sklearn.utils.all_estimators()"
+    && find "$SITE_PACKAGES" /opt/mlapi/bin/uwsgi -name '*.libs' -prune \
+            -o -type f \( -name '*.so*' -o -name uwsgi \) -exec sh -ec \
+         'for lib; do readelf -d "$lib" | grep -q "(RPATH)" || strip --strip-unneeded "$lib"; done' sh {} + \
+    && for lib in "$SITE_PACKAGES"/*.libs/*; do \
+         set -- "$SITE_PACKAGES"/*.libs/"${lib##*/}"; \
+         if [ "$lib" != "$1" ] && cmp -s "$lib" "$1"; then ln -sf "../${1#"$SITE_PACKAGES"/}" "$lib"; fi; done
 
 # Then the app itself: only these cheap steps rerun when the code changes.
 COPY app/ ./app/
@@ -99,10 +105,25 @@ ENV PYTHONUNBUFFERED=1 \
 # The dependencies: one layer, unchanged (and so cached, and not pushed again) while setup.py
 # and constraints.txt are.
 COPY --from=builder /opt/mlapi /opt/mlapi
+# Bytecode, for what is imported only, written by importing it: what the app, every
+# scikit-learn estimator and bulk scoring import (a module left out is compiled when first
+# imported, not missing). The server cannot write any (PYTHONDONTWRITEBYTECODE, and it is not
+# root): without it, every start compiled its imports again (a cold start took 13-16 s instead
+# of 4.5-6 s, measured). The standard library's too: python:slim deletes its bytecode (importing
+# the app took 0.3 s more, measured). A layer of its own, cached while the dependencies are.
+RUN PYTHONDONTWRITEBYTECODE='' python -c "import flask, flask_swagger_ui, werkzeug, orjson, msgspec, prometheus_client, \
+         joblib, threadpoolctl, tqdm, numpy, scipy.special, pandas, sklearn.utils, pyarrow.csv, pyarrow.parquet, \
+         pyarrow.compute, sqlalchemy.dialects.sqlite, sqlalchemy.dialects.postgresql.psycopg, \
+         sqlalchemy.dialects.mysql.pymysql, psycopg, pymysql, granian.server, gunicorn.app.wsgiapp, \
+         gunicorn.workers.sync, google.cloud.storage; sklearn.utils.all_estimators()"
 # The app's wheel, bind-mounted from the builder for this one step so it never becomes a layer,
-# installed with the base image's pip into the virtualenv (which has none of its own).
+# installed with the base image's pip into the virtualenv (which has none of its own); then every
+# module of the app is imported, for the bytecode of what only the app imports (all but
+# mlapi.wsgi, which loads the models).
 RUN --mount=type=bind,from=builder,source=/wheels/app,target=/wheels \
-    pip --python /opt/mlapi/bin/python install --no-index --no-deps /wheels/mlapi-*.whl
+    pip --python /opt/mlapi/bin/python install --no-index --no-deps /wheels/mlapi-*.whl \
+    && PYTHONDONTWRITEBYTECODE='' python -c "import importlib, pkgutil, mlapi; [importlib.import_module(module.name) \
+         for module in pkgutil.walk_packages(mlapi.__path__, 'mlapi.') if module.name != 'mlapi.wsgi']"
 
 RUN groupadd --system --gid 10001 mlapi \
     && useradd --system --uid 10001 --gid mlapi --create-home --home-dir /home/mlapi mlapi
