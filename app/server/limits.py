@@ -44,6 +44,14 @@ def kill_after(settings: Settings) -> int:
     return settings.request_timeout_seconds + KILL_GRACE_SECONDS
 
 
+def uwsgi_harakiri(settings: Settings) -> int:
+    """uWSGI kills a stuck worker a second after its HTTP router has given up on the request
+    (http-timeout, kill_after): a worker killed first leaves the client's keep-alive connection
+    open, the router taking the dead worker's silence for an empty answer, for another whole
+    http-timeout (measured: the client's connection closed 2 x kill_after after the request)."""
+    return kill_after(settings) + KILL_GRACE_SECONDS
+
+
 def uwsgi_placeholders(settings: Settings) -> dict[str, int]:
     """The environment uwsgi.ini's placeholders read; `mlapi serve` always sets them."""
     return {
@@ -51,6 +59,7 @@ def uwsgi_placeholders(settings: Settings) -> dict[str, int]:
         "MLAPI_DRAIN_SECONDS": DRAIN_SECONDS,
         "MLAPI_HEADERS_SECONDS": HEADERS_SECONDS,
         "MLAPI_KILL_AFTER_SECONDS": kill_after(settings),
+        "MLAPI_HARAKIRI_SECONDS": uwsgi_harakiri(settings),
         "MLAPI_MAX_REQUESTS": MAX_REQUESTS,
         "MLAPI_MAX_REQUESTS_JITTER": MAX_REQUESTS_JITTER,
     }

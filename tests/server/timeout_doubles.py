@@ -16,3 +16,17 @@ class BusyModel:
         while time.monotonic() < deadline:
             sum(range(1000))
         return np.full(len(X), seconds)
+
+
+class StuckModel:
+    """A predict that never returns, whatever is raised into it (the app's RequestTimeout
+    included): a native call that never comes back to Python, as far as the server can tell.
+    Only the server's own kill (uWSGI's harakiri) ends it."""
+    n_features_in_ = 1
+
+    def predict(self, X):
+        while True:
+            try:
+                time.sleep(3600)
+            except BaseException:
+                pass
