@@ -33,14 +33,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, settings.google_cloud_project)
     app = Flask(__name__)
-    # Flask refuses larger bodies with 413 before anything reads them.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     services = build_services(settings)
     app.extensions["mlapi.services"] = services
-    fast = FastPath(app.wsgi_app, services, settings.max_request_bytes)
+    fast = FastPath(app.wsgi_app, services)
     register_routes(app, fast)
-    # Outermost: what every request shares, then the push token check (PUSH_AUTH), then the
-    # fast path, then Flask.
+    # Outermost: what every request shares (the body limit, MAX_REQUEST_BYTES, included: no
+    # layer inside sees a larger body), then the push token check (PUSH_AUTH), then the fast
+    # path, then Flask.
     app.wsgi_app = RequestPipeline(guard_push(fast, settings), settings.access_log,
                                    settings.max_request_bytes, settings.request_timeout_seconds)
     return app

@@ -2,12 +2,15 @@
 
 `error_response` is a pure function (exception → status, body, headers) used by the fast path
 and by Flask's error handlers alike, so an error looks the same whichever layer answered it.
-Our hierarchy (mlapi.errors) carries its own status; werkzeug's HTTP errors (404 route, 405, 413)
+Our hierarchy (mlapi.errors) carries its own status; werkzeug's HTTP errors (404 route, 405)
 keep theirs; anything else is a bug: a JSON 500, with the traceback logged by `log_error`.
+`STATUS_LINES` is the one way the layers that answer below Flask (the request pipeline, the
+fast path, the push token check) write a status line.
 """
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -19,15 +22,25 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, str]]
 
 
-def error_response(exc: BaseException, body_limit: int | None = None,
-                   docs_served: bool = False) -> tuple[int, dict[str, Any], Headers]:
+class _StatusLines(dict):
+    """status code → "404 Not Found"; a code HTTPStatus does not name still gets a line."""
+
+    def __missing__(self, status: int) -> str:
+        return f"{status} Error"
+
+
+# A dict, not a function: the fast path looks its 200 up on every request.
+STATUS_LINES = _StatusLines({status.value: f"{status.value} {status.phrase}" for status in HTTPStatus})
+
+
+def error_response(exc: BaseException, docs_served: bool = False) -> tuple[int, dict[str, Any], Headers]:
     """(status, JSON body, extra headers) for an exception raised while answering a request.
     docs_served: GET /openapi.json is there to point to (API_DOCS on)."""
     if isinstance(exc, MlapiError):
         return exc.status_code, {"error": exc.to_dict()}, []
     if isinstance(exc, HTTPException):
         status = exc.code or 500
-        error: dict[str, Any] = {"message": _http_message(exc, status, body_limit, docs_served), "status": status}
+        error: dict[str, Any] = {"message": _http_message(exc, status, docs_served), "status": status}
         headers: Headers = []
         if status == 405 and exc.valid_methods:
             error["allowed_methods"] = sorted(exc.valid_methods)
@@ -44,7 +57,7 @@ ROUTES_HINT = ("the prediction routes are POST /predict, POST /models/<name>/pre
 DOCS_HINT = " and GET /openapi.json every route"
 
 
-def _http_message(exc: HTTPException, status: int, body_limit: int | None, docs_served: bool) -> str:
+def _http_message(exc: HTTPException, status: int, docs_served: bool) -> str:
     """werkzeug's routing errors, saying what to send instead (its own words say only what failed)."""
     if status == 404 and exc.description == NotFound.description:
         return f"not found: no route answers this URL; {ROUTES_HINT}{DOCS_HINT if docs_served else ''}"
@@ -53,9 +66,6 @@ def _http_message(exc: HTTPException, status: int, body_limit: int | None, docs_
         methods = sorted(set(exc.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(exc.valid_methods)
         body = " with a JSON body" if methods == ["POST"] else ""
         return f"method not allowed: send {' or '.join(methods)}{body} to this URL"
-    if status == 413:
-        return (f"request body too large: the limit is {body_limit} bytes (MAX_REQUEST_BYTES); send fewer "
-                f"instances per request, or raise MAX_REQUEST_BYTES on the server")
     return exc.description or exc.name
 
 

@@ -4,20 +4,21 @@ Flask's request and response objects, URL map, contexts and hooks cost about 50 
 request (its no-op route serves ~14,000 req/s here where raw uWSGI serves ~25,000), as much as
 the model itself for a one-row logistic regression. So any protocol adapter can register a JSON
 route here (`FastPath.add`, with the same handler its Flask view calls): a request whose
-method, URL, content type and length fit is answered here, errors included
-(http/errors.error_response, the function Flask's handlers use), and runs exactly once.
-Anything else (other routes and methods, another content type, a missing, empty or too large
-body) goes to Flask untouched, which answers it as it always has.
+method, URL and content type fit, with a body of a known length, is answered here, errors
+included (http/errors.error_response, the function Flask's handlers use), and runs exactly once.
+Anything else (other routes and methods, another content type, a missing or empty body) goes
+to Flask untouched, which answers it as it always has.
 
-What every request shares (request id, log context, metrics, access log) is not here but in
-the pipeline around both (http/pipeline.py).
+What every request shares (request id, log context, metrics, access log, the body limit) is
+not here but in the pipeline around both (http/pipeline.py): no body over MAX_REQUEST_BYTES
+gets this far.
 """
 from __future__ import annotations
 
 import re
 from typing import Any, Callable, Iterable
 
-from mlapi.http.errors import error_response, log_error
+from mlapi.http.errors import STATUS_LINES, error_response, log_error
 from mlapi.http.pipeline import ROUTE_KEY
 from mlapi.protocols.jsonio import dumps, parse_json
 
@@ -40,10 +41,9 @@ def rule_pattern(rule: str) -> re.Pattern:
 class FastPath:
     """WSGI middleware in front of the Flask app, inside the request pipeline."""
 
-    def __init__(self, flask_wsgi: Callable, services: Any, max_body_bytes: int):
+    def __init__(self, flask_wsgi: Callable, services: Any):
         self.flask_wsgi = flask_wsgi
         self.services = services
-        self.max_body_bytes = max_body_bytes
         self.routes: list[tuple[re.Pattern, str, JsonHandler]] = []
 
     def add(self, rule: str, handler: JsonHandler) -> None:
@@ -61,9 +61,9 @@ class FastPath:
             status, headers = 200, []
         except Exception as exc:
             log_error(exc, "POST", environ.get("PATH_INFO", ""))
-            status, error, headers = error_response(exc, self.max_body_bytes)
+            status, error, headers = error_response(exc)
             body = dumps(error)
-        start_response(_STATUS_LINES.get(status) or f"{status} Error",
+        start_response(STATUS_LINES[status],
                        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
         return [body]
 
@@ -79,7 +79,7 @@ class FastPath:
             return None
         content_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
         length = _length(environ)
-        if content_type != "application/json" or not 0 < length <= self.max_body_bytes:
+        if content_type != "application/json" or length <= 0:
             return None
         return rule, match.groupdict(), handler, length
 
@@ -89,12 +89,3 @@ def _length(environ: dict) -> int:
         return int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
-
-
-def _status_lines() -> dict[int, str]:
-    from http import HTTPStatus
-
-    return {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
-
-
-_STATUS_LINES = _status_lines()

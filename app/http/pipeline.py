@@ -3,7 +3,8 @@
 A WSGI middleware (werkzeug's ProxyFix and prometheus_client's make_wsgi_app are the model:
 a small class wrapping an app) outside both the fast path and Flask, so no concern exists
 twice and none can skip a route: the request id and log context, the request metrics, the
-access log, the body limit (MAX_REQUEST_BYTES) and the request timeout (REQUEST_TIMEOUT).
+access log, the body limit (MAX_REQUEST_BYTES: decided here only, so the fast path and Flask
+never see a body over it) and the request timeout (REQUEST_TIMEOUT).
 Authentication, rate limits and caching headers belong here too, in front of the inner app.
 
 The inner layers report which route answered through the WSGI environ (`ROUTE_KEY`), so the
@@ -16,12 +17,10 @@ import logging
 import time
 from typing import Callable, Iterable
 
-from werkzeug.exceptions import RequestEntityTooLarge
-
 from mlapi import metrics
-from mlapi.errors import RequestTimeout
+from mlapi.errors import MlapiError, RequestTimeout
 from mlapi.http.deadline import Deadlines
-from mlapi.http.errors import error_response
+from mlapi.http.errors import STATUS_LINES, error_response
 from mlapi.logs import begin_request, current_request_id, end_request
 from mlapi.protocols.jsonio import dumps
 
@@ -31,7 +30,15 @@ log = logging.getLogger("mlapi.access")
 ROUTE_KEY = "mlapi.route"
 UNMATCHED = "<unmatched>"
 
-_STATUS_LINES = {413: "413 Content Too Large", 504: "504 Gateway Timeout"}
+
+class BodyTooLarge(MlapiError):
+    """A body over MAX_REQUEST_BYTES, refused before it is read (or as soon as a chunked one passes it)."""
+
+    status_code = 413
+
+    def __init__(self, limit: int):
+        super().__init__(f"request body too large: the limit is {limit} bytes (MAX_REQUEST_BYTES); send fewer "
+                         f"instances per request, or raise MAX_REQUEST_BYTES on the server")
 
 
 class RequestPipeline:
@@ -67,7 +74,7 @@ class RequestPipeline:
                         body = self._answer(environ, respond)
                     finally:
                         self.deadlines.stop(armed)
-            except (RequestTimeout, RequestEntityTooLarge) as exc:
+            except (RequestTimeout, BodyTooLarge) as exc:
                 # Raised by limit_body, or anywhere inside the app by the timer: a JSON answer
                 # like every other error's, unless the app had already begun its own.
                 if answered:
@@ -93,13 +100,13 @@ class RequestPipeline:
         return self.app(environ, respond)
 
     def _refuse(self, exc: Exception, environ: dict, respond: Callable) -> list[bytes]:
-        status, error, headers = error_response(exc, self.max_body_bytes)
+        status, error, headers = error_response(exc)
         if isinstance(exc, RequestTimeout):  # a slow model is the operator's to know about
             log.warning("%s %s → 504 after %ss (REQUEST_TIMEOUT)", environ.get("REQUEST_METHOD", ""),
                         environ.get("PATH_INFO", ""), self.deadlines.seconds if self.deadlines else "?")
         body = dumps(error)
         # The body is unread (413) or maybe half read (504): this connection cannot carry another request.
-        respond(_STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        respond(STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                                         ("Connection", "close"), *headers])
         if status == 413 and environ.get("uwsgi.version") is not None:
             return _DrainAfter([body], environ)
@@ -148,14 +155,15 @@ def limit_body(environ: dict, limit: int) -> None:
     so the layers inside (the fast path, Flask) read every body the same way."""
     declared = environ.get("CONTENT_LENGTH")
     if declared:
-        if declared.isdigit() and int(declared) > limit:
-            raise RequestEntityTooLarge()
+        # isdecimal, not isdigit: "²" (a latin-1 byte a server may pass on) is a digit int() refuses.
+        if declared.isdecimal() and int(declared) > limit:
+            raise BodyTooLarge(limit)
         return
     if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
         return
     body = read_chunked(environ, limit + 1)
     if len(body) > limit:
-        raise RequestEntityTooLarge()
+        raise BodyTooLarge(limit)
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
     environ["wsgi.input_terminated"] = True

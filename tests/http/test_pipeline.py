@@ -148,3 +148,27 @@ def test_a_request_past_the_timeout_is_answered_504_in_json(make_app, tmp_path):
     assert response.status_code == 504 and response.json["error"]["status"] == 504
     assert "REQUEST_TIMEOUT" in response.json["error"]["message"]
     assert client.post("/predict", json={"instances": [[0]]}).status_code == 200
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/predict", "application/json"),                 # answered by the fast path
+    ("/predict", "text/plain"),                       # by Flask (the fast path takes JSON only)
+    ("/models/cancer/predict", "application/json"),
+    ("/no/such/route", "application/octet-stream"),  # by nobody
+], ids=["fast-path", "flask", "fast-path-named", "unrouted"])
+def test_one_body_limit_for_every_route_refused_unread(make_app, trained, path, content_type):
+    """MAX_REQUEST_BYTES is decided once, in the pipeline, in front of every layer."""
+    app = make_app(MODELS=models_env(trained, "cancer"), MAX_REQUEST_BYTES="1000")
+    status, headers, body = call(app, {"PATH_INFO": path, "CONTENT_TYPE": content_type, "CONTENT_LENGTH": "1001",
+                                       "wsgi.input": Unreadable()})
+    assert status.startswith("413 ") and headers["Connection"] == "close"
+    assert "the limit is 1000 bytes (MAX_REQUEST_BYTES)" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("declared", ["\xb2", "1e3", "-1", "12abc"])
+def test_a_content_length_that_is_no_number_is_a_client_error(make_app, trained, declared):
+    """"\xb2" (a latin-1 byte a server may hand on) is a digit to str.isdigit that int() refuses:
+    it must not escape the pipeline as a crash."""
+    app = make_app(MODELS=models_env(trained, "cancer"), MAX_REQUEST_BYTES="1000")
+    status, _, body = call(app, {"CONTENT_LENGTH": declared, "wsgi.input": io.BytesIO(b'{"instances": [[1.0]]}')})
+    assert status.startswith("400 ") and body["error"]["status"] == 400

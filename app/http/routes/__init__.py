@@ -36,7 +36,7 @@ def register_routes(app: Flask, fast: FastPath) -> None:
     @app.errorhandler(Exception)
     def answer_error(exc: Exception):
         log_error(exc, request.method, request.path)
-        status, body, headers = error_response(exc, app.config.get("MAX_CONTENT_LENGTH"), docs_served)
+        status, body, headers = error_response(exc, docs_served=docs_served)
         response = json_response(body, status)
         response.headers.extend(headers)
         return response

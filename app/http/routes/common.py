@@ -26,7 +26,8 @@ def json_body() -> dict:
             f"Content-Type must be application/json, got {request.mimetype or 'none'!r}: send a JSON body with "
             f"the header Content-Type: application/json (curl: -H 'Content-Type: application/json'; "
             f"Python requests: json=...)")
-    return parse_json(request.get_data(cache=False))  # get_data raises 413 past MAX_CONTENT_LENGTH
+    # No body over MAX_REQUEST_BYTES gets here: the request pipeline refused it (http/pipeline.py).
+    return parse_json(request.get_data(cache=False))
 
 
 def json_response(body: Any, status: int = 200) -> Response:
