@@ -180,11 +180,21 @@ REQUEST_SECONDS = $(or $(strip $(REQUEST_TIMEOUT)),60)
 CLOUD_RUN_TIMEOUT = $(shell n=$$(( $(REQUEST_SECONDS) + 5 )); echo $$(( n > 3600 ? 3600 : n )))
 # A push's ack deadline is also its request timeout: Pub/Sub must wait as long as Cloud Run does.
 PUSH_ACK_DEADLINE = $(or $(strip $(ACK_DEADLINE)),$(shell n=$(CLOUD_RUN_TIMEOUT); echo $$(( n > 600 ? 600 : n < 10 ? 10 : n ))))
-# What the service gets beyond .env: the worker count above, and the account whose push token
-# /pubsub/push accepts (PUSH_AUTH is on by default on Cloud Run; make create-pubsub-invoker makes it).
+# What the service gets beyond .env: the worker count above, and the account and audience of the
+# push token /pubsub/push accepts (PUSH_AUTH is on by default on Cloud Run; make
+# create-pubsub-invoker makes the account).
 SERVICE_DEFAULT_WEB_CONCURRENCY = $(SERVE_WORKERS)
 SERVICE_DEFAULT_PUSH_SERVICE_ACCOUNT = $(PUBSUB_INVOKER_EMAIL)
+# The push token's audience: one value that make deploy (PUSH_AUDIENCE, and a custom audience
+# Cloud Run's IAM accepts beside the service URL) and make create-push-subscription
+# (--push-auth-token-audience) both know before the service exists, so the app never derives it
+# from a request's Host. Any string without ':' (a JWT audience with one must be a URI), ',' or '|'.
+SERVICE_DEFAULT_PUSH_AUDIENCE = $(GCP_PROJECT_ID)/$(GCP_REGION)/$(DOCKER_PROJECT)/pubsub/push
 service_value = $(or $($(1)),$(SERVICE_DEFAULT_$(1)))
+PUSH_TOKEN_AUDIENCE = $(strip $(call service_value,PUSH_AUDIENCE))
+# gcloud splits a list flag at ',' and the env-vars flag here at '|': either would cut the audience in two.
+check_push_audience = $(if $(findstring $(comma),$(PUSH_TOKEN_AUDIENCE))$(findstring |,$(PUSH_TOKEN_AUDIENCE)),\
+  $(error PUSH_AUDIENCE=$(PUSH_TOKEN_AUDIENCE) holds ',' or '|': choose an audience without them))
 SERVICE_ENV = $(strip $(foreach v,$(SERVER_SETTINGS),$(if $(call service_value,$(v)),$(v)=$(call service_value,$(v)))))
 # Probes. Startup: a revision takes requests only once GET /startupz says every model loaded (not
 # /readyz: a database outage must not stop instances from starting), polled every 2 s for up to
@@ -204,6 +214,7 @@ DEPLOY_FLAGS = --image=$(IMAGE) $(SERVICE_FLAGS) --service-account=$(RUNTIME_EMA
                --startup-probe=$(STARTUP_PROBE) --liveness-probe=$(LIVENESS_PROBE) \
                --min-instances=$(CLOUD_RUN_MIN_INSTANCES) --max-instances=$(CLOUD_RUN_MAX_INSTANCES) \
                --ingress=$(CLOUD_RUN_INGRESS) --port=8080 $(AUTH_FLAG) $(call env_vars_flag,$(SERVICE_ENV)) \
+               --add-custom-audiences='$(PUSH_TOKEN_AUDIENCE)' \
                $(if $(strip $(API_DOCS_TOKEN_SECRET)),--update-secrets=API_DOCS_TOKEN=$(strip $(API_DOCS_TOKEN_SECRET)):latest)
 # $(call whole_numbers,VAR ...) as a recipe's first line: the settings the flags above compute with.
 whole_numbers = $(foreach v,$(1),$(if $(strip $($(v))),$(if $(shell [[ '$(strip $($(v)))' =~ ^[1-9][0-9]*$$ ]] && echo y),,\
@@ -558,6 +569,7 @@ image-to-gcp: ## tag the local image for Artifact Registry and push it
 deploy: ## deploy the pushed image to Cloud Run; private unless CLOUD_RUN_ALLOW_UNAUTHENTICATED=true
 	$(refuse_plain_docs_token)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG)
+	$(check_push_audience)
 	$(call whole_numbers,$(DEPLOY_NUMBERS))
 	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS)
 
@@ -600,6 +612,7 @@ deploy-model: ## upload MODEL=path and roll a new revision serving it (no image 
 deploy-canary: ## deploy the pushed image as revision tag canary and send it CANARY_PERCENT% of requests
 	$(refuse_plain_docs_token)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG CANARY_PERCENT)
+	$(check_push_audience)
 	$(call whole_numbers,$(DEPLOY_NUMBERS))
 	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS) --no-traffic --tag=canary
 	gcloud run services update-traffic $(DOCKER_PROJECT) $(SERVICE_FLAGS) --to-tags=canary=$(CANARY_PERCENT)
@@ -642,11 +655,13 @@ endef
 # The push identity may invoke this one service (not the project's others). Pub/Sub's own service
 # agent signs its tokens (needed in projects from before April 2021), and moves a message that
 # failed MAX_DELIVERY_ATTEMPTS times to the dead-letter topic: for that it must publish there and
-# acknowledge on the subscription. The token's audience is the service URL, as Cloud Run checks.
+# acknowledge on the subscription. The token's audience is the one make deploy gave the service
+# (PUSH_AUDIENCE), which Cloud Run's IAM and the app both check; not the URL, which the app cannot trust.
 create-push-subscription: ## push PUBSUB_TOPIC to the service's /pubsub/push, authenticated, with retries and dead letters
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME DOCKER_PROJECT PUBSUB_TOPIC PUBSUB_SUBSCRIPTION \
 	  MAX_DELIVERY_ATTEMPTS MIN_RETRY_DELAY MAX_RETRY_DELAY)
 	$(call whole_numbers,REQUEST_TIMEOUT ACK_DEADLINE)
+	$(check_push_audience)
 	$(resolve_push_target)
 	gcloud run services add-iam-policy-binding $(DOCKER_PROJECT) $(SERVICE_FLAGS) \
 	  --member=serviceAccount:$(PUBSUB_INVOKER_EMAIL) --role=roles/run.invoker --format=none
@@ -654,7 +669,7 @@ create-push-subscription: ## push PUBSUB_TOPIC to the service's /pubsub/push, au
 	  --member=serviceAccount:$(PUBSUB_SERVICE_AGENT) --role=roles/iam.serviceAccountTokenCreator --format=none
 	gcloud pubsub subscriptions create $(PUBSUB_SUBSCRIPTION) --topic=$(PUBSUB_TOPIC) --project=$(GCP_PROJECT_ID) \
 	  --push-endpoint=$(PUSH_SERVICE_URL)/pubsub/push --push-auth-service-account=$(PUBSUB_INVOKER_EMAIL) \
-	  --push-auth-token-audience=$(PUSH_SERVICE_URL) --ack-deadline=$(PUSH_ACK_DEADLINE) \
+	  --push-auth-token-audience='$(PUSH_TOKEN_AUDIENCE)' --ack-deadline=$(PUSH_ACK_DEADLINE) \
 	  --dead-letter-topic=projects/$(GCP_PROJECT_ID)/topics/$(DEAD_LETTER_TOPIC) \
 	  --max-delivery-attempts=$(MAX_DELIVERY_ATTEMPTS) --min-retry-delay=$(MIN_RETRY_DELAY) \
 	  --max-retry-delay=$(MAX_RETRY_DELAY) --expiration-period=never

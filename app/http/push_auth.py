@@ -5,27 +5,33 @@ Cloud Run's IAM admits a caller to the whole service, not to one path: any princ
 roles/run.invoker (a person testing /predict, another service) could otherwise post forged
 batch requests that write to the predictions table. So with PUSH_AUTH on (the default on Cloud
 Run) the token must be signed by Google (certificates fetched from Google, cached as their
-Cache-Control allows), unexpired, issued by accounts.google.com, for this service (its audience),
-to PUSH_SERVICE_ACCOUNT with a verified email. A WSGI middleware in front of the fast path and
+Cache-Control allows), unexpired, issued by accounts.google.com, for PUSH_AUDIENCE, to
+PUSH_SERVICE_ACCOUNT with a verified email. A WSGI middleware in front of the fast path and
 Flask, so the check runs once whichever answers, before the body is read.
 
+The audience is a setting, never the request's Host: behind a proxy that forwards any Host, a
+token minted for another service would pass as this one's. `make deploy` and `make
+create-push-subscription` agree on one value without a URL (<project>/<region>/<service>/pubsub/push,
+which deploy also makes a custom audience Cloud Run's IAM accepts).
+
 Answers: 401 (JSON, WWW-Authenticate: Bearer) for a missing or invalid token; 503 when the
-check cannot be made (PUSH_SERVICE_ACCOUNT unset, google-auth missing, Google's certificates
-unreachable). A 503 is our fault, logged, and Pub/Sub redelivers the message (then dead-letters
-it), so nothing is lost while the setting is fixed; failing open would accept anyone.
+check cannot be made (PUSH_SERVICE_ACCOUNT or PUSH_AUDIENCE unset, google-auth missing, Google's
+certificates unreachable). A 503 is our fault, logged, and Pub/Sub redelivers the message (then
+dead-letters it), so nothing is lost while the setting is fixed; failing open would accept anyone.
 """
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 import threading
 import time
-from http import HTTPStatus
 from typing import Callable, Iterable
 
 from mlapi.config import Settings
-from mlapi.errors import MlapiError, Unauthorized
-from mlapi.http.errors import error_response, log_error
+from mlapi.errors import MlapiError, Unauthorized, cut
+from mlapi.http.errors import STATUS_LINES, error_response, log_error
 from mlapi.http.pipeline import ROUTE_KEY
 from mlapi.protocols.jsonio import dumps
 
@@ -41,6 +47,10 @@ CLOCK_SKEW_SECONDS = 10
 CERTS_TIMEOUT_SECONDS = 5
 # Google serves its certificates with max-age ~5-7 h; without a header they are kept this long.
 DEFAULT_CERTS_SECONDS = 300
+# A token naming a key the cached certificates lack makes us fetch them again before their
+# max-age (Google may have published a new key since), but at most this often: a flood of
+# tokens with made-up key ids costs Google one request per this many seconds per worker.
+UNKNOWN_KEY_REFETCH_SECONDS = 60
 # What an error message may quote of google-auth's reasons (they can carry the token's claims).
 REASON_CHARS = 160
 _MAX_AGE = re.compile(r"max-age=(\d+)")
@@ -64,12 +74,18 @@ class PushAuth:
         self.app = app
         self.audience = settings.push_audience
         self.service_account = settings.push_service_account
+        missing = {name: hint for name, value, hint in (
+            ("PUSH_SERVICE_ACCOUNT", self.service_account, "the push subscription's service account (make deploy "
+             "sets <GCP_SERVICE_ACCOUNT_NAME>-pubsub@<project>.iam.gserviceaccount.com)"),
+            ("PUSH_AUDIENCE", self.audience, "the audience of the subscription's tokens (make deploy and make "
+             "create-push-subscription both use <project>/<region>/<service>/pubsub/push)"),
+        ) if not value}
         self.unavailable: str | None = None
-        if not self.service_account:
-            self.unavailable = ("PUSH_AUTH is on (the default on Cloud Run) but PUSH_SERVICE_ACCOUNT is not set: "
-                                "set it to the push subscription's service account (make deploy sets "
-                                "<GCP_SERVICE_ACCOUNT_NAME>-pubsub@<project>.iam.gserviceaccount.com), or "
-                                "PUSH_AUTH=off if nothing but Pub/Sub can reach this service")
+        if missing:
+            self.unavailable = (f"PUSH_AUTH is on (the default on Cloud Run) but {' and '.join(missing)} "
+                                f"{'is' if len(missing) == 1 else 'are'} not set: set "
+                                f"{'; '.join(f'{name} to {hint}' for name, hint in missing.items())}, or "
+                                f"PUSH_AUTH=off if nothing but Pub/Sub can reach this service")
         try:
             from google.auth import exceptions
             from google.auth.transport.requests import Request
@@ -95,7 +111,7 @@ class PushAuth:
             if status == 401:
                 headers.append(("WWW-Authenticate", 'Bearer realm="pubsub-push"'))
             body = dumps(error)
-            start_response(f"{status} {HTTPStatus(status).phrase}",
+            start_response(STATUS_LINES[status],
                            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
             return [body]
         return self.app(environ, start_response)
@@ -108,17 +124,18 @@ class PushAuth:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized(f"POST {PUSH_PATH} needs Authorization: Bearer <OIDC token>, which a push "
                                f"subscription sends when created with --push-auth-service-account")
-        audiences = [self.audience] if self.audience else request_audiences(environ)
+        token = token.strip()
+        self._certs.expect_key(GOOGLE_CERTS_URL, key_id(token))
         try:
-            claims = self._verify_token(token.strip(), self._certs, audience=audiences,
+            claims = self._verify_token(token, self._certs, audience=self.audience,
                                         certs_url=GOOGLE_CERTS_URL, clock_skew_in_seconds=CLOCK_SKEW_SECONDS)
         except self._errors.TransportError as exc:
             raise PushAuthUnavailable(f"could not fetch Google's token certificates to check the push token: "
-                                      f"{str(exc)[:REASON_CHARS]}") from None
+                                      f"{cut(str(exc), REASON_CHARS)}") from None
         except (ValueError, TypeError, AttributeError, KeyError, self._errors.GoogleAuthError) as exc:
             # Bad signature, expired, wrong audience, malformed: google-auth says which (a crafted
             # header, e.g. a JSON list where an object belongs, fails its parsing with the others).
-            raise Unauthorized(f"the push token is not valid: {str(exc)[:REASON_CHARS]}") from None
+            raise Unauthorized(f"the push token is not valid: {cut(str(exc), REASON_CHARS)}") from None
         if claims.get("iss") not in ISSUERS:
             raise Unauthorized("the push token was not issued by accounts.google.com")
         if claims.get("email") != self.service_account or claims.get("email_verified") is not True:
@@ -127,16 +144,17 @@ class PushAuth:
         return claims
 
 
-def request_audiences(environ: dict) -> list[str]:
-    """The audiences a token for this request may carry when PUSH_AUDIENCE is unset: the service's
-    URL (what `make create-push-subscription` sets, as Cloud Run expects) and the push endpoint's
-    full URL (Pub/Sub's default when a subscription names none). Cloud Run's front end speaks
-    HTTPS and says so in X-Forwarded-Proto; the container itself sees plain HTTP."""
-    scheme = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[0].strip().lower() or environ.get(
-        "wsgi.url_scheme", "http")
-    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
-    origin = f"{scheme}://{host}"
-    return [origin, origin + environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")]
+def key_id(token: str) -> str | None:
+    """The key id (`kid`) a token's header names, read without checking anything: which
+    certificate it claims to be signed with. None when the header is unreadable (verify_token
+    then says why the token is refused)."""
+    header = token.split(".", 1)[0]
+    try:
+        fields = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except ValueError:  # bad base64 (binascii.Error), bad UTF-8, bad JSON: all ValueErrors
+        return None
+    kid = fields.get("kid") if isinstance(fields, dict) else None
+    return kid if isinstance(kid, str) else None
 
 
 class CachedCerts:
@@ -147,18 +165,46 @@ class CachedCerts:
     def __init__(self, request: Callable):
         self.request = request
         self.lock = threading.Lock()
-        self.cached: dict[str, tuple[float, object]] = {}
+        # url → (monotonic expiry, the response, the key ids it holds)
+        self.cached: dict[str, tuple[float, object, frozenset]] = {}
+        self.refetched_at = float("-inf")  # the last fetch an unknown key id caused
 
     def __call__(self, url: str, method: str = "GET", **kwargs):
         if method != "GET":
             return self.request(url, method=method, **kwargs)
         with self.lock:  # one fetch when many threads find the cache stale at once
-            expires, response = self.cached.get(url, (0.0, None))
+            expires, response, _ = self.cached.get(url, (0.0, None, frozenset()))
             if response is None or time.monotonic() >= expires:
                 response = self.request(url, method="GET", timeout=CERTS_TIMEOUT_SECONDS)
                 if response.status == 200:
-                    self.cached[url] = (time.monotonic() + max_age(response.headers), response)
+                    self.cached[url] = (time.monotonic() + max_age(response.headers), response,
+                                        published_key_ids(response.data))
             return response
+
+    def expect_key(self, url: str, kid: str | None) -> None:
+        """Drop the cached certificates of `url` when they lack `kid`, so the next call fetches
+        them again: Google may have started signing with a key published after our copy was
+        taken. At most once per UNKNOWN_KEY_REFETCH_SECONDS, whatever the kid."""
+        if kid is None:
+            return
+        with self.lock:
+            entry = self.cached.get(url)
+            if entry is None or kid in entry[2]:
+                return
+            now = time.monotonic()
+            if now - self.refetched_at < UNKNOWN_KEY_REFETCH_SECONDS:
+                return  # the token is checked against the certificates we have, and refused
+            self.refetched_at = now
+            del self.cached[url]
+
+
+def published_key_ids(data: bytes) -> frozenset:
+    """The key ids of a certificates document ({kid: PEM}); none when it is not one."""
+    try:
+        document = json.loads(data)
+    except (ValueError, TypeError):
+        return frozenset()
+    return frozenset(document) if isinstance(document, dict) else frozenset()
 
 
 def max_age(headers) -> int:

@@ -27,6 +27,8 @@ from test_pubsub_push import TEXTS, envelope, rows_in as stored_rows, stock
 
 PUSHER = "mlapi-pubsub@demo-project.iam.gserviceaccount.com"
 SERVICE_URL = "https://mlapi-4f6pmbdm5q-ew.a.run.app"
+# What make deploy sets as PUSH_AUDIENCE and make create-push-subscription as the tokens' audience.
+AUDIENCE = "demo-project/europe-west1/mlapi/pubsub/push"
 
 
 def key_and_certificate():
@@ -45,8 +47,8 @@ class Certs:
     """A local stand-in for https://www.googleapis.com/oauth2/v1/certs: {kid: x509 PEM}."""
 
     def __init__(self):
-        self.key, certificate = key_and_certificate()
-        self.kid = uuid.uuid4().hex
+        self.published: dict[str, str] = {}
+        self.rotate()
         self.fetches = 0
         self.status = 200
         certs = self
@@ -54,7 +56,7 @@ class Certs:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 certs.fetches += 1
-                body = json.dumps({certs.kid: certificate}).encode()
+                body = json.dumps(certs.published).encode()
                 self.send_response(certs.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Cache-Control", "public, max-age=3600")
@@ -69,9 +71,15 @@ class Certs:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/oauth2/v1/certs"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def rotate(self) -> None:
+        """Publish a new key beside the old ones and sign with it from now on, as Google does."""
+        self.key, certificate = key_and_certificate()
+        self.kid = uuid.uuid4().hex
+        self.published[self.kid] = certificate
+
     def token(self, key=None, kid=None, **claims) -> str:
         now = int(time.time())
-        payload = {"iss": "https://accounts.google.com", "aud": SERVICE_URL, "email": PUSHER,
+        payload = {"iss": "https://accounts.google.com", "aud": AUDIENCE, "email": PUSHER,
                    "email_verified": True, "sub": "1234567890", "iat": now, "exp": now + 3600, **claims}
         signer = crypt.RSASigner.from_string(key or self.key, key_id=kid or self.kid)
         return jwt.encode(signer, payload).decode()
@@ -87,12 +95,14 @@ def certs(monkeypatch):
 
 @pytest.fixture
 def guarded(make_app, trained, tmp_path, certs):
-    """An app as deployed: K_SERVICE set (so PUSH_AUTH defaults on), the pusher's account set."""
+    """An app as deployed: K_SERVICE set (so PUSH_AUTH defaults on), the pusher's account and the
+    tokens' audience set."""
     db = f"sqlite:///{tmp_path}/batch.db"
     stock(db)
 
     def build(**env):
-        env = {"K_SERVICE": "mlapi", "PUSH_SERVICE_ACCOUNT": PUSHER, "MODELS": models_env(trained, "text"),
+        env = {"K_SERVICE": "mlapi", "PUSH_SERVICE_ACCOUNT": PUSHER, "PUSH_AUDIENCE": AUDIENCE,
+               "MODELS": models_env(trained, "text"),
                "FEATURE_STORE_URL": db, "PREDICTIONS_DB_URL": db, **env}
         return make_app(**{k: v for k, v in env.items() if v is not None}).test_client()
     return build, db
@@ -109,13 +119,13 @@ def rows_in(db) -> list:
     return stored_rows(db) if exists else []
 
 
-def push(client, token=None, message_id="m-1", **headers):
+def push(client, token=None, message_id="m-1", base_url="http://mlapi-4f6pmbdm5q-ew.a.run.app", **headers):
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     # What Cloud Run's front end passes on: its host, and that the caller spoke HTTPS.
     headers.setdefault("X-Forwarded-Proto", "https")
     return client.post("/pubsub/push", json=envelope({"id": "1", "model": "text"}, message_id),
-                       headers=headers, base_url="http://mlapi-4f6pmbdm5q-ew.a.run.app")
+                       headers=headers, base_url=base_url)
 
 
 def test_push_auth_is_on_by_default_on_cloud_run_only():
@@ -132,8 +142,7 @@ def test_the_push_accounts_token_is_accepted_and_the_prediction_stored(guarded, 
     assert answer.get_json()["stored"] == 1 and rows_in(db) == [("m-1", "1")]
     stored = client.get("/predictions/1").get_json()["predictions"][0]["prediction"]
     assert stored["label"] == trained["text"][1].predict([TEXTS["1"]])[0]
-    # The push endpoint's full URL is the audience Pub/Sub uses when a subscription names none.
-    assert push(client, certs.token(aud=SERVICE_URL + "/pubsub/push"), "m-2").status_code == 200
+    assert push(client, certs.token(), "m-2").status_code == 200
     # Certificates are fetched once and kept (their max-age), not per push.
     assert certs.fetches == 1
 
@@ -192,11 +201,30 @@ def test_the_token_is_checked_before_the_fast_path_and_flask_alike(guarded, cert
     assert answer.status_code == 200 and rows_in(db) == [("m-flask", "1")]
 
 
-def test_an_explicit_audience_replaces_the_request_url(guarded, certs):
-    build, _ = guarded
-    client = build(PUSH_AUDIENCE="https://batch.example.com")
-    assert push(client, certs.token()).status_code == 401  # the service URL is no longer enough
-    assert push(client, certs.token(aud="https://batch.example.com")).status_code == 200
+@pytest.mark.parametrize("host", ["mlapi-4f6pmbdm5q-ew.a.run.app", "another-service-4f6pmbdm5q-ew.a.run.app"])
+def test_the_audience_is_the_setting_never_the_requests_host(guarded, certs, host):
+    """A proxy in front may forward any Host: a token minted for the URL it names (this service's,
+    or another service's whose token was replayed here) is not one for PUSH_AUDIENCE."""
+    build, db = guarded
+    client = build()
+    for audience in (f"https://{host}", f"https://{host}/pubsub/push"):
+        answer = push(client, certs.token(aud=audience), base_url=f"http://{host}")
+        assert answer.status_code == 401 and "audience" in answer.get_json()["error"]["message"].lower()
+    assert rows_in(db) == []
+
+
+def test_without_an_audience_the_push_fails_closed_with_503(guarded, certs):
+    """No PUSH_AUDIENCE (a service deployed by hand): nothing to check the token against, and the
+    request's Host is no substitute. Pub/Sub redelivers the message until the setting is there."""
+    build, db = guarded
+    client = build(PUSH_AUDIENCE=None)
+    host_token = certs.token(aud=SERVICE_URL)  # what the Host-derived audience used to accept
+    answer = push(client, host_token)
+    assert answer.status_code == 503 and "PUSH_AUDIENCE" in answer.get_json()["error"]["message"]
+    assert push(client, certs.token()).status_code == 503
+    assert rows_in(db) == [] and certs.fetches == 0
+    both = push(build(PUSH_AUDIENCE=None, PUSH_SERVICE_ACCOUNT=None), host_token).get_json()["error"]["message"]
+    assert "PUSH_SERVICE_ACCOUNT and PUSH_AUDIENCE are not set" in both
 
 
 def test_without_the_push_account_the_push_fails_closed_with_503(guarded, certs):
@@ -222,3 +250,58 @@ def test_other_routes_and_push_auth_off_are_untouched(guarded, certs):
     open_client = build(PUSH_AUTH="off")
     assert push(open_client).status_code == 200 and rows_in(db) == [("m-1", "1")]
     assert certs.fetches == 0
+
+
+class Clock:
+    """push_auth's `time`, moved forward by hand."""
+
+    def __init__(self):
+        self.shift = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.shift
+
+
+def test_a_new_key_is_fetched_before_the_cached_certificates_expire(guarded, certs, monkeypatch):
+    """Google may sign with a key published after our copy of its certificates was taken: a token
+    naming a key id the copy lacks makes us fetch them again, once, not wait out their max-age."""
+    build, db = guarded
+    client = build()
+    assert push(client, certs.token(), "m-1").status_code == 200 and certs.fetches == 1
+    certs.rotate()
+    answer = push(client, certs.token(), "m-2")
+    assert answer.status_code == 200, answer.get_json()
+    assert certs.fetches == 2 and rows_in(db) == [("m-1", "1"), ("m-2", "1")]
+    assert push(client, certs.token(), "m-3").status_code == 200 and certs.fetches == 2  # kept again
+
+
+def test_unknown_key_ids_refetch_at_most_once_a_minute(guarded, certs, monkeypatch):
+    """A flood of tokens naming made-up key ids must not become a flood of requests to Google."""
+    clock = Clock()
+    monkeypatch.setattr(push_auth, "time", clock)
+    build, db = guarded
+    client = build()
+    assert push(client, certs.token()).status_code == 200 and certs.fetches == 1
+    forged_key, _ = key_and_certificate()
+    for _ in range(5):
+        answer = push(client, certs.token(key=forged_key, kid=uuid.uuid4().hex))
+        assert answer.status_code == 401 and "key id" in answer.get_json()["error"]["message"]
+    assert certs.fetches == 2  # the first unknown kid fetched again; the next four did not
+    clock.shift = push_auth.UNKNOWN_KEY_REFETCH_SECONDS - 1
+    assert push(client, certs.token(key=forged_key, kid=uuid.uuid4().hex)).status_code == 401
+    assert certs.fetches == 2
+    clock.shift = push_auth.UNKNOWN_KEY_REFETCH_SECONDS + 1
+    assert push(client, certs.token(key=forged_key, kid=uuid.uuid4().hex)).status_code == 401
+    assert certs.fetches == 3
+    assert push(client, certs.token(), "m-2").status_code == 200 and certs.fetches == 3  # known kids: cached
+    assert rows_in(db) == [("m-1", "1"), ("m-2", "1")]
+
+
+@pytest.mark.parametrize("token, kid", [
+    (jwt.encode(crypt.RSASigner.from_string(key_and_certificate()[0], key_id="abc"), {"a": 1}).decode(), "abc"),
+    ("not-a-jwt", None), ("", None), (CRAFTED, None),
+    (base64.urlsafe_b64encode(b'{"kid": ["a"]}').decode() + ".e30.sig", None),
+    (base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".e30.sig", None),
+], ids=["signed", "no-dots", "empty", "json-list", "kid-not-a-string", "not-utf8"])
+def test_the_key_id_is_read_from_any_header_without_raising(token, kid):
+    assert push_auth.key_id(token) == kid

@@ -7,6 +7,7 @@ import pytest
 
 from makefile_helpers import (BUCKET, GCP, PROJECT, RUNTIME, SA_NAME, SERVICE_FLAGS, bindings, git_sha,  # noqa: F401
                               image, make, ok)
+from test_make_cloud_run import PUSH_AUDIENCE
 
 
 PUSH_SA = f"{SA_NAME}-pubsub@{PROJECT}.iam.gserviceaccount.com"
@@ -43,10 +44,10 @@ def test_create_pubsub_invoker_makes_the_push_identity(make):
 
 def subscription_argv(url: str = SERVICE_URL, *, subscription: str = "mlapi-batch-requests-push",
                       topic: str = "mlapi-batch-requests", ack: str = "65", attempts: str = "10",
-                      min_delay: str = "10s", max_delay: str = "600s") -> list[str]:
+                      min_delay: str = "10s", max_delay: str = "600s", audience: str = PUSH_AUDIENCE) -> list[str]:
     return ["pubsub", "subscriptions", "create", subscription, f"--topic={topic}", f"--project={PROJECT}",
             f"--push-endpoint={url}/pubsub/push", f"--push-auth-service-account={PUSH_SA}",
-            f"--push-auth-token-audience={url}", f"--ack-deadline={ack}",
+            f"--push-auth-token-audience={audience}", f"--ack-deadline={ack}",
             f"--dead-letter-topic=projects/{PROJECT}/topics/{topic}-dead-letter",
             f"--max-delivery-attempts={attempts}", f"--min-retry-delay={min_delay}",
             f"--max-retry-delay={max_delay}", "--expiration-period=never"]
@@ -177,3 +178,39 @@ def test_run_batch_job_executes_and_waits(make):
     assert ok(make("run-batch-job", **GCP)).argvs() == [["run", "jobs", "execute", "mlapi-batch", *SERVICE_FLAGS,
                                                          "--wait"]]
     assert ok(make("run-batch-job", BATCH_JOB_NAME="nightly", **GCP)).argvs()[0][3] == "nightly"
+
+
+def created_subscription(argvs: list[list[str]]) -> list[str]:
+    [create] = [argv for argv in argvs if argv[:3] == ["pubsub", "subscriptions", "create"]]
+    return create
+
+
+def flag_value(argv: list[str], name: str) -> str:
+    [value] = [arg.split("=", 1)[1] for arg in argv if arg.startswith(f"--{name}=")]
+    return value
+
+
+@pytest.mark.parametrize("variables", [
+    {},
+    {"DOCKER_PROJECT": "fraud", "GCP_REGION": "us-central1", "SERVICE_URL": "https://fraud.example.com"},
+    {"PUSH_AUDIENCE": "https://batch.example.com"},  # .env's own value wins on both sides
+], ids=["default", "other-service", "explicit"])
+def test_deploy_and_the_push_subscription_agree_on_the_token_audience(make, variables):
+    """The audience the subscription's tokens carry is the one the service checks (PUSH_AUDIENCE)
+    and the custom audience Cloud Run's IAM accepts, never the URL the push reaches (which the app
+    would have to read from the request's Host)."""
+    [deploy] = ok(make("deploy", **variables, **GCP)).argvs()
+    subscription = created_subscription(ok(make("create-push-subscription", **variables, **GCP)).argvs())
+    audience = flag_value(subscription, "push-auth-token-audience")
+    assert flag_value(deploy, "add-custom-audiences") == audience
+    assert f"|PUSH_AUDIENCE={audience}|" in flag_value(deploy, "set-env-vars") + "|"
+    where = {"GCP_REGION": "europe-west1", "DOCKER_PROJECT": "mlapi", **GCP, **variables}
+    assert audience == variables.get("PUSH_AUDIENCE",
+                                     "{GCP_PROJECT_ID}/{GCP_REGION}/{DOCKER_PROJECT}/pubsub/push".format(**where))
+    assert "run.app" not in audience and not audience.startswith(flag_value(subscription, "push-endpoint"))
+
+
+@pytest.mark.parametrize("target", ["deploy", "deploy-canary", "create-push-subscription"])
+def test_an_audience_gcloud_would_split_stops_before_any_command(make, target):
+    run = make(target, PUSH_AUDIENCE="https://a.example.com,https://b.example.com", **GCP)
+    assert run.returncode != 0 and "PUSH_AUDIENCE=" in run.err and run.calls == []

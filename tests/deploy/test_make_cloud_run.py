@@ -8,6 +8,8 @@ from makefile_helpers import (BUCKET, GCP, PROJECT, RUNTIME, SA_NAME, SERVICE_FL
                               make, model_file, ok, server_settings_travelling)
 
 PUSH_SA = f"{SA_NAME}-pubsub@{PROJECT}.iam.gserviceaccount.com"
+# The push token's audience make deploy and make create-push-subscription agree on (no URL needed).
+PUSH_AUDIENCE = f"{PROJECT}/europe-west1/mlapi/pubsub/push"
 STARTUP_PROBE = ("--startup-probe=httpGet.path=/startupz,httpGet.port=8080,periodSeconds=2,timeoutSeconds=2,"
                  "failureThreshold=120")
 
@@ -19,8 +21,8 @@ def liveness_probe(failures: int = 4) -> str:
 
 def service_env(**settings: str) -> str:
     """The --set-env-vars flag deploy builds: .env's settings in SERVER_SETTINGS' order, plus the
-    worker count and the push account when .env leaves them out."""
-    settings = {"WEB_CONCURRENCY": "1", "PUSH_SERVICE_ACCOUNT": PUSH_SA, **settings}
+    worker count and the push account and audience when .env leaves them out."""
+    settings = {"WEB_CONCURRENCY": "1", "PUSH_SERVICE_ACCOUNT": PUSH_SA, "PUSH_AUDIENCE": PUSH_AUDIENCE, **settings}
     ordered = [f"{name}={settings[name]}" for name in server_settings_travelling() if name in settings]
     return "--set-env-vars=^|^" + "|".join(ordered)
 
@@ -30,7 +32,8 @@ def deploy_argv(sha: str, *extra: str, auth: str = "--no-allow-unauthenticated",
     return ["run", "deploy", "mlapi", f"--image={image(sha)}", *SERVICE_FLAGS, f"--service-account={RUNTIME}",
             "--memory=1Gi", "--cpu=1", "--concurrency=1", "--timeout=65", "--execution-environment=gen2",
             "--cpu-boost", STARTUP_PROBE, liveness_probe(), "--min-instances=0", "--max-instances=3",
-            "--ingress=all", "--port=8080", auth, env_flag or service_env(), *extra]
+            "--ingress=all", "--port=8080", auth, env_flag or service_env(),
+            f"--add-custom-audiences={PUSH_AUDIENCE}", *extra]
 
 
 def test_deploy_is_private_by_default(make):
