@@ -51,7 +51,9 @@ class Settings:
     # POST /pubsub/push checks the push's OIDC token (Authorization: Bearer): its audience and
     # the subscription's service account. Default on on Cloud Run (K_SERVICE set).
     push_auth: bool = False
-    # The audience the token must carry; unset: the URL the push was sent to.
+    # The audience the token must carry (the subscription's --push-auth-token-audience; make deploy
+    # and make create-push-subscription both use <project>/<region>/<service>/pubsub/push);
+    # required when push_auth is on: never derived from the request's Host.
     push_audience: str | None = None
     # The service account the token must be issued to (the push subscription's
     # --push-auth-service-account); required when push_auth is on.
