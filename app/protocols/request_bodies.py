@@ -3,7 +3,7 @@
 Each Struct is both the check (protocols/validation.py: msgspec validates a parsed body
 against it) and the request schema of the OpenAPI document (protocols/openapi.py); a field's
 description and examples are what the document shows and what a 400 quotes. Rows and feature
-values are any JSON here: what fits depends on the model, so serving/inputs.py checks them
+values are any JSON here: what fits depends on the model, so serving/instances.py checks them
 (422, naming instance and feature) and the document shows each served model's own row schema
 (protocols/model_schema.py).
 """

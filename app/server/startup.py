@@ -38,7 +38,7 @@ def load_application(settings: Settings | None = None) -> Flask:
         app = create_app(settings)
         if "pandas" not in sys.modules and any(
                 model.feature_names for model in app.extensions["mlapi.services"].registry.models()):
-            # A model fitted on a DataFrame is given DataFrames (serving/inputs.py): import pandas
+            # A model fitted on a DataFrame is given DataFrames (serving/typed_rows.py): import pandas
             # here, once, so that the workers share it rather than each importing it on its first
             # request.
             import_pandas(settings.server_pyarrow)

@@ -74,7 +74,7 @@ def test_features_body(key):
 
 
 def test_features_body_takes_the_first_key_and_any_value():
-    # The values are the model's to judge (422 from serving/inputs.py), not the codec's.
+    # The values are the model's to judge (422 from serving/instances.py), not the codec's.
     assert native.decode_feature_matrix({"inputs": 1, "features": {"format": "csr"}}).instances == {"format": "csr"}
     assert native.decode_feature_matrix({"features": None}).instances is None
 
