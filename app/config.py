@@ -87,6 +87,24 @@ class Settings:
     # with it as the password (what a browser prompts for). API_DOCS_TOKEN_FILE names a file
     # holding it instead (a mounted secret, or one kept in secrets/).
     api_docs_token: str | None = field(default=None, repr=False)
+    # When set, every route but health, readiness, /metrics, the API docs and the Pub/Sub push
+    # needs one of these keys: "Authorization: Bearer <key>" or "X-API-Key: <key>", else a 401
+    # (app/http/api_keys.py). API_KEYS (comma-separated) or API_KEYS_FILE (one key per line,
+    # "#" comments), not both. Logged only as a key id (8 hex digits of the key's sha256).
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # How many proxies in front of the server each append the address they saw to
+    # X-Forwarded-For (Cloud Run's front end: 1). The caller is the address the outermost trusted
+    # one saw: entries a client wrote itself are never read. 0: the header is ignored.
+    trusted_proxy_hops: int = 0
+    # Requests per caller (the API key's id, else the client address), e.g. "100/minute;2000/hour"
+    # (the limits library's notation); unset: no limit. Health, readiness, /metrics exempt.
+    rate_limit: str | None = None
+    # The Redis every process and instance shares (redis://, rediss://; Memorystore on Cloud Run):
+    # the rate limits count there. Unset: each worker process counts on its own. May hold a password.
+    redis_url: str | None = field(default=None, repr=False)
+    # The longest one Redis call may take, in milliseconds, before the server does without Redis
+    # (rate limits: each process counts on its own until Redis answers again).
+    redis_timeout_ms: int = 100
     # host:port of a Cloud Storage emulator: gs:// reads go there, anonymously.
     storage_emulator_host: str | None = None
     # ---- data: the feature store, ingestion, the predictions table ----
@@ -176,6 +194,11 @@ class Settings:
             # service publishes its feature names and categories only when asked; on locally.
             api_docs=_bool(env, "API_DOCS", environment != "production"),
             api_docs_token=_text(env, "API_DOCS_TOKEN") or _secret_file(env, "API_DOCS_TOKEN_FILE"),
+            api_keys=_api_keys(env),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, minimum=0),
+            rate_limit=_rate_limit(env),
+            redis_url=_redis_url(env),
+            redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", 100, minimum=1),
             storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,
             feature_store_write_url=_text(env, "FEATURE_STORE_WRITE_URL") or feature_store_url,
@@ -234,6 +257,57 @@ def _secret_file(env: Mapping[str, str], key: str) -> str | None:
     if not secret:  # an empty secret would mean no protection at all: fail closed, not open
         raise ConfigurationError(f"{key}={path!r} is empty: write the token into it, or unset {key}")
     return secret
+
+
+# What a key may be: an RFC 6750 bearer token (so it can travel in Authorization: Bearer), long
+# enough not to be guessed. secrets.token_urlsafe(32) makes one.
+_API_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,}=*")
+_KEY_ADVICE = ("16 or more of A-Z a-z 0-9 - . _ ~ + / (make one with: python -c "
+               "'import secrets; print(secrets.token_urlsafe(32))')")
+
+
+def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    inline = _text(env, "API_KEYS")
+    if inline and _text(env, "API_KEYS_FILE"):
+        raise ConfigurationError("API_KEYS and API_KEYS_FILE are both set: keep one (API_KEYS_FILE for a mounted secret)")
+    if inline:
+        source, keys = "API_KEYS", [key.strip() for key in inline.split(",")]
+    else:
+        content = _secret_file(env, "API_KEYS_FILE")
+        if content is None:
+            return ()
+        source, keys = "API_KEYS_FILE", [line.split("#", 1)[0].strip() for line in content.splitlines()]
+    keys = [key for key in keys if key]
+    if not keys:  # no key would mean no protection at all: fail closed, not open
+        raise ConfigurationError(f"{source} holds no key: write one key per line (# starts a comment), or unset it")
+    for number, key in enumerate(keys, 1):
+        if not _API_KEY.fullmatch(key):  # the message never quotes the key: it is a secret
+            raise ConfigurationError(f"{source}: key {number} is not a key: write {_KEY_ADVICE}")
+    return tuple(dict.fromkeys(keys))
+
+
+def _rate_limit(env: Mapping[str, str]) -> str | None:
+    raw = _text(env, "RATE_LIMIT")
+    if raw is None:
+        return None
+    from limits import parse_many  # only when set: the CLI commands never pay for it
+
+    try:
+        if all(limit.amount > 0 for limit in parse_many(raw)):
+            return raw
+    except ValueError:
+        pass
+    raise ConfigurationError(f"RATE_LIMIT={raw!r} is not a rate limit: write amount/period pairs separated "
+                             f"by ';', e.g. 100/minute;2000/hour (periods: second, minute, hour, day)")
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    url = _text(env, "REDIS_URL")
+    if url is not None and not url.startswith(("redis://", "rediss://", "redis+unix://")):
+        # The URL may hold a password: name the scheme only.
+        raise ConfigurationError(f"REDIS_URL must start with redis://, rediss:// or redis+unix://, "
+                                 f"not {url.partition(':')[0]!r}")
+    return url
 
 
 def _identifier(env: Mapping[str, str], key: str, default: str) -> str:
