@@ -18,6 +18,24 @@ from mlapi.errors import ConfigurationError
 from mlapi.naming import SHA256_HEX, ModelSpec, parse_models, split_digest
 
 _TRUE = {"1", "true", "yes", "on"}
+
+# What a .skops artifact may hold beyond the types skops trusts by itself (scikit-learn's
+# estimators, builtins, numpy arrays and ufuncs) when SKOPS_TRUSTED_TYPES is unset (its word
+# `default`): the plain-data helpers common scikit-learn models hold, measured with
+# skops.io.get_untrusted_types (skops 0.16, scikit-learn 1.9). None runs code when built.
+# Left out on purpose: sklearn.tree._tree.Tree (every tree, forest and gradient boosting),
+# HistGradientBoosting's TreePredictor and the neighbours' KDTree / BallTree hold node indices
+# that compiled code follows unchecked: a crafted file makes predict read out of bounds or crash
+# (skops' own warning). Trust them by name, only for artifacts from a source you trust.
+SKOPS_DEFAULT_TRUSTED_TYPES = (
+    "numpy.dtype",  # SimpleImputer, KBinsDiscretizer
+    "sklearn.utils._bunch.Bunch",  # Voting*, Stacking*: named_estimators_
+    "sklearn.calibration._CalibratedClassifier",  # CalibratedClassifierCV
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",  # MLP*
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.feature_selection._univariate_selection.f_classif",  # SelectKBest's default score
+)
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -33,6 +51,9 @@ class Settings:
     model_cache_dir: str | None = None
     # Refuse (rather than warn about) a pickle made by another scikit-learn version.
     strict_sklearn_version: bool = False
+    # The types a .skops artifact may hold beyond skops' own trusted ones; anything else refuses
+    # the model at load. Only this setting decides, never the artifact (app/serving/formats.py).
+    skops_trusted_types: tuple[str, ...] = SKOPS_DEFAULT_TRUSTED_TYPES
     # Let pandas load pyarrow in the server process (off: ~34 MB less per instance; see
     # app/server/startup.py).
     server_pyarrow: bool = False
@@ -173,6 +194,7 @@ class Settings:
             port=_int(env, "PORT", 8080, minimum=1),
             model_cache_dir=_text(env, "MODEL_CACHE_DIR"),
             strict_sklearn_version=_bool(env, "STRICT_SKLEARN_VERSION", False),
+            skops_trusted_types=_type_names(env, "SKOPS_TRUSTED_TYPES", SKOPS_DEFAULT_TRUSTED_TYPES),
             server_pyarrow=_bool(env, "SERVER_PYARROW", False),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
             max_rows=_int(env, "MAX_ROWS", 10_000, minimum=1),
@@ -308,6 +330,27 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
         raise ConfigurationError(f"REDIS_URL must start with redis://, rediss:// or redis+unix://, "
                                  f"not {url.partition(':')[0]!r}")
     return url
+
+
+_TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def _type_names(env: Mapping[str, str], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated dotted type names (`module.Type`, as skops names them); the word `default`
+    stands for `default`'s names, so `default,my_pkg.MyScaler` extends them. Unset: `default`."""
+    names: list[str] = []
+    for name in (_text(env, key) or "default").split(","):
+        name = name.strip()
+        if not name:
+            continue
+        if name == "default":
+            names += default
+        elif _TYPE_NAME.match(name):
+            names.append(name)
+        else:
+            raise ConfigurationError(f"{key}: {name!r} is not a dotted type name (module.Type, as skops "
+                                     f"names it) nor the word default")
+    return tuple(dict.fromkeys(names))
 
 
 def _identifier(env: Mapping[str, str], key: str, default: str) -> str:
