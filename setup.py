@@ -54,6 +54,7 @@ setup(
     "tqdm>=4.60",  # progress bars for imports and bulk scoring
     "prometheus-client>=0.20",  # /metrics, summed across worker processes
     "google-auth>=2.20",  # the Pub/Sub push's OIDC token, verified in the app (app/http/push_auth.py)
+    "limits>=4.1",  # RATE_LIMIT: Flask-Limiter's engine, counting in memory or in Redis (app/http/rate_limit.py)
     "pyarrow>=15",  # bulk scoring and `features import`: streamed CSV / Parquet (the server keeps it out: app/wsgi.py)
     ],
     extras_require=EXTRAS,
