@@ -12,7 +12,8 @@ EXTRAS = {
     "mysql": ["PyMySQL>=1.1"],
     "redis": ["redis>=5.0"],
     "pubsub": ["google-cloud-pubsub>=2.20"],
-    # .skops artifacts (app/serving/formats.py); 0.16 is the first to say why a Tree is not trusted
+    # .skops artifacts (app/serving/formats.py). Before 0.15 skops trusted a tree's raw nodes by
+    # default (a crafted file could crash predict) and had other security fixes; 0.16 is tested.
     "skops": ["skops>=0.16"],
 }
 TEST_TOOLS = [
