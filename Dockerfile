@@ -42,7 +42,7 @@ COPY setup.py constraints.txt README.md ./
 # pubsub extra: it is the client `mlapi publish` sends with, from a machine of yours; the service
 # receives Pub/Sub's push over HTTP (and without it, gRPC and its 27 MB stay out).
 RUN mkdir app \
-    && pip wheel -c constraints.txt '.[gcs,postgres,mysql]' -w /wheels \
+    && pip wheel -c constraints.txt '.[gcs,postgres,mysql,skops]' -w /wheels \
     && rm /wheels/mlapi-*.whl
 
 # The virtualenv the runtime stage copies whole: what is deleted here never becomes a layer.
