@@ -103,10 +103,32 @@ CLOUD_RUN_MAX_INSTANCES ?= 3
 CLOUD_RUN_INGRESS ?= all
 CLOUD_RUN_ALLOW_UNAUTHENTICATED ?= false
 CANARY_PERCENT ?= 10
-# A Secret Manager secret holding the /docs token: the service reads it as API_DOCS_TOKEN
-# (deploy, deploy-canary). The runtime service account needs roles/secretmanager.secretAccessor on it.
-API_DOCS_TOKEN_SECRET ?=
 REVISION ?=
+
+# Secrets (docs/security.md, "Secrets"): a setting that is a secret never reaches Cloud Run as a plain
+# variable (anyone who may describe the service reads those) nor a command line (process lists, shell
+# history). make create-secrets stores each one set in Secret Manager as <DOCKER_PROJECT>-<name>
+# (NAME_SECRET=other-name names another, and lets you deploy without holding the value); make deploy
+# passes it with --set-secrets, pinned to the secret's newest enabled version.
+SECRET_SETTINGS = API_KEYS ADMIN_TOKEN METRICS_TOKEN API_DOCS_TOKEN
+# Secrets only when they hold a password (user:password@host, or a password= parameter).
+CREDENTIAL_URL_SETTINGS = FEATURE_STORE_URL FEATURE_STORE_WRITE_URL PREDICTIONS_DB_URL SOURCE_DB_URL REDIS_URL
+# Paths of files holding secrets: the file's content is stored, and Cloud Run mounts it at
+# /secrets/<name>/value, the path the setting then holds.
+SECRET_FILE_SETTINGS = API_KEYS_FILE API_DOCS_TOKEN_FILE
+
+# Memorystore for Redis (make create-redis): the REDIS_URL every instance shares (prediction cache,
+# rate limits, call log, reload). basic: one node, emptied by a restart or maintenance (a cache and
+# rate-limit counters survive that); standard: a replica and failover, about twice the price.
+REDIS_INSTANCE ?= $(DOCKER_PROJECT)
+REDIS_TIER ?= basic
+REDIS_SIZE_GB ?= 1
+REDIS_VERSION ?= redis_7_2
+# Direct VPC egress: the network and subnet (in GCP_REGION) the service sends private addresses to;
+# Memorystore has nothing else. Empty: "default" when REDIS_URL (or REDIS_URL_SECRET) is set, else
+# none (--clear-network). VPC_NETWORK is also the network make create-redis puts the instance on.
+VPC_NETWORK ?=
+VPC_SUBNET ?=
 
 # Batch inference (docs: README, "Batch inference on Google Cloud"). Pub/Sub pushes each request
 # to the service's /pubsub/push, as its own service account (<name>-pubsub) that may invoke this
@@ -147,11 +169,45 @@ SERVER_SETTINGS = MODELS MODEL_URI MODEL_NAME MODEL_SHA256 STRICT_SKLEARN_VERSIO
                   FEATURE_STORE_WRITE_URL PREDICTIONS_DB_URL SOURCE_DB_URL SOURCE_TABLE \
                   LOG_FORMAT ACCESS_LOG GOOGLE_CLOUD_PROJECT MAX_BATCH_SIZE MAX_BATCH_WAIT_MS API_DOCS \
                   SERVER WEB_CONCURRENCY UWSGI_THREADS GUNICORN_THREADS GRANIAN_BLOCKING_THREADS \
-                  MAX_ROWS REQUEST_TIMEOUT ENVIRONMENT PUSH_AUTH PUSH_AUDIENCE PUSH_SERVICE_ACCOUNT
-SERVER_ENV = $(strip $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),$(v)=$($(v)))))
+                  MAX_ROWS REQUEST_TIMEOUT ENVIRONMENT PUSH_AUTH PUSH_AUDIENCE PUSH_SERVICE_ACCOUNT \
+                  REDIS_URL REDIS_TIMEOUT_MS RATE_LIMIT TRUSTED_PROXY_HOPS SKOPS_TRUSTED_TYPES
 empty :=
 space := $(empty) $(empty)
 comma := ,
+# Which settings travel through Secret Manager, under which secret, and where a file secret is mounted.
+# Only names pass through the shell here, never a value.
+lowercase = $(shell printf '%s' '$(1)' | tr 'A-Z_' 'a-z-')
+holds_password = $(or $(findstring password=,$(1)),$(if $(findstring @,$(1)),$(findstring :,$(firstword \
+  $(subst @, ,$(lastword $(subst ://, ,$(1))))))))
+is_secret = $(strip $(or $($(1)_SECRET),$(if $(filter $(1),$(CREDENTIAL_URL_SETTINGS)),$(call holds_password,$($(1))),$($(1)))))
+SECRETS_SENT = $(foreach v,$(SECRET_SETTINGS) $(CREDENTIAL_URL_SETTINGS) $(SECRET_FILE_SETTINGS),$(if $(call is_secret,$(v)),$(v)))
+# Those whose value (or file) is here, for make create-secrets and run-container.
+SECRETS_HELD = $(foreach v,$(SECRETS_SENT),$(if $(strip $($(v))),$(v)))
+secret_name = $(or $(strip $($(1)_SECRET)),$(DOCKER_PROJECT)-$(call lowercase,$(1)))
+secret_mount = /secrets/$(call lowercase,$(1))/value
+PLAIN_SETTINGS = $(filter-out $(SECRETS_SENT),$(SERVER_SETTINGS))
+MOUNTED_ENV = $(foreach v,$(filter $(SECRET_FILE_SETTINGS),$(SECRETS_SENT)),$(v)=$(call secret_mount,$(v)))
+# --set-secrets, not --update-secrets, as for the variables below: a secret removed from .env leaves
+# the service too. Versions are pinned (SECRET_VERSION_<setting>, set by pin_secret_versions): Cloud
+# Run reads a secret variable when an instance starts, so with :latest the instances of one revision
+# could disagree after a rotation (one accepting an API key another refuses) and a rollback would not
+# bring the old value back; Google recommends pinning for exactly this (docs/security.md).
+secret_ref = $(if $(filter $(SECRET_FILE_SETTINGS),$(1)),$(call secret_mount,$(1)),$(1))=$(call secret_name,$(1)):$(SECRET_VERSION_$(1))
+SECRETS_FLAG = $(if $(strip $(SECRETS_SENT)),--set-secrets=$(subst $(space),$(comma),$(strip \
+  $(foreach v,$(SECRETS_SENT),$(call secret_ref,$(v))))),--clear-secrets)
+# As a recipe's line, after its require: the newest enabled version of each secret the flags name.
+define pin_secret_versions
+$(foreach v,$(SECRETS_SENT),$(eval SECRET_VERSION_$(v) := $(shell gcloud secrets versions list $(call secret_name,$(v)) \
+  --project=$(GCP_PROJECT_ID) --filter=state:enabled --sort-by=~createTime --limit=1 --format='value(name.basename())' \
+  2>/dev/null))$(if $(SECRET_VERSION_$(v)),,$(error $(v) reaches Cloud Run through Secret Manager, but the secret \
+  $(call secret_name,$(v)) has no enabled version you may see: run make create-secrets (as your own account) first)))
+endef
+SERVER_ENV = $(strip $(foreach v,$(PLAIN_SETTINGS),$(if $($(v)),$(v)=$($(v)))) $(MOUNTED_ENV))
+# Direct VPC egress to reach Memorystore's private address; without it, --clear-network (the same
+# whole truth as the variables: a network removed from .env leaves the service).
+EGRESS_NETWORK = $(or $(strip $(VPC_NETWORK)),$(if $(strip $(REDIS_URL)$(REDIS_URL_SECRET)),default))
+NETWORK_FLAGS = $(if $(EGRESS_NETWORK),--network=$(EGRESS_NETWORK) --subnet=$(or $(strip $(VPC_SUBNET)),$(EGRESS_NETWORK)) \
+  --vpc-egress=private-ranges-only,--clear-network)
 # gcloud splits --set-env-vars on commas, and MODELS holds commas: `^|^` makes `|` the separator.
 # --set-env-vars, not --update-env-vars: .env is the whole truth, so a setting removed from .env
 # leaves the service too (--update-env-vars would keep every value ever deployed, unseen in .env).
@@ -185,6 +241,8 @@ PUSH_ACK_DEADLINE = $(or $(strip $(ACK_DEADLINE)),$(shell n=$(CLOUD_RUN_TIMEOUT)
 # create-pubsub-invoker makes the account).
 SERVICE_DEFAULT_WEB_CONCURRENCY = $(SERVE_WORKERS)
 SERVICE_DEFAULT_PUSH_SERVICE_ACCOUNT = $(PUBSUB_INVOKER_EMAIL)
+# Cloud Run's front end appends the client's address to X-Forwarded-For: one hop to trust.
+SERVICE_DEFAULT_TRUSTED_PROXY_HOPS = 1
 # The push token's audience: one value that make deploy (PUSH_AUDIENCE, and a custom audience
 # Cloud Run's IAM accepts beside the service URL) and make create-push-subscription
 # (--push-auth-token-audience) both know before the service exists, so the app never derives it
@@ -195,7 +253,8 @@ PUSH_TOKEN_AUDIENCE = $(strip $(call service_value,PUSH_AUDIENCE))
 # gcloud splits a list flag at ',' and the env-vars flag here at '|': either would cut the audience in two.
 check_push_audience = $(if $(findstring $(comma),$(PUSH_TOKEN_AUDIENCE))$(findstring |,$(PUSH_TOKEN_AUDIENCE)),\
   $(error PUSH_AUDIENCE=$(PUSH_TOKEN_AUDIENCE) holds ',' or '|': choose an audience without them))
-SERVICE_ENV = $(strip $(foreach v,$(SERVER_SETTINGS),$(if $(call service_value,$(v)),$(v)=$(call service_value,$(v)))))
+SERVICE_ENV = $(strip $(foreach v,$(PLAIN_SETTINGS),$(if $(call service_value,$(v)),$(v)=$(call service_value,$(v)))) \
+  $(MOUNTED_ENV))
 # Probes. Startup: a revision takes requests only once GET /startupz says every model loaded (not
 # /readyz: a database outage must not stop instances from starting), polled every 2 s for up to
 # 240 s (Cloud Run's limit); a model that fails to load fails the deploy instead of serving 503s.
@@ -214,18 +273,11 @@ DEPLOY_FLAGS = --image=$(IMAGE) $(SERVICE_FLAGS) --service-account=$(RUNTIME_EMA
                --startup-probe=$(STARTUP_PROBE) --liveness-probe=$(LIVENESS_PROBE) \
                --min-instances=$(CLOUD_RUN_MIN_INSTANCES) --max-instances=$(CLOUD_RUN_MAX_INSTANCES) \
                --ingress=$(CLOUD_RUN_INGRESS) --port=8080 $(AUTH_FLAG) $(call env_vars_flag,$(SERVICE_ENV)) \
-               --add-custom-audiences='$(PUSH_TOKEN_AUDIENCE)' \
-               $(if $(strip $(API_DOCS_TOKEN_SECRET)),--update-secrets=API_DOCS_TOKEN=$(strip $(API_DOCS_TOKEN_SECRET)):latest)
+               --add-custom-audiences='$(PUSH_TOKEN_AUDIENCE)' $(SECRETS_FLAG) $(NETWORK_FLAGS)
 # $(call whole_numbers,VAR ...) as a recipe's first line: the settings the flags above compute with.
 whole_numbers = $(foreach v,$(1),$(if $(strip $($(v))),$(if $(shell [[ '$(strip $($(v)))' =~ ^[1-9][0-9]*$$ ]] && echo y),,\
   $(error $(v)=$(strip $($(v))) is not a whole number above 0))))
 DEPLOY_NUMBERS = WEB_CONCURRENCY UWSGI_THREADS GUNICORN_THREADS GRANIAN_BLOCKING_THREADS REQUEST_TIMEOUT CLOUD_RUN_CONCURRENCY
-# The /docs token is a secret: as a plain variable it would be in the service's configuration,
-# readable by anyone who may describe the service. Refused; it travels through Secret Manager.
-refuse_plain_docs_token = $(if $(strip $(API_DOCS_TOKEN)),$(error API_DOCS_TOKEN is not sent to Cloud Run as a \
-  plain variable (anyone who can describe the service would read it): store it in Secret Manager \
-  (gcloud secrets create NAME --data-file=-), set API_DOCS_TOKEN_SECRET=NAME and leave API_DOCS_TOKEN unset for \
-  this command; /docs is off on Cloud Run unless API_DOCS=on))
 # `mlapi batch-predict` shards itself by CLOUD_RUN_TASK_INDEX / CLOUD_RUN_TASK_COUNT, which Cloud Run sets.
 BATCH_ARGS = batch-predict,--from-store,--to-db$(if $(strip $(BATCH_MODEL)),$(comma)--model=$(strip $(BATCH_MODEL)))
 
@@ -239,7 +291,7 @@ check_account_name = @name='$(1)'; if [ $${\#name} -gt 30 ]; then \
 .PHONY: help venv install install-dev demo run card test docs bench bench-peers node-deps \
         build-image run-container \
         check-gcp-login enable-apis create-service-account create-repository create-bucket add-roles \
-        create-key create-config \
+        create-key create-config create-secrets create-redis \
         conf-docker-for-gcp image-to-gcp deploy list-cloud-run describe-service list-revisions \
         upload-model deploy-model deploy-canary promote rollback \
         add-data-point import-data-to-fs \
@@ -432,14 +484,17 @@ build-image: ## build the image DOCKER_PROJECT:<git sha>, with models/ copied in
 	$(CONTAINER_ENGINE) build --platform=linux/amd64 $(PIP_BUILD_ARGS) --tag=$(LOCAL_IMAGE) .
 
 # A key given in GOOGLE_APPLICATION_CREDENTIALS (to read gs:// models) is mounted read-only at
-# run time, never copied into the image; the container then runs as your uid to read it.
+# run time, never copied into the image; the container then runs as your uid to read it. Secret
+# settings go by name (--env=NAME: docker reads the value from its own environment, off its command
+# line), secret files mounted read-only at /run/secrets/<name>.
+container_secret = /run/secrets/$(call lowercase,$(1:_FILE=))
 run-container: ## run the image on http://localhost:8080 (PORT) with the server settings from .env
 	$(call require,DOCKER_PROJECT IMAGE_TAG PORT)
 	$(CONTAINER_ENGINE) run --rm --publish=$(PORT):8080 --env=PORT=8080 \
-	  $(foreach v,$(SERVER_SETTINGS),$(if $($(v)),--env='$(v)=$(strip $($(v)))')) \
-	  $(if $(strip $(API_DOCS_TOKEN)),--env=API_DOCS_TOKEN) \
-	  $(if $(strip $(API_DOCS_TOKEN_FILE)),--volume='$(abspath $(API_DOCS_TOKEN_FILE)):/run/secrets/api-docs-token:ro' \
-	    --env=API_DOCS_TOKEN_FILE=/run/secrets/api-docs-token) \
+	  $(foreach v,$(PLAIN_SETTINGS),$(if $($(v)),--env='$(v)=$(strip $($(v)))')) \
+	  $(foreach v,$(filter-out $(SECRET_FILE_SETTINGS),$(SECRETS_HELD)),--env=$(v)) \
+	  $(foreach v,$(filter $(SECRET_FILE_SETTINGS),$(SECRETS_HELD)),--volume='$(abspath $($(v))):$(call \
+	    container_secret,$(v)):ro' --env=$(v)=$(call container_secret,$(v))) \
 	  $(if $(GOOGLE_APPLICATION_CREDENTIALS),--user="$$(id -u):$$(id -g)" \
 	    --volume='$(abspath $(GOOGLE_APPLICATION_CREDENTIALS)):/run/secrets/gcp-key.json:ro' \
 	    --env=GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp-key.json) \
@@ -463,10 +518,11 @@ check-gcp-login: ## show the account and project gcloud uses now
 	  else echo "this is not the deployer ($(DEPLOYER_EMAIL)): right for the set-up steps; make create-config switches"; fi; \
 	fi
 
-enable-apis: ## enable the Cloud Run, Artifact Registry, IAM, IAM Credentials (impersonation), Cloud Storage and Pub/Sub APIs
+enable-apis: ## enable the Cloud Run, Artifact Registry, IAM, IAM Credentials (impersonation), Cloud Storage, Pub/Sub, Secret Manager, Memorystore and Compute (VPC) APIs
 	$(call require,GCP_PROJECT_ID)
 	gcloud services enable run.googleapis.com artifactregistry.googleapis.com iam.googleapis.com \
-	  iamcredentials.googleapis.com storage.googleapis.com pubsub.googleapis.com --project=$(GCP_PROJECT_ID)
+	  iamcredentials.googleapis.com storage.googleapis.com pubsub.googleapis.com secretmanager.googleapis.com \
+	  redis.googleapis.com compute.googleapis.com --project=$(GCP_PROJECT_ID)
 
 create-service-account: ## create the deployer account and the service's runtime account (<name>-runtime)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME)
@@ -556,6 +612,54 @@ endif
 	gcloud config set project $(GCP_PROJECT_ID)
 	gcloud config set run/region $(GCP_REGION)
 
+##@ Secrets and Memorystore (as your own account: these grant IAM roles)
+# Idempotent: a secret is created once, and a version added only when the value differs from the
+# newest one (compared here, never printed). A value reaches gcloud on stdin from the environment
+# (make exports .env's variables), a file by its path: never on a command line. The runtime account
+# may read each secret; the deployer may only list its versions (make deploy pins the newest).
+create-secrets: ## store the secret settings set in .env (API keys, tokens, database URLs with a password) in Secret Manager
+	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME DOCKER_PROJECT)
+	@if [ -z '$(strip $(SECRETS_SENT))' ]; then echo "no secret setting is set ($(SECRET_SETTINGS) $(SECRET_FILE_SETTINGS), or a $(CREDENTIAL_URL_SETTINGS) holding a password): nothing to store"; fi
+	@store() { \
+	  name=$$1 setting=$$2 file=$$3; \
+	  if [ -n "$$file" ] && [ ! -s "$$file" ]; then echo "error: $$setting=$$file is not a file with content" >&2; return 1; fi; \
+	  if [ -z "$$file" ] && [ -z "$${!setting:-}" ]; then echo "error: $$setting is not in make's environment" >&2; return 1; fi; \
+	  value() { if [ -n "$$file" ]; then cat -- "$$file"; else printf '%s' "$${!setting}"; fi; }; \
+	  if ! gcloud secrets describe "$$name" --project=$(GCP_PROJECT_ID) --format='value(name)' >/dev/null 2>&1; then \
+	    echo "gcloud secrets create $$name ($$setting)"; \
+	    gcloud secrets create "$$name" --project=$(GCP_PROJECT_ID) --replication-policy=automatic \
+	      --labels=app=$(DOCKER_PROJECT) --format=none; \
+	  fi; \
+	  if cmp -s <(gcloud secrets versions access latest --secret="$$name" --project=$(GCP_PROJECT_ID) 2>/dev/null) <(value); then \
+	    echo "$$name: unchanged ($$setting)"; \
+	  else \
+	    echo "gcloud secrets versions add $$name --data-file=- ($$setting, on stdin)"; \
+	    value | gcloud secrets versions add "$$name" --project=$(GCP_PROJECT_ID) --data-file=- --format=none; \
+	  fi; \
+	}; \
+	$(foreach v,$(SECRETS_HELD),store '$(call secret_name,$(v))' $(v) '$(if $(filter $(SECRET_FILE_SETTINGS),$(v)),$($(v)))';) true
+	@for name in $(foreach v,$(SECRETS_SENT),$(call secret_name,$(v))); do \
+	  echo "gcloud secrets add-iam-policy-binding $$name: $(RUNTIME_EMAIL) reads it, $(DEPLOYER_EMAIL) lists its versions"; \
+	  gcloud secrets add-iam-policy-binding "$$name" --project=$(GCP_PROJECT_ID) --member=serviceAccount:$(RUNTIME_EMAIL) \
+	    --role=roles/secretmanager.secretAccessor --condition=None --format=none; \
+	  gcloud secrets add-iam-policy-binding "$$name" --project=$(GCP_PROJECT_ID) --member=serviceAccount:$(DEPLOYER_EMAIL) \
+	    --role=roles/secretmanager.viewer --condition=None --format=none; \
+	done
+
+# Memorystore has a private address only, on VPC_NETWORK (direct peering: nothing to set up
+# beforehand); the service reaches it through Direct VPC egress, which make deploy adds when REDIS_URL
+# is set. Billed by the hour while it exists, used or not: docs/deploy.md, "Memorystore", says how much.
+create-redis: ## create the Memorystore for Redis instance REDIS_INSTANCE (REDIS_TIER, REDIS_SIZE_GB) and print its REDIS_URL
+	$(call require,GCP_PROJECT_ID REDIS_INSTANCE REDIS_TIER REDIS_SIZE_GB REDIS_VERSION)
+	$(call whole_numbers,REDIS_SIZE_GB)
+	gcloud redis instances create $(REDIS_INSTANCE) --region=$(GCP_REGION) --project=$(GCP_PROJECT_ID) \
+	  --tier=$(REDIS_TIER) --size=$(REDIS_SIZE_GB) --redis-version=$(REDIS_VERSION) \
+	  --network=$(or $(strip $(VPC_NETWORK)),default) --connect-mode=direct-peering --labels=app=$(DOCKER_PROJECT)
+	@address="$$(gcloud redis instances describe $(REDIS_INSTANCE) --region=$(GCP_REGION) --project=$(GCP_PROJECT_ID) \
+	  --format='value[separator=":"](host,port)')"; \
+	echo "REDIS_URL=redis://$$address/0"; \
+	echo "add that line to .env: make deploy then sends the service's private traffic through $(or $(strip $(VPC_NETWORK)),default) (Direct VPC egress)"
+
 ##@ Deploy to Cloud Run (as the deployer)
 conf-docker-for-gcp: ## let docker push to GCP_REGION-docker.pkg.dev with the gcloud credentials
 	$(call require,GCP_REGION)
@@ -567,10 +671,10 @@ image-to-gcp: ## tag the local image for Artifact Registry and push it
 	docker push $(IMAGE)
 
 deploy: ## deploy the pushed image to Cloud Run; private unless CLOUD_RUN_ALLOW_UNAUTHENTICATED=true
-	$(refuse_plain_docs_token)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG)
 	$(check_push_audience)
 	$(call whole_numbers,$(DEPLOY_NUMBERS))
+	$(pin_secret_versions)
 	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS)
 
 list-cloud-run: ## list the Cloud Run services in GCP_REGION
@@ -610,10 +714,10 @@ deploy-model: ## upload MODEL=path and roll a new revision serving it (no image 
 	@echo "$(DOCKER_PROJECT) now serves $(MODEL_OBJECT); to keep it across make deploy, put the two lines above in .env"
 
 deploy-canary: ## deploy the pushed image as revision tag canary and send it CANARY_PERCENT% of requests
-	$(refuse_plain_docs_token)
 	$(call require,GCP_PROJECT_ID GCP_SERVICE_ACCOUNT_NAME ARTIFACT_REPOSITORY DOCKER_PROJECT IMAGE_TAG CANARY_PERCENT)
 	$(check_push_audience)
 	$(call whole_numbers,$(DEPLOY_NUMBERS))
+	$(pin_secret_versions)
 	gcloud run deploy $(DOCKER_PROJECT) $(DEPLOY_FLAGS) --no-traffic --tag=canary
 	gcloud run services update-traffic $(DOCKER_PROJECT) $(SERVICE_FLAGS) --to-tags=canary=$(CANARY_PERCENT)
 
@@ -686,10 +790,11 @@ deploy-batch-job: ## create or update the Cloud Run Job BATCH_JOB_NAME: score th
 	  BATCH_JOB_NAME BATCH_TASKS BATCH_PARALLELISM BATCH_MAX_RETRIES BATCH_TASK_TIMEOUT BATCH_MEMORY BATCH_CPU)
 	@$(foreach v,FEATURE_STORE_URL PREDICTIONS_DB_URL,$(if $(filter-out sqlite:%,$(firstword $($(v)))),,\
 	  echo "warning: $(v) is $(if $($(v)),SQLite,unset (so SQLite)): on Cloud Run that is a file inside each task's container, empty at the start and lost at the end" >&2;))
+	$(pin_secret_versions)
 	gcloud run jobs deploy $(BATCH_JOB_NAME) --image=$(IMAGE) $(SERVICE_FLAGS) --service-account=$(RUNTIME_EMAIL) \
 	  --command=mlapi --args=$(BATCH_ARGS) --tasks=$(BATCH_TASKS) --parallelism=$(BATCH_PARALLELISM) \
 	  --max-retries=$(BATCH_MAX_RETRIES) --task-timeout=$(BATCH_TASK_TIMEOUT) --memory=$(BATCH_MEMORY) \
-	  --cpu=$(BATCH_CPU) $(ENV_VARS_FLAG)
+	  --cpu=$(BATCH_CPU) $(ENV_VARS_FLAG) $(SECRETS_FLAG) $(NETWORK_FLAGS)
 
 run-batch-job: ## run the Cloud Run Job BATCH_JOB_NAME once and wait for it to finish
 	$(call require,GCP_PROJECT_ID BATCH_JOB_NAME)

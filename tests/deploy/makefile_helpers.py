@@ -65,7 +65,8 @@ class Make:
         self.count = 0
 
     def __call__(self, *targets: str, env: dict | None = None, path: str | None = None,
-                 makefile: Path = MAKEFILE, cwd: Path = ROOT, **variables) -> MakeRun:
+                 makefile: Path = MAKEFILE, cwd: Path = ROOT, echo: bool = False, **variables) -> MakeRun:
+        """echo=True: without -s, so the output holds every command make echoes, as a user sees it."""
         self.count += 1
         log = self.scratch / f"calls-{self.count}.jsonl"
         full_env = {
@@ -73,7 +74,7 @@ class Make:
                 [str(FAKEBIN), str(VENV_BIN), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": str(self.home), "LANG": "C.UTF-8", "FAKEBIN_LOG": str(log), **(env or {}),
         }
-        command = [MAKE, "-s", "--no-print-directory", "-f", str(makefile), "-C", str(cwd),
+        command = [MAKE, *([] if echo else ["-s"]), "--no-print-directory", "-f", str(makefile), "-C", str(cwd),
                    "ENV_FILE=/dev/null", *targets, *(f"{k}={v}" for k, v in variables.items())]
         done = subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=120)
         calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

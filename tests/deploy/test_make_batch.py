@@ -138,10 +138,12 @@ def test_create_push_subscription_needs_a_deployed_service_and_the_project_numbe
 
 def batch_job_argv(sha: str, args: str = "batch-predict,--from-store,--to-db", *, tasks: str = "4",
                    parallelism: str = "0", retries: str = "3", timeout: str = "3600s", memory: str = "2Gi",
-                   cpu: str = "2", env_flag: str = "--clear-env-vars", job: str = "mlapi-batch") -> list[str]:
+                   cpu: str = "2", env_flag: str = "--clear-env-vars", job: str = "mlapi-batch",
+                   secrets: tuple[str, ...] = ("--clear-secrets", "--clear-network")) -> list[str]:
     return ["run", "jobs", "deploy", job, f"--image={image(sha)}", *SERVICE_FLAGS, f"--service-account={RUNTIME}",
             "--command=mlapi", f"--args={args}", f"--tasks={tasks}", f"--parallelism={parallelism}",
-            f"--max-retries={retries}", f"--task-timeout={timeout}", f"--memory={memory}", f"--cpu={cpu}", env_flag]
+            f"--max-retries={retries}", f"--task-timeout={timeout}", f"--memory={memory}", f"--cpu={cpu}", env_flag,
+            *secrets]
 
 
 def test_deploy_batch_job_runs_batch_predict_from_the_store_to_the_database(make):

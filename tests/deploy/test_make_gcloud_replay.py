@@ -26,6 +26,12 @@ def scenarios(scratch: Path, model: Path) -> list[tuple[str, dict]]:
     key = scratch / "gcp-key.json"
     key.write_text('{"type": "service_account"}')
     models = f"iris=models/iris.joblib,tickets:2=gs://{BUCKET}/models/{'cd' * 32}.joblib#sha256={'cd' * 32}"
+    api_keys = scratch / "api-keys.txt"
+    api_keys.write_text("key-one\nkey-two\n")
+    # Settings that are secrets, and a database URL that is one because it holds a password.
+    secrets = {"ADMIN_TOKEN": "adm1n", "METRICS_TOKEN": "m3trics", "API_KEYS": "key-a,key-b",
+               "API_KEYS_FILE": api_keys, "PREDICTIONS_DB_URL": "postgresql+psycopg://writer:pa55@10.0.0.5/predictions",
+               "REDIS_URL": "redis://:auth@10.0.0.3:6379/0", "RATE_LIMIT": "100/minute;2000/hour"}
     return [
         ("check-gcp-login", {}),
         ("enable-apis", GCP),
@@ -78,6 +84,15 @@ def scenarios(scratch: Path, model: Path) -> list[tuple[str, dict]]:
         ("deploy", {**GCP, "FEATURE_STORE_URL": "postgresql+psycopg://reader@10.0.0.5/features?sslmode=require",
                     "PREDICTIONS_DB_URL": "postgresql+psycopg://writer@10.0.0.5/predictions", "SOURCE_TABLE": "t"}),
         ("run-batch-job", GCP),
+        ("create-secrets", {**GCP, **secrets, "REDIS_URL_SECRET": "shared-redis-url"}),
+        ("create-redis", GCP),
+        ("create-redis", {**GCP, "REDIS_INSTANCE": "cache", "REDIS_TIER": "standard", "REDIS_SIZE_GB": "5",
+                          "REDIS_VERSION": "redis_7_0", "VPC_NETWORK": "serving"}),
+        ("deploy", {**GCP, **secrets}),  # --set-secrets (variables and a mounted file), Direct VPC egress
+        ("deploy", {**GCP, "REDIS_URL": "redis://10.8.0.3:6379/0", "VPC_NETWORK": "serving",
+                    "VPC_SUBNET": "serving-europe-west1"}),
+        ("deploy-canary", {**GCP, **secrets}),
+        ("deploy-batch-job", {**GCP, **secrets}),
     ]
 
 
@@ -112,7 +127,9 @@ def replay(gcloud: str, argv: list[str], scratch: Path, timeout: float = REPLAY_
            "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",  # do not probe for a GCE metadata server
            "DOCKER_CONFIG": str(home / "docker")}         # configure-docker writes here, not ~/.docker
     try:
-        done = subprocess.run([gcloud, *argv], env=env, cwd=home, capture_output=True, text=True, timeout=timeout)
+        # stdin empty: `--data-file=-` must not wait on the terminal pytest runs in
+        done = subprocess.run([gcloud, *argv], env=env, cwd=home, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
         return Replay(argv, done.returncode, done.stdout + done.stderr)
     except subprocess.TimeoutExpired as expired:
         partial = (expired.stdout or b"") + (expired.stderr or b"")

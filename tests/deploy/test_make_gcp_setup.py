@@ -37,7 +37,9 @@ def test_enable_apis(make):
     assert ok(make("enable-apis", **GCP)).argvs() == [
         ["services", "enable", "run.googleapis.com", "artifactregistry.googleapis.com", "iam.googleapis.com",
          "iamcredentials.googleapis.com",  # impersonation: short-lived deployer tokens
-         "storage.googleapis.com", "pubsub.googleapis.com", f"--project={PROJECT}"]]
+         "storage.googleapis.com", "pubsub.googleapis.com",
+         "secretmanager.googleapis.com", "redis.googleapis.com", "compute.googleapis.com",  # secrets, Memorystore, its VPC
+         f"--project={PROJECT}"]]
 
 
 def test_create_service_account_makes_a_deployer_and_a_runtime_account(make):

@@ -24,7 +24,7 @@ def test_help_is_the_default_goal_and_lists_every_target_with_a_description(make
                    "create-repository", "create-bucket", "upload-model", "deploy-model", "deploy-canary",
                    "promote", "rollback", "run", "test", "venv", "add-data-point", "import-data-to-fs",
                    "create-topic", "create-pubsub-invoker", "create-push-subscription", "deploy-batch-job",
-                   "run-batch-job"):
+                   "run-batch-job", "create-secrets", "create-redis"):
         assert target in described, f"{target} is missing from make help"
 
 
@@ -56,7 +56,7 @@ NEEDS_PROJECT = ["enable-apis", "create-service-account", "create-repository", "
                  "create-key", "create-config", "image-to-gcp", "deploy", "list-cloud-run", "describe-service",
                  "list-revisions", "deploy-model", "deploy-canary", "promote", "rollback",
                  "delete-deployment", "delete-latest-gcp-image", "create-topic", "create-pubsub-invoker",
-                 "create-push-subscription", "deploy-batch-job", "run-batch-job"]
+                 "create-push-subscription", "deploy-batch-job", "run-batch-job", "create-secrets", "create-redis"]
 
 
 @pytest.mark.parametrize("target", NEEDS_PROJECT)
