@@ -246,7 +246,8 @@ SERVICE_DEFAULT_TRUSTED_PROXY_HOPS = 1
 # The push token's audience: one value that make deploy (PUSH_AUDIENCE, and a custom audience
 # Cloud Run's IAM accepts beside the service URL) and make create-push-subscription
 # (--push-auth-token-audience) both know before the service exists, so the app never derives it
-# from a request's Host. Any string without ':' (a JWT audience with one must be a URI), ',' or '|'.
+# from a request's Host. A URI (https://...) or a plain string (a JWT audience holding ':' must be a
+# URI); a ',' or '|' is refused: gcloud splits on them.
 SERVICE_DEFAULT_PUSH_AUDIENCE = $(GCP_PROJECT_ID)/$(GCP_REGION)/$(DOCKER_PROJECT)/pubsub/push
 service_value = $(or $($(1)),$(SERVICE_DEFAULT_$(1)))
 PUSH_TOKEN_AUDIENCE = $(strip $(call service_value,PUSH_AUDIENCE))
