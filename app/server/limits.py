@@ -18,9 +18,11 @@ DRAIN_SECONDS = 8
 # headers is held to it by mlapi.server.gunicorn_worker).
 HEADERS_SECONDS = 10
 
-# Past REQUEST_TIMEOUT the app answers 504 itself (app/http/deadline.py); the server kills a
-# worker still stuck this much later (uWSGI's harakiri, gunicorn's --timeout), for code the
-# app's timer cannot interrupt (a long native call that never returns to Python).
+# Past REQUEST_TIMEOUT the app answers 504 itself (app/http/deadline.py); for code the app's
+# timer cannot interrupt (a long native call that never returns to Python) the server steps in
+# this much later (kill_after): gunicorn's --timeout kills the worker, uWSGI's router closes the
+# connection (http-timeout) and its harakiri kills the worker one grace later still
+# (uwsgi_harakiri). granian has no such kill.
 KILL_GRACE_SECONDS = 1
 
 # Recycle a worker after this many requests, plus a per-worker spread so they do not all
@@ -40,7 +42,9 @@ def worker_count(settings: Settings) -> int:
 
 
 def kill_after(settings: Settings) -> int:
-    """Seconds after which the server itself kills a worker stuck on one request."""
+    """Seconds after which the server itself gives up on a request the app could not stop:
+    gunicorn kills the worker then; uWSGI's router closes the client's connection then and
+    harakiri kills the worker at uwsgi_harakiri."""
     return settings.request_timeout_seconds + KILL_GRACE_SECONDS
 
 
