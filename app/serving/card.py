@@ -3,8 +3,8 @@
 `mlapi card` prints it and the OpenAPI document builds each model's input schema from it, so
 its keys are an interface:
 
-    name, version, sha256, source, task ("classification", "regression", "other"),
-    input_kind ("tabular" or "text"),
+    name, version, sha256, source, format ("joblib" or "skops"; None in memory),
+    task ("classification", "regression", "other"), input_kind ("tabular" or "text"),
     features: [{"name", "type": "number"|"integer"|"string"|"boolean", "categories"?,
                 "accepts_unknown"? (true: its encoder takes other values too)}] or None,
     n_features, classes, compute_path (one line: which code computes each output),
@@ -32,6 +32,7 @@ def model_card(model: ServedModel) -> dict:
         "sha256": model.metadata.get("sha256"),
         # A model built in memory (tests, embedding) has no artifact to name.
         "source": model.metadata.get("uri") or "(in memory)",
+        "format": model.metadata.get("format"),
         "task": model.task,
         "input_kind": model.input_kind,
         "features": features,

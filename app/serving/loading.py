@@ -1,24 +1,24 @@
-"""Loading: a ModelSpec's artifact fetched, verified, unpickled and checked, as a ServedModel.
+"""Loading: a ModelSpec's artifact fetched, verified, loaded and checked, as a ServedModel.
 
-Unpickling runs code from the file: only serve artifacts you trust (see README, Security).
-The sha256 pin is checked before unpickling, on the very bytes that are unpickled (read once,
-into memory): a file swapped or rewritten after the check is never what is executed. Loading
+Unpickling runs code from the file: only serve pickles you trust (see README, Security); a
+.skops artifact builds only the types the settings trust (serving/formats.py). The sha256 pin
+is checked before loading, in either format, on the very bytes that are loaded (read once, into
+memory): a file swapped or rewritten after the check is never what is executed. Loading
 therefore holds the artifact's bytes beside the model it makes, until the model is built.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
 import warnings
 
-import joblib
 import sklearn
 
 from mlapi.config import Settings
 from mlapi.errors import ArtifactError
 from mlapi.naming import ModelSpec
+from mlapi.serving.formats import artifact_format, load_estimator
 from mlapi.serving.model import ServedModel
 from mlapi.serving.storage import read_artifact
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
-    """Fetch, verify and unpickle one artifact. Raises ArtifactError with a readable reason."""
+    """Fetch, verify and load one artifact. Raises ArtifactError with a readable reason."""
     started = time.time()
     data = read_artifact(spec.uri, settings.model_cache_dir, settings.storage_emulator_host,
                          settings.google_cloud_project, spec.sha256)
@@ -35,25 +35,23 @@ def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
         raise ArtifactError(f"sha256 mismatch for {spec.uri}: expected {spec.sha256}, file has {digest}; refusing to load it")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            # joblib reads a file object as it reads a path (compressed or not); memory-mapping
-            # (mmap_mode) is for paths only and is not used here anyway.
-            estimator = joblib.load(io.BytesIO(data))
-        except Exception as exc:
-            raise ArtifactError(f"could not unpickle {spec.uri}: {exc.__class__.__name__}: {exc}") from exc
+        try:  # both formats warn of another scikit-learn version: its estimators' own __setstate__
+            estimator = load_estimator(data, spec.uri, settings.skops_trusted_types)
         finally:
             del data
     trained_with = check_sklearn_version(spec, caught, settings.strict_sklearn_version)
     served = ServedModel(spec.name, spec.version, estimator, {
         "uri": spec.uri,
+        "format": artifact_format(spec.uri),
         "sha256": digest,
         "sklearn_version": trained_with,
         "serving_sklearn_version": sklearn.__version__,
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_seconds": round(time.time() - started, 3),
     })
-    log.info("loaded model %s:%s from %s (%s, sha256 %s); compute path: %s", spec.name, spec.version, spec.uri,
-             type(estimator).__name__, digest[:12], describe_compute_path(served.compute_path))
+    log.info("loaded model %s:%s from %s (%s, %s, sha256 %s); compute path: %s", spec.name, spec.version,
+             spec.uri, type(estimator).__name__, served.metadata["format"], digest[:12],
+             describe_compute_path(served.compute_path))
     return served
 
 
@@ -64,7 +62,7 @@ def describe_compute_path(compute_path: dict) -> str:
 
 
 def check_sklearn_version(spec: ModelSpec, caught, strict: bool) -> str:
-    """The scikit-learn version the artifact was pickled with; a different one than this
+    """The scikit-learn version the artifact was saved with; a different one than this
     server's is a warning, or under STRICT_SKLEARN_VERSION an ArtifactError."""
     mismatch = next((w.message for w in caught
                      if type(w.message).__name__ == "InconsistentVersionWarning"), None)

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 from mlapi.naming import ModelSpec
 from mlapi.errors import MlapiError, ModelNotFound, ModelNotReady, shown
+from mlapi.serving.formats import artifact_format
 from mlapi.serving.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ class LoadFailure:
     reason: str
 
     def describe(self) -> dict:
+        # The format too: a .skops artifact refused for its types says so beside the reason.
         return {"name": self.spec.name, "version": self.spec.version, "ready": False,
-                "uri": self.spec.uri, "error": self.reason}
+                "uri": self.spec.uri, "format": artifact_format(self.spec.uri), "error": self.reason}
 
 
 class ModelRegistry:
