@@ -64,7 +64,9 @@ RUN mkdir app \
 #   SQLAlchemy's debug info 8, scipy, cryptography): the loader never reads them, only a
 #   debugger or a crash report's function names would. Not the libraries auditwheel rewrote
 #   (those with an RPATH, and the *.libs folders it grafted in): strip breaks them (numpy's
-#   OpenBLAS would not load). tests/image loads every shared library the image holds;
+#   OpenBLAS would not load), nor a file named *.so* that is not ELF (its first four bytes are
+#   not \177ELF): strip would fail on it and stop the build. tests/image loads every shared
+#   library the image holds;
 # - a library two *.libs folders hold byte for byte (auditwheel names a grafted library by
 #   its content's hash: scipy.libs' libgfortran and libquadmath are numpy.libs' own, 3 MB)
 #   becomes a link to the first copy.
@@ -80,7 +82,8 @@ RUN python -m venv --without-pip /opt/mlapi \
          ln -sf "$(basename "$lib")" "${lib%.*.*}" && ln -sf "$(basename "$lib")" "${lib%.*.*.*}"; done \
     && find "$SITE_PACKAGES" /opt/mlapi/bin/uwsgi -name '*.libs' -prune \
             -o -type f \( -name '*.so*' -o -name uwsgi \) -exec sh -ec \
-         'for lib; do readelf -d "$lib" | grep -q "(RPATH)" || strip --strip-unneeded "$lib"; done' sh {} + \
+         'for lib; do [ "$(od -An -tx1 -N4 "$lib" | tr -d " \n")" = 7f454c46 ] || continue; \
+              readelf -d "$lib" | grep -q "(RPATH)" || strip --strip-unneeded "$lib"; done' sh {} + \
     && for lib in "$SITE_PACKAGES"/*.libs/*; do \
          set -- "$SITE_PACKAGES"/*.libs/"${lib##*/}"; \
          if [ "$lib" != "$1" ] && cmp -s "$lib" "$1"; then ln -sf "../${1#"$SITE_PACKAGES"/}" "$lib"; fi; done
