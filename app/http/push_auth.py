@@ -27,7 +27,7 @@ import logging
 import re
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from mlapi.config import Settings
 from mlapi.errors import MlapiError, Unauthorized, cut
@@ -95,7 +95,7 @@ class PushAuth:
                                 "(or mlapi[pubsub]), or set PUSH_AUTH=off")
         else:
             self._verify_token, self._errors = id_token.verify_token, exceptions
-            self._certs = CachedCerts(Request())
+            self._certs = CachedCerts(Request(), exceptions.TransportError)
         if self.unavailable:
             log.error("POST %s will answer 503: %s", PUSH_PATH, self.unavailable)
 
@@ -132,9 +132,11 @@ class PushAuth:
         except self._errors.TransportError as exc:
             raise PushAuthUnavailable(f"could not fetch Google's token certificates to check the push token: "
                                       f"{cut(str(exc), REASON_CHARS)}") from None
-        except (ValueError, TypeError, AttributeError, KeyError, self._errors.GoogleAuthError) as exc:
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError,
+                self._errors.GoogleAuthError) as exc:
             # Bad signature, expired, wrong audience, malformed: google-auth says which (a crafted
-            # header, e.g. a JSON list where an object belongs, fails its parsing with the others).
+            # header, e.g. a JSON list where an object belongs, fails its parsing with the others;
+            # JSON nested deeper than the parser recurses raises RecursionError, no ValueError).
             raise Unauthorized(f"the push token is not valid: {cut(str(exc), REASON_CHARS)}") from None
         if claims.get("iss") not in ISSUERS:
             raise Unauthorized("the push token was not issued by accounts.google.com")
@@ -151,10 +153,18 @@ def key_id(token: str) -> str | None:
     header = token.split(".", 1)[0]
     try:
         fields = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except ValueError:  # bad base64 (binascii.Error), bad UTF-8, bad JSON: all ValueErrors
+    except (ValueError, RecursionError):  # bad base64 (binascii.Error), UTF-8 or JSON; JSON nested too deep
         return None
     kid = fields.get("kid") if isinstance(fields, dict) else None
     return kid if isinstance(kid, str) else None
+
+
+class CachedCopy(NamedTuple):
+    """The certificates as last fetched."""
+    fetch_after: float  # monotonic: expires, unless expect_key marked the copy stale sooner (0)
+    response: object
+    key_ids: frozenset
+    expires: float  # monotonic: the end of its max-age
 
 
 class CachedCerts:
@@ -162,47 +172,69 @@ class CachedCerts:
     its Cache-Control max-age: verify_token fetches the certificates on every call otherwise, a
     round trip to Google per push. Other requests pass straight through."""
 
-    def __init__(self, request: Callable):
+    def __init__(self, request: Callable, transport_error: type[Exception]):
         self.request = request
+        self.transport_error = transport_error  # what `request` raises when Google is unreachable
         self.lock = threading.Lock()
-        # url → (monotonic expiry, the response, the key ids it holds)
-        self.cached: dict[str, tuple[float, object, frozenset]] = {}
+        self.cached: dict[str, CachedCopy] = {}  # by url
         self.refetched_at = float("-inf")  # the last fetch an unknown key id caused
 
     def __call__(self, url: str, method: str = "GET", **kwargs):
         if method != "GET":
             return self.request(url, method=method, **kwargs)
         with self.lock:  # one fetch when many threads find the cache stale at once
-            expires, response, _ = self.cached.get(url, (0.0, None, frozenset()))
-            if response is None or time.monotonic() >= expires:
+            entry = self.cached.get(url)
+            now = time.monotonic()
+            if entry is not None and now < entry.fetch_after:
+                return entry.response
+            try:
                 response = self.request(url, method="GET", timeout=CERTS_TIMEOUT_SECONDS)
-                if response.status == 200:
-                    self.cached[url] = (time.monotonic() + max_age(response.headers), response,
-                                        published_key_ids(response.data))
+            except self.transport_error:
+                kept = self.kept(url, entry, now)
+                if kept is None:
+                    raise
+                return kept
+            if response.status != 200:
+                kept = self.kept(url, entry, now)
+                return response if kept is None else kept
+            expires = time.monotonic() + max_age(response.headers)
+            self.cached[url] = CachedCopy(expires, response, published_key_ids(response.data), expires)
             return response
 
+    def kept(self, url: str, entry: CachedCopy | None, now: float):
+        """After a failed fetch, the response we had when it is still within its max-age (only
+        expect_key marked it stale), else None. Kept with its expiry restored, so the tokens it
+        can check pass (the unknown kid's is refused) and the next push does not retry the fetch
+        (the next unknown kid may, UNKNOWN_KEY_REFETCH_SECONDS on). A copy past its max-age is
+        not kept: verify_token then fails, a 503, as when nothing was cached."""
+        if entry is None or now >= entry.expires:
+            return None
+        self.cached[url] = entry._replace(fetch_after=entry.expires)
+        return entry.response
+
     def expect_key(self, url: str, kid: str | None) -> None:
-        """Drop the cached certificates of `url` when they lack `kid`, so the next call fetches
-        them again: Google may have started signing with a key published after our copy was
-        taken. At most once per UNKNOWN_KEY_REFETCH_SECONDS, whatever the kid."""
+        """Mark the cached certificates of `url` stale when they lack `kid`, so the next call
+        fetches them again: Google may have started signing with a key published after our copy
+        was taken. At most once per UNKNOWN_KEY_REFETCH_SECONDS, whatever the kid. The copy
+        stays, for when that fetch fails."""
         if kid is None:
             return
         with self.lock:
             entry = self.cached.get(url)
-            if entry is None or kid in entry[2]:
+            if entry is None or kid in entry.key_ids:
                 return
             now = time.monotonic()
             if now - self.refetched_at < UNKNOWN_KEY_REFETCH_SECONDS:
                 return  # the token is checked against the certificates we have, and refused
             self.refetched_at = now
-            del self.cached[url]
+            self.cached[url] = entry._replace(fetch_after=0.0)
 
 
 def published_key_ids(data: bytes) -> frozenset:
     """The key ids of a certificates document ({kid: PEM}); none when it is not one."""
     try:
         document = json.loads(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return frozenset()
     return frozenset(document) if isinstance(document, dict) else frozenset()
 

@@ -170,11 +170,19 @@ def test_a_token_signed_by_another_key_is_refused(guarded, certs):
     assert rows_in(db) == []
 
 
-CRAFTED = ".".join(base64.urlsafe_b64encode(part).decode().rstrip("=") for part in (b"[]", b"{}", b"sig"))
+def jwt_of(*parts: bytes) -> str:
+    return ".".join(base64.urlsafe_b64encode(part).decode().rstrip("=") for part in parts)
+
+
+CRAFTED = jwt_of(b"[]", b"{}", b"sig")
+# JSON nested deeper than the parser recurses: json.loads raises RecursionError, not a ValueError.
+NESTED_HEADER = jwt_of(b"[" * 5000, b"{}", b"sig")
+NESTED_PAYLOAD = jwt_of(b'{"alg": "RS256", "kid": "k"}', b"[" * 5000, b"sig")
 
 
 @pytest.mark.parametrize("authorization", [None, "", "Basic dXNlcjpwYXNz", "Bearer", "Bearer not-a-jwt",
-                                           f"Bearer {CRAFTED}"])
+                                           f"Bearer {CRAFTED}", f"Bearer {NESTED_HEADER}",
+                                           f"Bearer {NESTED_PAYLOAD}"])
 def test_no_token_or_a_malformed_one_is_refused_with_json(guarded, authorization):
     build, db = guarded
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -302,6 +310,42 @@ def test_unknown_key_ids_refetch_at_most_once_a_minute(guarded, certs, monkeypat
     ("not-a-jwt", None), ("", None), (CRAFTED, None),
     (base64.urlsafe_b64encode(b'{"kid": ["a"]}').decode() + ".e30.sig", None),
     (base64.urlsafe_b64encode(b"\xff\xfe").decode() + ".e30.sig", None),
-], ids=["signed", "no-dots", "empty", "json-list", "kid-not-a-string", "not-utf8"])
+    (NESTED_HEADER, None),
+], ids=["signed", "no-dots", "empty", "json-list", "kid-not-a-string", "not-utf8", "nested-too-deep"])
 def test_the_key_id_is_read_from_any_header_without_raising(token, kid):
     assert push_auth.key_id(token) == kid
+
+
+@pytest.mark.parametrize("data", [b"not json", b"[]", b"[" * 5000], ids=["not-json", "a-list", "nested-too-deep"])
+def test_a_certificates_document_that_is_not_one_holds_no_key_ids(data):
+    assert push_auth.published_key_ids(data) == frozenset()
+
+
+@pytest.mark.parametrize("outage", ["error-status", "unreachable"])
+def test_a_refetch_that_fails_keeps_the_certificates_until_their_max_age(guarded, certs, monkeypatch, outage):
+    """An unknown key id makes us fetch the certificates again; if Google then answers an error
+    or cannot be reached, the copy we had still checks the tokens it can (no 503 for every push)
+    until its max-age, and the failed fetch is not retried push after push."""
+    clock = Clock()
+    monkeypatch.setattr(push_auth, "time", clock)
+    build, db = guarded
+    client = build()
+    assert push(client, certs.token(), "m-1").status_code == 200 and certs.fetches == 1
+    if outage == "error-status":
+        certs.status = 500
+    else:
+        certs.server.shutdown()
+        certs.server.server_close()  # connections refused: google-auth raises TransportError
+    forged_key, _ = key_and_certificate()
+    answer = push(client, certs.token(key=forged_key, kid=uuid.uuid4().hex), "m-forged")
+    assert answer.status_code == 401 and "key id" in answer.get_json()["error"]["message"]
+    assert certs.fetches == (2 if outage == "error-status" else 1)  # the refetch was tried
+    for message_id in ("m-2", "m-3"):
+        answer = push(client, certs.token(), message_id)
+        assert answer.status_code == 200, answer.get_json()
+    assert certs.fetches == (2 if outage == "error-status" else 1)  # and not retried per push
+    # Past their max-age (3600 s) the kept copy is expired as before: with Google still down, 503.
+    clock.shift = 3600 + 1
+    answer = push(client, certs.token(), "m-4")
+    assert answer.status_code == 503 and "certificates" in answer.get_json()["error"]["message"]
+    assert rows_in(db) == [("m-1", "1"), ("m-2", "1"), ("m-3", "1")]
