@@ -38,11 +38,13 @@ WORKDIR /src
 # directory): from an empty one it builds an empty mlapi wheel, thrown away (the real one is built
 # below, from the code).
 COPY setup.py constraints.txt README.md ./
-# The image reaches every supported store: gs:// artifacts, PostgreSQL, MySQL/MariaDB. Not the
+# The image reaches every supported store: gs:// artifacts, PostgreSQL, MySQL/MariaDB, Redis
+# (REDIS_URL: Memorystore); and it loads .skops artifacts (extra skops, 3.5 MB: the format
+# that runs no code of the file's). Not the
 # pubsub extra: it is the client `mlapi publish` sends with, from a machine of yours; the service
 # receives Pub/Sub's push over HTTP (and without it, gRPC and its 27 MB stay out).
 RUN mkdir app \
-    && pip wheel -c constraints.txt '.[gcs,postgres,mysql,skops]' -w /wheels \
+    && pip wheel -c constraints.txt '.[gcs,postgres,mysql,skops,redis]' -w /wheels \
     && rm /wheels/mlapi-*.whl
 
 # The virtualenv the runtime stage copies whole: what is deleted here never becomes a layer.

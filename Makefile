@@ -695,14 +695,14 @@ list-revisions: ## list the service's revisions (names for rollback)
 # A canned recipe; its first lines set MODEL_DIGEST and MODEL_OBJECT for the lines after it.
 define upload_model
 $(eval MODEL_DIGEST := $(if $(wildcard $(MODEL)),$(firstword $(shell sha256sum '$(MODEL)'))))
-$(eval MODEL_OBJECT := gs://$(MODEL_BUCKET)/models/$(MODEL_DIGEST).joblib)
+$(eval MODEL_OBJECT := gs://$(MODEL_BUCKET)/models/$(MODEL_DIGEST)$(if $(filter %.skops,$(MODEL)),.skops,.joblib))
 @if [ ! -f '$(MODEL)' ]; then echo "error: MODEL=$(MODEL) is not a file" >&2; exit 1; fi
 gcloud storage cp --no-clobber '$(MODEL)' $(MODEL_OBJECT)
 @echo "MODEL_URI=$(MODEL_OBJECT)"
 @echo "MODEL_SHA256=$(MODEL_DIGEST)"
 endef
 
-upload-model: ## copy MODEL=path to gs://MODEL_BUCKET/models/<sha256>.joblib and print the URI
+upload-model: ## copy MODEL=path to gs://MODEL_BUCKET/models/<sha256>.joblib (.skops for a .skops file) and print the URI
 	$(call require,MODEL MODEL_BUCKET)
 	$(upload_model)
 

@@ -15,7 +15,7 @@ from mlapi.errors import ConfigurationError, MlapiError
 from mlapi.naming import ModelSpec, split_model_ref
 
 # An argument naming one of these is a model file, not a served model's name.
-ARTIFACT_SUFFIXES = (".joblib", ".pkl", ".pickle")
+ARTIFACT_SUFFIXES = (".joblib", ".pkl", ".pickle", ".skops")
 # Categories listed per feature in the text card (all of them in --json).
 SHOWN_CATEGORIES = 10
 

@@ -107,6 +107,7 @@ class ModelDescription(Struct):
     classes: list[Any] | None | UnsetType = UNSET
     n_features_in: int | None | UnsetType = UNSET
     feature_names_in: list[str] | None | UnsetType = UNSET
+    format: Annotated[str, Meta(description="joblib or skops: how the artifact was read.")] | UnsetType = UNSET
     error: str | UnsetType = UNSET
 
 

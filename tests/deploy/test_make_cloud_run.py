@@ -89,6 +89,17 @@ def test_upload_model_names_the_object_after_its_sha256(make, model_file):
     assert f"MODEL_SHA256={digest}" in run.out.splitlines()
 
 
+def test_upload_model_keeps_a_skops_files_suffix(make, tmp_path):
+    """The server picks an artifact's format by its name: a .skops file uploaded as .joblib
+    would be unpickled (and refused), so the object keeps .skops."""
+    skops_file = tmp_path / "model.skops"
+    skops_file.write_bytes(b"PK\x03\x04 not really a model")
+    digest = hashlib.sha256(skops_file.read_bytes()).hexdigest()
+    uri = f"gs://{BUCKET}/models/{digest}.skops"
+    run = ok(make("upload-model", MODEL=skops_file, MODEL_BUCKET=BUCKET))
+    assert run.argvs() == [["storage", "cp", "--no-clobber", str(skops_file), uri]]
+
+
 def test_deploy_model_uploads_then_rolls_a_revision_without_a_new_image(make, model_file):
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
     uri = f"gs://{BUCKET}/models/{digest}.joblib"

@@ -11,8 +11,8 @@ from churn_model import PLANS, churn_frame, train_churn
 from conftest import models_env
 from mlapi.serving.card import EXAMPLE_TEXT, model_card
 
-KEYS = {"name", "version", "sha256", "source", "task", "input_kind", "features", "n_features", "classes",
-        "compute_path", "example"}
+KEYS = {"name", "version", "sha256", "source", "format", "task", "input_kind", "features", "n_features",
+        "classes", "compute_path", "example"}
 
 
 @pytest.fixture
