@@ -23,9 +23,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from mlapi.config import Settings
+    from mlapi.http.callers import build_callers
     from mlapi.http.fastpath import FastPath
     from mlapi.http.pipeline import RequestPipeline
     from mlapi.http.push_auth import guard_push
+    from mlapi.http.rate_limit import build_rate_limits
     from mlapi.http.routes import register_routes
     from mlapi.logs import configure_logging
     from mlapi.services import build_services
@@ -37,9 +39,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["mlapi.services"] = services
     fast = FastPath(app.wsgi_app, services)
     register_routes(app, fast)
-    # Outermost: what every request shares (the body limit, MAX_REQUEST_BYTES, included: no
-    # layer inside sees a larger body), then the push token check (PUSH_AUTH), then the fast
-    # path, then Flask.
+    # Outermost: what every request shares (who calls and whether they may: API keys, rate
+    # limits; the body limit, MAX_REQUEST_BYTES, included: no layer inside sees a larger body),
+    # then the push token check (PUSH_AUTH), then the fast path, then Flask.
     app.wsgi_app = RequestPipeline(guard_push(fast, settings), settings.access_log,
-                                   settings.max_request_bytes, settings.request_timeout_seconds)
+                                   settings.max_request_bytes, settings.request_timeout_seconds,
+                                   build_callers(settings), build_rate_limits(settings))
     return app

@@ -57,6 +57,8 @@ class MlapiError(Exception):
     failures, the log): see MAX_MESSAGE_CHARS."""
 
     status_code = 500
+    # Response headers the answer must carry (WWW-Authenticate, Retry-After), whichever layer answers.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, **details: Any):
         message = cut(message, MAX_MESSAGE_CHARS)
@@ -76,6 +78,23 @@ class BadRequest(MlapiError):
 
 class Unauthorized(MlapiError):
     status_code = 401
+
+
+class ApiKeyRequired(Unauthorized):
+    """A route behind API_KEYS without a key, or with one that is not among them."""
+
+    headers = (("WWW-Authenticate", 'Bearer realm="mlapi"'),)
+
+
+class RateLimited(MlapiError):
+    """The caller has used up a RATE_LIMIT window; the headers (Retry-After, RateLimit-*) say
+    when it may call again (app/http/rate_limit.py)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, headers: tuple[tuple[str, str], ...], **details: Any):
+        super().__init__(message, **details)
+        self.headers = headers
 
 
 class ModelNotFound(MlapiError):

@@ -37,7 +37,7 @@ def error_response(exc: BaseException, docs_served: bool = False) -> tuple[int, 
     """(status, JSON body, extra headers) for an exception raised while answering a request.
     docs_served: GET /openapi.json is there to point to (API_DOCS on)."""
     if isinstance(exc, MlapiError):
-        return exc.status_code, {"error": exc.to_dict()}, []
+        return exc.status_code, {"error": exc.to_dict()}, list(exc.headers)
     if isinstance(exc, HTTPException):
         status = exc.code or 500
         error: dict[str, Any] = {"message": _http_message(exc, status, docs_served), "status": status}

@@ -3,9 +3,9 @@
 A WSGI middleware (werkzeug's ProxyFix and prometheus_client's make_wsgi_app are the model:
 a small class wrapping an app) outside both the fast path and Flask, so no concern exists
 twice and none can skip a route: the request id and log context, the request metrics, the
-access log, the body limit (MAX_REQUEST_BYTES: decided here only, so the fast path and Flask
-never see a body over it) and the request timeout (REQUEST_TIMEOUT).
-Authentication, rate limits and caching headers belong here too, in front of the inner app.
+access log, who is calling and whether it may (API keys, http/callers.py and api_keys.py; rate
+limits, http/rate_limit.py), the body limit (MAX_REQUEST_BYTES: decided here only, so the fast
+path and Flask never see a body over it) and the request timeout (REQUEST_TIMEOUT).
 
 The inner layers report which route answered through the WSGI environ (`ROUTE_KEY`), so the
 metrics carry Flask's rule strings without this layer knowing the URL map.
@@ -18,9 +18,11 @@ import time
 from typing import Callable, Iterable
 
 from mlapi import metrics
-from mlapi.errors import MlapiError, RequestTimeout
+from mlapi.errors import ApiKeyRequired, MlapiError, RateLimited, RequestTimeout
+from mlapi.http.callers import CALLER_KEY, Callers
 from mlapi.http.deadline import Deadlines
 from mlapi.http.errors import STATUS_LINES, error_response
+from mlapi.http.rate_limit import EXEMPT_PATHS, RateLimits
 from mlapi.logs import begin_request, current_request_id, end_request
 from mlapi.protocols.jsonio import dumps
 
@@ -43,8 +45,11 @@ class BodyTooLarge(MlapiError):
 
 class RequestPipeline:
     def __init__(self, app: Callable, access_log: bool, max_body_bytes: int | None = None,
-                 timeout_seconds: float | None = None):
+                 timeout_seconds: float | None = None, callers: Callers | None = None,
+                 rate_limits: RateLimits | None = None):
         self.app = app
+        self.callers = callers or Callers(0, None)
+        self.rate_limits = rate_limits
         self.access_log = access_log
         self.max_body_bytes = max_body_bytes
         self.deadlines = Deadlines(timeout_seconds) if timeout_seconds else None
@@ -74,9 +79,10 @@ class RequestPipeline:
                         body = self._answer(environ, respond)
                     finally:
                         self.deadlines.stop(armed)
-            except (RequestTimeout, BodyTooLarge) as exc:
-                # Raised by limit_body, or anywhere inside the app by the timer: a JSON answer
-                # like every other error's, unless the app had already begun its own.
+            except (RequestTimeout, BodyTooLarge, ApiKeyRequired, RateLimited) as exc:
+                # Raised before the app is called (caller checks, limit_body), or anywhere inside
+                # it by the timer: a JSON answer like every other error's, unless the app had
+                # already begun its own.
                 if answered:
                     if body is not None and isinstance(exc, RequestTimeout):
                         return body  # the timer fired as the request ended: its answer stands
@@ -95,6 +101,11 @@ class RequestPipeline:
             end_request(token)
 
     def _answer(self, environ: dict, respond: Callable) -> Iterable[bytes]:
+        # Who, then whether they may, then the body: a caller without a key learns nothing more
+        # of a route than its 401, and none of these reads the body.
+        caller = self.callers.identify(environ)
+        if self.rate_limits is not None and environ.get("PATH_INFO") not in EXEMPT_PATHS:
+            self.rate_limits.check(caller)
         if self.max_body_bytes is not None:
             limit_body(environ, self.max_body_bytes)
         return self.app(environ, respond)
@@ -105,10 +116,11 @@ class RequestPipeline:
             log.warning("%s %s → 504 after %ss (REQUEST_TIMEOUT)", environ.get("REQUEST_METHOD", ""),
                         environ.get("PATH_INFO", ""), self.deadlines.seconds if self.deadlines else "?")
         body = dumps(error)
-        # The body is unread (413) or maybe half read (504): this connection cannot carry another request.
+        # The body is unread (401, 413, 429) or maybe half read (504): this connection cannot
+        # carry another request.
         respond(STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                                         ("Connection", "close"), *headers])
-        if status == 413 and environ.get("uwsgi.version") is not None:
+        if status != 504 and environ.get("uwsgi.version") is not None:
             return _DrainAfter([body], environ)
         return [body]
 
@@ -117,7 +129,8 @@ class RequestPipeline:
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
         size = next((value for name, value in headers if name.lower() == "content-length"), "0")
         # Cloud Logging's HttpRequest fields, so the console shows the line as a request.
-        log.info("%s %s %s", method, path, status, extra={"http_request": {
+        # The caller is a key's id or an address, never a key.
+        log.info("%s %s %s %s", method, path, status, environ.get(CALLER_KEY, "-"), extra={"http_request": {
             "requestMethod": method, "requestUrl": path, "status": status, "responseSize": size,
             "userAgent": environ.get("HTTP_USER_AGENT", ""), "remoteIp": environ.get("REMOTE_ADDR"),
             "latency": f"{elapsed:.6f}s", "protocol": environ.get("SERVER_PROTOCOL")}})

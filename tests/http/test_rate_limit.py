@@ -1,0 +1,82 @@
+"""Rate limits (RATE_LIMIT) per caller, in the request pipeline: the fast path and Flask alike;
+a JSON 429 with Retry-After and draft-06's RateLimit-* fields; health, readiness and metrics
+exempt; a forged X-Forwarded-For does not dodge it; with API keys a key is one caller."""
+import pytest
+
+from conftest import as_plain, models_env
+from mlapi.errors import ConfigurationError
+
+KEY, OTHER = "k3y-for-the-tests-0123456789", "another.key~for+tests/0123456789"
+
+
+@pytest.fixture
+def rows(trained):
+    return as_plain(trained["cancer"][2])
+
+
+@pytest.fixture
+def limited(make_app, trained):
+    def build(**env):
+        return make_app(MODELS=models_env(trained, "cancer"), RATE_LIMIT="3/minute;5/hour", **env).test_client()
+    return build
+
+
+def test_past_the_limit_a_json_429_says_when_to_come_back(limited, rows):
+    client = limited()
+    # The fast path, Flask (a route it answers, and one it refuses): all counted alike.
+    statuses = [client.post("/predict", json={"instances": rows}).status_code,
+                client.get("/models").status_code,
+                client.post("/predict", data="x", content_type="text/plain").status_code]
+    assert statuses == [200, 200, 415]
+    for refused in (client.post("/predict", json={"instances": rows}), client.get("/models")):
+        assert refused.status_code == 429 and refused.is_json
+        error = refused.json["error"]
+        assert error["status"] == 429 and error["limit"] == "3 per 1 minute"
+        assert "rate limit exceeded: 3 per 1 minute per caller (RATE_LIMIT)" in error["message"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60 and error["retry_after"] == int(refused.headers["Retry-After"])
+        assert refused.headers["RateLimit-Limit"] == "3"
+        assert refused.headers["RateLimit-Remaining"] == "0"
+        assert refused.headers["RateLimit-Reset"] == refused.headers["Retry-After"]
+        assert refused.headers["RateLimit-Policy"] == "3;w=60, 5;w=3600"
+        assert refused.headers["Connection"] == "close"
+
+
+def test_health_readiness_and_metrics_are_exempt(limited):
+    client = limited()
+    for _ in range(5):
+        for path in ("/healthz", "/readyz", "/startupz", "/metrics"):
+            assert client.get(path).status_code == 200, path
+    assert client.get("/models").status_code == 200  # none of those counted
+
+
+def test_each_caller_has_its_own_limit(limited, rows):
+    client = limited()
+    for _ in range(3):
+        client.get("/models", environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert client.get("/models", environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 429
+    assert client.get("/models", environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 200
+
+
+@pytest.mark.parametrize("hops, chain", [(0, "{forged}"), (1, "{forged}, 203.0.113.7"),
+                                         (2, "{forged}, 203.0.113.7, 10.1.1.1")])
+def test_a_forged_x_forwarded_for_does_not_dodge_the_limit(limited, hops, chain):
+    client = limited(TRUSTED_PROXY_HOPS=hops)
+    statuses = [client.get("/models", headers={"X-Forwarded-For": chain.format(forged=f"198.51.100.{n}")}).status_code
+                for n in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_with_keys_each_key_is_one_caller_from_any_address(limited):
+    client = limited(API_KEYS=f"{KEY},{OTHER}", TRUSTED_PROXY_HOPS=1)
+    statuses = [client.get("/models", headers={"X-API-Key": KEY, "X-Forwarded-For": f"198.51.100.{n}"}).status_code
+                for n in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    assert client.get("/models", headers={"X-API-Key": OTHER}).status_code == 200
+    # Without a valid key: a 401 first, and nothing counted against anyone.
+    assert client.get("/models").status_code == 401
+
+
+@pytest.mark.parametrize("value", ["abc", "0/minute", "100/fortnight", "100"])
+def test_a_rate_limit_that_is_no_rate_limit_stops_the_server(make_app, value):
+    with pytest.raises(ConfigurationError, match="is not a rate limit"):
+        make_app(RATE_LIMIT=value)
