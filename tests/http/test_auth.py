@@ -81,7 +81,8 @@ def test_production_shows_no_artifact_location_internals_or_load_error(served_in
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["ready"] == ["cancer:1"]
     [gone] = [f for f in ready.get_json()["failures"] if f.get("name") == "gone"]
-    assert gone == {"name": "gone", "version": "1", "ready": False, "error": "failed to load: the server's log says why"}
+    assert gone == {"name": "gone", "version": "1", "format": "joblib", "ready": False,
+                    "error": "failed to load: the server's log says why"}
     assert client.get("/openapi.json").status_code == 404  # API_DOCS: off in production unless asked
     # A predict route's 503 for the model that failed says so without the reason (its path)
     refused = client.post("/models/gone/predict", json={"instances": [[0.0] * 30]})
