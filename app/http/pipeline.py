@@ -18,7 +18,7 @@ import time
 from typing import Callable, Iterable
 
 from mlapi import metrics
-from mlapi.errors import ApiKeyRequired, MlapiError, RateLimited, RequestTimeout
+from mlapi.errors import ApiKeyRequired, BadRequest, MlapiError, RateLimited, RequestTimeout, cut
 from mlapi.http.callers import CALLER_KEY, Callers
 from mlapi.http.deadline import Deadlines
 from mlapi.http.errors import STATUS_LINES, error_response
@@ -41,6 +41,14 @@ class BodyTooLarge(MlapiError):
     def __init__(self, limit: int):
         super().__init__(f"request body too large: the limit is {limit} bytes (MAX_REQUEST_BYTES); send fewer "
                          f"instances per request, or raise MAX_REQUEST_BYTES on the server")
+
+
+class BadContentLength(BadRequest):
+    """A Content-Length that is not a decimal number: the body's size is unknown, so the limit
+    cannot be checked and the request is refused rather than read."""
+
+    def __init__(self, declared: str):
+        super().__init__(f"Content-Length must be a decimal number of bytes, not {cut(repr(declared), 40)}")
 
 
 class RequestPipeline:
@@ -79,7 +87,7 @@ class RequestPipeline:
                         body = self._answer(environ, respond)
                     finally:
                         self.deadlines.stop(armed)
-            except (RequestTimeout, BodyTooLarge, ApiKeyRequired, RateLimited) as exc:
+            except (RequestTimeout, BodyTooLarge, BadContentLength, ApiKeyRequired, RateLimited) as exc:
                 # Raised before the app is called (caller checks, limit_body), or anywhere inside
                 # it by the timer: a JSON answer like every other error's, unless the app had
                 # already begun its own.
@@ -168,9 +176,16 @@ def limit_body(environ: dict, limit: int) -> None:
     so the layers inside (the fast path, Flask) read every body the same way."""
     declared = environ.get("CONTENT_LENGTH")
     if declared:
-        # isdecimal, not isdigit: "²" (a latin-1 byte a server may pass on) is a digit int() refuses.
-        if declared.isdecimal() and int(declared) > limit:
+        # Read here once, for every layer inside: what the server passed on may keep the header's
+        # optional whitespace (uWSGI does: "2115 "), which int() and werkzeug accept but a check
+        # that let it pass unchecked did not; and int() also takes "+2115" and "2_115". Only
+        # ASCII digits are a length ("²" is a digit to str.isdigit and not to int()).
+        digits = declared.strip(" \t")
+        if not (digits.isascii() and digits.isdigit()):
+            raise BadContentLength(declared)
+        if int(digits) > limit:
             raise BodyTooLarge(limit)
+        environ["CONTENT_LENGTH"] = digits
         return
     if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
         return
