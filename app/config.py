@@ -87,6 +87,8 @@ class Settings:
     max_batch_wait_ms: float = 0.0
     # Entries kept by the in-process prediction cache (0 turns it off).
     prediction_cache_size: int = 10_000
+    # How long a prediction cache entry lives, in process memory as in Redis (REDIS_URL).
+    cache_ttl_seconds: int = 3600
     # Python logging level name for the app's own log lines (and granian's).
     log_level: str = "INFO"
     # "json": one Cloud Logging object per line; "text": plain readable lines.
@@ -205,6 +207,7 @@ class Settings:
             push_audience=_text(env, "PUSH_AUDIENCE"),
             push_service_account=_text(env, "PUSH_SERVICE_ACCOUNT"),
             prediction_cache_size=_int(env, "PREDICTION_CACHE_SIZE", 10_000, minimum=0),
+            cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 3600, minimum=1),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", 0, minimum=0),
             max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", 0.0),
             log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper(),
