@@ -25,11 +25,12 @@ VENV_BIN = Path(sys.executable).parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def service_missing(reason: str):
-    """Skip locally; under CI=true a missing service fails the run."""
+def service_missing(reason: str, module: bool = False):
+    """Skip locally; under CI=true a missing service fails the run. `module`: called while a
+    test module is imported (a missing package), where it skips or fails the whole module."""
     if IN_CI:
-        pytest.fail(f"CI=true and a required service is missing: {reason}")
-    pytest.skip(reason)
+        pytest.fail(f"CI=true and a required service is missing: {reason}", pytrace=not module)
+    pytest.skip(reason, allow_module_level=module)
 
 
 def cloud_sdk_missing(what: str):

@@ -3,8 +3,8 @@ own methods, a format in /models, types trusted by SKOPS_TRUSTED_TYPES alone (ne
 artifact), the sha256 pin on the very bytes skops loads.
 
 skops needs numpy >= 1.25: the oldest end of `make test-sklearn-range` (numpy 1.24) cannot
-install it, and those virtualenvs do not; there this module skips. The project's own
-virtualenv installs it (extra `skops`, in `dev`)."""
+install it, so that target leaves these tests out. The project's own virtualenv installs it
+(extra `skops`, in `dev`); without it they skip, and fail under CI=true."""
 import logging
 
 import joblib
@@ -16,12 +16,15 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from conftest import VENV_BIN, models_env, to_rows
+from conftest import VENV_BIN, models_env, service_missing, to_rows
 from mlapi.config import SKOPS_DEFAULT_TRUSTED_TYPES, Settings
 from mlapi.errors import ConfigurationError
 from test_model_loading import WritesMarker as PickleRunsCode, sha256
 
-skops_io = pytest.importorskip("skops.io", reason="skops is not installed (it needs numpy >= 1.25)")
+try:
+    import skops.io as skops_io
+except ImportError:  # pragma: no cover - a virtualenv without the extra
+    service_missing("skops is not installed (pip install -e '.[skops]'; it needs numpy >= 1.25)", module=True)
 
 TREE = "sklearn.tree._tree.Tree"
 
@@ -204,7 +207,7 @@ def test_skops_trusted_types_setting():
 @pytest.mark.slow
 def test_a_real_server_serves_a_skops_model(start_server, trained, skops_file):
     if not (VENV_BIN / "uwsgi").exists():  # pragma: no cover - a virtualenv without the server
-        pytest.skip("this virtualenv has no uWSGI")
+        service_missing("this virtualenv has no uWSGI (make install-dev installs it)")
     import requests
 
     _, text, texts = trained["text"]

@@ -2,10 +2,13 @@
 the pin hashes the downloaded bytes skops loads, and the format comes from the object's name."""
 import hashlib
 
-import pytest
+from conftest import service_missing
 
-skops_io = pytest.importorskip("skops.io", reason="skops is not installed (it needs numpy >= 1.25)")
-pytest.importorskip("google.cloud.storage", reason="google-cloud-storage is not installed (extra gcs)")
+try:
+    import google.cloud.storage  # noqa: F401
+    import skops.io as skops_io
+except ImportError as missing:  # pragma: no cover - a virtualenv without the extras
+    service_missing(f"{missing.name} is not installed (extras skops and gcs: make install-dev)", module=True)
 
 from test_storage import gcs  # noqa: E402,F401  (the emulator fixture)
 
