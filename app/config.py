@@ -128,6 +128,11 @@ class Settings:
     # The longest one Redis call may take, in milliseconds, before the server does without Redis
     # (rate limits: each process counts on its own until Redis answers again).
     redis_timeout_ms: int = 100
+    # The recent call log (GET /models/<name>/recent_call_log): how long a call is kept, in
+    # seconds; how many calls per caller and model; how many characters of each input's JSON.
+    call_log_ttl: int = 3600
+    call_log_size: int = 100
+    call_log_input_chars: int = 2000
     # host:port of a Cloud Storage emulator: gs:// reads go there, anonymously.
     storage_emulator_host: str | None = None
     # ---- data: the feature store, ingestion, the predictions table ----
@@ -224,6 +229,9 @@ class Settings:
             rate_limit=_rate_limit(env),
             redis_url=_redis_url(env),
             redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", 100, minimum=1),
+            call_log_ttl=_int(env, "CALL_LOG_TTL", 3600, minimum=1),
+            call_log_size=_int(env, "CALL_LOG_SIZE", 100, minimum=1),
+            call_log_input_chars=_int(env, "CALL_LOG_INPUT_CHARS", 2000, minimum=1),
             storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,
             feature_store_write_url=_text(env, "FEATURE_STORE_WRITE_URL") or feature_store_url,
