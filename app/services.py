@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from mlapi.batch.pubsub import BatchInference
     from mlapi.config import Settings
     from mlapi.naming import ModelSpec
+    from mlapi.serving.call_log import CallLog
     from mlapi.serving.inference import InferenceService
     from mlapi.serving.registry import ModelRegistry
     from mlapi.store.feature_store import FeatureStore
@@ -27,6 +28,7 @@ class Services:
     feature_store: FeatureStore
     predictions: PredictionStore
     batch: BatchInference
+    call_log: CallLog
 
 
 def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None) -> Services:
@@ -39,6 +41,7 @@ def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None
     # for scikit-learn and SQLAlchemy before they need them.
     from mlapi.batch.pubsub import BatchInference
     from mlapi.serving.cache import PredictionCache
+    from mlapi.serving.call_log import build_call_log
     from mlapi.serving.inference import InferenceService
     from mlapi.serving.loading import load_model
     from mlapi.serving.registry import ModelRegistry
@@ -54,4 +57,4 @@ def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None
                                  settings.max_batch_size, settings.max_batch_wait_ms, settings.max_rows)
     predictions = PredictionStore(settings.predictions_db_url)
     return Services(settings, registry, inference, feature_store, predictions,
-                    BatchInference(inference, predictions))
+                    BatchInference(inference, predictions), build_call_log(settings))

@@ -25,6 +25,7 @@ from mlapi.http.errors import STATUS_LINES, error_response
 from mlapi.http.rate_limit import EXEMPT_PATHS, RateLimits
 from mlapi.logs import begin_request, current_request_id, end_request
 from mlapi.protocols.jsonio import dumps
+from mlapi.serving.call_log import CURRENT_CALL
 
 log = logging.getLogger("mlapi.access")
 
@@ -112,6 +113,7 @@ class RequestPipeline:
         # Who, then whether they may, then the body: a caller without a key learns nothing more
         # of a route than its 401, and none of these reads the body.
         caller = self.callers.identify(environ)
+        CURRENT_CALL.set((caller, environ.get("PATH_INFO", "")))  # for the call log (serving/call_log.py)
         if self.rate_limits is not None and environ.get("PATH_INFO") not in EXEMPT_PATHS:
             self.rate_limits.check(caller)
         if self.max_body_bytes is not None:

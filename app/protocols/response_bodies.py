@@ -54,6 +54,21 @@ class SinglePrediction(Struct):
     input: Any = None
 
 
+class RecentCall(Struct):
+    called_at: Annotated[float, Meta(description="When the call was answered: seconds since the Unix epoch.")]
+    endpoint: Annotated[str, Meta(description="The path that was called.")]
+    version: Annotated[str, Meta(description="The model version that answered.")]
+    input: Annotated[Any, Meta(description="The request body; its JSON text cut short (a string) when longer "
+                                           "than CALL_LOG_INPUT_CHARS characters.")]
+
+
+class RecentCalls(Struct):
+    """The caller's own recent calls of a model, newest first."""
+
+    model: str
+    calls: list[RecentCall]
+
+
 class EntityPrediction(Struct):
     """A prediction for one feature-store record; also the shape of each stored batch prediction."""
 

@@ -15,10 +15,10 @@ from mlapi.http.routes.common import json_response
 
 
 def register_routes(app: Flask, fast: FastPath) -> None:
-    from mlapi.http.routes import entity, health, metrics, native, openapi, pubsub, text
+    from mlapi.http.routes import call_log, entity, health, metrics, native, openapi, pubsub, text
 
     settings = app.extensions["mlapi.services"].settings
-    for module in (health, native, text, entity, pubsub, metrics):
+    for module in (health, native, text, entity, call_log, pubsub, metrics):
         if module is metrics and not metrics.served(settings):
             continue  # in production without METRICS_TOKEN: a 404
         app.register_blueprint(module.blueprint)

@@ -55,11 +55,17 @@ class JsonBlueprint(Blueprint):
         self.json_routes: list[tuple[str, Callable]] = []
 
     def post_json(self, *rules: str, decode: BodyDecoder, answer: type, errors: tuple[int, ...] = (),
-                  **doc: Any):
+                  call_logged: bool = False, **doc: Any):
+        """`call_logged`: a successful answer (which names its model and version) goes to the
+        caller's recent call log (serving/call_log.py). Here, because this wrapper is the one
+        place both ways in (the fast path, Flask) pass that holds the body and the answer."""
         def decorator(handler: Callable) -> Callable:
             @functools.wraps(handler)  # the fast path and its tests know it by the handler's name
             def run(services, body: dict, **params):
-                return handler(services, decode(body), **params)
+                answer = handler(services, decode(body), **params)
+                if call_logged:
+                    services.call_log.record(answer, body)
+                return answer
 
             def view(**params):
                 return json_response(run(services(), json_body(), **params))

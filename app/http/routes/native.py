@@ -19,7 +19,7 @@ def _model_rules(action: str) -> tuple[str, str]:
 
 
 @blueprint.post_json("/predict", *_model_rules("predict"), decode=native.decode_predict, answer=Prediction,
-                     errors=MODEL_ERRORS, per_model=True, tag="predict")
+                     errors=MODEL_ERRORS, per_model=True, tag="predict", call_logged=True)
 def predict(services, request: native.PredictRequest, name: str | None = None, version: str | None = None):
     """Predict: labels or values, with class probabilities for a classifier
 
@@ -38,7 +38,7 @@ def features(services, request: native.PredictRequest, name: str, version: str |
 
 
 @blueprint.post_json(*_model_rules("predict_features"), decode=native.decode_feature_matrix, answer=Prediction,
-                     errors=MODEL_ERRORS, tag="features")
+                     errors=MODEL_ERRORS, tag="features", call_logged=True)
 def predict_features(services, request: native.PredictRequest, name: str, version: str | None = None):
     """Predict from features (what /features returns) with the model's last step alone"""
     model, result = services.inference.predict_features(ModelRef(name, version), request.instances,

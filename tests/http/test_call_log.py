@@ -1,0 +1,147 @@
+"""The recent call log (GET /models/<name>/recent_call_log, serving/call_log.py): each caller sees
+only its own successful predictions, newest first, for CALL_LOG_TTL seconds, at most
+CALL_LOG_SIZE of them; recorded on the fast path and in Flask alike; in process or in a real
+Redis, which two server processes share; Redis cut (a TCP proxy) fails no prediction and makes
+reading the log a JSON 503."""
+import secrets
+import time
+
+import pytest
+import requests
+
+from conftest import as_plain, models_env
+from tcpproxy import TcpProxy
+from test_fastpath import flask_only
+from test_rate_limit_shared import REDIS, fresh_key, redis_client  # noqa: F401 (a fixture)
+
+REDIS_URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
+
+
+def rows(trained, count=1):
+    return as_plain(trained["cancer"][2])[:count]
+
+
+def wait_for(read, expected_count, timeout=5.0):
+    """The Redis backend writes from a thread after the answer: poll until the calls are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        calls = read()
+        if len(calls) >= expected_count or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.02)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_env(request):
+    if request.param == "redis":
+        request.getfixturevalue("redis_client")
+        return {"REDIS_URL": REDIS_URL}
+    return {}
+
+
+def test_each_caller_sees_only_its_own_calls_newest_first_fast_path_and_flask(make_app, trained, backend_env):
+    first, second = fresh_key(), fresh_key()
+    app = make_app(MODELS=models_env(trained, "cancer", "text"), API_KEYS=f"{first},{second}", **backend_env)
+    client, flask = app.test_client(), flask_only(app)
+    one, two = rows(trained, 1), rows(trained, 2)
+    assert client.post("/predict", json={"instances": one}, headers={"X-API-Key": first}).status_code == 200
+    assert flask.post("/models/cancer/predict", json={"instances": two},
+                      headers={"X-API-Key": first}).status_code == 200
+    assert client.post("/models/cancer/versions/1/predict", json={"instances": one, "probabilities": True},
+                       headers={"X-API-Key": second}).status_code == 200
+    # not logged: a failed prediction, another model's call
+    assert client.post("/models/cancer/predict", json={"instances": [[1]]},
+                       headers={"X-API-Key": first}).status_code == 422
+    assert client.post("/models/text/predict", json={"instances": ["refund"]},
+                       headers={"X-API-Key": first}).status_code == 200
+
+    def read(key, path="/models/cancer/recent_call_log"):
+        answer = client.get(path, headers={"X-API-Key": key})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        assert answer.json["model"] == "cancer"
+        return answer.json["calls"]
+
+    mine = wait_for(lambda: read(first), 2)
+    assert [(call["endpoint"], call["version"], call["input"]) for call in mine] == [
+        ("/models/cancer/predict", "1", {"instances": two}), ("/predict", "1", {"instances": one})]
+    assert mine[0]["called_at"] >= mine[1]["called_at"] > time.time() - 60
+    theirs = wait_for(lambda: read(second, "/model/cancer/recent_call_log"), 1)  # the singular alias
+    assert [call["endpoint"] for call in theirs] == ["/models/cancer/versions/1/predict"]
+    assert len(wait_for(lambda: client.get("/models/text/recent_call_log", headers={"X-API-Key": first})
+                        .json["calls"], 1)) == 1
+    assert client.get("/models/nope/recent_call_log", headers={"X-API-Key": first}).status_code == 404
+    assert client.get("/models/cancer/recent_call_log").status_code == 401  # keys on: no caller, no log
+
+
+def test_the_log_is_bounded_and_expires(make_app, trained, backend_env):
+    app = make_app(MODELS=models_env(trained, "cancer"), CALL_LOG_SIZE="3", CALL_LOG_TTL="1",
+                   CALL_LOG_INPUT_CHARS="50", **backend_env)
+    client = app.test_client()
+    # without keys the caller is the address: a fresh one per run keeps Redis' older calls out
+    address = f"203.0.113.{secrets.randbelow(250) + 1}:{fresh_key()}"
+    headers = {"X-Forwarded-For": address}
+    app.wsgi_app.callers.trusted_hops = 1
+    for count in (1, 2, 3, 4, 5):
+        assert client.post("/predict", json={"instances": rows(trained, count)}, headers=headers).status_code == 200
+    calls = wait_for(lambda: client.get("/models/cancer/recent_call_log", headers=headers).json["calls"], 3)
+    time.sleep(0.2)  # any late write would show now
+    calls = client.get("/models/cancer/recent_call_log", headers=headers).json["calls"]
+    assert len(calls) == 3  # CALL_LOG_SIZE: the newest three, newest first
+    assert all(isinstance(call["input"], str) and len(call["input"]) < 50 + 20 for call in calls)
+    assert calls[0]["input"].startswith('{"instances":[[') and calls[0]["input"].endswith("more)")
+    time.sleep(1.2)
+    assert client.get("/models/cancer/recent_call_log", headers=headers).json["calls"] == []  # CALL_LOG_TTL
+
+
+@pytest.mark.slow
+def test_two_servers_with_one_redis_share_one_log(start_server, trained, redis_client):
+    key = fresh_key()
+    env = {"MODELS": models_env(trained, "cancer"), "API_KEYS": key, "REDIS_URL": REDIS_URL,
+           "UWSGI_PROCESSES": "2", "WEB_CONCURRENCY": "2"}
+    first, second = start_server(env), start_server(env)
+    headers = {"X-API-Key": key}
+    for server in (first, second, first, second):
+        answer = requests.post(f"{server.url}/predict", json={"instances": rows(trained)}, headers=headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    def read(server):
+        answer = requests.get(f"{server.url}/models/cancer/recent_call_log", headers=headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["calls"]
+
+    assert len(wait_for(lambda: read(first), 4)) == 4
+    assert read(first) == read(second)
+
+
+@pytest.mark.slow
+def test_redis_cut_fails_no_prediction_and_reading_the_log_is_a_503(start_server, trained, redis_client):
+    proxy = TcpProxy(*REDIS)
+    key = fresh_key()
+    headers = {"X-API-Key": key}
+    try:
+        server = start_server({"MODELS": models_env(trained, "cancer"), "API_KEYS": key,
+                               "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", "REDIS_TIMEOUT_MS": "200",
+                               "UWSGI_PROCESSES": "1", "WEB_CONCURRENCY": "1"})
+        log_url = f"{server.url}/models/cancer/recent_call_log"
+
+        def predict() -> float:
+            started = time.perf_counter()
+            answer = requests.post(f"{server.url}/predict", json={"instances": rows(trained)}, headers=headers,
+                                   timeout=10)
+            assert answer.status_code == 200, answer.text
+            return time.perf_counter() - started
+
+        predict()
+        assert len(wait_for(lambda: requests.get(log_url, headers=headers, timeout=10).json()["calls"], 1)) == 1
+        proxy.cut()
+        slowest = max(predict() for _ in range(10))
+        assert slowest < 0.2  # the write waits in its thread, never in the request
+        answer = requests.get(log_url, headers=headers, timeout=10)
+        assert answer.status_code == 503 and answer.json()["error"]["status"] == 503
+        proxy.restore()
+        predict()
+        calls = wait_for(lambda: requests.get(log_url, headers=headers, timeout=10).json()["calls"], 2)
+        assert len(calls) >= 2  # logging again
+    finally:
+        proxy.close()
+    assert server.output().count("call log: a call was not logged") == 1  # once per interval
