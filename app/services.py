@@ -40,7 +40,7 @@ def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None
     # Imported here: `mlapi serve` and the data commands import this package without paying
     # for scikit-learn and SQLAlchemy before they need them.
     from mlapi.batch.pubsub import BatchInference
-    from mlapi.serving.cache import PredictionCache
+    from mlapi.serving.cache import build_prediction_cache
     from mlapi.serving.call_log import build_call_log
     from mlapi.serving.inference import InferenceService
     from mlapi.serving.loading import load_model
@@ -53,7 +53,7 @@ def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None
     registry.hide_load_reasons = settings.production
     feature_store = FeatureStore(settings.feature_store_url, settings.feature_table,
                                  settings.feature_id_column, settings.feature_text_column)
-    inference = InferenceService(registry, PredictionCache(settings.prediction_cache_size), feature_store,
+    inference = InferenceService(registry, build_prediction_cache(settings), feature_store,
                                  settings.max_batch_size, settings.max_batch_wait_ms, settings.max_rows)
     predictions = PredictionStore(settings.predictions_db_url)
     return Services(settings, registry, inference, feature_store, predictions,

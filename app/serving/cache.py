@@ -1,8 +1,10 @@
-"""In-process prediction cache: a bounded, thread-safe LRU keyed by model, operation and input.
+"""Prediction caches keyed by model, operation and input: the in-process LRU (the embedded
+default, no service needed) and `build_prediction_cache`, which picks it or Redis once at start.
 
-Embedded default (no service needed). Predictions are deterministic for a loaded model, so
-an entry is valid for as long as that model version is served; the key includes the model's
-sha256, so a different artifact under the same name and version never reads old entries.
+Predictions are deterministic for a loaded model, so an entry is valid for as long as that model
+version is served; the key includes the model's sha256, so a different artifact under the same
+name and version never reads old entries. Entries still expire after CACHE_TTL_SECONDS, in
+memory as in Redis, so a cache never outlives what its operators expect of it.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import hashlib
 import json
 import math
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -57,29 +60,51 @@ def _plain(value: Any) -> Any:
 
 
 class PredictionCache:
-    def __init__(self, max_entries: int):
+    """One worker process's entries: at most `max_entries`, each for `ttl_seconds`."""
+
+    def __init__(self, max_entries: int, ttl_seconds: float = 3600):
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self.ttl_seconds = ttl_seconds
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()  # key → (expires at, value)
         self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_entries > 0
 
     def get(self, key: str) -> Any:
         """The cached value, or `MISSING`."""
         if self.max_entries == 0:
             return _MISSING
         with self._lock:
-            value = self._entries.get(key, _MISSING)
-            if value is not _MISSING:
-                self._entries.move_to_end(key)
-            return value
+            entry = self._entries.get(key)
+            if entry is None:
+                return _MISSING
+            if entry[0] <= time.monotonic():
+                del self._entries[key]
+                return _MISSING
+            self._entries.move_to_end(key)
+            return entry[1]
 
     def put(self, key: str, value: Any) -> None:
         if self.max_entries == 0:
             return
+        expires_at = time.monotonic() + self.ttl_seconds
         with self._lock:
-            self._entries[key] = value
+            self._entries[key] = (expires_at, value)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
 
 MISSING = _MISSING
+
+
+def build_prediction_cache(settings):
+    """Redis when REDIS_URL is set (every process and instance shares the entries), else the
+    in-process LRU; PREDICTION_CACHE_SIZE=0 turns either off."""
+    if settings.redis_url and settings.prediction_cache_size:
+        from mlapi.serving.cache_redis import RedisPredictionCache
+
+        return RedisPredictionCache(settings.redis_url, settings.cache_ttl_seconds, settings.redis_timeout_ms)
+    return PredictionCache(settings.prediction_cache_size, settings.cache_ttl_seconds)

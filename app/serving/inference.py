@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from scipy import sparse
@@ -26,6 +26,9 @@ from mlapi.serving.model import TEXT, PredictionResult, ServedModel
 from mlapi.serving.records import record_to_instance
 from mlapi.serving.registry import ModelRegistry
 from mlapi.serving.row_count import row_count
+
+if TYPE_CHECKING:
+    from mlapi.serving.cache_redis import RedisPredictionCache
 
 
 # What a cached answer was computed by: part of its key.
@@ -67,7 +70,7 @@ class InferenceService:
     cheap model a lookup costs about what the model does).
     """
 
-    def __init__(self, registry: ModelRegistry, cache: PredictionCache, store: FeatureStore | None = None,
+    def __init__(self, registry: ModelRegistry, cache: PredictionCache | RedisPredictionCache, store: FeatureStore | None = None,
                  max_batch_size: int = 0, max_batch_wait_ms: float = 0.0, max_rows: int = Settings.max_rows):
         self.registry = registry
         self.max_rows = max_rows
@@ -215,7 +218,7 @@ class InferenceService:
         """payload (as decoded from the request) → cache → decode → compute. The cache key is
         the payload itself, so a hit costs neither validation nor the model."""
         key = None
-        if not skip_cache and self.cache.max_entries:
+        if not skip_cache and self.cache.enabled:
             key = cache_key(model.name, model.version, model.metadata.get("sha256"), operation,
                             probabilities, payload)
             value = self.cache.get(key)

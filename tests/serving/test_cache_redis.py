@@ -1,0 +1,118 @@
+"""The prediction cache in real Redis (127.0.0.1:6379): entries shared between caches (as between
+processes), stored as JSON with CACHE_TTL_SECONDS, writes that never wait, and Redis cut (a TCP
+proxy) answered as misses within the timeout, logged once, the cache back when Redis is."""
+import logging
+import secrets
+import time
+
+import pytest
+
+from conftest import service_missing
+from mlapi.config import Settings
+from mlapi.serving import cache_redis
+from mlapi.serving.cache import MISSING, build_prediction_cache
+from mlapi.serving.cache_redis import KEY_PREFIX, RedisPredictionCache
+from mlapi.serving.model import PredictionResult
+from tcpproxy import TcpProxy
+
+REDIS = ("127.0.0.1", 6379)
+URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
+
+
+@pytest.fixture
+def redis_client():
+    try:
+        import redis
+
+        client = redis.Redis(*REDIS, socket_timeout=2)
+        client.ping()
+    except Exception as exc:  # the module missing or the server down
+        service_missing(f"Redis is not reachable at {REDIS[0]}:{REDIS[1]} ({exc.__class__.__name__}: {exc})")
+    yield client
+    client.close()
+
+
+def written(cache: RedisPredictionCache, key: str, timeout: float = 2.0):
+    """The value once the background writer has stored it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cache.get(key)
+        if value is not MISSING:
+            return value
+        time.sleep(0.01)
+    return MISSING
+
+
+def test_redis_url_chooses_redis(redis_client):
+    cache = build_prediction_cache(Settings.from_env({"REDIS_URL": URL, "CACHE_TTL_SECONDS": "9"}))
+    assert isinstance(cache, RedisPredictionCache) and cache.enabled and cache.ttl_seconds == 9
+
+
+def test_two_caches_on_one_redis_share_entries_as_json_with_the_ttl(redis_client):
+    writer, reader = RedisPredictionCache(URL, 60, 200), RedisPredictionCache(URL, 60, 200)
+    key = secrets.token_hex(8)
+    result = PredictionResult(["billing"], [[0.25, 0.75]], ["account", "billing"])
+    writer.put(key, result)
+    assert written(reader, key) == result
+    features_key = secrets.token_hex(8)
+    writer.put(features_key, [0.0, 0.5, 1.25])
+    assert written(reader, features_key) == [0.0, 0.5, 1.25]
+    raw = redis_client.get(KEY_PREFIX + key)
+    assert raw.startswith(b"{")  # JSON, never a pickle
+    assert 55 <= redis_client.ttl(KEY_PREFIX + key) <= 60
+
+
+def test_entries_expire_after_the_ttl(redis_client):
+    cache = RedisPredictionCache(URL, 1, 200)
+    key = secrets.token_hex(8)
+    cache.put(key, [1.0])
+    assert written(cache, key) == [1.0]
+    time.sleep(1.6)
+    assert cache.get(key) is MISSING
+
+
+def test_a_write_does_not_wait_for_redis(redis_client):
+    proxy = TcpProxy(*REDIS)
+    try:
+        cache = RedisPredictionCache(f"redis://127.0.0.1:{proxy.port}/0", 60, 200)
+        cache.put(secrets.token_hex(8), [1.0])  # starts the writer
+        proxy.cut()
+        started = time.perf_counter()
+        for _ in range(100):
+            cache.put(secrets.token_hex(8), [1.0])
+        assert time.perf_counter() - started < 0.05  # 100 writes queued, none sent meanwhile
+        # Let the writer fail on them (dropped while Redis is down) within this test: its
+        # warning is this test's, not the next one's.
+        deadline = time.monotonic() + 2
+        while not cache.down_until and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cache.down_until
+    finally:
+        proxy.close()
+
+
+def test_redis_cut_answers_misses_within_the_timeout_logs_once_and_comes_back(redis_client, monkeypatch, caplog):
+    monkeypatch.setattr(cache_redis, "RETRY_SHARED_SECONDS", 0.5)
+    proxy = TcpProxy(*REDIS)
+    try:
+        cache = RedisPredictionCache(f"redis://127.0.0.1:{proxy.port}/0", 60, 200)
+        key = secrets.token_hex(8)
+        cache.put(key, [1.0])
+        assert written(cache, key) == [1.0]
+        proxy.cut()
+        with caplog.at_level(logging.WARNING, logger=cache_redis.__name__):
+            timings = []
+            for _ in range(20):
+                started = time.perf_counter()
+                assert cache.get(key) is MISSING
+                timings.append(time.perf_counter() - started)
+            assert max(timings) < 0.2 + 0.3  # one timeout at most, then Redis is not asked
+            assert sorted(timings)[-2] < 0.01  # only the first waited
+            proxy.restore()
+            time.sleep(0.6)
+            assert cache.get(key) == [1.0]  # the entry is there again
+    finally:
+        proxy.close()
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("Redis does not answer" in message for message in messages) == 1
+    assert any("shared again" in message for message in messages)
