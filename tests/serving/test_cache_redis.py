@@ -116,3 +116,26 @@ def test_redis_cut_answers_misses_within_the_timeout_logs_once_and_comes_back(re
     messages = [record.getMessage() for record in caplog.records]
     assert sum("Redis does not answer" in message for message in messages) == 1
     assert any("shared again" in message for message in messages)
+
+
+def test_a_redis_that_never_answers_costs_one_timeout_then_nothing(caplog):
+    """Slow, not down: connections are accepted and nothing is ever answered."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        cache = RedisPredictionCache(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", 60, 100)
+        with caplog.at_level(logging.WARNING, logger=cache_redis.__name__):
+            timings = []
+            for index in range(10):
+                started = time.perf_counter()
+                assert cache.get(f"k{index}") is MISSING
+                cache.put(f"k{index}", [1.0])
+                timings.append(time.perf_counter() - started)
+        assert timings[0] < 0.1 + 0.3  # the timeout, and a margin for a loaded machine
+        assert max(timings[1:]) < 0.01  # Redis is not asked again for a while
+        assert "Redis does not answer (TimeoutError" in caplog.text
+    finally:
+        listener.close()
