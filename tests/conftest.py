@@ -33,6 +33,24 @@ def service_missing(reason: str, module: bool = False):
     pytest.skip(reason, allow_module_level=module)
 
 
+# The Redis every test that needs one uses (the machine's; CI's too).
+REDIS = ("127.0.0.1", 6379)
+
+
+@pytest.fixture
+def redis_client():
+    """A client of REDIS, or the test skips (fails under CI=true) when it does not answer."""
+    try:
+        import redis
+
+        client = redis.Redis(*REDIS, socket_timeout=2)
+        client.ping()
+    except Exception as exc:  # the module missing or the server down
+        service_missing(f"Redis is not reachable at {REDIS[0]}:{REDIS[1]} ({exc.__class__.__name__}: {exc})")
+    yield client
+    client.close()
+
+
 def cloud_sdk_missing(what: str):
     """The Google Cloud SDK is missing: like any other service, a skip locally and a failure
     under CI=true (CI runs where the SDK is installed; a CI machine without it must say so)."""

@@ -9,8 +9,8 @@ of the next. Counts live in REDIS_URL's Redis when set, shared by every process 
 else each worker process counts on its own (with W workers a caller may make W times the limit).
 
 Redis down or slower than REDIS_TIMEOUT_MS: the request is served, counted in the process's own
-memory, and Redis is tried again every RETRY_SHARED_SECONDS; a warning is logged once per
-WARN_SECONDS. Failing closed would turn a Redis outage (a Memorystore basic tier has no replica)
+memory, and Redis is tried again every RETRY_SHARED_SECONDS; a warning is logged once a minute
+(mlapi.redis_outage). Failing closed would turn a Redis outage (a Memorystore basic tier has no replica)
 into an outage of every model; failing wide open would drop every limit at once; counting per
 process keeps a limit of W times the amount per instance, and no request waits on Redis more
 than once per interval. Refused requests get a JSON 429 with Retry-After and the RateLimit
@@ -23,14 +23,15 @@ import logging
 import math
 import time
 
-from mlapi.errors import ConfigurationError, RateLimited, cut
+from mlapi import redis_outage
+from mlapi.errors import ConfigurationError, RateLimited
+from mlapi.redis_outage import RedisOutage
 
 log = logging.getLogger(__name__)
 
 # Probes, scrapes and Pub/Sub's pushes (paced by the subscription, authenticated by their token).
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/startupz", "/metrics", "/pubsub/push"})
-RETRY_SHARED_SECONDS = 5.0
-WARN_SECONDS = 60.0
+RETRY_SHARED_SECONDS = redis_outage.RETRY_SECONDS
 
 
 class RateLimits:
@@ -49,22 +50,19 @@ class RateLimits:
         self.policy = ", ".join(f"{item.amount};w={item.get_expiry()}" for item in items)
         self.local = storage_from_string("memory://")
         self.shared = _redis_storage(redis_url, timeout_ms / 1000) if redis_url else None
-        self.shared_down_until = 0.0  # time.monotonic() until which the local counts stand in
-        self.warned_at = -math.inf
+        self.outage = RedisOutage(log, "each worker counts rate limits on its own", "rate limits are shared again")
 
     def check(self, caller: str) -> None:
         """Count one request of `caller`; RateLimited (429) when a limit is used up."""
         if self.shared is None:
             return self._hit(self.local, caller)
-        if time.monotonic() >= self.shared_down_until:
+        if self.outage.asking():
             try:
                 self._hit(self.shared, caller)
-                if self.shared_down_until:
-                    self.shared_down_until = 0.0
-                    log.warning("Redis answers again: rate limits are shared again")
+                self.outage.answered()
                 return
             except self.storage_error as exc:
-                self._shared_failed(exc.storage_error)
+                self.outage.failed(exc.storage_error, RETRY_SHARED_SECONDS)
         self._hit(self.local, caller)
 
     def _hit(self, storage, caller: str) -> None:
@@ -83,14 +81,6 @@ class RateLimits:
                    ("RateLimit-Remaining", "0"), ("RateLimit-Reset", str(wait)), ("RateLimit-Policy", self.policy))
         return RateLimited(f"rate limit exceeded: {refused} per caller (RATE_LIMIT); retry in {wait} s",
                            headers, limit=str(refused), retry_after=wait)
-
-    def _shared_failed(self, error: Exception) -> None:
-        now = time.monotonic()
-        self.shared_down_until = now + RETRY_SHARED_SECONDS
-        if now - self.warned_at >= WARN_SECONDS:
-            self.warned_at = now
-            log.warning("Redis does not answer (%s): each worker counts rate limits on its own, trying Redis "
-                        "again every %g s", cut(f"{error.__class__.__name__}: {error}", 200), RETRY_SHARED_SECONDS)
 
 
 def _redis_storage(url: str, timeout: float):

@@ -12,28 +12,27 @@ writer thread cost each ~120 µs more than no write at all (its Python competes 
 the next request), and a synchronous SET waits ~40 µs on loopback.
 
 Redis down or slow: the request is answered without the cache, Redis is tried again every
-RETRY_SHARED_SECONDS, and a warning is logged once per WARN_SECONDS.
+RETRY_SHARED_SECONDS, and a warning is logged once a minute (mlapi.redis_outage).
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
-import time
 from typing import Any
 
 import orjson
 
-from mlapi.errors import ConfigurationError, cut
+from mlapi import redis_outage
+from mlapi.errors import ConfigurationError
+from mlapi.redis_outage import RedisOutage
 from mlapi.serving.cache import MISSING
 from mlapi.serving.model import PredictionResult
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mlapi:prediction:"
-RETRY_SHARED_SECONDS = 5.0
-WARN_SECONDS = 60.0
+RETRY_SHARED_SECONDS = redis_outage.RETRY_SECONDS
 UNREAD_REPLIES = 1000  # writes sent and not yet answered; beyond this Redis counts as down
 
 
@@ -54,8 +53,7 @@ class RedisPredictionCache:
                                            retry=Retry(NoBackoff(), 0))
         self.errors = (redis.RedisError, OSError)
         self.ttl_seconds = ttl_seconds
-        self.down_until = 0.0   # time.monotonic() until which Redis is not asked
-        self.warned_at = -math.inf
+        self.outage = RedisOutage(log, "predictions are served without the cache", "the prediction cache is shared again")
         self.timeout_error = redis.TimeoutError
         self.writes = self.client.connection_pool.make_connection()  # remade in each worker
         self._writer_pid = 0
@@ -64,19 +62,19 @@ class RedisPredictionCache:
 
     def get(self, key: str) -> Any:
         """The cached value, or `MISSING` (also when Redis does not answer)."""
-        if not self._asking():
+        if not self.outage.asking():
             return MISSING
         try:
             raw = self.client.get(KEY_PREFIX + key)
         except self.errors as exc:
-            self._failed(exc)
+            self.outage.failed(exc, RETRY_SHARED_SECONDS)
             return MISSING
-        self._answered()
+        self.outage.answered()
         return MISSING if raw is None else decode_value(raw)
 
     def put(self, key: str, value: Any) -> None:
         """Send the write and return at once: its reply is read by a later write, or never."""
-        if not self._asking():
+        if not self.outage.asking():
             return
         command = self.writes.pack_command("SET", KEY_PREFIX + key, encode_value(value), "EX", self.ttl_seconds)
         with self._lock:
@@ -98,7 +96,7 @@ class RedisPredictionCache:
             except self.errors as exc:
                 writes.disconnect()
                 self._unread = 0
-                self._failed(exc)
+                self.outage.failed(exc, RETRY_SHARED_SECONDS)
 
     def _read_arrived(self, writes, until_empty: bool = False) -> None:
         """The replies that have arrived, without waiting for any: reading them frees Redis'
@@ -116,22 +114,6 @@ class RedisPredictionCache:
             self._writer_pid = os.getpid()
             self._unread = 0
         return self.writes
-
-    def _asking(self) -> bool:
-        return time.monotonic() >= self.down_until
-
-    def _answered(self) -> None:
-        if self.down_until:
-            self.down_until = 0.0
-            log.warning("Redis answers again: the prediction cache is shared again")
-
-    def _failed(self, error: Exception) -> None:
-        now = time.monotonic()
-        self.down_until = now + RETRY_SHARED_SECONDS
-        if now - self.warned_at >= WARN_SECONDS:
-            self.warned_at = now
-            log.warning("Redis does not answer (%s): predictions are served without the cache, trying Redis "
-                        "again every %g s", cut(f"{error.__class__.__name__}: {error}", 200), RETRY_SHARED_SECONDS)
 
 
 def encode_value(value: Any) -> bytes:

@@ -8,9 +8,8 @@ import time
 import pytest
 import requests
 
-from conftest import models_env
+from conftest import REDIS, models_env
 from tcpproxy import TcpProxy
-from test_rate_limit_shared import REDIS, redis_client  # noqa: F401 (a fixture)
 
 
 def fresh_text() -> str:

@@ -9,10 +9,10 @@ import time
 import pytest
 import requests
 
-from conftest import as_plain, models_env
+from conftest import REDIS, as_plain, models_env
 from tcpproxy import TcpProxy
 from test_fastpath import flask_only
-from test_rate_limit_shared import REDIS, fresh_key, redis_client  # noqa: F401 (a fixture)
+from test_rate_limit_shared import fresh_key
 
 REDIS_URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
 

@@ -8,24 +8,10 @@ import time
 import pytest
 import requests
 
-from conftest import as_plain, models_env, service_missing
+from conftest import REDIS, as_plain, models_env
 from mlapi.http.api_keys import key_id
 from tcpproxy import TcpProxy
 
-REDIS = ("127.0.0.1", 6379)
-
-
-@pytest.fixture
-def redis_client():
-    try:
-        import redis
-
-        client = redis.Redis(*REDIS, socket_timeout=2)
-        client.ping()
-    except Exception as exc:  # the module missing or the server down
-        service_missing(f"Redis is not reachable at {REDIS[0]}:{REDIS[1]} ({exc.__class__.__name__}: {exc})")
-    yield client
-    client.close()
 
 
 def fresh_key() -> str:
