@@ -112,3 +112,19 @@ def test_the_files_example_env_points_to_are_in_the_repository():
     named = set(re.findall(r"[\w./-]+/[\w.-]+\.(?:md|py)\b", text))
     assert "bench/peers/README.md" in named
     assert [path for path in sorted(named) if not (ROOT / path).is_file()] == []
+
+
+def test_every_setting_the_app_reads_travels_or_is_a_secret_or_stays_behind_on_purpose():
+    """A setting added to app/config.py and forgotten here would silently not reach Cloud Run
+    (--set-env-vars sends only SERVER_SETTINGS and drops the rest)."""
+    config = (ROOT / "app" / "config.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'\(env, "([A-Z][A-Z0-9_]*)"', config))
+    secrets = {name for names in re.findall(r"^SECRET(?:_FILE)?_SETTINGS = (.*)$", makefile_text(), flags=re.M)
+               for name in names.split()}  # through Secret Manager (make create-secrets)
+    stays_behind = {
+        "PORT", "K_SERVICE", "CLOUD_RUN_EXECUTION", "CLOUD_RUN_TASK_COUNT", "CLOUD_RUN_TASK_INDEX",  # Cloud Run's own
+        "MODEL_CACHE_DIR", "UWSGI_INI", "PROMETHEUS_MULTIPROC_DIR", "STORAGE_EMULATOR_HOST",  # local paths, tests
+        "GCP_PROJECT_ID", "ML_API_URL", "PUBSUB_TOPIC",  # the client side: mlapi publish, make
+    }
+    forgotten = read - set(server_settings_travelling()) - secrets - stays_behind
+    assert not forgotten, f"settings that reach no container: {sorted(forgotten)}"
