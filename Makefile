@@ -362,7 +362,7 @@ docs: $(VENV)/.installed-dev ## serve the documentation site (docs/) on http://l
 SKLEARN_OLDEST = scikit-learn==1.4.0 numpy==1.24.4 scipy==1.10.1 pandas==2.0.3
 SKLEARN_NEWEST = scikit-learn numpy scipy pandas
 SKLEARN_RANGE_DIR = /tmp/mlapi-sklearn-range
-SKLEARN_RANGE_DEPS = flask orjson msgspec prometheus-client SQLAlchemy tqdm requests pytest joblib threadpoolctl
+SKLEARN_RANGE_DEPS = flask orjson msgspec prometheus-client SQLAlchemy tqdm requests pytest joblib threadpoolctl redis
 # Not the skops tests: skops needs numpy >= 1.25, which the oldest end cannot install (and it is
 # loading, not the shortcuts).
 SKLEARN_RANGE_TESTS = tests/serving --ignore=tests/serving/test_storage.py --ignore=tests/serving/test_batching.py \
