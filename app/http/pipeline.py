@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import select
 import time
 from typing import Callable, Iterable
 
@@ -162,13 +163,36 @@ class _DrainAfter(list):
         self.environ = environ
 
     def close(self) -> None:
+        if not declares_body(self.environ):
+            return
         stream = self.environ["wsgi.input"]
         deadline = time.monotonic() + self.DRAIN_SECONDS
+        connection = _uwsgi_connection_fd()
         try:
-            while time.monotonic() < deadline and stream.read(65536):
-                pass
-        except OSError:
+            while (remaining := deadline - time.monotonic()) > 0:
+                # A read blocks until data comes or uWSGI's socket-timeout (4 s): wait for data
+                # only as long as the drain may last, so a client that declares a body and sends
+                # none (a 401 or 429 flood) holds the worker DRAIN_SECONDS, not seconds more.
+                if connection is not None and not select.select([connection], [], [], remaining)[0]:
+                    break
+                if not stream.read(65536):
+                    break
+        except (OSError, ValueError):
             pass  # the client went away: nothing left to drain
+
+
+def declares_body(environ: dict) -> bool:
+    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or "chunked" in environ.get(
+        "HTTP_TRANSFER_ENCODING", "").lower()
+
+
+def _uwsgi_connection_fd() -> int | None:
+    try:
+        import uwsgi
+
+        return uwsgi.connection_fd()
+    except (ImportError, AttributeError, SystemError, OSError):
+        return None
 
 
 def limit_body(environ: dict, limit: int) -> None:

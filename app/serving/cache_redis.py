@@ -24,14 +24,14 @@ from typing import Any
 import orjson
 
 from mlapi import redis_outage
-from mlapi.errors import ConfigurationError
+from mlapi.errors import ConfigurationError, cut
 from mlapi.redis_outage import RedisOutage
 from mlapi.serving.cache import MISSING
 from mlapi.serving.model import PredictionResult
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mlapi:prediction:"
+KEY_PREFIX = "mlapi:prediction:v1:"  # the format of the values: another one is never read as this one
 RETRY_SHARED_SECONDS = redis_outage.RETRY_SECONDS
 UNREAD_REPLIES = 1000  # writes sent and not yet answered; beyond this Redis counts as down
 
@@ -70,7 +70,16 @@ class RedisPredictionCache:
             self.outage.failed(exc, RETRY_SHARED_SECONDS)
             return MISSING
         self.outage.answered()
-        return MISSING if raw is None else decode_value(raw)
+        if raw is None:
+            return MISSING
+        try:
+            return decode_value(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            # Not an entry this code wrote (another program's key, a hand edit, a format from a
+            # later release during a rolling deploy): a miss, never a 500.
+            log.warning("prediction cache: an entry could not be read (%s): recomputed",
+                        cut(f"{exc.__class__.__name__}: {exc}", 200))
+            return MISSING
 
     def put(self, key: str, value: Any) -> None:
         """Send the write and return at once: its reply is read by a later write, or never."""

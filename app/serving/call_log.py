@@ -39,6 +39,7 @@ CURRENT_CALL: ContextVar[tuple[str, str] | None] = ContextVar("mlapi_current_cal
 WARN_SECONDS = 60.0
 QUEUE_SIZE = 10_000  # Redis writes waiting for the writer thread; past it calls go unlogged
 MAX_LOCAL_CALLERS = 100_000  # (caller, model) logs one process keeps before dropping the oldest
+MAX_LOCAL_BYTES = 32 * 1024 * 1024  # the JSON of every call one process keeps, all logs together
 KEY_PREFIX = "mlapi:calllog:"
 
 
@@ -56,25 +57,37 @@ def entry(endpoint: str, version: str, body: dict, input_chars: int) -> dict:
 
 
 class LocalCallLog:
-    """Per process, in memory."""
+    """Per process, in memory, bounded in bytes: each call is kept as its JSON (at most about
+    CALL_LOG_INPUT_CHARS), calls past CALL_LOG_SIZE or older than CALL_LOG_TTL are dropped as
+    the caller's log is written, and the least recently written logs go first once the process
+    holds MAX_LOCAL_BYTES: a client rotating addresses (without API keys a caller is an address)
+    cannot grow a worker without bound."""
 
     def __init__(self, ttl: int, size: int):
         self.ttl, self.size = ttl, size
-        self.logs: OrderedDict[tuple[str, str], deque] = OrderedDict()
+        self.logs: OrderedDict[tuple[str, str], deque[tuple[float, bytes]]] = OrderedDict()
+        self.held_bytes = 0
         self.lock = threading.Lock()
 
     def record(self, caller: str, model: str, call: dict) -> None:
+        encoded = orjson.dumps(call)
+        called_at = call["called_at"]
         with self.lock:
-            calls = self.logs.pop((caller, model), None) or deque(maxlen=self.size)
-            calls.appendleft(call)
-            self.logs[(caller, model)] = calls  # most recently used last
-            if len(self.logs) > MAX_LOCAL_CALLERS:
-                self.logs.popitem(last=False)
+            calls = self.logs.pop((caller, model), None) or deque()
+            calls.appendleft((called_at, encoded))
+            self.held_bytes += len(encoded)
+            while len(calls) > self.size or calls[-1][0] < called_at - self.ttl:
+                self.held_bytes -= len(calls.pop()[1])
+            self.logs[(caller, model)] = calls  # most recently written last
+            while self.held_bytes > MAX_LOCAL_BYTES or len(self.logs) > MAX_LOCAL_CALLERS:
+                _, dropped = self.logs.popitem(last=False)
+                self.held_bytes -= sum(len(encoded) for _, encoded in dropped)
 
     def recent(self, caller: str, model: str) -> list[dict]:
         oldest = time.time() - self.ttl
         with self.lock:
-            return [call for call in self.logs.get((caller, model), ()) if call["called_at"] >= oldest]
+            kept = [encoded for called_at, encoded in self.logs.get((caller, model), ()) if called_at >= oldest]
+        return [orjson.loads(encoded) for encoded in kept]
 
 
 class RedisCallLog:

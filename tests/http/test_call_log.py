@@ -145,3 +145,32 @@ def test_redis_cut_fails_no_prediction_and_reading_the_log_is_a_503(start_server
     finally:
         proxy.close()
     assert server.output().count("call log: a call was not logged") == 1  # once per interval
+
+
+def test_the_in_process_log_is_bounded_in_bytes_whoever_calls(monkeypatch):
+    """Without API keys a caller is an address: a client rotating addresses must not grow a
+    worker without bound. Calls are kept as JSON, expired ones dropped as a log is written, and
+    the least recently written logs go first past MAX_LOCAL_BYTES."""
+    from mlapi.serving import call_log
+
+    monkeypatch.setattr(call_log, "MAX_LOCAL_BYTES", 50_000)
+    log = call_log.LocalCallLog(ttl=3600, size=100)
+    body = {"instances": [[0.123456789] * 40]}
+    for caller in range(2_000):
+        for _ in range(3):
+            log.record(f"ip:10.0.{caller // 256}.{caller % 256}", "m", call_log.entry("/predict", "1", body, 2000))
+    assert log.held_bytes <= 50_000
+    assert log.held_bytes == sum(len(encoded) for calls in log.logs.values() for _, encoded in calls)
+    assert log.recent("ip:10.0.7.207", "m")[0]["input"] == body  # the last caller's log is whole
+    assert log.recent("ip:10.0.0.0", "m") == []  # the first ones went
+
+
+def test_the_in_process_log_drops_expired_calls_as_it_is_written():
+    from mlapi.serving import call_log
+
+    log = call_log.LocalCallLog(ttl=60, size=100)
+    old = {**call_log.entry("/predict", "1", {"instances": [[1.0]]}, 2000), "called_at": time.time() - 120}
+    log.record("key:a", "m", old)
+    log.record("key:a", "m", call_log.entry("/predict", "1", {"instances": [[2.0]]}, 2000))
+    assert [call["input"] for call in log.recent("key:a", "m")] == [{"instances": [[2.0]]}]
+    assert len(log.logs[("key:a", "m")]) == 1  # the expired call no longer held

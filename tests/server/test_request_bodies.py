@@ -3,6 +3,7 @@
 when within it, and refused with a 413 as soon as it passes it, never cut to the limit."""
 import json
 import socket
+import time
 
 import pytest
 import requests
@@ -81,3 +82,23 @@ def test_a_chunked_body_over_the_limit_is_refused(server, trained):
     assert response.status_code == 413, response.text
     assert response.headers["Content-Type"] == "application/json" and str(LIMIT) in response.json()["error"]["message"]
     assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+def test_a_refused_request_that_declares_a_body_and_sends_none_frees_the_worker_at_once(start_server, trained):
+    """A 401 (or 429, 413) under uWSGI's router drains the unread body for at most a second, so
+    the router relays the answer; a client that declares a body and never sends it must not hold
+    the one worker for uWSGI's socket-timeout (4 s) on top: key floods would pin every worker."""
+    _, estimator, sample = trained["cancer"]
+    key = "k" * 32
+    server = start_server({"MODELS": f"cancer={trained['cancer'][0]}", "API_KEYS": key,
+                           "UWSGI_PROCESSES": "1", "WEB_CONCURRENCY": "1"}, args=("serve", "--server", "uwsgi"))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer wrong-key-wrong-key\r\nContent-Length: 1000\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 401 ")
+        started = time.monotonic()
+        answer = requests.post(f"{server.url}/predict", json={"instances": to_rows(sample[:1])},
+                               headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        waited = time.monotonic() - started
+    assert answer.status_code == 200 and answer.json()["predictions"] == estimator.predict(sample[:1]).tolist()
+    assert waited < 2.0, f"the next request waited {waited:.1f} s for the worker"

@@ -125,3 +125,11 @@ def test_a_redis_that_never_answers_costs_one_timeout_then_nothing(caplog):
         assert "Redis does not answer (TimeoutError" in caplog.text
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("stored", [b"not json", b"[1, 2]", b"7", b'{"predictions": [1]}'])
+def test_an_entry_this_code_did_not_write_is_a_miss_not_an_error(redis_client, stored):
+    cache = RedisPredictionCache(URL, 60, 200)
+    key = secrets.token_hex(8)
+    redis_client.set(KEY_PREFIX + key, stored, ex=60)
+    assert cache.get(key) is MISSING
