@@ -4,8 +4,8 @@
 and by Flask's error handlers alike, so an error looks the same whichever layer answered it.
 Our hierarchy (mlapi.errors) carries its own status; werkzeug's HTTP errors (404 route, 405)
 keep theirs; anything else is a bug: a JSON 500, with the traceback logged by `log_error`.
-`STATUS_LINES` is the one way the layers that answer below Flask (the request pipeline, the
-fast path, the push token check) write a status line.
+`start_json` (with `STATUS_LINES`) is the one way the layers that answer below Flask (the request
+pipeline, the fast path, the push token check) start an answer.
 """
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ class _StatusLines(dict):
 
 # A dict, not a function: the fast path looks its 200 up on every request.
 STATUS_LINES = _StatusLines({status.value: f"{status.value} {status.phrase}" for status in HTTPStatus})
+
+
+def start_json(start_response, status: int, body: bytes, headers: Headers | tuple = ()) -> None:
+    """Begin a JSON answer of `body`: how the layers below Flask (the request pipeline, the fast
+    path, the push token check) start every answer of theirs."""
+    start_response(STATUS_LINES[status],
+                   [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
 
 
 def error_response(exc: BaseException, docs_served: bool = False) -> tuple[int, dict[str, Any], Headers]:

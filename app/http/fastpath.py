@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable
 
-from mlapi.http.errors import STATUS_LINES, error_response, log_error
+from mlapi.http.errors import error_response, log_error, start_json
 from mlapi.http.pipeline import ROUTE_KEY
 from mlapi.protocols.jsonio import dumps, parse_json
 
@@ -63,8 +63,7 @@ class FastPath:
             log_error(exc, "POST", environ.get("PATH_INFO", ""))
             status, error, headers = error_response(exc)
             body = dumps(error)
-        start_response(STATUS_LINES[status],
-                       [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
+        start_json(start_response, status, body, headers)
         return [body]
 
     def _route(self, environ: dict):

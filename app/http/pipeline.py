@@ -22,7 +22,7 @@ from mlapi import metrics
 from mlapi.errors import ApiKeyRequired, BadRequest, MlapiError, RateLimited, RequestTimeout, cut
 from mlapi.http.callers import CALLER_KEY, Callers
 from mlapi.http.deadline import Deadlines
-from mlapi.http.errors import STATUS_LINES, error_response
+from mlapi.http.errors import error_response, start_json
 from mlapi.http.rate_limit import EXEMPT_PATHS, RateLimits
 from mlapi.logs import begin_request, current_request_id, end_request
 from mlapi.protocols.jsonio import dumps
@@ -129,8 +129,7 @@ class RequestPipeline:
         body = dumps(error)
         # The body is unread (401, 413, 429) or maybe half read (504): this connection cannot
         # carry another request.
-        respond(STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                                        ("Connection", "close"), *headers])
+        start_json(respond, status, body, (("Connection", "close"), *headers))
         if status != 504 and environ.get("uwsgi.version") is not None:
             return _DrainAfter([body], environ)
         return [body]
@@ -182,8 +181,11 @@ class _DrainAfter(list):
 
 
 def declares_body(environ: dict) -> bool:
-    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or "chunked" in environ.get(
-        "HTTP_TRANSFER_ENCODING", "").lower()
+    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or chunked(environ)
+
+
+def chunked(environ: dict) -> bool:
+    return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
 def _uwsgi_connection_fd() -> int | None:
@@ -213,7 +215,7 @@ def limit_body(environ: dict, limit: int) -> None:
             raise BodyTooLarge(limit)
         environ["CONTENT_LENGTH"] = digits
         return
-    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+    if not chunked(environ):
         return
     body = read_chunked(environ, limit + 1)
     if len(body) > limit:

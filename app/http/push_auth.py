@@ -31,7 +31,7 @@ from typing import Callable, Iterable, NamedTuple
 
 from mlapi.config import Settings
 from mlapi.errors import MlapiError, Unauthorized, cut
-from mlapi.http.errors import STATUS_LINES, error_response, log_error
+from mlapi.http.errors import error_response, log_error, start_json
 from mlapi.http.pipeline import ROUTE_KEY
 from mlapi.protocols.jsonio import dumps
 
@@ -54,6 +54,12 @@ UNKNOWN_KEY_REFETCH_SECONDS = 60
 # What an error message may quote of google-auth's reasons (they can carry the token's claims).
 REASON_CHARS = 160
 _MAX_AGE = re.compile(r"max-age=(\d+)")
+
+
+class PushTokenRefused(Unauthorized):
+    """A push without a token Google signed for PUSH_AUDIENCE and PUSH_SERVICE_ACCOUNT."""
+
+    headers = (("WWW-Authenticate", 'Bearer realm="pubsub-push"'),)
 
 
 class PushAuthUnavailable(MlapiError):
@@ -108,21 +114,18 @@ class PushAuth:
             environ[ROUTE_KEY] = PUSH_PATH  # the request metrics name the route that refused
             log_error(exc, "POST", PUSH_PATH)
             status, error, headers = error_response(exc)
-            if status == 401:
-                headers.append(("WWW-Authenticate", 'Bearer realm="pubsub-push"'))
             body = dumps(error)
-            start_response(STATUS_LINES[status],
-                           [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers])
+            start_json(start_response, status, body, headers)
             return [body]
         return self.app(environ, start_response)
 
     def check(self, environ: dict) -> dict:
-        """The token's claims; raises Unauthorized (401) or PushAuthUnavailable (503)."""
+        """The token's claims; raises PushTokenRefused (401) or PushAuthUnavailable (503)."""
         if self.unavailable:
             raise PushAuthUnavailable(self.unavailable)
         scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized(f"POST {PUSH_PATH} needs Authorization: Bearer <OIDC token>, which a push "
+            raise PushTokenRefused(f"POST {PUSH_PATH} needs Authorization: Bearer <OIDC token>, which a push "
                                f"subscription sends when created with --push-auth-service-account")
         token = token.strip()
         self._certs.expect_key(GOOGLE_CERTS_URL, key_id(token))
@@ -137,11 +140,11 @@ class PushAuth:
             # Bad signature, expired, wrong audience, malformed: google-auth says which (a crafted
             # header, e.g. a JSON list where an object belongs, fails its parsing with the others;
             # JSON nested deeper than the parser recurses raises RecursionError, no ValueError).
-            raise Unauthorized(f"the push token is not valid: {cut(str(exc), REASON_CHARS)}") from None
+            raise PushTokenRefused(f"the push token is not valid: {cut(str(exc), REASON_CHARS)}") from None
         if claims.get("iss") not in ISSUERS:
-            raise Unauthorized("the push token was not issued by accounts.google.com")
+            raise PushTokenRefused("the push token was not issued by accounts.google.com")
         if claims.get("email") != self.service_account or claims.get("email_verified") is not True:
-            raise Unauthorized("the push token is not the push subscription's service account's "
+            raise PushTokenRefused("the push token is not the push subscription's service account's "
                                "(PUSH_SERVICE_ACCOUNT), or its email is not verified")
         return claims
 
