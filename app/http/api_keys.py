@@ -13,11 +13,14 @@ import hmac
 import logging
 
 from mlapi.errors import ApiKeyRequired, ConfigurationError
+from mlapi.http.auth import bearer_token
+from mlapi.http.rate_limit import EXEMPT_PATHS
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/startupz", "/metrics", "/openapi.json", "/docs", "/docs/",
-                        "/pubsub/push"})
+# The routes with rules of their own (the probes, /metrics' token, the push's OIDC token: the
+# paths rate limits exempt too), and the API docs (API_DOCS_TOKEN).
+OPEN_PATHS = EXEMPT_PATHS | {"/openapi.json", "/docs", "/docs/"}
 DOCS_ASSETS = "/docs/"  # /docs/<asset>: one path segment under it
 
 
@@ -61,7 +64,4 @@ class ApiKeys:
 def presented_key(environ: dict) -> str | None:
     """The key of "Authorization: Bearer <key>" (the scheme in any case, RFC 7235), else of
     "X-API-Key: <key>"; None when the request has neither."""
-    scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return environ.get("HTTP_X_API_KEY", "").strip() or None
+    return bearer_token(environ.get("HTTP_AUTHORIZATION", "")) or environ.get("HTTP_X_API_KEY", "").strip() or None

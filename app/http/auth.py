@@ -11,11 +11,19 @@ import binascii
 import hmac
 
 
+def bearer_token(header: str) -> str | None:
+    """The token of an "Authorization: Bearer <token>" header (the scheme in any case); None
+    for another scheme or no token. Every check of a bearer token reads it here (the route
+    tokens below, API keys, the Pub/Sub push token)."""
+    scheme, _, credentials = header.strip().partition(" ")
+    return (credentials.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def authorized(header: str, token: str, basic: bool = False) -> bool:
     """Whether an Authorization header carries `token`."""
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() == "bearer":
-        given = credentials.strip()
+        given = bearer_token(header) or ""
     elif basic and scheme.lower() == "basic":
         try:
             given = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[2]

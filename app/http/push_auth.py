@@ -31,6 +31,7 @@ from typing import Callable, Iterable, NamedTuple
 
 from mlapi.config import Settings
 from mlapi.errors import MlapiError, Unauthorized, cut
+from mlapi.http.auth import bearer_token
 from mlapi.http.errors import error_response, log_error, start_json
 from mlapi.http.pipeline import ROUTE_KEY
 from mlapi.protocols.jsonio import dumps
@@ -123,11 +124,10 @@ class PushAuth:
         """The token's claims; raises PushTokenRefused (401) or PushAuthUnavailable (503)."""
         if self.unavailable:
             raise PushAuthUnavailable(self.unavailable)
-        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+        if token is None:
             raise PushTokenRefused(f"POST {PUSH_PATH} needs Authorization: Bearer <OIDC token>, which a push "
-                               f"subscription sends when created with --push-auth-service-account")
-        token = token.strip()
+                                   f"subscription sends when created with --push-auth-service-account")
         self._certs.expect_key(GOOGLE_CERTS_URL, key_id(token))
         try:
             claims = self._verify_token(token, self._certs, audience=self.audience,
