@@ -129,7 +129,8 @@ class Settings:
     # (rate limits: each process counts on its own until Redis answers again).
     redis_timeout_ms: int = 100
     # The recent call log (GET /models/<name>/recent_call_log): how long a call is kept, in
-    # seconds; how many calls per caller and model; how many characters of each input's JSON.
+    # seconds; how many calls per caller and model (0: no call log at all, the route is a 404);
+    # how many characters of each input's JSON.
     call_log_ttl: int = 3600
     call_log_size: int = 100
     call_log_input_chars: int = 2000
@@ -230,7 +231,7 @@ class Settings:
             redis_url=_redis_url(env),
             redis_timeout_ms=_int(env, "REDIS_TIMEOUT_MS", 100, minimum=1),
             call_log_ttl=_int(env, "CALL_LOG_TTL", 3600, minimum=1),
-            call_log_size=_int(env, "CALL_LOG_SIZE", 100, minimum=1),
+            call_log_size=_int(env, "CALL_LOG_SIZE", 100, minimum=0),
             call_log_input_chars=_int(env, "CALL_LOG_INPUT_CHARS", 2000, minimum=1),
             storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,
