@@ -89,6 +89,9 @@ class Settings:
     prediction_cache_size: int = 10_000
     # How long a prediction cache entry lives, in process memory as in Redis (REDIS_URL).
     cache_ttl_seconds: int = 3600
+    # Which routes consult the prediction cache (CACHE_ROUTE_KINDS): the single-input text
+    # routes by default; for a cheap model a lookup costs about what the model does.
+    cache_routes: frozenset = frozenset({"text"})
     # Python logging level name for the app's own log lines (and granian's).
     log_level: str = "INFO"
     # "json": one Cloud Logging object per line; "text": plain readable lines.
@@ -214,6 +217,7 @@ class Settings:
             push_service_account=_text(env, "PUSH_SERVICE_ACCOUNT"),
             prediction_cache_size=_int(env, "PREDICTION_CACHE_SIZE", 10_000, minimum=0),
             cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 3600, minimum=1),
+            cache_routes=_cache_routes(env),
             max_batch_size=_int(env, "MAX_BATCH_SIZE", 0, minimum=0),
             max_batch_wait_ms=_float(env, "MAX_BATCH_WAIT_MS", 0.0),
             log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper(),
@@ -380,6 +384,28 @@ def _choice(env: Mapping[str, str], key: str, default: str | None, choices: tupl
     if raw.lower() not in choices:
         raise ConfigurationError(f"{key}={raw!r} is not one of {', '.join(choices)}")
     return raw.lower()
+
+
+# What CACHE_ROUTES names: the three single-input routes; native predict (/predict, a model's
+# and a version's); predict_features; predict by id (GET .../predict/<id>).
+CACHE_ROUTE_KINDS = ("text", "predict", "predict_features", "by_id")
+
+
+def _cache_routes(env: Mapping[str, str]) -> frozenset:
+    """CACHE_ROUTES: kinds separated by commas, or `all`, or `none`."""
+    raw = _text(env, "CACHE_ROUTES")
+    if raw is None:
+        return Settings.cache_routes
+    names = {name.strip().lower() for name in raw.split(",")} - {""}
+    if names == {"all"}:
+        return frozenset(CACHE_ROUTE_KINDS)
+    if names == {"none"}:
+        return frozenset()
+    unknown = sorted(names - set(CACHE_ROUTE_KINDS))
+    if unknown or not names:
+        raise ConfigurationError(f"CACHE_ROUTES={raw!r} names {', '.join(unknown) or 'nothing'}: list some of "
+                                 f"{', '.join(CACHE_ROUTE_KINDS)} separated by commas, or all, or none")
+    return frozenset(names)
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
