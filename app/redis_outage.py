@@ -1,7 +1,9 @@
 """What a user of the shared Redis (REDIS_URL) does while it does not answer: the rate limits,
-the prediction cache. The request goes on without Redis (counted in the process, answered
-without the cache), Redis is not asked again for a few seconds, so no request waits on it more
-than once per interval, and one warning per minute says so; one line says when it is back.
+the prediction cache, the call log. The request goes on without Redis (counted in the process,
+answered without the cache, not logged), Redis is not asked again for a few seconds, so no
+request waits on it more than once per interval (the call log, whose writes no request waits
+on, asks again at once: retry_seconds=0), and one warning per minute says so; one line says
+when it is back.
 """
 from __future__ import annotations
 
@@ -39,5 +41,6 @@ class RedisOutage:
         self.down_until = now + retry_seconds
         if now - self.warned_at >= WARN_SECONDS:
             self.warned_at = now
-            self.log.warning("Redis does not answer (%s): %s, trying Redis again every %g s",
-                             cut(f"{error.__class__.__name__}: {error}", 200), self.meanwhile, retry_seconds)
+            retry = f", trying Redis again every {retry_seconds:g} s" if retry_seconds else ""
+            self.log.warning("Redis does not answer (%s): %s%s", cut(f"{error.__class__.__name__}: {error}", 200),
+                             self.meanwhile, retry)

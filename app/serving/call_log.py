@@ -1,26 +1,29 @@
-"""The recent call log: each caller's own recent predictions, per model, newest first
+"""The recent call log: each caller's own recent calls, per model, newest first
 (GET /models/<name>/recent_call_log), kept CALL_LOG_TTL seconds and at most CALL_LOG_SIZE calls
 per caller and model, each input at most CALL_LOG_INPUT_CHARS characters of its JSON text.
+CALL_LOG_SIZE=0 turns it off: nothing is recorded and the route is a 404.
 
-Which calls: the successful answers of the native prediction routes (predict and
-predict_features, for the default model, a model or a version). They are recorded by the
-JsonBlueprint wrapper every such route runs through, from the fast path and from Flask alike
-(http/routes/common.py): the one place that holds the decoded body and the answer (the model
-and version that answered). The caller is the pipeline's (http/callers.py), handed in through
-CURRENT_CALL, a context variable the pipeline sets before either path runs: the fast path's
-handlers see no environ.
+Which calls: the successful answers of every model route (predict, features and
+predict_features for the default model, a model or a version; the single-input routes; predict
+by id, whose input is the id). An error answer is not logged: the log holds what the model
+answered, and a refused call is in the access log. The JSON POST routes are recorded by the
+JsonBlueprint wrapper they all run through, from the fast path and from Flask alike, and
+predict by id by a decorator of its view (http/routes/common.py). The caller and the path
+called are the pipeline's (http/callers.py), handed in through CURRENT_CALL, a context variable
+the pipeline sets before either path runs (the fast path's handlers see no environ); the model
+and version that answered are the inference core's (metrics.current_model).
 
 Two backends. Without REDIS_URL each worker process keeps its own log in memory: a caller
 served by two workers sees the calls of the one that answers the read. With REDIS_URL one list
 per caller and model (LPUSH, LTRIM, EXPIRE in one transaction; LRANGE to read), shared by every
 process and instance. Recording never delays nor fails a prediction: Redis writes go through a
-bounded queue to one thread per process; with Redis down the call is not logged (a warning at
-most once a minute) and reading the log is a JSON 503.
+bounded queue to one thread per process; with Redis down the call is not logged (the shared
+warning of redis_outage, at most once a minute, and one line when Redis is back) and reading the
+log is a JSON 503.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import threading
@@ -28,15 +31,18 @@ import time
 from collections import OrderedDict, deque
 from contextvars import ContextVar
 
+from typing import Any
+
 import orjson
 
+from mlapi import metrics
 from mlapi.errors import MlapiError, cut
+from mlapi.redis_outage import RedisOutage
 
 log = logging.getLogger(__name__)
 
 # (caller, request path) of the request being answered; set by the request pipeline.
 CURRENT_CALL: ContextVar[tuple[str, str] | None] = ContextVar("mlapi_current_call", default=None)
-WARN_SECONDS = 60.0
 QUEUE_SIZE = 10_000  # Redis writes waiting for the writer thread; past it calls go unlogged
 MAX_LOCAL_CALLERS = 100_000  # (caller, model) logs one process keeps before dropping the oldest
 MAX_LOCAL_BYTES = 32 * 1024 * 1024  # the JSON of every call one process keeps, all logs together
@@ -47,13 +53,17 @@ class CallLogUnavailable(MlapiError):
     status_code = 503
 
 
-def entry(endpoint: str, version: str, body: dict, input_chars: int) -> dict:
-    """One call as the log keeps it: the input is the request body, or its JSON text cut to
-    `input_chars` characters (a string then) when longer: a caller's log stays small whatever
-    it sends."""
-    text = orjson.dumps(body).decode()
+class CallLogOff(MlapiError):
+    status_code = 404
+
+
+def entry(endpoint: str, version: str, given: Any, input_chars: int) -> dict:
+    """One call as the log keeps it: the input is the request body (or the id asked for), or its
+    JSON text cut to `input_chars` characters (a string then) when longer: a caller's log stays
+    small whatever it sends."""
+    text = orjson.dumps(given).decode()
     return {"called_at": time.time(), "endpoint": endpoint, "version": version,
-            "input": body if len(text) <= input_chars else cut(text, input_chars)}
+            "input": given if len(text) <= input_chars else cut(text, input_chars)}
 
 
 class LocalCallLog:
@@ -106,7 +116,9 @@ class RedisCallLog:
         self.ttl, self.size = ttl, size
         self.queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self.writer_pid = None  # the writer thread is started in the process that records (after fork)
-        self.warned_at = -math.inf
+        # Never a pause (retry 0): the writes are the writer thread's, no request waits on them,
+        # so each is tried; only the warnings are spaced.
+        self.outage = RedisOutage(log, "calls are not logged, predictions go on", "calls are logged again")
 
     @staticmethod
     def key(caller: str, model: str) -> str:
@@ -119,7 +131,7 @@ class RedisCallLog:
         try:
             self.queue.put_nowait((self.key(caller, model), orjson.dumps(call)))
         except queue.Full:
-            self._warn("the write queue is full")
+            self.outage.failed(queue.Full("the write queue is full: Redis is slower than the calls"), retry_seconds=0)
 
     def _write_forever(self) -> None:
         while True:
@@ -127,14 +139,9 @@ class RedisCallLog:
             try:
                 with self.client.pipeline(transaction=True) as pipe:
                     pipe.lpush(key, value).ltrim(key, 0, self.size - 1).expire(key, self.ttl).execute()
+                self.outage.answered()
             except self.error as exc:
-                self._warn(f"{exc.__class__.__name__}: {exc}")
-
-    def _warn(self, reason: str) -> None:
-        now = time.monotonic()
-        if now - self.warned_at >= WARN_SECONDS:
-            self.warned_at = now
-            log.warning("call log: a call was not logged (%s); predictions go on", cut(reason, 200))
+                self.outage.failed(exc, retry_seconds=0)
 
     def recent(self, caller: str, model: str) -> list[dict]:
         try:
@@ -147,29 +154,37 @@ class RedisCallLog:
 
 
 class CallLog:
+    """The call log of a server; `backend` None when it is off (CALL_LOG_SIZE=0)."""
+
     def __init__(self, backend, input_chars: int):
         self.backend = backend
         self.input_chars = input_chars
 
-    def record(self, answer: dict, body: dict) -> None:
-        """Log a successful prediction (`answer` names the model and version) for the current
-        caller; never raises: a prediction is answered whatever becomes of its log."""
-        call = CURRENT_CALL.get()
-        if call is None:
-            return  # not a request through the pipeline (a CLI command, a unit test)
-        caller, path = call
+    def record(self, given: Any) -> None:
+        """Log the current request's successful call (`given`: its body, or the id it asked
+        for) of the model the inference core resolved; never raises: a prediction is answered
+        whatever becomes of its log."""
+        if self.backend is None:
+            return
+        call, model = CURRENT_CALL.get(), metrics.current_model.get()
+        if call is None or model is None:
+            return  # not a request through the pipeline (a CLI command, a unit test), or no model
+        (caller, path), (name, version) = call, model
         try:
-            model = answer["model"]
-            self.backend.record(caller, model["name"], entry(path, model["version"], body, self.input_chars))
+            self.backend.record(caller, name, entry(path, version, given, self.input_chars))
         except Exception:
             log.exception("call log: a call was not logged")
 
     def recent(self, caller: str, model: str) -> list[dict]:
+        if self.backend is None:
+            raise CallLogOff("the recent call log is off on this server (CALL_LOG_SIZE=0)")
         return self.backend.recent(caller, model)
 
 
 def build_call_log(settings) -> CallLog:
-    if settings.redis_url:
+    if not settings.call_log_size:
+        backend = None
+    elif settings.redis_url:
         backend = RedisCallLog(settings.redis_url, settings.call_log_ttl, settings.call_log_size,
                                settings.redis_timeout_ms)
     else:

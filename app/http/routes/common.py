@@ -1,6 +1,7 @@
 """What the Flask views share: the services, the JSON body, JSON responses, what the OpenAPI
-document says of each route (`documented`, `post_json`'s arguments), and JsonBlueprint, whose
-JSON POST routes the fast path (http/fastpath.py) answers too, with the same handler."""
+document says of each route (`documented`, `post_json`'s arguments), the recent call log's
+recording (`call_logged`, and JsonBlueprint's by default), and JsonBlueprint, whose JSON POST
+routes the fast path (http/fastpath.py) answers too, with the same handler."""
 from __future__ import annotations
 
 import functools
@@ -43,6 +44,20 @@ def documented(answer: type | str | None, errors: tuple[int, ...] = (), **doc: A
     return decorator
 
 
+def call_logged(input_variable: str) -> Callable:
+    """Decorator of a model route's Flask view that is not a JsonBlueprint route (predict by id):
+    its successful answer goes to the caller's recent call log (serving/call_log.py), the input
+    being the URL variable `input_variable`."""
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def logged(**params):
+            response = view(**params)
+            services().call_log.record(params[input_variable])
+            return response
+        return logged
+    return decorator
+
+
 class JsonBlueprint(Blueprint):
     """A Blueprint whose JSON POST routes are plain handlers: (services, decoded request,
     **URL variables) → a JSON-able answer. Each route names the codec's BodyDecoder its body is
@@ -55,16 +70,18 @@ class JsonBlueprint(Blueprint):
         self.json_routes: list[tuple[str, Callable]] = []
 
     def post_json(self, *rules: str, decode: BodyDecoder, answer: type, errors: tuple[int, ...] = (),
-                  call_logged: bool = False, **doc: Any):
-        """`call_logged`: a successful answer (which names its model and version) goes to the
-        caller's recent call log (serving/call_log.py). Here, because this wrapper is the one
-        place both ways in (the fast path, Flask) pass that holds the body and the answer."""
+                  call_logged: bool = True, **doc: Any):
+        """`call_logged`: a successful answer goes to the caller's recent call log
+        (serving/call_log.py), under the model and version the inference core resolved; every
+        model route by default, so a route added later is logged without anyone remembering to
+        (a route that resolves no model logs nothing). Here, because this wrapper is the one
+        place both ways in (the fast path, Flask) pass that holds the body."""
         def decorator(handler: Callable) -> Callable:
             @functools.wraps(handler)  # the fast path and its tests know it by the handler's name
             def run(services, body: dict, **params):
                 answer = handler(services, decode(body), **params)
                 if call_logged:
-                    services.call_log.record(answer, body)
+                    services.call_log.record(body)
                 return answer
 
             def view(**params):

@@ -5,7 +5,7 @@ from flask import Blueprint
 
 from mlapi.serving.inference import ModelRef
 from mlapi.protocols import entity
-from mlapi.http.routes.common import documented, json_response, services
+from mlapi.http.routes.common import call_logged, documented, json_response, services
 from mlapi.protocols.response_bodies import EntityPrediction, StoredPredictions
 
 blueprint = Blueprint("entity", __name__)
@@ -15,6 +15,7 @@ blueprint = Blueprint("entity", __name__)
 @blueprint.get("/models/<name>/predict/<entity_id>")
 @blueprint.get("/models/<name>/versions/<version>/predict/<entity_id>")
 @documented(EntityPrediction, errors=(404, 422, 503), tag="by id")
+@call_logged("entity_id")
 def predict_by_id(entity_id: str, name: str | None = None, version: str | None = None):
     """Predict a feature-store record by its id
 

@@ -9,7 +9,8 @@ from mlapi.protocols.response_bodies import PushOutcome
 blueprint = JsonBlueprint("pubsub", __name__)
 
 
-@blueprint.post_json("/pubsub/push", decode=decode_push, answer=PushOutcome, errors=(401, 503), tag="batch")
+@blueprint.post_json("/pubsub/push", decode=decode_push, answer=PushOutcome, errors=(401, 503), tag="batch",
+                     call_logged=False)  # a subscription's deliveries, not a caller's calls
 def push(services, message):
     """A Pub/Sub push delivery: score the ids in its data, store the predictions
 
