@@ -86,6 +86,12 @@ class ApiKeyRequired(Unauthorized):
     headers = (("WWW-Authenticate", 'Bearer realm="mlapi"'),)
 
 
+class InvalidApiKey(ApiKeyRequired):
+    """A key was given and is not one of API_KEYS: RFC 6750's invalid_token (none given: no error code)."""
+
+    headers = (("WWW-Authenticate", 'Bearer realm="mlapi", error="invalid_token"'),)
+
+
 class RateLimited(MlapiError):
     """The caller has used up a RATE_LIMIT window; the headers (Retry-After, RateLimit-*) say
     when it may call again (app/http/rate_limit.py)."""
