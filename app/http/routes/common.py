@@ -32,7 +32,8 @@ def json_body() -> dict:
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(dumps(body), status=status, mimetype="application/json")
+    # An answer may carry headers of its own (X-Cache: http/cache_headers.py).
+    return Response(dumps(body), status=status, mimetype="application/json", headers=getattr(body, "headers", None))
 
 
 def documented(answer: type | str | None, errors: tuple[int, ...] = (), **doc: Any) -> Callable:
