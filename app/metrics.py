@@ -28,7 +28,7 @@ PREDICTIONS = Counter("mlapi_predictions_total", "predict calls answered", ["mod
 ROWS = Counter("mlapi_prediction_rows_total", "rows (instances) predicted", ["model", "version"])
 BATCH_SIZE = Histogram("mlapi_model_batch_rows", "rows per model call (micro-batching merges requests)",
                        ["model", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096))
-CACHE = Counter("mlapi_cache_requests_total", "prediction cache lookups", ["result"])
+CACHE = Counter("mlapi_cache_requests_total", "prediction cache lookups, one per instance", ["result"])
 
 
 # metric.labels(...) rebuilds and looks up the label tuple under a lock on every call: ~3 µs,
@@ -49,8 +49,12 @@ def record_prediction(name: str, version: str, rows: int) -> None:
     _child(BATCH_SIZE, name, version).observe(rows)
 
 
-def record_cache(hit: bool) -> None:
-    _child(CACHE, "hit" if hit else "miss").inc()
+def record_cache(hits: int, misses: int) -> None:
+    """A request's instances looked up in the prediction cache: how many were found."""
+    if hits:
+        _child(CACHE, "hit").inc(hits)
+    if misses:
+        _child(CACHE, "miss").inc(misses)
 
 
 def record_request(route: str, method: str, status: int, seconds: float) -> None:

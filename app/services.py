@@ -54,7 +54,8 @@ def build_services(settings: Settings, models: Iterable[ModelSpec] | None = None
     feature_store = FeatureStore(settings.feature_store_url, settings.feature_table,
                                  settings.feature_id_column, settings.feature_text_column)
     inference = InferenceService(registry, build_prediction_cache(settings), feature_store,
-                                 settings.max_batch_size, settings.max_batch_wait_ms, settings.max_rows)
+                                 settings.max_batch_size, settings.max_batch_wait_ms, settings.max_rows,
+                                 settings.cache_routes)
     predictions = PredictionStore(settings.predictions_db_url)
     return Services(settings, registry, inference, feature_store, predictions,
                     BatchInference(inference, predictions), build_call_log(settings))

@@ -1,10 +1,14 @@
 """Prediction caches keyed by model, operation and input: the in-process LRU (the embedded
 default, no service needed) and `build_prediction_cache`, which picks it or Redis once at start.
 
-Predictions are deterministic for a loaded model, so an entry is valid for as long as that model
-version is served; the key includes the model's sha256, so a different artifact under the same
-name and version never reads old entries. Entries still expire after CACHE_TTL_SECONDS, in
-memory as in Redis, so a cache never outlives what its operators expect of it.
+An entry is one instance's answer. Predictions are deterministic for a loaded model, so an entry
+is valid for as long as that artifact is served: the key starts with the artifact's sha256
+(`model_identity`), so a reloaded or replaced model never reads the entries of the one before,
+and one artifact served under two names shares them. Entries still expire after
+CACHE_TTL_SECONDS, in memory as in Redis, so a cache never outlives what its operators expect.
+
+Both caches look many keys up at once (`get_many`: one pass under one lock, one Redis MGET)
+and store many at once (`put_many`), so a request of many instances costs one round trip.
 """
 from __future__ import annotations
 
@@ -34,6 +38,37 @@ def cache_key(*parts: Any) -> str:
     if b"null" in raw and _has_non_finite(parts):
         raw = json.dumps(parts, sort_keys=True, default=_plain, separators=(",", ":")).encode()
     return hashlib.blake2b(raw, digest_size=20).hexdigest()
+
+
+def model_identity(model) -> str:
+    """What changes whenever the served artifact does: its sha256 (loading.py computes it from
+    the bytes it loads). A model built in this process, never loaded from an artifact, has
+    none: its name, version and object id, which no other process shares."""
+    return model.metadata.get("sha256") or f"{model.name}:{model.version}:{id(model)}"
+
+
+# Integers that are exactly a float64: beyond them the model's float input merges neighbours anyway.
+_EXACT_INT = 2 ** 53
+
+
+def canonical_instance(instance: Any, numbers_as_floats: bool) -> Any:
+    """One instance as the key knows it. Key order does not matter (the key is written with
+    sorted keys) and 1.0, 1.00 and 1e0 already decode alike; `numbers_as_floats` (a model whose
+    every column is numeric, which sees 1 and 1.0 as the same float) also makes int 1 the float
+    1.0. A model with string columns keeps them apart: it may read 1 and 1.0 as two categories."""
+    if not numbers_as_floats:
+        return instance
+    kind = type(instance)
+    if kind is list:
+        return [float(v) if type(v) is int and -_EXACT_INT <= v <= _EXACT_INT else v for v in instance]
+    if kind is dict:
+        return {k: float(v) if type(v) is int and -_EXACT_INT <= v <= _EXACT_INT else v for k, v in instance.items()}
+    return instance
+
+
+def instance_keys(identity: str, instances: list, numbers_as_floats: bool) -> list[str]:
+    """One key per instance: `identity` (the artifact and what is asked) and the instance."""
+    return [cache_key(identity, canonical_instance(instance, numbers_as_floats)) for instance in instances]
 
 
 def _has_non_finite(value: Any) -> bool:
@@ -74,27 +109,40 @@ class PredictionCache:
 
     def get(self, key: str) -> Any:
         """The cached value, or `MISSING`."""
-        if self.max_entries == 0:
-            return _MISSING
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: list[str]) -> list[Any]:
+        """Each key's value or `MISSING`, in one pass under the lock."""
+        now = time.monotonic()
+        entries = self._entries
+        found = []
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return _MISSING
-            if entry[0] <= time.monotonic():
-                del self._entries[key]
-                return _MISSING
-            self._entries.move_to_end(key)
-            return entry[1]
+            for key in keys:
+                entry = entries.get(key)
+                if entry is None:
+                    found.append(_MISSING)
+                elif entry[0] <= now:
+                    del entries[key]
+                    found.append(_MISSING)
+                else:
+                    entries.move_to_end(key)
+                    found.append(entry[1])
+        return found
 
     def put(self, key: str, value: Any) -> None:
+        self.put_many([(key, value)])
+
+    def put_many(self, items: list[tuple[str, Any]]) -> None:
         if self.max_entries == 0:
             return
         expires_at = time.monotonic() + self.ttl_seconds
+        entries = self._entries
         with self._lock:
-            self._entries[key] = (expires_at, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            for key, value in items:
+                entries[key] = (expires_at, value)
+                entries.move_to_end(key)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
 
 
 MISSING = _MISSING

@@ -1,6 +1,7 @@
 """The prediction cache in Redis (REDIS_URL): one set of entries for every process and instance.
 
-Same interface as the in-process PredictionCache (`enabled`, `get`, `put`). Values are stored as
+Same interface as the in-process PredictionCache (`enabled`, `get_many`, `put_many`): a request's
+instances are looked up with one MGET, one round trip whatever their number. Values are stored as
 JSON (orjson), never pickles: whoever can write to the Redis must not be able to run code in
 the server. Each entry expires after CACHE_TTL_SECONDS; Redis' own maxmemory policy bounds the
 size.
@@ -27,11 +28,11 @@ from mlapi import redis_outage
 from mlapi.errors import ConfigurationError, cut
 from mlapi.redis_outage import RedisOutage
 from mlapi.serving.cache import MISSING
-from mlapi.serving.model import PredictionResult
+from mlapi.serving.model import InstanceAnswer
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mlapi:prediction:v1:"  # the format of the values: another one is never read as this one
+KEY_PREFIX = "mlapi:prediction:v2:"  # the format of the values: another one is never read as this one
 RETRY_SHARED_SECONDS = redis_outage.RETRY_SECONDS
 UNREAD_REPLIES = 1000  # writes sent and not yet answered; beyond this Redis counts as down
 
@@ -61,33 +62,32 @@ class RedisPredictionCache:
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Any:
-        """The cached value, or `MISSING` (also when Redis does not answer)."""
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: list[str]) -> list[Any]:
+        """Each key's value or `MISSING` (all of them when Redis does not answer): one MGET."""
         if not self.outage.asking():
-            return MISSING
+            return [MISSING] * len(keys)
         try:
-            raw = self.client.get(KEY_PREFIX + key)
+            raws = self.client.mget([KEY_PREFIX + key for key in keys])
         except self.errors as exc:
             self.outage.failed(exc, RETRY_SHARED_SECONDS)
-            return MISSING
+            return [MISSING] * len(keys)
         self.outage.answered()
-        if raw is None:
-            return MISSING
-        try:
-            return decode_value(raw)
-        except (ValueError, KeyError, TypeError) as exc:
-            # Not an entry this code wrote (another program's key, a hand edit, a format from a
-            # later release during a rolling deploy): a miss, never a 500.
-            log.warning("prediction cache: an entry could not be read (%s): recomputed",
-                        cut(f"{exc.__class__.__name__}: {exc}", 200))
-            return MISSING
+        return [MISSING if raw is None else _decoded(raw) for raw in raws]
 
     def put(self, key: str, value: Any) -> None:
-        """Send the write and return at once: its reply is read by a later write, or never."""
-        if not self.outage.asking():
+        self.put_many([(key, value)])
+
+    def put_many(self, items: list[tuple[str, Any]]) -> None:
+        """Send the writes and return at once: their replies are read by a later write, or never."""
+        if not self.outage.asking() or not items:
             return
-        command = self.writes.pack_command("SET", KEY_PREFIX + key, encode_value(value), "EX", self.ttl_seconds)
+        ttl = self.ttl_seconds
         with self._lock:
             writes = self._connection()
+            commands = writes.pack_commands([("SET", KEY_PREFIX + key, encode_value(value), "EX", ttl)
+                                             for key, value in items])
             try:
                 if writes._sock is not None:  # connected: a closed one reads as ready (EOF)
                     self._read_arrived(writes, until_empty=True)
@@ -97,8 +97,8 @@ class RedisPredictionCache:
                 writes.disconnect()
                 self._unread = 0
             try:
-                writes.send_packed_command(command, check_health=False)
-                self._unread += 1
+                writes.send_packed_command(commands, check_health=False)
+                self._unread += len(items)
                 self._read_arrived(writes)
                 if self._unread > UNREAD_REPLIES:
                     raise self.timeout_error(f"{self._unread} writes unanswered")
@@ -125,16 +125,34 @@ class RedisPredictionCache:
         return self.writes
 
 
+def _decoded(raw: bytes) -> Any:
+    try:
+        return decode_value(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        # Not an entry this code wrote (another program's key, a hand edit, a format from a
+        # later release during a rolling deploy): a miss, never a 500.
+        log.warning("prediction cache: an entry could not be read (%s): recomputed",
+                    cut(f"{exc.__class__.__name__}: {exc}", 200))
+        return MISSING
+
+
 def encode_value(value: Any) -> bytes:
-    """What the cached operations return (a PredictionResult, or a feature list) as JSON."""
-    if isinstance(value, PredictionResult):
-        return orjson.dumps({"predictions": value.predictions, "probabilities": value.probabilities,
-                             "classes": value.classes}, option=orjson.OPT_SERIALIZE_NUMPY)
+    """One instance's answer as JSON: an InstanceAnswer (label, probabilities or None), or a
+    feature row (a list)."""
+    if isinstance(value, InstanceAnswer):
+        return orjson.dumps({"label": value.label, "probabilities": value.probabilities},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
     return orjson.dumps({"features": value}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode_value(raw: bytes) -> Any:
     value = orjson.loads(raw)
     if "features" in value:
-        return value["features"]
-    return PredictionResult(value["predictions"], value["probabilities"], value["classes"])
+        features = value["features"]
+        if not isinstance(features, list):
+            raise TypeError("features is not a list")
+        return features
+    probabilities = value["probabilities"]
+    if probabilities is not None and not isinstance(probabilities, list):
+        raise TypeError("probabilities is not a list")
+    return InstanceAnswer(value["label"], probabilities)

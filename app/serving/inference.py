@@ -1,5 +1,10 @@
 """The one business flow, with no protocol in it: (model ref, input) → cache → batching → model.
 
+The prediction cache keeps one entry per instance (keyed by the artifact's sha256, what is
+asked and the instance: serving/cache.py). A request looks all its instances up at once, runs
+the model once on the misses only and answers in the request's order. CACHE_ROUTES says which
+routes consult it (`Cached` says how it served them, for the X-Cache header).
+
 Adapters for every protocol call these methods with decoded, plain-Python input and encode what
 comes back; so a behaviour (validation, caching, batching, error statuses) is the same on every
 route.
@@ -15,14 +20,14 @@ from scipy import sparse
 
 from mlapi import metrics
 from mlapi.serving.batching import MicroBatcher, merge_results, predict_merged
-from mlapi.serving.cache import MISSING, PredictionCache, cache_key
+from mlapi.serving.cache import MISSING, PredictionCache, cache_key, instance_keys, model_identity
 from mlapi.config import Settings
 from mlapi.errors import InvalidInput, ModelFailure, RecordNotFound, TooManyRows, shown
 from mlapi.store.feature_store import FeatureStore
 from mlapi.serving.input_faults import name_rows
 from mlapi.serving.feature_matrices import to_feature_matrix
-from mlapi.serving.instances import to_model_input
-from mlapi.serving.model import TEXT, PredictionResult, ServedModel
+from mlapi.serving.instances import Columns, to_model_input
+from mlapi.serving.model import TABULAR, TEXT, PredictionResult, ServedModel
 from mlapi.serving.records import record_to_instance
 from mlapi.serving.registry import ModelRegistry
 from mlapi.serving.row_count import row_count
@@ -33,6 +38,8 @@ if TYPE_CHECKING:
 
 # What a cached answer was computed by: part of its key.
 PREDICT, PREDICT_FEATURES, FEATURES = "predict", "predict_features", "features"
+# The routes CACHE_ROUTES names (config.CACHE_ROUTE_KINDS).
+TEXT_ROUTES, PREDICT_ROUTES, PREDICT_FEATURES_ROUTES, BY_ID_ROUTES = "text", "predict", "predict_features", "by_id"
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,16 @@ class ModelRef:
 
 @dataclass
 class Cached:
+    """An answer, and how the cache served it: `hits` of its `looked_up` instances came from
+    the cache; none looked up: the route does not consult it (or was asked to skip it)."""
+
     value: Any
-    from_cache: bool
+    hits: int = 0
+    looked_up: int = 0
+
+    @property
+    def from_cache(self) -> bool:
+        return self.looked_up > 0 and self.hits == self.looked_up
 
 
 @dataclass
@@ -58,6 +73,7 @@ class RecordPredictions:
     data: list[Any]
     result: PredictionResult | None
     failures: dict[str, str]     # entity id → why it cannot be scored (permanent)
+    cached: Cached | None = None  # how the cache served a single record (predict_id)
 
 
 class InferenceService:
@@ -65,16 +81,18 @@ class InferenceService:
 
     Every operation resolves the model and validates its input alone, then reaches the model
     through `_compute`, where micro-batching merges concurrent calls for one model version when
-    MAX_BATCH_SIZE > 1. Operations that consult the prediction cache first go through
-    `_answer` (the single-input routes; native, by-id and Pub/Sub requests do not yet: for a
-    cheap model a lookup costs about what the model does).
+    MAX_BATCH_SIZE > 1. Every route's operation goes through `_answer`, which consults the
+    prediction cache when CACHE_ROUTES names the route (Pub/Sub and bulk scoring never do).
     """
 
-    def __init__(self, registry: ModelRegistry, cache: PredictionCache | RedisPredictionCache, store: FeatureStore | None = None,
-                 max_batch_size: int = 0, max_batch_wait_ms: float = 0.0, max_rows: int = Settings.max_rows):
+    def __init__(self, registry: ModelRegistry, cache: PredictionCache | RedisPredictionCache | None,
+                 store: FeatureStore | None = None,
+                 max_batch_size: int = 0, max_batch_wait_ms: float = 0.0, max_rows: int = Settings.max_rows,
+                 cache_routes: frozenset = Settings.cache_routes):
         self.registry = registry
         self.max_rows = max_rows
         self.cache = cache
+        self.cache_routes = cache_routes if cache is not None and cache.enabled else frozenset()
         self.store = store
         self._batch_rows = max_batch_size
         self._batch_wait_s = max_batch_wait_ms / 1000
@@ -87,21 +105,27 @@ class InferenceService:
         return model
 
     # ---- instances in, one model call -------------------------------------------------
-    def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None):
+    def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None) -> tuple[ServedModel, Cached]:
         self._limit_rows(row_count(instances))
         model = self.model(ref)
-        # validated alone: a bad request fails alone, before it joins any batch
-        return model, self._compute(model, PREDICT, to_model_input(model, instances), probabilities)
+        if isinstance(instances, Columns):  # dataframe_split: its rows, under its columns
+            columns = instances.columns
+            return model, self._answer(model, PREDICT_ROUTES, PREDICT, instances.data, probabilities,
+                                       lambda rows: to_model_input(model, Columns(columns, rows)), columns=columns)
+        return model, self._answer(model, PREDICT_ROUTES, PREDICT, instances, probabilities,
+                                   lambda rows: to_model_input(model, rows))
 
     def features(self, ref: ModelRef, instances: Any):
         self._limit_rows(row_count(instances))
         model = self.model(ref)
         return model, model.features(to_model_input(model, instances))
 
-    def predict_features(self, ref: ModelRef, features: Any, probabilities: bool | None = None):
+    def predict_features(self, ref: ModelRef, features: Any, probabilities: bool | None = None) -> tuple[ServedModel, Cached]:
+        """Dense rows consult the cache row by row; a CSR matrix (an object) passes it by."""
         self._limit_rows(row_count(features, features=True))
         model = self.model(ref)
-        return model, self._compute(model, PREDICT_FEATURES, to_feature_matrix(model, features), probabilities)
+        return model, self._answer(model, PREDICT_FEATURES_ROUTES, PREDICT_FEATURES, features, probabilities,
+                                   lambda rows: to_feature_matrix(model, rows))
 
     def _limit_rows(self, rows: int) -> None:
         """MAX_ROWS, counted on the decoded request before any row is converted: a million rows
@@ -122,14 +146,15 @@ class InferenceService:
                                  f"(`mlapi features add` or `mlapi features import`), or send its features in "
                                  f"the body to POST /models/{model.name}/predict", id=entity_id)
         instance, data = self._instance(model, entity_id, record)
-        try:
-            result = self._compute(model, PREDICT, to_model_input(model, [instance]), None)
+        try:  # keyed by the record's values: a record changed in the store is a miss
+            cached = self._answer(model, BY_ID_ROUTES, PREDICT, [instance], None,
+                                  lambda rows: to_model_input(model, rows))
         except InvalidInput as exc:
             named = as_record(model, exc, entity_id, data)
             if named is exc:  # nothing to add: as it is
                 raise
             raise named from exc
-        return RecordPredictions(model, [entity_id], [data], result, {})
+        return RecordPredictions(model, [entity_id], [data], cached.value, {}, cached)
 
     def predict_ids(self, ref: ModelRef, entity_ids: list[str]) -> RecordPredictions:
         """Many records in one model call; unknown ids and unusable records are reported per id
@@ -186,24 +211,23 @@ class InferenceService:
                                  "on the server; send the features in the body to POST /models/<name>/predict instead")
         return self.store
 
-    # ---- single inputs, answered from the prediction cache when they can be ----------------
-    def text_to_features(self, ref: ModelRef, text: str, skip_cache: bool = False):
+    # ---- single inputs: the text routes (their own `skip_cache`) ------------------------------
+    def text_to_features(self, ref: ModelRef, text: str, skip_cache: bool = False) -> tuple[ServedModel, Cached]:
         model = self._text_model(ref)
-        return model, self._answer(model, FEATURES, text, None, skip_cache,
-                                   decode=lambda: [text], compute=lambda texts, _: dense_row(model.features(texts)))
+        return model, self._answer(model, TEXT_ROUTES, FEATURES, [text], None, lambda texts: texts, skip_cache)
 
-    def features_to_prediction(self, ref: ModelRef, features: list, skip_cache: bool = False):
+    def features_to_prediction(self, ref: ModelRef, features: list, skip_cache: bool = False) -> tuple[ServedModel, Cached]:
         model = self.model(ref)
         if not isinstance(features, list) or (features and isinstance(features[0], list)):
             raise InvalidInput('features must be one flat list of numbers: send {"features": [1.0, 2.0, ...]}, '
                                'the feature values of one instance')
-        return model, self._answer(model, PREDICT_FEATURES, [features], True, skip_cache,
-                                   decode=lambda: to_feature_matrix(model, [features]))
+        return model, self._answer(model, TEXT_ROUTES, PREDICT_FEATURES, [features], True,
+                                   lambda rows: to_feature_matrix(model, rows), skip_cache)
 
-    def text_to_prediction(self, ref: ModelRef, text: str, skip_cache: bool = False):
+    def text_to_prediction(self, ref: ModelRef, text: str, skip_cache: bool = False) -> tuple[ServedModel, Cached]:
         model = self._text_model(ref)
-        return model, self._answer(model, PREDICT, [text], True, skip_cache,
-                                   decode=lambda: to_model_input(model, [text]))
+        return model, self._answer(model, TEXT_ROUTES, PREDICT, [text], True,
+                                   lambda rows: to_model_input(model, rows), skip_cache)
 
     def _text_model(self, ref: ModelRef) -> ServedModel:
         model = self.model(ref)
@@ -213,26 +237,51 @@ class InferenceService:
         return model
 
     # ---- the path every operation shares --------------------------------------------------
-    def _answer(self, model: ServedModel, operation: str, payload: Any, probabilities: bool | None,
-                skip_cache: bool, decode: Callable[[], Any], compute: Callable | None = None) -> Cached:
-        """payload (as decoded from the request) → cache → decode → compute. The cache key is
-        the payload itself, so a hit costs neither validation nor the model."""
-        key = None
-        if not skip_cache and self.cache.enabled:
-            key = cache_key(model.name, model.version, model.metadata.get("sha256"), operation,
-                            probabilities, payload)
-            value = self.cache.get(key)
-            metrics.record_cache(value is not MISSING)
-            if value is not MISSING:
-                return Cached(value, True)
-        model_input = decode()  # validated alone: a bad request fails alone, before any batch
-        if compute is None:
-            value = self._compute(model, operation, model_input, probabilities)
-        else:
-            value = compute(model_input, probabilities)
-        if key is not None:
-            self.cache.put(key, value)
-        return Cached(value, False)
+    def _answer(self, model: ServedModel, route: str, operation: str, instances: Any, probabilities: bool | None,
+                decode: Callable[[Any], Any], skip_cache: bool = False, columns: list | None = None) -> Cached:
+        """instances (as decoded from the request, one per row) → cache → decode → compute.
+
+        Keyed by the instances themselves, so a hit costs neither validation nor the model;
+        the misses alone are decoded (validated alone: a bad request fails alone, before any
+        batch) and computed, in one model call, and written back without waiting."""
+        wanted = None if operation == FEATURES else model.gives_probabilities(probabilities)
+        if route not in self.cache_routes or skip_cache or type(instances) is not list or not instances:
+            return Cached(self._run(model, operation, decode(instances), wanted))
+        identity = f"{model_identity(model)}:{operation}:{wanted}"
+        if columns is not None:
+            identity += ":" + cache_key(columns)
+        keys = instance_keys(identity, instances, model.input_kind == TABULAR and not model.string_columns
+                             or operation == PREDICT_FEATURES)
+        found = self.cache.get_many(keys)
+        misses = [index for index, value in enumerate(found) if value is MISSING]
+        metrics.record_cache(len(keys) - len(misses), len(misses))
+        if misses:
+            fresh = self._run_misses(model, operation, instances, misses, wanted, decode)
+            self.cache.put_many([(keys[index], answer) for index, answer in zip(misses, fresh)])
+            for index, answer in zip(misses, fresh):
+                found[index] = answer
+        value = found[0] if operation == FEATURES else PredictionResult.of_instances(found, model.classes)
+        return Cached(value, len(keys) - len(misses), len(keys))
+
+    def _run_misses(self, model: ServedModel, operation: str, instances: list, misses: list[int],
+                    wanted: bool | None, decode: Callable[[Any], Any]) -> list:
+        """The answers of the instances the cache did not have, one per instance."""
+        rows = instances if len(misses) == len(instances) else [instances[index] for index in misses]
+        try:
+            value = self._run(model, operation, decode(rows), wanted)
+        except InvalidInput:
+            if rows is instances:
+                raise
+            # Rejected among the misses: the whole request again, so the error names the
+            # instance by its place in the request, as without the cache.
+            self._run(model, operation, decode(instances), wanted)
+            raise
+        return [value] if operation == FEATURES else value.instances()
+
+    def _run(self, model: ServedModel, operation: str, model_input: Any, wanted: bool | None):
+        if operation == FEATURES:
+            return dense_row(model.features(model_input))
+        return self._compute(model, operation, model_input, wanted)
 
     def _compute(self, model: ServedModel, operation: str, model_input: Any,
                  probabilities: bool | None) -> PredictionResult:

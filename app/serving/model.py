@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.base import is_classifier, is_regressor
@@ -40,6 +40,26 @@ class PredictionResult:
     predictions: list
     probabilities: list[list[float]] | None = None
     classes: list | None = None
+
+
+    def instances(self) -> list["InstanceAnswer"]:
+        """Each row's part: what the prediction cache keeps, one entry per instance."""
+        probabilities = self.probabilities or [None] * len(self.predictions)
+        return list(map(InstanceAnswer, self.predictions, probabilities))
+
+    @classmethod
+    def of_instances(cls, answers: list["InstanceAnswer"], classes: list | None) -> "PredictionResult":
+        """Rows' parts (cached or just computed) as one result, in their order."""
+        if not answers or answers[0].probabilities is None:
+            return cls([answer.label for answer in answers])
+        return cls([answer.label for answer in answers], [answer.probabilities for answer in answers], classes)
+
+
+class InstanceAnswer(NamedTuple):
+    """One instance's prediction and, when asked for, its class probabilities."""
+
+    label: Any
+    probabilities: list[float] | None
 
 
 @dataclass
@@ -143,6 +163,11 @@ class ServedModel:
         except InvalidInput as exc:
             raise explain_rejection(self, model_input, exc) from exc
 
+    def gives_probabilities(self, probabilities: bool | None) -> bool:
+        """Whether an answer holds class probabilities: asked for (None: the default, yes) and
+        the model has them."""
+        return self.has_proba if probabilities is None else bool(probabilities and self.has_proba)
+
     def _result(self, labels, proba) -> PredictionResult:
         if proba is None:
             return PredictionResult(_plain(labels))
@@ -152,7 +177,7 @@ class ServedModel:
         """features → (labels, probabilities or None) as numpy arrays, for callers that
         keep arrays (bulk scoring) rather than JSON-ready lists."""
         predictor = self.predictor
-        want_proba = self.has_proba if probabilities is None else (probabilities and self.has_proba)
+        want_proba = self.gives_probabilities(probabilities)
         # For ARGMAX models predict() is predict_proba() plus an argmax: same cost either way.
         need_proba = want_proba or self._proba_relation == ARGMAX
         proba = _call(self._predict_proba or predictor.predict_proba, features, self) if need_proba else None

@@ -12,7 +12,7 @@ from mlapi.config import Settings
 from mlapi.serving import cache_redis
 from mlapi.serving.cache import MISSING, build_prediction_cache
 from mlapi.serving.cache_redis import KEY_PREFIX, RedisPredictionCache
-from mlapi.serving.model import PredictionResult
+from mlapi.serving.model import InstanceAnswer
 from tcpproxy import TcpProxy
 
 URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
@@ -37,7 +37,7 @@ def test_redis_url_chooses_redis(redis_client):
 def test_two_caches_on_one_redis_share_entries_as_json_with_the_ttl(redis_client):
     writer, reader = RedisPredictionCache(URL, 60, 200), RedisPredictionCache(URL, 60, 200)
     key = secrets.token_hex(8)
-    result = PredictionResult(["billing"], [[0.25, 0.75]], ["account", "billing"])
+    result = InstanceAnswer("billing", [0.25, 0.75])
     writer.put(key, result)
     assert written(reader, key) == result
     features_key = secrets.token_hex(8)
