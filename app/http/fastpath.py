@@ -57,8 +57,9 @@ class FastPath:
         rule, params, handler, length = route
         environ[ROUTE_KEY] = rule
         try:
-            body = dumps(handler(self.services, parse_json(environ["wsgi.input"].read(length)), **params))
-            status, headers = 200, []
+            answer = handler(self.services, parse_json(environ["wsgi.input"].read(length)), **params)
+            body = dumps(answer)
+            status, headers = 200, getattr(answer, "headers", ())  # X-Cache: http/cache_headers.py
         except Exception as exc:
             log_error(exc, "POST", environ.get("PATH_INFO", ""))
             status, error, headers = error_response(exc)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from mlapi.http.cache_headers import with_cache_headers
 from mlapi.serving.inference import ModelRef
 from mlapi.protocols import entity
 from mlapi.http.routes.common import call_logged, documented, json_response, services
@@ -22,7 +23,8 @@ def predict_by_id(entity_id: str, name: str | None = None, version: str | None =
     The record's features (or text) are read from the online feature store (FEATURE_STORE_URL)."""
     scored = services().inference.predict_id(ModelRef(name, version), entity_id)
     prediction = entity.ranked_prediction(scored.model, scored.result, 0, scored.data[0])
-    return json_response(entity.encode(entity_id, scored.data[0], prediction, scored.model))
+    return json_response(with_cache_headers(entity.encode(entity_id, scored.data[0], prediction, scored.model),
+                                            scored.cached))
 
 
 @blueprint.get("/predictions/<entity_id>")

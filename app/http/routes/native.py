@@ -2,6 +2,7 @@
 (its default version) or an exact version. Handlers of a JsonBlueprint: the fast path serves them."""
 from __future__ import annotations
 
+from mlapi.http.cache_headers import with_cache_headers
 from mlapi.http.routes.common import JsonBlueprint
 from mlapi.protocols import native
 from mlapi.protocols.response_bodies import Features, Prediction
@@ -25,8 +26,8 @@ def predict(services, request: native.PredictRequest, name: str | None = None, v
 
     `/predict` serves the default model (the first in MODELS). Rows may be lists in training order,
     objects keyed by feature name, or texts for a text model; a missing value is null or NaN."""
-    model, result = services.inference.predict(ModelRef(name, version), request.instances, request.probabilities)
-    return native.encode_prediction(model, result)
+    model, cached = services.inference.predict(ModelRef(name, version), request.instances, request.probabilities)
+    return with_cache_headers(native.encode_prediction(model, cached.value), cached)
 
 
 @blueprint.post_json(*_model_rules("features"), decode=native.decode_predict, answer=Features,
@@ -41,6 +42,6 @@ def features(services, request: native.PredictRequest, name: str, version: str |
                      errors=MODEL_ERRORS, tag="features", call_logged=True)
 def predict_features(services, request: native.PredictRequest, name: str, version: str | None = None):
     """Predict from features (what /features returns) with the model's last step alone"""
-    model, result = services.inference.predict_features(ModelRef(name, version), request.instances,
+    model, cached = services.inference.predict_features(ModelRef(name, version), request.instances,
                                                         request.probabilities)
-    return native.encode_prediction(model, result)
+    return with_cache_headers(native.encode_prediction(model, cached.value), cached)

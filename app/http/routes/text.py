@@ -1,8 +1,10 @@
 """Single-input routes of one model: /model/<name>/{text_to_features, features_to_prediction,
-text_to_prediction}, answered from the prediction cache when they can be (`skip_cache` not).
+text_to_prediction}, answered from the prediction cache when CACHE_ROUTES names `text` (the
+default) and the request does not say `skip_cache`; X-Cache says how (http/cache_headers.py).
 Handlers of a JsonBlueprint: the fast path serves them."""
 from __future__ import annotations
 
+from mlapi.http.cache_headers import with_cache_headers
 from mlapi.http.routes.common import JsonBlueprint
 from mlapi.http.routes.native import MODEL_ERRORS
 from mlapi.protocols import text as text_protocol
@@ -18,7 +20,7 @@ TAG = "single input"
 def text_to_features(services, request: text_protocol.SingleInputRequest, name: str):
     """A text model's features for one text"""
     _, cached = services.inference.text_to_features(ModelRef(name), request.payload, request.skip_cache)
-    return text_protocol.encode_features(cached.value, cached.from_cache, request)
+    return with_cache_headers(text_protocol.encode_features(cached.value, cached.from_cache, request), cached)
 
 
 @blueprint.post_json("/features_to_prediction", decode=text_protocol.decode_feature_list,
@@ -26,7 +28,7 @@ def text_to_features(services, request: text_protocol.SingleInputRequest, name: 
 def features_to_prediction(services, request: text_protocol.SingleInputRequest, name: str):
     """Predict one instance from its features, with the model's last step alone"""
     _, cached = services.inference.features_to_prediction(ModelRef(name), request.payload, request.skip_cache)
-    return text_protocol.encode_prediction(cached.value, cached.from_cache, request)
+    return with_cache_headers(text_protocol.encode_prediction(cached.value, cached.from_cache, request), cached)
 
 
 @blueprint.post_json("/text_to_prediction", decode=text_protocol.decode_text, answer=SinglePrediction,
@@ -34,4 +36,4 @@ def features_to_prediction(services, request: text_protocol.SingleInputRequest, 
 def text_to_prediction(services, request: text_protocol.SingleInputRequest, name: str):
     """Predict one text: {label: probability} and the top label"""
     _, cached = services.inference.text_to_prediction(ModelRef(name), request.payload, request.skip_cache)
-    return text_protocol.encode_prediction(cached.value, cached.from_cache, request)
+    return with_cache_headers(text_protocol.encode_prediction(cached.value, cached.from_cache, request), cached)
