@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import logging
 
-from mlapi.errors import ApiKeyRequired, ConfigurationError
+from mlapi.errors import ApiKeyRequired, ConfigurationError, InvalidApiKey
 from mlapi.http.auth import bearer_token
 from mlapi.http.rate_limit import EXEMPT_PATHS
 
@@ -46,7 +46,8 @@ class ApiKeys:
         log.info("API keys on: %d keys, ids %s", len(ids), ", ".join(ids))
 
     def identify(self, environ: dict) -> str:
-        """The id of the key the request carries; ApiKeyRequired (401) when none is valid."""
+        """The id of the key the request carries; ApiKeyRequired (401) without a key,
+        InvalidApiKey (401, error="invalid_token") with one that is not the server's."""
         given = presented_key(environ)
         if given is None:
             raise ApiKeyRequired("this route needs an API key: send Authorization: Bearer <key> or X-API-Key: <key>")
@@ -56,7 +57,7 @@ class ApiKeys:
             if hmac.compare_digest(digest, known):
                 found = identity
         if found is None:  # not quoted back, not logged: a wrong key may be a real one mistyped
-            raise ApiKeyRequired("the API key is not valid: send one of the server's keys as Authorization: "
+            raise InvalidApiKey("the API key is not valid: send one of the server's keys as Authorization: "
                                  "Bearer <key> or X-API-Key: <key>")
         return found
 

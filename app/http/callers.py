@@ -8,7 +8,8 @@ the address it saw, so the client is the entry that many places from the right (
 front end appends one: TRUSTED_PROXY_HOPS=1). Entries to its left are the client's own words,
 never read, so a forged header cannot make a client someone else; with 0 hops (the default)
 the header is ignored and the caller is the TCP peer. An IPv6 client is its /64: one host holds
-a whole /64 and could otherwise change its address per request.
+a whole /64 and could otherwise change its address per request; an IPv4 client seen through a
+dual-stack socket (::ffff:a.b.c.d) is its IPv4 address, else every IPv4 client would be one.
 """
 from __future__ import annotations
 
@@ -37,11 +38,15 @@ def client_address(environ: dict, trusted_hops: int) -> str:
 
 
 def address_caller(address: str) -> str:
-    if ":" in address:  # IPv6 (an IPv4 address has no colon): its /64
+    if ":" in address:  # IPv6 (an IPv4 address has no colon): its /64, or the IPv4 address it maps
         try:
-            return f"ip:{ipaddress.ip_network(f'{address}/{IPV6_PREFIX}', strict=False)}"
+            parsed = ipaddress.IPv6Address(address)
         except ValueError:
             pass
+        else:
+            if parsed.ipv4_mapped is not None:
+                return f"ip:{parsed.ipv4_mapped}"
+            return f"ip:{ipaddress.IPv6Network((parsed, IPV6_PREFIX), strict=False)}"
     return f"ip:{address[:64]}"  # bounded: a trusted proxy's entry still ends up in storage keys
 
 
@@ -56,9 +61,14 @@ class Callers:
         if self.keys is not None and not open_path(environ.get("PATH_INFO", "")):
             caller = "key:" + self.keys.identify(environ)
         else:
-            caller = address_caller(client_address(environ, self.trusted_hops))
+            caller = self.address(environ)
         environ[CALLER_KEY] = caller
         return caller
+
+    def address(self, environ: dict) -> str:
+        """The caller by its address alone: who a request is without API keys, and whose count a
+        request refused for its key is charged to (http/pipeline.py)."""
+        return address_caller(client_address(environ, self.trusted_hops))
 
 
 def build_callers(settings) -> Callers:

@@ -113,7 +113,14 @@ class RequestPipeline:
     def _answer(self, environ: dict, respond: Callable) -> Iterable[bytes]:
         # Who, then whether they may, then the body: a caller without a key learns nothing more
         # of a route than its 401, and none of these reads the body.
-        caller = self.callers.identify(environ)
+        try:
+            caller = self.callers.identify(environ)
+        except ApiKeyRequired:
+            # A client without a valid key is limited by its address (a key guesser, a flood of
+            # 401s), before its 401 and still without reading the body.
+            if self.rate_limits is not None:
+                self.rate_limits.check(self.callers.address(environ))
+            raise
         CURRENT_CALL.set((caller, environ.get("PATH_INFO", "")))  # for the call log (serving/call_log.py)
         if self.rate_limits is not None and environ.get("PATH_INFO") not in EXEMPT_PATHS:
             self.rate_limits.check(caller)

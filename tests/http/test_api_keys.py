@@ -28,14 +28,17 @@ def requests_of_every_kind(trained):
             ("get", "/no/such/route", {})]  # deny by default: a 401, not a 404 that maps the routes
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key-0123456789"},
-                                     {"X-API-Key": KEY[:-1]}, {"Authorization": f"Basic {KEY}"},
-                                     {"Authorization": "Bearer"}, {"X-API-Key": ""}])
-def test_every_model_route_refuses_a_missing_or_wrong_key_with_a_json_401(keyed, trained, headers):
+NO_KEY, WRONG_KEY = 'Bearer realm="mlapi"', 'Bearer realm="mlapi", error="invalid_token"'  # RFC 6750 3.1
+
+
+@pytest.mark.parametrize("headers, challenge", [
+    ({}, NO_KEY), ({"Authorization": "Bearer wrong-key-0123456789"}, WRONG_KEY), ({"X-API-Key": KEY[:-1]}, WRONG_KEY),
+    ({"Authorization": f"Basic {KEY}"}, NO_KEY), ({"Authorization": "Bearer"}, NO_KEY), ({"X-API-Key": ""}, NO_KEY)])
+def test_every_model_route_refuses_a_missing_or_wrong_key_with_a_json_401(keyed, trained, headers, challenge):
     for method, path, kwargs in requests_of_every_kind(trained):
         answer = getattr(keyed, method)(path, headers=headers, **kwargs)
         assert answer.status_code == 401, (path, headers)
-        assert answer.headers["WWW-Authenticate"] == 'Bearer realm="mlapi"'
+        assert answer.headers["WWW-Authenticate"] == challenge  # a wrong key is invalid_token, none is no error
         assert answer.is_json and answer.json["error"]["status"] == 401
         assert "Authorization: Bearer <key> or X-API-Key: <key>" in answer.json["error"]["message"]
         assert KEY not in answer.get_data(as_text=True)

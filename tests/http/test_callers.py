@@ -46,6 +46,14 @@ def test_an_ipv6_client_is_its_slash_64_and_the_caller_is_left_in_the_environ():
     assert callers.identify(environ(peer="2001:db8:1:3::1")) != caller_of(first)
 
 
+def test_an_ipv4_client_through_a_dual_stack_socket_is_its_ipv4_address_not_one_slash_64():
+    callers = Callers(1, None)
+    assert callers.identify(environ(peer="::ffff:203.0.113.7")) == "ip:203.0.113.7"
+    assert callers.identify(environ(peer="::ffff:198.51.100.9")) == "ip:198.51.100.9"  # not the same caller
+    assert callers.identify(environ("::ffff:203.0.113.7", peer="::ffff:10.0.0.1")) == "ip:203.0.113.7"
+    assert callers.identify(environ(peer="2001:db8::ffff:1.2.3.4")) == "ip:2001:db8::/64"  # not a mapped one
+
+
 def test_with_keys_the_caller_is_the_keys_id_from_any_address():
     callers = Callers(1, ApiKeys((KEY, "other-key-0123456789")))
     for env in (environ("1.1.1.1", HTTP_AUTHORIZATION=f"Bearer {KEY}"),

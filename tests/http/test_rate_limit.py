@@ -72,8 +72,31 @@ def test_with_keys_each_key_is_one_caller_from_any_address(limited):
                 for n in range(4)]
     assert statuses == [200, 200, 200, 429]
     assert client.get("/models", headers={"X-API-Key": OTHER}).status_code == 200
-    # Without a valid key: a 401 first, and nothing counted against anyone.
+    # Without a valid key: a 401, counted against the address alone (below).
     assert client.get("/models").status_code == 401
+
+
+class UnreadBody:
+    """A request body that fails the test if anything reads it."""
+
+    def read(self, *args):
+        raise AssertionError("the body of a refused request was read")
+
+    readline = readlines = read
+
+
+def test_requests_without_a_valid_key_are_limited_by_their_address_unread(limited, rows):
+    client = limited(API_KEYS=KEY, TRUSTED_PROXY_HOPS=1)
+    guesser = {"X-Forwarded-For": "198.51.100.7"}
+    statuses = [client.post("/predict", headers={**guesser, "X-API-Key": f"guess-{n}"}, data=b"{}" * 10,
+                            content_type="application/json", environ_overrides={"wsgi.input": UnreadBody()}).status_code
+                for n in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]  # 3/minute, as any caller
+    refused = client.get("/models", headers={"X-Forwarded-For": "1.1.1.1, 198.51.100.7"})  # a forged entry
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    assert client.get("/models", headers={"X-Forwarded-For": "198.51.100.8"}).status_code == 401  # another address
+    # The key's own count is apart: a valid key from the guesser's address is served.
+    assert client.post("/predict", json={"instances": rows}, headers={**guesser, "X-API-Key": KEY}).status_code == 200
 
 
 @pytest.mark.parametrize("value", ["abc", "0/minute", "100/fortnight", "100"])
