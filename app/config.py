@@ -118,6 +118,10 @@ class Settings:
     # (app/http/api_keys.py). API_KEYS (comma-separated) or API_KEYS_FILE (one key per line,
     # "#" comments), not both. Logged only as a key id (8 hex digits of the key's sha256).
     api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # When set, POST /admin/reload exists and requires "Authorization: Bearer <token>": it reloads
+    # every model (app/server/reloads.py). Unset: the route is a 404. ADMIN_TOKEN or
+    # ADMIN_TOKEN_FILE (a mounted secret), not both; a token like an API key (16+ characters).
+    admin_token: str | None = field(default=None, repr=False)
     # How many proxies in front of the server each append the address they saw to
     # X-Forwarded-For (Cloud Run's front end: 1). The caller is the address the outermost trusted
     # one saw: entries a client wrote itself are never read. 0: the header is ignored.
@@ -230,6 +234,7 @@ class Settings:
             api_docs=_bool(env, "API_DOCS", environment != "production"),
             api_docs_token=_text(env, "API_DOCS_TOKEN") or _secret_file(env, "API_DOCS_TOKEN_FILE"),
             api_keys=_api_keys(env),
+            admin_token=_admin_token(env),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, minimum=0),
             rate_limit=_rate_limit(env),
             redis_url=_redis_url(env),
@@ -322,6 +327,17 @@ def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
         if not _API_KEY.fullmatch(key):  # the message never quotes the key: it is a secret
             raise ConfigurationError(f"{source}: key {number} is not a key: write {_KEY_ADVICE}")
     return tuple(dict.fromkeys(keys))
+
+
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    inline = _text(env, "ADMIN_TOKEN")
+    if inline and _text(env, "ADMIN_TOKEN_FILE"):
+        raise ConfigurationError("ADMIN_TOKEN and ADMIN_TOKEN_FILE are both set: keep one (ADMIN_TOKEN_FILE for a "
+                                 "mounted secret)")
+    token, source = (inline, "ADMIN_TOKEN") if inline else (_secret_file(env, "ADMIN_TOKEN_FILE"), "ADMIN_TOKEN_FILE")
+    if token is not None and not _API_KEY.fullmatch(token):  # never quoted: it is a secret
+        raise ConfigurationError(f"{source} is not a token: write {_KEY_ADVICE}")
+    return token
 
 
 def _rate_limit(env: Mapping[str, str]) -> str | None:
