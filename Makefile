@@ -115,7 +115,7 @@ SECRET_SETTINGS = API_KEYS ADMIN_TOKEN METRICS_TOKEN API_DOCS_TOKEN
 CREDENTIAL_URL_SETTINGS = FEATURE_STORE_URL FEATURE_STORE_WRITE_URL PREDICTIONS_DB_URL SOURCE_DB_URL REDIS_URL
 # Paths of files holding secrets: the file's content is stored, and Cloud Run mounts it at
 # /secrets/<name>/value, the path the setting then holds.
-SECRET_FILE_SETTINGS = API_KEYS_FILE API_DOCS_TOKEN_FILE
+SECRET_FILE_SETTINGS = API_KEYS_FILE API_DOCS_TOKEN_FILE ADMIN_TOKEN_FILE
 
 # Memorystore for Redis (make create-redis): the REDIS_URL every instance shares (prediction cache,
 # rate limits, call log, reload). basic: one node, emptied by a restart or maintenance (a cache and
