@@ -92,6 +92,12 @@ class InvalidApiKey(ApiKeyRequired):
     headers = (("WWW-Authenticate", 'Bearer realm="mlapi", error="invalid_token"'),)
 
 
+class Forbidden(MlapiError):
+    """Credentials were given and are not the ones this route takes (a wrong ADMIN_TOKEN)."""
+
+    status_code = 403
+
+
 class RateLimited(MlapiError):
     """The caller has used up a RATE_LIMIT window; the headers (Retry-After, RateLimit-*) say
     when it may call again (app/http/rate_limit.py)."""
