@@ -129,6 +129,8 @@ class ModelDescription(Struct):
 class ModelList(Struct):
     default: str | None
     models: list[ModelDescription]
+    generation: Annotated[int, Meta(description="How many reloads (POST /admin/reload) the models have seen: "
+                                                "0 as loaded at start. Each model's loaded_at says when it was read.")]
 
 
 class ModelVersions(Struct):
