@@ -380,10 +380,11 @@ test-sklearn-range: ## run the model and shortcut tests on the oldest and the ne
 	  env $(addprefix -u ,$(ENV_FILE_VARIABLES)) $$venv/bin/python -m pytest -q -p no:cacheprovider $(SKLEARN_RANGE_TESTS); \
 	done
 
-bench: $(VENV)/.installed-dev ## measure: serving cells vs floors (wrk), predict-by-id overhead, bulk scoring; results in bench/results/
+bench: $(VENV)/.installed-dev ## measure: serving cells vs floors (wrk), predict-by-id overhead, bulk scoring, cache/Redis/keys+limits (needs Redis); results in bench/results/
 	$(VENV)/bin/python bench/serve_bench.py $(BENCH_ARGS)
 	$(VENV)/bin/python bench/entity_bench.py
 	$(VENV)/bin/python bench/bulk_bench.py
+	$(VENV)/bin/python bench/fleet_bench.py
 
 bench-peers: $(VENV)/.installed-dev ## mlapi (with and without batching) against MLflow, MLServer, BentoML, a minimal Flask+uWSGI handler and its no-op route; MLAPI_BEFORE_CHECKOUT=dir adds mlapi as served from that checkout
 	mkdir -p bench/results  # git-ignored, so absent from a fresh clone; the peer script writes into it
