@@ -19,8 +19,9 @@ from mlapi.http.rate_limit import EXEMPT_PATHS
 log = logging.getLogger(__name__)
 
 # The routes with rules of their own (the probes, /metrics' token, the push's OIDC token: the
-# paths rate limits exempt too), and the API docs (API_DOCS_TOKEN).
-OPEN_PATHS = EXEMPT_PATHS | {"/openapi.json", "/docs", "/docs/"}
+# paths rate limits exempt too), the API docs (API_DOCS_TOKEN) and the admin reload (ADMIN_TOKEN,
+# in the same Authorization header a key would use; without ADMIN_TOKEN a 404).
+OPEN_PATHS = EXEMPT_PATHS | {"/openapi.json", "/docs", "/docs/", "/admin/reload"}
 DOCS_ASSETS = "/docs/"  # /docs/<asset>: one path segment under it
 
 
