@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 
 
@@ -32,3 +33,15 @@ def authorized(header: str, token: str, basic: bool = False) -> bool:
     else:
         return False
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+def secret_digest(secret: str) -> bytes:
+    """What a secret is kept as and compared by: its sha256."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def same_secret(given: str, digest: bytes) -> bool:
+    """Whether `given` is the secret whose digest is `digest`, in constant time: the digests
+    compared, so neither the time taken nor an early exit says anything of the secret's length
+    or content (the API keys' rule, http/api_keys.py)."""
+    return hmac.compare_digest(secret_digest(given), digest)

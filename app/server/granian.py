@@ -97,7 +97,8 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
         log_dictconfig=_LOGGING,
         log_access=False,  # Cloud Run logs every request; ACCESS_LOG=1 makes the app log them
     )
-    _application = load_app(settings)  # after Granian(): it configures logging, then the app does
+    # After Granian(): it configures logging, then the app does.
+    _application = load_app(settings, server="granian")
     server.serve(target_loader=load_application)
 
 

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from mlapi.config import Settings
 
 
-def load_application(settings: Settings | None = None) -> Flask:
+def load_application(settings: Settings | None = None, server: str | None = None) -> Flask:
     """create_app(settings), built from the environment when not given, with the start-up
-    tuning below; what it loaded is frozen out of the collector's sight before the fork."""
+    tuning below; what it loaded is frozen out of the collector's sight before the fork.
+    `server`: the server whose master this is (uWSGI and gunicorn are recognised), for model
+    reloads, which run in the master (app/server/reloads.py)."""
     # No garbage collection while the server starts: importing scikit-learn, Flask and the models
     # allocates ~200,000 long-lived objects, and the collector would walk them again and
     # again (measured: ~0.09 s of a ~1 s start, M1). This is the recipe of the gc module's docs
@@ -32,6 +34,7 @@ def load_application(settings: Settings | None = None) -> Flask:
         from mlapi import create_app
         from mlapi.config import Settings
         from mlapi.server.ready import prepare_for_uwsgi
+        from mlapi.server.reloads import install as install_reloads, running_server
 
         settings = settings or Settings.from_env()
         import_scikit_learn_without_pandas()
@@ -44,6 +47,8 @@ def load_application(settings: Settings | None = None) -> Flask:
             import_pandas(settings.server_pyarrow)
         # Under uWSGI: the ready line, logged once the workers are spawned (app/server/ready.py).
         prepare_for_uwsgi(app)
+        # POST /admin/reload and the fleet's reloads: in this process, the workers' master.
+        install_reloads(app, server or running_server())
 
         # Everything loaded so far (the libraries, the models) lives as long as the process: move
         # it out of the garbage collector's sight before the fork. Otherwise each worker's first

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 import warnings
+from datetime import datetime, timezone
 
 import sklearn
 
@@ -46,7 +47,8 @@ def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
         "sha256": digest,
         "sklearn_version": trained_with,
         "serving_sklearn_version": sklearn.__version__,
-        "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # Milliseconds: two reloads within a second still show two times (/models).
+        "loaded_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "load_seconds": round(time.time() - started, 3),
     })
     log.info("loaded model %s:%s from %s (%s, %s, sha256 %s); compute path: %s", spec.name, spec.version,

@@ -4,6 +4,9 @@ requests and `/models/<name>` both follow).
 
 A model that failed to load stays in the registry as a LoadFailure, so `/readyz` and
 requests for it can say why (503) instead of pretending it does not exist (404).
+
+A reload (serving/reload.py) builds a whole new table of versions and swaps it in with one
+assignment (`swap`): a request reads either the old table or the new one, never half of each.
 """
 from __future__ import annotations
 
@@ -34,10 +37,25 @@ class LoadFailure:
                 "uri": self.spec.uri, "format": artifact_format(self.spec.uri), "error": self.reason}
 
 
+def load_entry(spec: ModelSpec, loader: Callable[[ModelSpec], ServedModel]) -> ServedModel | LoadFailure:
+    """The model spec names, or why it did not load (logged)."""
+    try:
+        return loader(spec)
+    except MlapiError as exc:
+        log.error("model %s:%s NOT loaded from %s: %s", spec.name, spec.version, spec.uri, exc.message)
+        return LoadFailure(spec, exc.message)
+    except Exception as exc:  # a bug or an exotic pickle: refuse the model, keep serving
+        log.exception("model %s:%s NOT loaded from %s", spec.name, spec.version, spec.uri)
+        return LoadFailure(spec, f"{exc.__class__.__name__}: {exc}")
+
+
 class ModelRegistry:
     def __init__(self, default_model: str | None = None):
         self._versions: dict[str, dict[str, ServedModel | LoadFailure]] = {}
         self.default_model = default_model
+        # How many reloads this table has seen (with REDIS_URL: the fleet's count, the same on
+        # every instance that has taken the last one); 0 as loaded at start. /models shows it.
+        self.generation = 0
         # Production: a predict route's 503 says LOAD_FAILED rather than the reason (as /readyz does).
         self.hide_load_reasons = False
 
@@ -46,15 +64,24 @@ class ModelRegistry:
         specs = list(specs)
         registry = cls(specs[0].name if specs else None)
         for spec in specs:
-            try:
-                registry.add(loader(spec))
-            except MlapiError as exc:
-                log.error("model %s:%s NOT loaded from %s: %s", spec.name, spec.version, spec.uri, exc.message)
-                registry.add_failure(LoadFailure(spec, exc.message))
-            except Exception as exc:  # a bug or an exotic pickle: refuse the model, keep serving
-                log.exception("model %s:%s NOT loaded from %s", spec.name, spec.version, spec.uri)
-                registry.add_failure(LoadFailure(spec, f"{exc.__class__.__name__}: {exc}"))
+            registry.put(load_entry(spec, loader))
         return registry
+
+    def put(self, entry: ServedModel | LoadFailure) -> None:
+        if isinstance(entry, LoadFailure):
+            self.add_failure(entry)
+        else:
+            self.add(entry)
+
+    def entry(self, spec: ModelSpec) -> ServedModel | LoadFailure | None:
+        """What is served for spec's name and version, if anything."""
+        return self._versions.get(spec.name, {}).get(spec.version)
+
+    def swap(self, other: "ModelRegistry", generation: int) -> None:
+        """Serve `other`'s versions from now on: one assignment, atomic for every reader (a
+        request that already resolved its model keeps it to the end)."""
+        self._versions = other._versions
+        self.generation = generation
 
     def add(self, model: ServedModel) -> None:
         self._versions.setdefault(model.name, {})[model.version] = model

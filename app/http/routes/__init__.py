@@ -15,7 +15,7 @@ from mlapi.http.routes.common import json_response
 
 
 def register_routes(app: Flask, fast: FastPath) -> None:
-    from mlapi.http.routes import call_log, entity, health, metrics, native, openapi, pubsub, text
+    from mlapi.http.routes import admin, call_log, entity, health, metrics, native, openapi, pubsub, text
 
     settings = app.extensions["mlapi.services"].settings
     for module in (health, native, text, entity, call_log, pubsub, metrics):
@@ -24,6 +24,8 @@ def register_routes(app: Flask, fast: FastPath) -> None:
         app.register_blueprint(module.blueprint)
         for rule, handler in getattr(module.blueprint, "json_routes", ()):
             fast.add(rule, handler)
+    if admin.served(settings):
+        admin.register(app)  # POST /admin/reload; without ADMIN_TOKEN a 404
     openapi.register(app)  # GET /openapi.json and /docs, unless API_DOCS=off
     docs_served = settings.api_docs
 

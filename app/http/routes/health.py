@@ -83,9 +83,10 @@ def readyz():
 @blueprint.get("/models")
 @documented(ModelList)
 def list_models():
-    """The served models and versions, and the default model"""
-    return json_response({"default": services().inference.registry.default_model,
-                          "models": [described(entry) for entry in services().inference.registry.entries()]})
+    """The served models and versions, the default model, and the reload generation"""
+    registry = services().inference.registry
+    return json_response({"default": registry.default_model, "generation": registry.generation,
+                          "models": [described(entry) for entry in registry.entries()]})
 
 
 @blueprint.get("/models/<name>")

@@ -1,0 +1,268 @@
+"""POST /admin/reload on real servers: the artifact at each model's URI read again and swapped
+in on every worker, nothing lost meanwhile, the workers still sharing the model's memory, the
+whole fleet following through Redis, and a bad artifact leaving the old model served."""
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import requests
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+
+from conftest import REDIS, ROOT
+
+TOKEN = "reload-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CANCER = load_breast_cancer()
+ROWS = CANCER.data[:20]
+
+
+@pytest.fixture(scope="module")
+def two_models():
+    """Two classifiers of the same inputs whose probabilities differ on ROWS."""
+    old = LogisticRegression(max_iter=5000).fit(CANCER.data, CANCER.target)
+    new = DecisionTreeClassifier(max_depth=3, random_state=0).fit(CANCER.data, CANCER.target)
+    assert not np.allclose(old.predict_proba(ROWS), new.predict_proba(ROWS))
+    return old, new
+
+
+def probabilities(server, rows=ROWS) -> list:
+    answer = requests.post(f"{server.url}/predict", json={"instances": rows.tolist()}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return [row for row in answer.json()["probabilities"]]
+
+
+def same(answer, model, rows=ROWS) -> bool:
+    return np.allclose(answer, model.predict_proba(rows))
+
+
+def reload(server, **kwargs) -> requests.Response:
+    return requests.post(f"{server.url}/admin/reload", headers=AUTH, timeout=60, **kwargs)
+
+
+def model_state(server) -> tuple[int, str]:
+    listing = requests.get(f"{server.url}/models", timeout=10).json()
+    return listing["generation"], listing["models"][0]["loaded_at"]
+
+
+def serve(start_server, artifact, server="uwsgi", **env):
+    return start_server({"MODELS": f"m={artifact}", "ADMIN_TOKEN": TOKEN, "WEB_CONCURRENCY": "2",
+                         "UWSGI_PROCESSES": "2", **env}, args=("serve", "--server", server))
+
+
+def every_worker_serves(server, model, requests_count=20) -> bool:
+    return all(same(probabilities(server), model) for _ in range(requests_count))
+
+
+def test_without_admin_token_the_route_does_not_exist_and_with_it_needs_the_token(start_server, tmp_path, two_models):
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(two_models[0], artifact)
+    plain = start_server({"MODELS": f"m={artifact}", "UWSGI_PROCESSES": "1"}, args=("serve", "--server", "uwsgi"))
+    assert requests.post(f"{plain.url}/admin/reload", headers=AUTH, timeout=10).status_code == 404
+    keyed = start_server({"MODELS": f"m={artifact}", "UWSGI_PROCESSES": "1", "API_KEYS": "a-key-of-sixteen-chars"},
+                         args=("serve", "--server", "uwsgi"))
+    # API keys on, no ADMIN_TOKEN: a 404 too, with or without a key (the route keeps its own rule)
+    assert requests.post(f"{keyed.url}/admin/reload", headers=AUTH, timeout=10).status_code == 404
+    assert requests.post(f"{keyed.url}/admin/reload", timeout=10,
+                         headers={"X-API-Key": "a-key-of-sixteen-chars"}).status_code == 404
+
+    server = serve(start_server, artifact, API_KEYS="a-key-of-sixteen-chars")
+    missing = requests.post(f"{server.url}/admin/reload", timeout=10)
+    assert missing.status_code == 401 and missing.json()["error"]["status"] == 401
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = requests.post(f"{server.url}/admin/reload", headers={"Authorization": "Bearer not-the-admin-token-at-all"},
+                          timeout=10)
+    assert wrong.status_code == 403 and wrong.json()["error"]["status"] == 403
+    # The admin token is the route's own rule: no API key is asked for beside it.
+    assert reload(server).status_code == 200
+    assert TOKEN not in server.output() and "not-the-admin-token-at-all" not in server.output()
+
+
+def test_a_reload_serves_the_new_artifact_on_every_worker_and_shows_when(start_server, tmp_path, two_models):
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    server = serve(start_server, artifact)
+    assert every_worker_serves(server, old)
+    generation, loaded_at = model_state(server)
+    assert generation == 0
+
+    joblib.dump(new, artifact)
+    answer = reload(server)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["complete"] and body["generation"] == 1 and [m["model"] for m in body["reloaded"]] == ["m:1"]
+    assert every_worker_serves(server, new)
+    generation, reloaded_at = model_state(server)
+    assert generation == 1 and reloaded_at > loaded_at
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", reloaded_at)
+
+
+class Stream:
+    """Clients posting without pause (keep-alive sessions and fresh connections alike), each
+    answer recorded."""
+
+    def __init__(self, server, clients=4):
+        self.server = server
+        self.answers, self.failures = [], []
+        self.running = True
+        self.threads = [threading.Thread(target=self._post, args=(i % 2 == 0,)) for i in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _post(self, keep_alive: bool) -> None:
+        session = requests.Session() if keep_alive else requests
+        while self.running:
+            try:
+                answer = session.post(f"{self.server.url}/predict", json={"instances": ROWS.tolist()},
+                                      timeout=30)
+                if answer.status_code == 200:
+                    self.answers.append(answer.json()["probabilities"])
+                else:
+                    self.failures.append(answer.status_code)
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+
+    def stop(self):
+        self.running = False
+        for thread in self.threads:
+            thread.join(60)
+
+
+@pytest.mark.parametrize("server_name", ["uwsgi", "gunicorn", "granian"])
+def test_a_reload_under_a_steady_stream_loses_nothing(start_server, tmp_path, two_models, server_name):
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    server = serve(start_server, artifact, server_name)
+    stream = Stream(server)
+    try:
+        time.sleep(1)
+        joblib.dump(new, artifact)
+        assert reload(server).status_code == 200
+        if server_name == "granian":  # it answers once the master has them; the workers follow
+            deadline = time.time() + 10
+            while not every_worker_serves(server, new, 4) and time.time() < deadline:
+                time.sleep(0.2)
+        assert every_worker_serves(server, new)
+        time.sleep(1)
+    finally:
+        stream.stop()
+    assert stream.failures == [], server.output()[-3000:]
+    kinds = [("old" if same(a, old) else "new" if same(a, new) else "neither") for a in stream.answers]
+    assert "neither" not in kinds and "old" in kinds and "new" in kinds, kinds.count("old")
+    assert len(kinds) > 50
+
+
+def test_a_bad_artifact_keeps_the_old_model_served(start_server, tmp_path, two_models):
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    server = serve(start_server, artifact, ENVIRONMENT="development")
+    artifact.write_bytes(b"not a pickle at all")
+    answer = reload(server)
+    assert answer.status_code == 503, answer.text
+    body = answer.json()
+    assert not body["complete"] and body["reloaded"] == []
+    assert body["failed"][0]["model"] == "m:1" and body["failed"][0]["error"]
+    assert every_worker_serves(server, old)
+    assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+    joblib.dump(new, artifact)  # fixed: the next reload takes it
+    assert reload(server).status_code == 200
+    assert every_worker_serves(server, new)
+
+
+def test_a_worker_recycled_after_a_reload_serves_the_new_model(start_server, tmp_path, two_models):
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    ini = tmp_path / "uwsgi.ini"  # workers recycled every 5 requests
+    text = (ROOT / "uwsgi.ini").read_text()
+    text = re.sub(r"^max-requests = .*$", "max-requests = 5", text, flags=re.M)
+    ini.write_text(re.sub(r"^max-requests-delta = .*$", "max-requests-delta = 0", text, flags=re.M))
+    server = start_server({"MODELS": f"m={artifact}", "ADMIN_TOKEN": TOKEN, "UWSGI_PROCESSES": "2"},
+                          args=("serve", "--server", "uwsgi", "--ini", str(ini)))
+    joblib.dump(new, artifact)
+    assert reload(server).status_code == 200
+    assert every_worker_serves(server, new, 40)  # 4 generations of each worker
+    assert len(re.findall(r"maximum requests reached|max requests reached", server.output(), re.I)) >= 4 or \
+        server.output().count("Respawned uWSGI worker") >= 6, server.output()[-2000:]
+
+
+def test_two_servers_with_one_redis_share_one_reload(start_server, tmp_path, two_models, redis_client):
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    redis_url = f"redis://{REDIS[0]}:{REDIS[1]}/0"
+    first = serve(start_server, artifact, REDIS_URL=redis_url)
+    second = serve(start_server, artifact, REDIS_URL=redis_url)
+    generation = model_state(second)[0]
+    assert generation == model_state(first)[0]  # the fleet's, read at start: no reload for it
+    joblib.dump(new, artifact)
+    answer = reload(first)
+    assert answer.status_code == 200 and answer.json()["broadcast"] == "published"
+    deadline = time.time() + 5
+    while model_state(second)[0] != generation + 1 and time.time() < deadline:
+        time.sleep(0.1)
+    assert model_state(second)[0] == generation + 1, second.output()[-2000:]
+    time.sleep(0.5)  # its workers are being replaced: the generation shows as soon as the first is
+    assert every_worker_serves(second, new)
+    assert every_worker_serves(first, new)
+
+
+def test_without_redis_answering_a_reload_still_happens_here(start_server, tmp_path, two_models):
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    server = serve(start_server, artifact, REDIS_URL="redis://127.0.0.1:9/0")  # nothing listens there
+    joblib.dump(new, artifact)
+    answer = reload(server)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["broadcast"].startswith("not delivered")
+    assert every_worker_serves(server, new)
+
+
+def server_pss_kb(pid: int) -> int:
+    """PSS of the master and every process under it (workers, uWSGI's router)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        with open(f"/proc/{current}/smaps_rollup") as rollup:
+            total += int(re.search(r"^Pss:\s+(\d+) kB", rollup.read(), re.M).group(1))
+        for task in os.listdir(f"/proc/{current}/task"):
+            with open(f"/proc/{current}/task/{task}/children") as children:
+                pending += [int(child) for child in children.read().split()]
+    return total
+
+
+def test_after_a_reload_the_workers_still_share_the_models_memory(start_server, tmp_path):
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40_000, 5)), rng.integers(0, 2, 40_000)  # noise: every tree grows to every sample
+    forest = ExtraTreesClassifier(n_estimators=24, random_state=0, n_jobs=2).fit(X, y)
+    artifact = tmp_path / "forest.joblib"
+    joblib.dump(forest, artifact)
+    assert artifact.stat().st_size > 100e6
+    server = start_server({"MODELS": f"forest={artifact}", "ADMIN_TOKEN": TOKEN, "UWSGI_PROCESSES": "3"},
+                          args=("serve", "--server", "uwsgi"))
+    rows = {"instances": X[:5].tolist()}
+
+    def warm():
+        for _ in range(12):
+            assert requests.post(f"{server.url}/predict", json=rows, timeout=30).status_code == 200
+
+    warm()
+    before = server_pss_kb(server.proc.pid)
+    assert reload(server).status_code == 200
+    warm()
+    after = server_pss_kb(server.proc.pid)
+    print(f"PSS before {before / 1024:.0f} MB, after the reload {after / 1024:.0f} MB ({after / before:.2f}x)")
+    assert after <= 1.2 * before, (before, after)
