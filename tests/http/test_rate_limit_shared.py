@@ -73,7 +73,7 @@ def test_redis_cut_mid_run_fails_no_request_and_the_shared_counts_come_back(star
     finally:
         proxy.close()
     log = server.output()
-    assert log.count("Redis does not answer") == 1  # once per interval, not per request
+    assert log.count("each worker counts rate limits on its own") == 1  # once per interval, not per request
     assert "rate limits are shared again" in log
 
 
@@ -93,3 +93,38 @@ def test_keys_never_reach_the_log_only_their_ids(start_server, trained, tmp_path
     log = server.output()
     assert key not in log and wrong not in log
     assert f"key:{key_id(key)}" in log  # the access log names the caller by the key's id
+
+
+def test_a_check_with_redis_is_one_round_trip_refused_or_not_and_answers_as_in_memory(redis_client):
+    from mlapi.errors import RateLimited
+    from mlapi.http.rate_limit import RateLimits
+
+    spec = "2/minute;3/hour;50/day"
+    shared, local = RateLimits(spec, f"redis://{REDIS[0]}:{REDIS[1]}/0"), RateLimits(spec)
+    connection = shared.shared.get_connection()
+    sent, execute = [], connection.execute_command
+
+    def counted(*args, **options):
+        sent.append(args[0])
+        return execute(*args, **options)
+
+    connection.execute_command = counted
+    shared.check(f"key:warm-{fresh_key()}")  # the script is loaded into Redis once (NOSCRIPT, SCRIPT LOAD)
+    caller = f"key:{fresh_key()}"
+
+    def outcomes(limits):
+        answers = []
+        for _ in range(5):
+            try:
+                limits.check(caller)
+                answers.append(200)
+            except RateLimited as refused:
+                answers.append((429, refused.details, refused.headers))
+        return answers
+
+    sent.clear()
+    assert outcomes(shared) == outcomes(local)
+    assert sent == ["EVALSHA"] * 5  # five checks, two of them refused: one command each
+    counts = {name.decode().rsplit("/", 1)[1]: int(redis_client.get(name))
+              for name in redis_client.scan_iter(f"mlapi:ratelimit:{caller}/*")}
+    assert counts == {"minute": 5, "hour": 2, "day": 2}  # in order until one is over: refusals count no further
