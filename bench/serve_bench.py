@@ -87,16 +87,18 @@ SERVER_SETTING_PREFIXES = ("MODEL", "MAX_BATCH", "MAX_REQUEST", "PREDICTION", "F
                            "METRICS_", "ACCESS_LOG", "LOG_", "STRICT_SKLEARN", "OMP_", "OPENBLAS_", "MKL_",
                            "PORT", "AIP_")
 # `mlapi serve` itself (mlapi.cli.main: thread caps, metrics dir, batching threads, exec), with
-# the bind address of the command it builds moved from 0.0.0.0 to loopback. The `mlapi`
-# console script is `from app.cli import main`, so start-up costs the same.
+# the bind address of the command it builds (mlapi.server.launch.server_command) moved from
+# 0.0.0.0 to loopback. The `mlapi` console script is `from mlapi.cli import main`, so start-up
+# costs the same.
 LAUNCH = """
 import sys
 from mlapi import cli
-as_built = cli.server_command
+from mlapi.server import launch
+as_built = launch.server_command
 def loopback(*args, **kwargs):
     return [a.replace("0.0.0.0:", "127.0.0.1:", 1) if a.startswith("0.0.0.0:") else a
             for a in as_built(*args, **kwargs)]
-cli.server_command = loopback
+launch.server_command = loopback
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -184,14 +186,16 @@ def check(port: int, model: dict | None) -> str | None:
     return None
 
 
-def load(port: int, path: str, body: str | None, conns: int, seconds: int, wrk: str | None) -> dict:
-    """One load run from a separate process; the JSON summary of post.lua / loadgen.py."""
+def load(port: int, path: str, body: str | None, conns: int, seconds: int, wrk: str | None,
+         script: str = "post.lua", script_env: dict | None = None) -> dict:
+    """One load run from a separate process; the JSON summary of post.lua / loadgen.py (or of
+    another wrk script beside this file that writes it, given `script_env`)."""
     url = f"http://127.0.0.1:{port}{path}"
     method = "POST" if body else "GET"
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         if wrk:
-            env = {**os.environ, "METHOD": method, "BODY_FILE": body or "", "WRK_OUT": out.name}
-            argv = [wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / "post.lua"), url]
+            env = {**os.environ, **(script_env or {}), "METHOD": method, "BODY_FILE": body or "", "WRK_OUT": out.name}
+            argv = [wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / script), url]
         else:
             env = dict(os.environ)
             argv = [sys.executable, str(HERE / "loadgen.py"), "--url", url, "--method", method,
@@ -226,14 +230,15 @@ def server_env(system: str, port: int, model: dict, work: Path, processes: int |
 
 
 def loopback_ini(work: Path) -> Path | None:
-    """uwsgi.ini with its http-socket on 127.0.0.1 (None, and 0.0.0.0, if the line moved)."""
+    """uwsgi.ini with its listener (the HTTP router's `http =` line) on 127.0.0.1 (None, and
+    0.0.0.0, if the line moved)."""
     text = (ROOT / "uwsgi.ini").read_text()
-    line = "http-socket = 0.0.0.0:$(PORT)"
+    line = "http = 0.0.0.0:$(PORT)"
     if text.count(line) != 1:
         log(f"warning: uwsgi.ini has no single '{line}' line: uWSGI will listen as configured")
         return None
     path = work / "uwsgi-loopback.ini"
-    path.write_text(text.replace(line, "http-socket = 127.0.0.1:$(PORT)"))
+    path.write_text(text.replace(line, "http = 127.0.0.1:$(PORT)"))
     return path
 
 
