@@ -75,5 +75,60 @@ def test_redis_cut_mid_run_fails_no_request_and_the_cache_comes_back(start_serve
     finally:
         proxy.close()
     log = server.output()
-    assert log.count("Redis does not answer") == 1  # once per interval, not per request
+    # the cache's own warning (the call log warns of the outage too), once per interval, not per request
+    assert log.count("predictions are served without the cache") == 1
     assert "the prediction cache is shared again" in log
+
+
+def predict_rows(server, rows: list) -> tuple[str | None, dict]:
+    answer = requests.post(f"{server.url}/models/cancer/predict", json={"instances": rows}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.headers.get("X-Cache"), answer.json()
+
+
+def fresh_rows(trained, count: int = 3) -> list:
+    """Rows no earlier run has left in Redis."""
+    return (trained["cancer"][2][:count] + secrets.randbelow(10**6) / 10**9).tolist()
+
+
+@pytest.mark.slow
+def test_two_servers_share_native_predictions(start_server, trained, redis_client):  # noqa: F811
+    env = {"MODELS": models_env(trained, "cancer"), "REDIS_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",
+           "CACHE_ROUTES": "predict", "UWSGI_PROCESSES": "1", "WEB_CONCURRENCY": "1"}
+    first, second = start_server(env), start_server(env)
+    rows = fresh_rows(trained)
+    cached, computed = predict_rows(first, rows)
+    assert cached == "MISS"
+    assert computed["predictions"] == trained["cancer"][1].predict(rows).tolist()
+    time.sleep(0.2)  # the writes are sent before the answer; Redis may take a moment to apply them
+    cached, shared = predict_rows(second, rows)  # its first sight of the rows: only Redis can know them
+    assert cached == "HIT" and shared == computed
+
+
+@pytest.mark.slow
+def test_redis_cut_fails_no_native_predict_and_the_cache_comes_back(start_server, trained, redis_client):  # noqa: F811
+    from mlapi.serving import cache_redis
+
+    proxy = TcpProxy(*REDIS)
+    try:
+        server = start_server({"MODELS": models_env(trained, "cancer"), "CACHE_ROUTES": "all",
+                               "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", "REDIS_TIMEOUT_MS": "200",
+                               "UWSGI_PROCESSES": "1", "WEB_CONCURRENCY": "1"})
+        rows = fresh_rows(trained)
+        assert predict_rows(server, rows)[0] == "MISS"
+        time.sleep(0.2)
+        assert predict_rows(server, rows)[0] == "HIT"
+        proxy.cut()
+        slowest = 0.0
+        for _ in range(20):
+            started = time.perf_counter()
+            cached, body = predict_rows(server, rows)  # served, without the cache
+            slowest = max(slowest, time.perf_counter() - started)
+            assert cached == "MISS" and body["predictions"] == trained["cancer"][1].predict(rows).tolist()
+        assert slowest < 0.2 + 0.5  # the Redis timeout, and a margin for a loaded machine
+        proxy.restore()
+        time.sleep(cache_redis.RETRY_SHARED_SECONDS + 0.5)
+        assert predict_rows(server, rows)[0] == "HIT"  # the entries written before the cut
+    finally:
+        proxy.close()
+    assert server.output().count("predictions are served without the cache") == 1
