@@ -120,6 +120,8 @@ SECRET_FILE_SETTINGS = API_KEYS_FILE API_DOCS_TOKEN_FILE ADMIN_TOKEN_FILE
 # Memorystore for Redis (make create-redis): the REDIS_URL every instance shares (prediction cache,
 # rate limits, call log, reload). basic: one node, emptied by a restart or maintenance (a cache and
 # rate-limit counters survive that); standard: a replica and failover, about twice the price.
+# Full memory evicts the least recently used keys that expire (volatile-lru, set explicitly): idle
+# cache entries and call logs before a busy caller's rate counters (docs/deploy.md, Memorystore).
 REDIS_INSTANCE ?= $(DOCKER_PROJECT)
 REDIS_TIER ?= basic
 REDIS_SIZE_GB ?= 1
@@ -660,7 +662,8 @@ create-redis: ## create the Memorystore for Redis instance REDIS_INSTANCE (REDIS
 	$(call whole_numbers,REDIS_SIZE_GB)
 	gcloud redis instances create $(REDIS_INSTANCE) --region=$(GCP_REGION) --project=$(GCP_PROJECT_ID) \
 	  --tier=$(REDIS_TIER) --size=$(REDIS_SIZE_GB) --redis-version=$(REDIS_VERSION) \
-	  --network=$(or $(strip $(VPC_NETWORK)),default) --connect-mode=direct-peering --labels=app=$(DOCKER_PROJECT)
+	  --network=$(or $(strip $(VPC_NETWORK)),default) --connect-mode=direct-peering --labels=app=$(DOCKER_PROJECT) \
+	  --redis-config=maxmemory-policy=volatile-lru
 	@address="$$(gcloud redis instances describe $(REDIS_INSTANCE) --region=$(GCP_REGION) --project=$(GCP_PROJECT_ID) \
 	  --format='value[separator=":"](host,port)')"; \
 	echo "REDIS_URL=redis://$$address/0"; \

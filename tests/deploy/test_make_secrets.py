@@ -154,7 +154,7 @@ def test_create_redis_makes_a_basic_instance_and_prints_its_url(make):
     assert run.argvs() == [
         ["redis", "instances", "create", "mlapi", "--region=europe-west1", f"--project={PROJECT}", "--tier=basic",
          "--size=1", "--redis-version=redis_7_2", "--network=default", "--connect-mode=direct-peering",
-         "--labels=app=mlapi"],
+         "--labels=app=mlapi", "--redis-config=maxmemory-policy=volatile-lru"],
         ["redis", "instances", "describe", "mlapi", "--region=europe-west1", f"--project={PROJECT}",
          '--format=value[separator=":"](host,port)'],
     ]
