@@ -14,8 +14,10 @@ ratio measured within one run, on servers this script starts (127.0.0.1 only) an
           bench/post_key.lua (every request carries the key, so both sides get the same bytes):
           API_KEYS and a RATE_LIMIT never reached (on) against the same server without them
           (off), rate limits counted in process memory, then in Redis (REDIS_URL on both sides).
-          A fresh server per side, off and on alternating in every round (A/B, B/A, ...), the
-          ratio computed within each round. Target: keys and limits cost ≤ 10 % of req/s.
+          In each round a fresh pair of servers (off, on) per storage, measured back to back,
+          off first in even rounds and on first in odd ones (A/B, B/A, ...); the ratio is
+          computed within each round, the median over rounds reported. Target: keys and
+          limits cost ≤ 10 % of req/s.
 
 Every answer is checked: the text answers' labels are the model's own predict, the hit text's
 probabilities its predict_proba (to 1e-9), a hit says `from_cache` and a miss does not; M1's
@@ -253,36 +255,51 @@ def check_m1(port: int, model: dict, keys_on: bool) -> None:
             raise BenchFailure(f"/predict without a key: HTTP {status}, not 401: keys are not on")
 
 
-def keys_side(ctx: dict, storage: str, keys_on: bool, rnd: int, args) -> dict:
-    model = ctx["models"]["m1"]
+def keys_settings(storage: str, keys_on: bool, args) -> dict:
     settings = {"PREDICTION_CACHE_SIZE": "0"}  # M1's answers computed, whatever routes the cache covers
     if storage == "redis":
         settings["REDIS_URL"] = args.redis_url
     if keys_on:
         settings.update(API_KEYS=API_KEY, RATE_LIMIT=NEVER_REACHED)
-    label = f"keys_{storage}_{'on' if keys_on else 'off'}_r{rnd}"
-    if storage == "redis" and keys_on:  # its counters, and no earlier run's, must be found after
-        forget_mlapi_keys(ctx["redis"], "mlapi:ratelimit*")
-    with serving(ctx, "m1", settings, label) as (port, proc):
-        check_m1(port, model, keys_on)
-        wrk_run(port, model["bodies"][1], args.warmup)
-        loadavg, cpu_before = os.getloadavg()[0], serve_bench.cpu_seconds(proc.pid)
-        result = wrk_run(port, model["bodies"][1], args.duration)
-        result["server_cpu_us_per_req"] = (serve_bench.cpu_seconds(proc.pid) - cpu_before) / max(1, result["requests"]) * 1e6
-        check_m1(port, model, keys_on)
-    if storage == "redis" and keys_on and not next(ctx["redis"].scan_iter(match="mlapi:ratelimit*"), None):
-        raise BenchFailure(f"{label}: no rate-limit counter in Redis: the limits were not counted there")
+    return settings
+
+
+def measure_side(port: int, pid: int, ctx: dict, label: str, keys_on: bool, args) -> dict:
+    """Warm-up, then the measured c16 run, M1's answer checked before and after."""
+    model = ctx["models"]["m1"]
+    check_m1(port, model, keys_on)
+    wrk_run(port, model["bodies"][1], args.warmup)
+    loadavg, cpu_before = os.getloadavg()[0], serve_bench.cpu_seconds(pid)
+    result = wrk_run(port, model["bodies"][1], args.duration)
+    result["server_cpu_us_per_req"] = (serve_bench.cpu_seconds(pid) - cpu_before) / max(1, result["requests"]) * 1e6
+    check_m1(port, model, keys_on)
     if result["errors"]:
         raise BenchFailure(f"{label}: {result['errors']} failed requests under load (non-2xx included)")
-    result.update(storage=storage, keys_on=keys_on, round=rnd, loadavg1_before=loadavg)
+    result["loadavg1_before"] = loadavg
     log(f"  {label:22} {result['rps']:7.0f} req/s  p50 {result['lat_p50_us'] / 1e3:5.2f} ms  "
         f"p99 {result['lat_p99_us'] / 1e3:5.2f} ms  server CPU {result['server_cpu_us_per_req']:.0f} µs/req")
     return result
 
 
 def keys_round(ctx: dict, rnd: int, args) -> list[dict]:
-    order = (False, True) if rnd % 2 == 0 else (True, False)  # A/B, then B/A: neither always goes first
-    return [keys_side(ctx, storage, keys_on, rnd, args) for storage in ("process", "redis") for keys_on in order]
+    """Per storage, a fresh pair of servers (keys and limits off, on), measured back to back:
+    off first in even rounds, on first in odd ones, so neither always meets the fresher machine."""
+    order = (False, True) if rnd % 2 == 0 else (True, False)
+    runs = []
+    for storage in ("process", "redis"):
+        if storage == "redis":  # this round's counters, and no earlier one's, must be found after
+            forget_mlapi_keys(ctx["redis"], "mlapi:ratelimit*")
+        with contextlib.ExitStack() as stack:
+            labels = {keys_on: f"keys_{storage}_{'on' if keys_on else 'off'}_r{rnd}" for keys_on in order}
+            servers = {keys_on: stack.enter_context(serving(ctx, "m1", keys_settings(storage, keys_on, args),
+                                                            labels[keys_on])) for keys_on in order}
+            for keys_on in order:
+                port, proc = servers[keys_on]
+                result = measure_side(port, proc.pid, ctx, labels[keys_on], keys_on, args)
+                runs.append({**result, "storage": storage, "keys_on": keys_on, "round": rnd})
+        if storage == "redis" and not next(ctx["redis"].scan_iter(match="mlapi:ratelimit*"), None):
+            raise BenchFailure(f"round {rnd + 1}: no rate-limit counter in Redis: the limits were not counted there")
+    return runs
 
 
 # ---- the report ------------------------------------------------------------------------------
