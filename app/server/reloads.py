@@ -221,13 +221,15 @@ def running_server() -> str | None:
 
 def install(app: Flask, server: str | None) -> None:
     """In the master, before the fork: reloads go through it (with a server) and, with
-    REDIS_URL, follow the fleet. Without ADMIN_TOKEN nor REDIS_URL nothing reloads: no thread."""
+    REDIS_URL, follow the fleet. Without ADMIN_TOKEN nothing reloads here, and no thread runs
+    (an instance of the same service has the same settings: the fleet that reloads is the one
+    that holds the token)."""
     from mlapi.server.fleet_reload import build_fleet_reloads
 
     services = app.extensions["mlapi.services"]
     settings = services.settings
     roll = server_roll(server)
-    if roll is None or not (settings.admin_token or settings.redis_url):
+    if roll is None or not settings.admin_token:
         return
     fleet = build_fleet_reloads(settings)
     reloads = MasterReloads(Reloader(services, fleet), roll)
