@@ -83,15 +83,18 @@ def test_keys_never_reach_the_log_only_their_ids(start_server, trained, tmp_path
     keys = tmp_path / "api_keys"
     keys.write_text(f"# the tests\n{key}\n")
     server = start_server({"MODELS": models_env(trained, "cancer"), "API_KEYS_FILE": keys, "ACCESS_LOG": "1",
-                           "LOG_LEVEL": "debug", "RATE_LIMIT": "2/minute", "UWSGI_PROCESSES": "1"})
+                           "LOG_LEVEL": "debug", "RATE_LIMIT": "3/minute", "UWSGI_PROCESSES": "1"})
     body = {"instances": as_plain(trained["cancer"][2])}
     answers = [requests.post(f"{server.url}/predict", json=body, headers=headers, timeout=10).status_code
                for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}, {"X-API-Key": key},
-                               {"Authorization": f"Bearer {wrong}"}, {"X-API-Key": wrong})]
-    assert answers == [200, 200, 429, 401, 401]
+                               {"Authorization": f"Bearer {wrong}"}, {"X-API-Key": wrong}, {"X-API-Key": wrong},
+                               {"X-API-Key": wrong})]
+    assert answers == [200, 200, 200, 401, 401, 401, 429]  # the wrong key's 401s count against the address
+    assert requests.get(f"{server.url}/models/cancer/recent_call_log", headers={"X-API-Key": key},
+                        timeout=10).status_code == 429
     server.stop()
     log = server.output()
-    assert key not in log and wrong not in log
+    assert key not in log and wrong not in log  # the whole output: access log, debug lines, uWSGI's own
     assert f"key:{key_id(key)}" in log  # the access log names the caller by the key's id
 
 
