@@ -244,9 +244,10 @@ class InferenceService:
         Keyed by the instances themselves, so a hit costs neither validation nor the model;
         the misses alone are decoded (validated alone: a bad request fails alone, before any
         batch) and computed, in one model call, and written back without waiting."""
-        wanted = None if operation == FEATURES else model.gives_probabilities(probabilities)
         if route not in self.cache_routes or skip_cache or type(instances) is not list or not instances:
-            return Cached(self._run(model, operation, decode(instances), wanted))
+            return Cached(self._run(model, operation, decode(instances), probabilities))
+        # Asked for probabilities and none to give, or not asked: one answer, one entry.
+        wanted = None if operation == FEATURES else model.gives_probabilities(probabilities)
         identity = f"{model_identity(model)}:{operation}:{wanted}"
         if columns is not None:
             identity += ":" + cache_key(columns)
