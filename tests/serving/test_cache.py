@@ -1,8 +1,12 @@
-"""The in-process prediction cache: bounded, entries expire after CACHE_TTL_SECONDS, and
-build_prediction_cache picks it unless REDIS_URL is set."""
-from mlapi.config import Settings
+"""The in-process prediction cache: bounded, entries expire after CACHE_TTL_SECONDS, many keys
+looked up in one pass, instance keys that ignore key order and int / float; build_prediction_cache
+picks it unless REDIS_URL is set; CACHE_ROUTES."""
+import pytest
+
+from mlapi.config import CACHE_ROUTE_KINDS, Settings
+from mlapi.errors import ConfigurationError
 from mlapi.serving import cache as cache_module
-from mlapi.serving.cache import MISSING, PredictionCache, build_prediction_cache
+from mlapi.serving.cache import MISSING, PredictionCache, build_prediction_cache, instance_keys
 
 
 class Clock:
@@ -49,3 +53,43 @@ def test_in_process_unless_redis_url_is_set():
     off = build_prediction_cache(Settings.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0",
                                                     "PREDICTION_CACHE_SIZE": "0"}))
     assert isinstance(off, PredictionCache) and not off.enabled
+
+
+def test_many_keys_in_one_pass_in_their_order():
+    cache = PredictionCache(10)
+    cache.put_many([("b", 2), ("d", 4)])
+    assert cache.get_many(["a", "b", "c", "d"]) == [MISSING, 2, MISSING, 4]
+    cache.put_many([(key, ord(key)) for key in "efghijklmn"])  # past 10 entries: b and d go first
+    assert cache.get_many(["b", "d", "n"]) == [MISSING, MISSING, ord("n")]
+
+
+def test_key_order_and_int_or_float_do_not_split_a_numeric_instance():
+    numeric = lambda instances: instance_keys("sha:predict:True", instances, numbers_as_floats=True)  # noqa: E731
+    assert numeric([{"a": 1, "b": 2.5}]) == numeric([{"b": 2.5, "a": 1.0}])
+    assert numeric([[1, 2, 3]]) == numeric([[1.0, 2.0, 3.0]])
+    assert numeric([[1, 2, 3]]) != numeric([[1, 2, 4]])
+    assert numeric([[True, 0]]) != numeric([[1.0, 0.0]])  # a bool is not read as a number here
+    assert numeric([[2 ** 60]]) != numeric([[float(2 ** 60)]])  # beyond float64's exact integers: kept apart
+    # a model with string columns may read 1 and 1.0 as two categories
+    assert instance_keys("k", [["1", 1]], False) != instance_keys("k", [["1", 1.0]], False)
+    # what is asked, and the artifact, are part of the key
+    assert instance_keys("sha:predict:True", [[1]], True) != instance_keys("sha:predict:False", [[1]], True)
+    assert instance_keys("sha1:predict:True", [[1]], True) != instance_keys("sha2:predict:True", [[1]], True)
+    # NaN, infinity and null are three inputs
+    assert len(set(numeric([[float("nan")]]) + numeric([[float("inf")]]) + numeric([[None]]))) == 3
+
+
+@pytest.mark.parametrize("value", ["predict,text", " all ", "none", "by_id"])
+def test_cache_routes_reads_names_all_and_none(value):
+    routes = Settings.from_env({"CACHE_ROUTES": value}).cache_routes
+    expected = {"predict,text": {"predict", "text"}, " all ": set(CACHE_ROUTE_KINDS), "none": set(),
+                "by_id": {"by_id"}}[value]
+    assert routes == expected
+    assert Settings.from_env({}).cache_routes == {"text"}
+
+
+@pytest.mark.parametrize("value", ["predict,nope", ",", "all,predict"])
+def test_a_bad_cache_routes_is_one_line_naming_it(value):
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({"CACHE_ROUTES": value})
+    assert str(raised.value).startswith(f"CACHE_ROUTES={value!r}") and "\n" not in str(raised.value)

@@ -133,3 +133,12 @@ def test_an_entry_this_code_did_not_write_is_a_miss_not_an_error(redis_client, s
     key = secrets.token_hex(8)
     redis_client.set(KEY_PREFIX + key, stored, ex=60)
     assert cache.get(key) is MISSING
+
+
+def test_many_entries_written_in_one_send_and_read_back_in_order(redis_client):
+    writer, reader = RedisPredictionCache(URL, 60, 200), RedisPredictionCache(URL, 60, 200)
+    keys = [secrets.token_hex(8) for _ in range(50)]
+    writer.put_many([(key, InstanceAnswer(index, [0.5, 0.5])) for index, key in enumerate(keys) if index % 2 == 0])
+    assert written(reader, keys[-2]) == InstanceAnswer(48, [0.5, 0.5])
+    found = reader.get_many(keys)
+    assert found == [InstanceAnswer(i, [0.5, 0.5]) if i % 2 == 0 else MISSING for i in range(50)]
