@@ -34,7 +34,6 @@ def load_application(settings: Settings | None = None, server: str | None = None
         from mlapi import create_app
         from mlapi.config import Settings
         from mlapi.server.ready import prepare_for_uwsgi
-        from mlapi.server.reloads import install as install_reloads, running_server
 
         settings = settings or Settings.from_env()
         import_scikit_learn_without_pandas()
@@ -48,6 +47,9 @@ def load_application(settings: Settings | None = None, server: str | None = None
         # Under uWSGI: the ready line, logged once the workers are spawned (app/server/ready.py).
         prepare_for_uwsgi(app)
         # POST /admin/reload and the fleet's reloads: in this process, the workers' master.
+        # (Imported here: it imports scikit-learn, which must come without pandas, above.)
+        from mlapi.server.reloads import install as install_reloads, running_server
+
         install_reloads(app, server or running_server())
 
         # Everything loaded so far (the libraries, the models) lives as long as the process: move
