@@ -45,8 +45,6 @@ from mlapi.serving.reload import EXTENSION, Reloader, ReloadOutcome
 if TYPE_CHECKING:
     from flask import Flask
 
-    from mlapi.server.fleet_reload import FleetReloads
-
 log = logging.getLogger(__name__)
 
 MESSAGE_BYTES = 4096
