@@ -9,7 +9,8 @@ later takes the current generation as its own: it loaded the artifacts as they a
 does not reload for an older announcement.
 
 Redis down: the reload asked of this instance still happens, its answer says the broadcast was
-not delivered, and the outage is logged by the shared rule (mlapi.redis_outage).
+not delivered (the other instances do not learn of it later: ask again once Redis answers),
+and the outage is logged by the shared rule (mlapi.redis_outage).
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ class FleetReloads:
     def publish(self, generation: int) -> str:
         """What the answer says of the broadcast."""
         if self._ask(lambda: self.client.publish(CHANNEL, str(generation))) is None:
-            return "not delivered: Redis does not answer (instances catch up when it does)"
+            return ("not delivered: Redis does not answer; the other instances keep their models "
+                    "(ask again once it does)")
         return "published"
 
     def _ask(self, call: Callable):
