@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import Any
 
 import orjson
@@ -60,6 +61,21 @@ class RedisPredictionCache:
         self._writer_pid = 0
         self._unread = 0
         self._lock = threading.Lock()
+        # Each worker's write connection is made as the worker is forked (uWSGI calls CPython's
+        # fork hooks: py-call-uwsgi-fork-hooks), not by its first request's write.
+        connected = weakref.WeakMethod(self._connect_forked_writer)
+        os.register_at_fork(after_in_child=lambda: connected() and connected()())
+
+    def _connect_forked_writer(self) -> None:
+        """In a freshly forked process (one thread: a lock another thread of the parent held
+        would never be released here): its write connection, if Redis answers in the timeout."""
+        self._lock = threading.Lock()
+        try:
+            self._connection().connect()
+        except self.errors as exc:
+            self.outage.failed(exc, RETRY_SHARED_SECONDS)
+        except Exception:  # never fail a fork for it: the first write connects instead
+            log.debug("prediction cache: no write connection at fork", exc_info=True)
 
     def get(self, key: str) -> Any:
         return self.get_many([key])[0]

@@ -142,3 +142,15 @@ def test_many_entries_written_in_one_send_and_read_back_in_order(redis_client):
     assert written(reader, keys[-2]) == InstanceAnswer(48, [0.5, 0.5])
     found = reader.get_many(keys)
     assert found == [InstanceAnswer(i, [0.5, 0.5]) if i % 2 == 0 else MISSING for i in range(50)]
+
+
+def test_a_forked_worker_connects_its_writer_before_its_first_write(redis_client):
+    """The first write of a worker used to connect synchronously, inside a request."""
+    import os
+
+    cache = RedisPredictionCache(URL, 60, 200)
+    pid = os.fork()
+    if pid == 0:  # the worker: connected already, by the fork hook
+        os._exit(0 if cache.writes._sock is not None and cache._writer_pid == os.getpid() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
