@@ -68,15 +68,24 @@ def test_key_order_and_int_or_float_do_not_split_a_numeric_instance():
     assert numeric([{"a": 1, "b": 2.5}]) == numeric([{"b": 2.5, "a": 1.0}])
     assert numeric([[1, 2, 3]]) == numeric([[1.0, 2.0, 3.0]])
     assert numeric([[1, 2, 3]]) != numeric([[1, 2, 4]])
-    assert numeric([[True, 0]]) != numeric([[1.0, 0.0]])  # a bool is not read as a number here
-    assert numeric([[2 ** 60]]) != numeric([[float(2 ** 60)]])  # beyond float64's exact integers: kept apart
+    # rows of numbers are keyed by the float matrix the model is given: what it cannot tell apart
+    assert numeric([[True, 0]]) == numeric([[1.0, 0.0]])
+    assert numeric([[2 ** 60 + 1]]) == numeric([[float(2 ** 60)]])
+    assert numeric([[None, 1]]) == numeric([[float("nan"), 1]])
+    # objects: by their JSON, ints within float64's exact range as floats
+    assert numeric([{"a": True}]) != numeric([{"a": 1.0}])
+    assert numeric([{"a": 2 ** 60 + 1}]) != numeric([{"a": float(2 ** 60)}])
     # a model with string columns may read 1 and 1.0 as two categories
     assert instance_keys("k", [["1", 1]], False) != instance_keys("k", [["1", 1.0]], False)
     # what is asked, and the artifact, are part of the key
     assert instance_keys("sha:predict:True", [[1]], True) != instance_keys("sha:predict:False", [[1]], True)
     assert instance_keys("sha1:predict:True", [[1]], True) != instance_keys("sha2:predict:True", [[1]], True)
-    # NaN, infinity and null are three inputs
-    assert len(set(numeric([[float("nan")]]) + numeric([[float("inf")]]) + numeric([[None]]))) == 3
+    # NaN, infinity and null are three inputs to a model that keeps its values as sent
+    as_sent = lambda instances: instance_keys("k", instances, False)  # noqa: E731
+    assert len(set(as_sent([[float("nan")]]) + as_sent([[float("inf")]]) + as_sent([[None]]))) == 3
+    assert len(set(numeric([{"a": float("nan")}]) + numeric([{"a": float("inf")}]) + numeric([{"a": None}]))) == 3
+    # a row the model cannot take (ragged, a string) is keyed as sent
+    assert numeric([[1, 2], [3]]) == numeric([[1, 2], [3]]) and numeric([[1, "x"]]) != numeric([[1, "y"]])
 
 
 @pytest.mark.parametrize("value", ["predict,text", " all ", "none", "by_id"])
