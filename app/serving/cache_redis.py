@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mlapi:prediction:v2:"  # the format of the values: another one is never read as this one
 RETRY_SHARED_SECONDS = redis_outage.RETRY_SECONDS
-UNREAD_REPLIES = 1000  # writes sent and not yet answered; beyond this Redis counts as down
 
 
 class RedisPredictionCache:
@@ -48,7 +49,7 @@ class RedisPredictionCache:
             from redis.retry import Retry
         except ImportError:
             raise ConfigurationError("REDIS_URL needs the Python module redis: install mlapi[redis]") from None
-        timeout = timeout_ms / 1000
+        timeout = self.timeout_seconds = timeout_ms / 1000
         # No retries: a request waits on Redis at most one timeout (the client's default
         # retries three times, with backoff). The pool reconnects after fork() by itself.
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
@@ -60,6 +61,7 @@ class RedisPredictionCache:
         self.writes = self.client.connection_pool.make_connection()  # remade in each worker
         self._writer_pid = 0
         self._unread = 0
+        self._answered_at = 0.0  # when a reply last arrived, or the first unanswered write went
         self._lock = threading.Lock()
         # Each worker's write connection is made as the worker is forked (uWSGI calls CPython's
         # fork hooks: py-call-uwsgi-fork-hooks), not by its first request's write.
@@ -99,11 +101,11 @@ class RedisPredictionCache:
         """Send the writes and return at once: their replies are read by a later write, or never."""
         if not self.outage.asking() or not items:
             return
-        ttl = self.ttl_seconds
+        ttl = str(self.ttl_seconds).encode()
+        commands = b"".join([_set_command((KEY_PREFIX + key).encode(), encode_value(value), ttl)
+                             for key, value in items])
         with self._lock:
             writes = self._connection()
-            commands = writes.pack_commands([("SET", KEY_PREFIX + key, encode_value(value), "EX", ttl)
-                                             for key, value in items])
             try:
                 if writes._sock is not None:  # connected: a closed one reads as ready (EOF)
                     self._read_arrived(writes, until_empty=True)
@@ -113,10 +115,13 @@ class RedisPredictionCache:
                 writes.disconnect()
                 self._unread = 0
             try:
-                writes.send_packed_command(commands, check_health=False)
+                if not self._unread:
+                    self._answered_at = time.monotonic()
+                writes.send_packed_command([commands], check_health=False)
                 self._unread += len(items)
                 self._read_arrived(writes)
-                if self._unread > UNREAD_REPLIES:
+                # Replies owed and none for longer than a read may wait: Redis does not answer.
+                if self._unread and time.monotonic() - self._answered_at > self.timeout_seconds:
                     raise self.timeout_error(f"{self._unread} writes unanswered")
             except self.errors as exc:
                 writes.disconnect()
@@ -126,10 +131,19 @@ class RedisPredictionCache:
     def _read_arrived(self, writes, until_empty: bool = False) -> None:
         """The replies that have arrived, without waiting for any: reading them frees Redis'
         output buffer; `until_empty` also reads past the last expected one, which finds a
-        connection Redis (or the network) has closed."""
-        while (self._unread or until_empty) and writes.can_read(timeout=0):
-            writes.read_response()
-            self._unread = max(0, self._unread - 1)
+        connection Redis (or the network) has closed.
+
+        Read as bytes, not by redis-py's parser (~10 µs a reply in Python): a SET's reply is one
+        line, `+OK` or an error (`-OOM ...`), so counting newlines counts replies."""
+        sock = writes._sock
+        while (self._unread or until_empty) and _arrived(sock):
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            if b"-" in data:  # never in "+OK\r\n": an error reply
+                raise self.timeout_error(f"Redis refused a write: {cut(data.decode(errors='replace'), 200)}")
+            self._unread = max(0, self._unread - data.count(b"\n"))
+            self._answered_at = time.monotonic()
 
     def _connection(self):
         # Its own connection, made in the process that writes: replies must never reach a
@@ -139,6 +153,19 @@ class RedisPredictionCache:
             self._writer_pid = os.getpid()
             self._unread = 0
         return self.writes
+
+
+def _set_command(key: bytes, value: bytes, ttl: bytes) -> bytes:
+    """SET key value EX ttl in Redis' protocol (RESP): what redis-py's packer writes, without
+    its Python per argument."""
+    return b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (
+        len(key), key, len(value), value, len(ttl), ttl)
+
+
+def _arrived(sock) -> bool:
+    """Whether bytes wait on the socket (a TLS socket may hold decrypted ones select cannot see)."""
+    pending = getattr(sock, "pending", None)
+    return bool((pending is not None and pending()) or select.select([sock], [], [], 0)[0])
 
 
 def _decoded(raw: bytes) -> Any:

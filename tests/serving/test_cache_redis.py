@@ -154,3 +154,15 @@ def test_a_forked_worker_connects_its_writer_before_its_first_write(redis_client
         os._exit(0 if cache.writes._sock is not None and cache._writer_pid == os.getpid() else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_burst_of_writes_is_not_taken_for_an_outage(redis_client):
+    """Thousands of entries (one request of many instances) owe thousands of replies at once."""
+    cache = RedisPredictionCache(URL, 60, 200)
+    keys = [secrets.token_hex(8) for _ in range(5000)]
+    for start in range(0, 5000, 2500):
+        cache.put_many([(key, InstanceAnswer(1, None)) for key in keys[start:start + 2500]])
+    assert not cache.outage.down_until
+    assert written(cache, keys[-1]) == InstanceAnswer(1, None)
+    cache.put_many([(keys[0], InstanceAnswer(2, None))])  # reads the replies that have arrived
+    assert not cache.outage.down_until
