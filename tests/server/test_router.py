@@ -1,0 +1,48 @@
+"""uWSGI's HTTP router is a uWSGI of its own, exec'd by the server's master (uwsgi.ini's
+[router] section), not forked from a master that has loaded the models: it maps no model (a
+model reload could otherwise leave the router holding the old one, docs/operations.md), and the
+master starts it again when it dies."""
+import os
+import signal
+import time
+
+import joblib
+import requests
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from test_reload import descendants
+
+
+def routers(server) -> list[int]:
+    """The server's processes running the [router] section."""
+    found = []
+    for pid in descendants(server.proc.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if cmdline.read().rstrip(b"\0").endswith(b":router"):
+                    found.append(pid)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def test_the_router_maps_no_model_and_is_started_again_when_killed(start_server, tmp_path):
+    X, y = load_iris(return_X_y=True)
+    artifact = tmp_path / "iris.joblib"
+    joblib.dump(LogisticRegression(max_iter=1000).fit(X, y), artifact)
+    server = start_server({"MODELS": f"iris={artifact}", "UWSGI_PROCESSES": "2"}, args=("serve", "--server", "uwsgi"))
+    [router] = routers(server)
+    with open(f"/proc/{router}/maps") as maps:
+        mapped = maps.read()
+    assert "numpy" not in mapped and "sklearn" not in mapped  # the app was never imported there
+    os.kill(router, signal.SIGKILL)
+    deadline, answer = time.time() + 10, None
+    while time.time() < deadline:
+        try:
+            answer = requests.post(f"{server.url}/predict", json={"instances": X[:2].tolist()}, timeout=5)
+            break
+        except requests.ConnectionError:  # between the router's death and its successor's bind
+            time.sleep(0.1)
+    assert answer is not None and answer.status_code == 200, server.output()[-2000:]
+    assert len(routers(server)) == 1 and routers(server) != [router]
