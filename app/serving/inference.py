@@ -108,6 +108,8 @@ class InferenceService:
     def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None) -> tuple[ServedModel, Cached]:
         self._limit_rows(row_count(instances))
         model = self.model(ref)
+        if PREDICT_ROUTES not in self.cache_routes:  # the hot route, when uncached: as it was
+            return model, Cached(self._compute(model, PREDICT, to_model_input(model, instances), probabilities))
         if isinstance(instances, Columns):  # dataframe_split: its rows, under its columns
             columns = instances.columns
             return model, self._answer(model, PREDICT_ROUTES, PREDICT, instances.data, probabilities,
