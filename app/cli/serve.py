@@ -71,6 +71,8 @@ def cmd_serve(args, settings: Settings | None = None) -> int:
     if args.dry_run:
         print(" ".join(command))
         return 0
+    if server == "uwsgi":
+        launch.refuse_a_port_in_use(port)
     settings, server_env = launch.prepare(settings, port, server, os.environ)
     if files is not None:
         # uWSGI and gunicorn read their settings from the environment again: MODELS tells them.

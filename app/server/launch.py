@@ -8,6 +8,7 @@ what would run.
 from __future__ import annotations
 
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import replace
@@ -116,6 +117,21 @@ def fresh_metrics_dir(configured: str | None) -> str:
         raise ConfigurationError(f"PROMETHEUS_MULTIPROC_DIR={configured!r} is not a writable directory "
                                  f"({exc.strerror})") from None
     return str(path)
+
+
+def refuse_a_port_in_use(port: int) -> None:
+    """Fail the start on a port something else listens on. uWSGI's router binds it only after
+    the models have loaded, in a process of its own that the master starts again whenever it
+    exits (uwsgi.ini [router]): on a taken port the server would retry for ever, answering
+    nothing, where a master binding it itself exited at once. `mlapi serve` checks before the
+    load (something taking the port meanwhile still gets the retries, and their log lines)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uWSGI binds: TIME_WAIT is no use
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise ConfigurationError(f"PORT={port} cannot be bound ({exc.strerror}): "
+                                     "is another server running on it?") from None
 
 
 def private_socket_dir() -> str:

@@ -4,13 +4,17 @@ model reload could otherwise leave the router holding the old one, docs/operatio
 master starts it again when it dies."""
 import os
 import signal
+import socket
+import subprocess
 import time
 
 import joblib
+import pytest
 import requests
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
+from conftest import ROOT, VENV_BIN
 from test_reload import descendants
 
 
@@ -46,3 +50,20 @@ def test_the_router_maps_no_model_and_is_started_again_when_killed(start_server,
             time.sleep(0.1)
     assert answer is not None and answer.status_code == 200, server.output()[-2000:]
     assert len(routers(server)) == 1 and routers(server) != [router]
+
+
+def test_serve_refuses_a_port_in_use_at_once(tmp_path):
+    """The router binds the port only after the models have loaded, and the master starts it
+    again whenever it exits: without the check in `mlapi serve`, a taken port made a server
+    that retried for ever and answered nothing."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PORT": str(port), "MODELS": "m=/nonexistent.joblib", "UWSGI_PROCESSES": "1"}
+        try:
+            result = subprocess.run([str(VENV_BIN / "mlapi"), "serve", "--server", "uwsgi"], env=env, cwd=ROOT,
+                                    capture_output=True, text=True, timeout=30, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            pytest.fail("mlapi serve kept running on a port in use")
+    assert result.returncode != 0 and f"PORT={port} cannot be bound" in result.stderr, result.stderr[-2000:]
