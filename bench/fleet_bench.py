@@ -65,9 +65,6 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"  # the tests use database 0
 API_KEY = "fleet-bench-key-0123456789abcdef"
 NEVER_REACHED = "100000000/minute"  # counted on every request, never refuses one
 TEXT_ROUTE = "/model/bench/text_to_prediction"  # serve_bench serves its model as "bench"
-# Settings of issue 17 that serve_bench's servers do not pin: here each server sets exactly the
-# ones it measures, whatever the caller's environment (make exports .env) holds.
-FLEET_SETTING_PREFIXES = ("REDIS_", "API_KEYS", "RATE_LIMIT", "CACHE_", "CALL_LOG_", "TRUSTED_PROXY", "ADMIN_TOKEN")
 TARGETS = {"hit_over_miss": 0.5, "redis_added_ms": 1.0, "keys_cost": 0.10}
 log = serve_bench.log
 
@@ -109,9 +106,9 @@ def serving(ctx: dict, model: str, settings: dict, label: str):
     """`mlapi serve` (uWSGI) for one model with exactly `settings` of issue 17; yields its
     port and process once it is ready, stops its whole process tree after."""
     port = serve_bench.free_port()
-    env = serve_bench.server_env("uwsgi", port, ctx["models"][model], ctx["work"], None)
-    env = {k: v for k, v in env.items() if not k.startswith(FLEET_SETTING_PREFIXES)}
-    env.update(settings)
+    # server_env drops every setting the caller's environment holds (make exports .env): each
+    # server runs with exactly the ones it measures.
+    env = {**serve_bench.server_env("uwsgi", port, ctx["models"][model], ctx["work"], None), **settings}
     argv = [sys.executable, "-c", serve_bench.LAUNCH, "serve", "--server", "uwsgi"]
     argv += ["--ini", str(ctx["ini"])] if ctx["ini"] else []
     (RESULTS / "logs").mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,8 @@ SINGLE_TEXT = "I was charged twice for my plan"
 SERVER_SETTING_PREFIXES = ("MODEL", "MAX_BATCH", "MAX_REQUEST", "PREDICTION", "FEATURE_", "SOURCE_", "PUBSUB_",
                            "STORAGE_EMULATOR", "UWSGI_", "GUNICORN_", "GRANIAN_", "SERVER", "WEB_CONCURRENCY", "PROMETHEUS_",
                            "METRICS_", "ACCESS_LOG", "LOG_", "STRICT_SKLEARN", "OMP_", "OPENBLAS_", "MKL_",
-                           "PORT", "AIP_")
+                           "PORT", "AIP_", "REDIS_", "API_KEYS", "RATE_LIMIT", "CACHE_", "CALL_LOG_", "TRUSTED_PROXY",
+                           "ADMIN_TOKEN")
 # `mlapi serve` itself (mlapi.cli.main: thread caps, metrics dir, batching threads, exec), with
 # the bind address of the command it builds (mlapi.server.launch.server_command) moved from
 # 0.0.0.0 to loopback. The `mlapi` console script is `from mlapi.cli import main`, so start-up
