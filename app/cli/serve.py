@@ -93,5 +93,8 @@ def cmd_serve(args, settings: Settings | None = None) -> int:
         return 0
     # exec: the server replaces this process, so in a container it is PID 1 and receives
     # Cloud Run's SIGTERM itself.
-    os.execvpe(command[0], command, {**os.environ, **server_env})
+    # Without UWSGI_INI, which names the file already passed as --ini: uWSGI reads UWSGI_<OPTION>
+    # itself and loaded it twice (two HTTP routers, the second retrying its bind for ever).
+    inherited = {name: value for name, value in os.environ.items() if name != "UWSGI_INI"}
+    os.execvpe(command[0], command, {**inherited, **server_env})
     return 1  # unreachable

@@ -67,3 +67,13 @@ def test_serve_refuses_a_port_in_use_at_once(tmp_path):
         except subprocess.TimeoutExpired:
             pytest.fail("mlapi serve kept running on a port in use")
     assert result.returncode != 0 and f"PORT={port} cannot be bound" in result.stderr, result.stderr[-2000:]
+
+
+def test_uwsgi_ini_named_in_the_environment_is_read_once(start_server):
+    """UWSGI_INI (a setting of `mlapi serve`) is also an option uWSGI reads from the environment
+    itself: passed on, the file loaded twice and a second router retried its bind for ever."""
+    server = start_server({"MODELS": "m=/nonexistent.joblib", "UWSGI_PROCESSES": "1",
+                           "UWSGI_INI": str(ROOT / "uwsgi.ini")}, args=("serve", "--server", "uwsgi"))
+    time.sleep(3)  # a second router would have failed to bind and been started again by now
+    assert server.output().count("getting INI configuration") == 2, server.output()[-3000:]  # master, router
+    assert "respawning" not in server.output() and len(routers(server)) == 1
