@@ -1,10 +1,12 @@
 """Rate limits (RATE_LIMIT) per caller, in the request pipeline: the fast path and Flask alike;
 a JSON 429 with Retry-After and draft-06's RateLimit-* fields; health, readiness and metrics
 exempt; a forged X-Forwarded-For does not dodge it; with API keys a key is one caller."""
+import time
+
 import pytest
 
 from conftest import as_plain, models_env
-from mlapi.errors import ConfigurationError
+from mlapi.errors import ConfigurationError, RateLimited
 
 KEY, OTHER = "k3y-for-the-tests-0123456789", "another.key~for+tests/0123456789"
 
@@ -103,3 +105,44 @@ def test_requests_without_a_valid_key_are_limited_by_their_address_unread(limite
 def test_a_rate_limit_that_is_no_rate_limit_stops_the_server(make_app, value):
     with pytest.raises(ConfigurationError, match="is not a rate limit"):
         make_app(RATE_LIMIT=value)
+
+
+def test_a_check_starts_no_thread(monkeypatch):
+    """limits' MemoryStorage started a threading.Timer from its counting every 10 ms."""
+    import threading
+
+    from mlapi.http.rate_limit import RateLimits
+
+    limits = RateLimits("100000000/minute;100000000/hour")
+    started = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: (started.append(thread), start(thread)))
+    before = {thread.ident for thread in threading.enumerate()}
+    for n in range(1000):
+        limits.check(f"10.0.0.{n % 7}")
+        if n % 100 == 0:
+            time.sleep(0.011)  # past limits' 10 ms timer
+    assert started == [] and {thread.ident for thread in threading.enumerate()} == before
+
+
+def test_ended_windows_are_dropped_and_the_counters_are_bounded(monkeypatch):
+    from mlapi.http import rate_limit
+
+    limits = rate_limit.RateLimits("100/second")
+    for n in range(50):
+        limits.check(f"198.51.100.{n}")
+    assert len(limits.local.counters) == 50
+    time.sleep(1.05)
+    for _ in range(13):  # each check drops a few ended windows, oldest first
+        limits.check("203.0.113.1")
+    assert list(limits.local.counters) == ["203.0.113.1/100/1/second"]
+
+    monkeypatch.setattr(rate_limit, "MAX_LOCAL_COUNTERS", 100)
+    flood = rate_limit.RateLimits("2/minute")
+    for n in range(1000):  # distinct callers, none of whose windows has ended
+        flood.check(f"2001:db8:{n:x}::/64")
+    assert len(flood.local.counters) <= 100
+    assert "2001:db8:3e7::/64/2/1/minute" in flood.local.counters  # the newest are kept
+    flood.check("2001:db8:3e7::/64")
+    with pytest.raises(RateLimited):
+        flood.check("2001:db8:3e7::/64")
