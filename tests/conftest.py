@@ -141,7 +141,13 @@ class ServerProcess:
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"mlapi-server-{self.port}.log", "w+")
         self.proc = subprocess.Popen([str(VENV_BIN / "mlapi"), *args], env=full_env, cwd=cwd,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait(ready_path)
+        try:
+            self._wait(ready_path)
+        except BaseException:
+            # Not yet in start_server's list, so nobody else would stop it: a server that missed
+            # its start-up wait (a loaded machine) kept running, workers and all, past the test.
+            self.stop()
+            raise
 
     def _wait(self, path: str, timeout: float = 60) -> None:
         deadline = time.time() + timeout
