@@ -15,17 +15,16 @@ and version that answered are the inference core's (metrics.current_model).
 
 Two backends. Without REDIS_URL each worker process keeps its own log in memory: a caller
 served by two workers sees the calls of the one that answers the read. With REDIS_URL one list
-per caller and model (LPUSH, LTRIM, EXPIRE in one transaction; LRANGE to read), shared by every
-process and instance. Recording never delays nor fails a prediction: Redis writes go through a
-bounded queue to one thread per process; with Redis down the call is not logged (the shared
+per caller and model (LPUSH, LTRIM, EXPIRE in one send; LRANGE to read), shared by every
+process and instance. Recording never fails a prediction nor waits for Redis' reply: the writes
+are sent on a connection of each process's own and their replies read later (redis_writes);
+with Redis down the call is not logged (the shared
 warning of redis_outage, at most once a minute, and one line when Redis is back) and reading the
 log is a JSON 503.
 """
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import threading
 import time
 from collections import OrderedDict, deque
@@ -38,12 +37,12 @@ import orjson
 from mlapi import metrics
 from mlapi.errors import MlapiError, cut
 from mlapi.redis_outage import RedisOutage
+from mlapi.redis_writes import UnwaitedWrites, packed
 
 log = logging.getLogger(__name__)
 
 # (caller, request path) of the request being answered; set by the request pipeline.
 CURRENT_CALL: ContextVar[tuple[str, str] | None] = ContextVar("mlapi_current_call", default=None)
-QUEUE_SIZE = 10_000  # Redis writes waiting for the writer thread; past it calls go unlogged
 MAX_LOCAL_CALLERS = 100_000  # (caller, model) logs one process keeps before dropping the oldest
 MAX_LOCAL_BYTES = 32 * 1024 * 1024  # the JSON of every call one process keeps, all logs together
 KEY_PREFIX = "mlapi:calllog:"
@@ -105,7 +104,13 @@ class LocalCallLog:
 
 
 class RedisCallLog:
-    """One Redis list per caller and model, shared by every process and instance."""
+    """One Redis list per caller and model, shared by every process and instance.
+
+    A call is LPUSH, LTRIM, EXPIRE packed in one send (redis_writes: no request waits for the
+    reply, no thread), without MULTI: another process's commands on the same list may come
+    between them, but each write trims the list to CALL_LOG_SIZE and sets its TTL again, so any
+    interleaving ends in a list of at most CALL_LOG_SIZE calls with a fresh TTL, and a reader
+    (LRANGE 0 SIZE-1) never sees more whatever it reads between them."""
 
     def __init__(self, url: str, ttl: int, size: int, timeout_ms: int):
         try:
@@ -118,34 +123,20 @@ class RedisCallLog:
         self.client = redis.Redis.from_url(url, socket_timeout=timeout_ms / 1000,
                                            socket_connect_timeout=timeout_ms / 1000, retry_on_timeout=False)
         self.ttl, self.size = ttl, size
-        self.queue: queue.Queue = queue.Queue(QUEUE_SIZE)
-        self.writer_pid = None  # the writer thread is started in the process that records (after fork)
-        # Never a pause (retry 0): the writes are the writer thread's, no request waits on them,
-        # so each is tried; only the warnings are spaced.
+        self.trim_to, self.ttl_text = str(size - 1).encode(), str(ttl).encode()
         self.outage = RedisOutage(log, "calls are not logged, predictions go on", "calls are logged again")
+        # Retry 0: each call tries Redis again (a call is logged as soon as Redis is back); a
+        # write waits at most to connect, REDIS_TIMEOUT_MS, and only while Redis is down.
+        self.writes = UnwaitedWrites(self.client, self.outage, retry_seconds=0)
 
     @staticmethod
     def key(caller: str, model: str) -> str:
         return f"{KEY_PREFIX}{caller}:{model}"
 
     def record(self, caller: str, model: str, call: dict) -> None:
-        if self.writer_pid != os.getpid():
-            self.writer_pid = os.getpid()
-            threading.Thread(target=self._write_forever, name="call-log-writer", daemon=True).start()
-        try:
-            self.queue.put_nowait((self.key(caller, model), orjson.dumps(call)))
-        except queue.Full:
-            self.outage.failed(queue.Full("the write queue is full: Redis is slower than the calls"), retry_seconds=0)
-
-    def _write_forever(self) -> None:
-        while True:
-            key, value = self.queue.get()
-            try:
-                with self.client.pipeline(transaction=True) as pipe:
-                    pipe.lpush(key, value).ltrim(key, 0, self.size - 1).expire(key, self.ttl).execute()
-                self.outage.answered()
-            except self.error as exc:
-                self.outage.failed(exc, retry_seconds=0)
+        key = self.key(caller, model).encode()
+        self.writes.send(packed(b"LPUSH", key, orjson.dumps(call)) + packed(b"LTRIM", key, b"0", self.trim_to)
+                         + packed(b"EXPIRE", key, self.ttl_text), replies=3)
 
     def recent(self, caller: str, model: str) -> list[dict]:
         try:
@@ -153,6 +144,7 @@ class RedisCallLog:
         except self.error as exc:
             raise CallLogUnavailable(f"the call log is unavailable: Redis does not answer "
                                      f"({cut(exc.__class__.__name__, 40)}); try again later") from None
+        self.outage.answered()  # the writes' replies are read by the next write: this may say it first
         oldest = time.time() - self.ttl  # EXPIRE ends the list; calls older than the TTL in it go too
         return [call for call in map(orjson.loads, values) if call["called_at"] >= oldest]
 

@@ -151,7 +151,7 @@ def test_a_forked_worker_connects_its_writer_before_its_first_write(redis_client
     cache = RedisPredictionCache(URL, 60, 200)
     pid = os.fork()
     if pid == 0:  # the worker: connected already, by the fork hook
-        os._exit(0 if cache.writes._sock is not None and cache._writer_pid == os.getpid() else 1)
+        os._exit(0 if cache.writes.connection._sock is not None and cache.writes.pid == os.getpid() else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
