@@ -7,6 +7,7 @@ numbers, and refuses a list or an object where one value belongs.
 """
 from __future__ import annotations
 
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,10 +19,25 @@ from mlapi.serving.model import ServedModel
 if TYPE_CHECKING:
     import pandas as pd
 
+# From this many rows np.fromiter beats np.asarray (below it, the row check costs more than it saves).
+FROMITER_ROWS = 8
+
 
 def as_floats(rows: list) -> np.ndarray | None:
     """The rows as one float64 matrix (None: a null becomes NaN), or None when a value is not
     a number: the common case, at numpy's speed."""
+    if len(rows) >= FROMITER_ROWS and type(rows[0]) is list:
+        # np.asarray walks nested lists at ~330 instructions a value, more than a linear model
+        # costs; np.fromiter over the chained rows converts each value the same way (None, "1.5",
+        # bools, big ints: checked) for ~6 % of a 100-row request. Anything else (ragged rows,
+        # a value that is not a number) takes np.asarray, which then decides as before.
+        width = len(rows[0])
+        if all(type(row) is list and len(row) == width for row in rows):
+            try:
+                return np.fromiter(chain.from_iterable(rows), np.float64,
+                                   count=len(rows) * width).reshape(len(rows), width)
+            except (ValueError, TypeError):
+                pass
     try:
         return np.asarray(rows, dtype=np.float64)
     except (ValueError, TypeError):
