@@ -1,12 +1,20 @@
 """A reload that reaches every instance (REDIS_URL): a generation counter and a channel in Redis.
 
-The instance asked to reload takes the next generation (INCR), reloads, and publishes it; every
-other instance's master hears it (one watcher thread per instance, in the master: each
-instance reloads once per generation whatever its number of workers) and reloads when the
-generation is newer than its own. A message missed while Redis did not answer is caught up by
-reading the counter again (on reconnect, and every POLL_SECONDS). An instance that starts
-later takes the current generation as its own: it loaded the artifacts as they are now, and
-does not reload for an older announcement.
+The instance asked to reload takes the next generation (INCR), reloads, and publishes a wake-up
+on the channel; every other instance's master hears it (one watcher thread per instance, in the
+master: each instance reloads once per generation whatever its number of workers), reads the
+counter from its own database, and reloads when it differs from the one it last followed.
+
+Why the message is only a wake-up, and why "differs", not "is newer": Redis PUB/SUB ignores the
+database number, so every service on one Redis (prod on /0, staging on /1) would hear the
+others' channel; the channel's name carries the database number, and even a message that
+reaches us from elsewhere (a stray PUBLISH) only makes us read our own counter. And a counter
+that restarts (FLUSHDB, a failover without persistence, a new Redis) must still reach the fleet:
+an instance at 50 follows the new 1, where "newer" would ignore 1..50.
+
+A message missed while Redis did not answer is caught up by reading the counter again (on
+reconnect, and every POLL_SECONDS). An instance that starts later takes the current generation
+as the one it followed: it loaded the artifacts as they are now.
 
 Redis down: the reload asked of this instance still happens, its answer says the broadcast was
 not delivered (the other instances do not learn of it later: ask again once Redis answers),
@@ -26,7 +34,7 @@ from mlapi.redis_outage import RedisOutage
 log = logging.getLogger(__name__)
 
 GENERATION_KEY = "mlapi:reload:generation"
-CHANNEL = "mlapi:reload"
+CHANNEL_PREFIX = "mlapi:reload:db"  # + the database number (module docstring)
 POLL_SECONDS = 5.0
 
 
@@ -41,6 +49,7 @@ class FleetReloads:
         # The watcher's own connection: it waits on the channel up to a second at a time.
         self.listener = redis.Redis.from_url(url, socket_timeout=max(timeout, 2.0),
                                              socket_connect_timeout=timeout)
+        self.channel = f"{CHANNEL_PREFIX}{self.client.connection_pool.connection_kwargs.get('db', 0)}"
         self.errors = (redis.RedisError, OSError)
         self.outage = RedisOutage(log, "reloads are not broadcast to other instances, nor heard from them",
                                   "reloads reach every instance again")
@@ -53,8 +62,9 @@ class FleetReloads:
         return self._ask(lambda: int(self.client.incr(GENERATION_KEY)))
 
     def publish(self, generation: int) -> str:
-        """What the answer says of the broadcast."""
-        if self._ask(lambda: self.client.publish(CHANNEL, str(generation))) is None:
+        """What the answer says of the broadcast (the number is for whoever reads the channel by
+        hand: the instances read the counter itself)."""
+        if self._ask(lambda: self.client.publish(self.channel, str(generation))) is None:
             return ("not delivered: Redis does not answer; the other instances keep their models "
                     "(ask again once it does)")
         return "published"
@@ -71,21 +81,20 @@ class FleetReloads:
         return value
 
     def watch(self, follow: Callable[[int], None]) -> None:
-        """Call follow(generation) for every generation announced from now on (a thread)."""
+        """Call follow(generation) with the counter read again on every announcement, and every
+        POLL_SECONDS (a thread); follow decides whether it differs from the one it followed."""
         threading.Thread(target=self._watch, args=(follow,), name="mlapi-fleet-reloads", daemon=True).start()
 
     def _watch(self, follow: Callable[[int], None]) -> None:
         while True:
             try:
                 with self.listener.pubsub(ignore_subscribe_messages=True) as channel:
-                    channel.subscribe(CHANNEL)
+                    channel.subscribe(self.channel)
                     self._catch_up(follow)  # what was announced while not subscribed
                     polled = time.monotonic()
                     while True:
                         message = channel.get_message(timeout=1.0)
-                        if message is not None:
-                            follow(int(message["data"]))
-                        if time.monotonic() - polled >= POLL_SECONDS:
+                        if message is not None or time.monotonic() - polled >= POLL_SECONDS:
                             self._catch_up(follow)
                             polled = time.monotonic()
             except self.errors as exc:

@@ -173,9 +173,10 @@ class MasterReloads:
                 self.roll.after_answer(requester)
 
     def follow_fleet(self, generation: int) -> None:
-        """Another instance reloaded: reload here too, unless this one has that generation."""
+        """The fleet's counter, read again on an announcement or a poll: reload here when it is not
+        the one this instance last followed (app/server/fleet_reload.py)."""
         with self.reloader.lock:
-            if generation <= self.reloader.services.registry.generation:
+            if generation == self.reloader.followed:
                 return
             self.reloader.run(generation)
             refreeze()
@@ -233,5 +234,5 @@ def install(app: Flask, server: str | None) -> None:
     reloads = MasterReloads(Reloader(services, fleet), roll)
     app.extensions[EXTENSION] = reloads
     if fleet is not None:
-        services.registry.generation = fleet.current() or 0
+        reloads.reloader.followed = services.registry.generation = fleet.current() or 0
         fleet.watch(reloads.follow_fleet)

@@ -85,6 +85,10 @@ class Reloader:
         self.fleet = fleet
         self.load = partial(load_model, settings=services.settings)
         self.lock = threading.Lock()
+        # The fleet's counter as this instance last followed it (or took it, INCR, for its own
+        # reload): an announcement reloads here when the counter differs from it
+        # (app/server/fleet_reload.py says why not "is newer").
+        self.followed = 0
 
     def run(self, generation: int | None = None) -> ReloadOutcome:
         """generation None: a reload asked of this instance (the fleet is told); a number: the
@@ -92,7 +96,11 @@ class Reloader:
         registry = self.services.registry
         announced = generation is None and self.fleet is not None
         if generation is None:
-            generation = (self.fleet.next_generation() if self.fleet else None) or registry.generation + 1
+            taken = self.fleet.next_generation() if self.fleet else None
+            self.followed = taken or self.followed  # Redis down: the fleet's counter is unchanged
+            generation = taken or registry.generation + 1
+        else:
+            self.followed = generation
         outcome = reload_models(registry, self.services.settings.models, self.load, generation)
         if announced:
             outcome.broadcast = self.fleet.publish(generation)

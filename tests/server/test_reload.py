@@ -229,6 +229,63 @@ def test_two_servers_with_one_redis_share_one_reload(start_server, tmp_path, two
     assert every_worker_serves(first, new)
 
 
+def database(db: int):
+    import redis
+
+    return redis.Redis(*REDIS, db=db, socket_timeout=2)
+
+
+def wait_for_generation(server, generation, seconds=8) -> bool:
+    deadline = time.time() + seconds
+    while model_state(server)[0] != generation and time.time() < deadline:
+        time.sleep(0.1)
+    return model_state(server)[0] == generation
+
+
+def test_a_reload_on_another_database_of_the_same_redis_reloads_nothing_here(start_server, tmp_path, two_models,
+                                                                                redis_client):
+    """PUB/SUB ignores the database number: staging on /10 must not reload prod on /9, nor move
+    its generation; nor must a forged number on the channel."""
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    for db in (9, 10):
+        database(db).delete("mlapi:reload:generation")
+    prod = serve(start_server, artifact, REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/9")
+    staging = serve(start_server, artifact, REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/10")
+    before = model_state(prod)
+    assert reload(staging).status_code == 200
+    for channel in ("mlapi:reload", "mlapi:reload:db9"):
+        redis_client.publish(channel, "999999")
+    time.sleep(3)
+    assert model_state(prod) == before, prod.output()[-2000:]
+    # and prod's own next reload still reaches prod's fleet (the forged 999999 moved nothing)
+    other_prod = serve(start_server, artifact, REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/9")
+    joblib.dump(new, artifact)
+    assert reload(prod).json()["generation"] == 1
+    assert wait_for_generation(other_prod, 1), other_prod.output()[-2000:]
+
+
+def test_a_counter_that_restarts_still_reaches_the_fleet(start_server, tmp_path, two_models, redis_client):
+    """FLUSHDB, a failover without persistence: INCR starts again at 1, below what the
+    instances followed; they must follow it all the same."""
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    redis_client = database(9)
+    redis_client.set("mlapi:reload:generation", 41)
+    first = serve(start_server, artifact, REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/9")
+    second = serve(start_server, artifact, REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/9")
+    assert reload(first).json()["generation"] == 42
+    assert wait_for_generation(second, 42), second.output()[-2000:]
+    redis_client.delete("mlapi:reload:generation")  # the counter is lost
+    joblib.dump(new, artifact)
+    assert reload(first).json()["generation"] == 1
+    assert wait_for_generation(second, 1), second.output()[-2000:]
+    time.sleep(0.5)  # its workers are being replaced
+    assert every_worker_serves(second, new)
+
+
 def test_without_redis_answering_a_reload_still_happens_here(start_server, tmp_path, two_models):
     old, new = two_models
     artifact = tmp_path / "m.joblib"
