@@ -96,7 +96,7 @@ class InferenceService:
         self.store = store
         self._batch_rows = max_batch_size
         self._batch_wait_s = max_batch_wait_ms / 1000
-        self._batchers: dict[tuple[str, str, str], MicroBatcher] = {}
+        self._batchers: dict[tuple[str, str, str], tuple[ServedModel, MicroBatcher]] = {}
         self._batchers_lock = threading.Lock()
 
     def model(self, ref: ModelRef) -> ServedModel:
@@ -293,12 +293,16 @@ class InferenceService:
         predict = model.predict if operation == PREDICT else model.predict_features
         if self._batch_rows <= 1:
             return predict(model_input, probabilities)
+        # One batcher per model object: after a reload in this process (registry.swap) the same
+        # name and version is a new model, which must not be answered by the old one's batcher.
         key = (model.name, model.version, operation)
-        batcher = self._batchers.get(key)
-        if batcher is None:
+        bound = self._batchers.get(key)
+        if bound is None or bound[0] is not model:
             with self._batchers_lock:
-                batcher = self._batchers.setdefault(key, MicroBatcher(predict, self._batch_rows, self._batch_wait_s))
-        return batcher.predict(model_input, probabilities)
+                bound = self._batchers.get(key)
+                if bound is None or bound[0] is not model:
+                    bound = self._batchers[key] = (model, MicroBatcher(predict, self._batch_rows, self._batch_wait_s))
+        return bound[1].predict(model_input, probabilities)
 
 
 def as_record(model: ServedModel, exc: InvalidInput, entity_id: str, data: Any) -> InvalidInput:

@@ -100,3 +100,18 @@ def test_the_admin_token_is_read_once_like_the_api_keys(tmp_path):
         with pytest.raises(ConfigurationError, match=says) as refused:
             Settings.from_env(env)
         assert "spaced" not in refused.value.message
+
+
+@pytest.mark.parametrize("cache_routes", ["none", "all"])
+def test_reload_with_micro_batching_serves_the_new_model(make_app, artifacts, cache_routes):
+    """The micro-batcher of a model version is bound to the model object: after an in-process
+    reload (no server master) it must not go on answering with the old one, nor, with the cache
+    on, have the old model's answers cached under the new artifact."""
+    a, _, old, new = artifacts
+    client = make_app(MODELS=f"a={a}", ADMIN_TOKEN=TOKEN, MAX_BATCH_SIZE=8, MAX_BATCH_WAIT_MS=1,
+                      CACHE_ROUTES=cache_routes).test_client()
+    assert np.allclose(probabilities(client, "a"), old.predict_proba(ROWS))
+    joblib.dump(new, a)
+    assert client.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert np.allclose(probabilities(client, "a"), new.predict_proba(ROWS))
+    assert np.allclose(probabilities(client, "a"), new.predict_proba(ROWS))  # a cache hit, if on
