@@ -115,3 +115,12 @@ def test_reload_with_micro_batching_serves_the_new_model(make_app, artifacts, ca
     assert client.post("/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert np.allclose(probabilities(client, "a"), new.predict_proba(ROWS))
     assert np.allclose(probabilities(client, "a"), new.predict_proba(ROWS))  # a cache hit, if on
+
+
+def test_a_refused_reload_logs_the_caller_not_the_proxy(make_app, artifacts, caplog):
+    a, *_ = artifacts
+    client = make_app(MODELS=f"a={a}", ADMIN_TOKEN=TOKEN, TRUSTED_PROXY_HOPS=1).test_client()
+    answer = client.post("/admin/reload", headers={"Authorization": "Bearer " + TOKEN + "x",
+                                                   "X-Forwarded-For": "203.0.113.7"})
+    assert answer.status_code == 403
+    assert "wrong admin token from ip:203.0.113.7" in caplog.text

@@ -15,6 +15,7 @@ from flask import Blueprint, current_app, request
 
 from mlapi.errors import Forbidden, Unauthorized
 from mlapi.http.auth import bearer_token, same_secret, secret_digest
+from mlapi.http.callers import caller_of
 from mlapi.http.routes.common import json_response, services
 from mlapi.serving.reload import EXTENSION, Reloader
 
@@ -38,7 +39,9 @@ def reload_models():
     if token is None:
         raise AdminTokenRequired("POST /admin/reload needs Authorization: Bearer <ADMIN_TOKEN>")
     if not same_secret(token, current_app.extensions[ADMIN_DIGEST]):
-        log.warning("POST /admin/reload refused: wrong admin token from %s", request.remote_addr)
+        # The caller the pipeline computed (trusted proxy hops): behind Cloud Run, remote_addr is
+        # its front end, the same for everyone.
+        log.warning("POST /admin/reload refused: wrong admin token from %s", caller_of(request.environ))
         raise Forbidden("the admin token is not valid")
     outcome = current_app.extensions[EXTENSION].reload()
     return json_response(outcome.as_json(hide_reasons=settings.production), 200 if outcome.complete else 503)
