@@ -57,7 +57,8 @@ class FastPath:
         rule, params, handler, length = route
         environ[ROUTE_KEY] = rule
         try:
-            answer = handler(self.services, parse_json(environ["wsgi.input"].read(length)), **params)
+            sent = environ["wsgi.input"].read(length)
+            answer = handler(self.services, parse_json(sent), sent, **params)
             body = dumps(answer)
             status, headers = 200, getattr(answer, "headers", ())  # X-Cache: http/cache_headers.py
         except Exception as exc:

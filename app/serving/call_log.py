@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from mlapi import metrics
+from mlapi import metrics, redis_outage
 from mlapi.errors import MlapiError, cut
 from mlapi.redis_outage import RedisOutage
 from mlapi.redis_writes import UnwaitedWrites, packed
@@ -56,16 +56,21 @@ class CallLogOff(MlapiError):
     status_code = 404
 
 
-def entry(endpoint: str, version: str, given: Any, input_chars: int) -> dict:
+def entry(endpoint: str, version: str, given: Any, input_chars: int, sent: bytes | None = None) -> dict:
     """One call as the log keeps it: the input is the request body (or the id asked for), or its
     JSON text cut to `input_chars` characters (a string then) when longer: a caller's log stays
     small whatever it sends. The input is encoded once, here (a Fragment the backends' own
-    encoding copies): formatting a body's floats is most of what logging a call costs."""
-    text = orjson.dumps(given)
-    if len(text) > input_chars and len(decoded := text.decode()) > input_chars:  # bytes, then characters
+    encoding copies): formatting a body's floats is most of what logging a call costs. So a body
+    longer than that as sent (`sent`: its bytes, when `given` is the body) is cut from the
+    client's own text, never encoded again only to be cut: 100 rows of 30 numbers cost ~800k
+    instructions to encode (a quarter of the request), the cut a few thousand."""
+    if sent is not None and len(sent) > input_chars and len(text := sent.decode("utf-8", "replace")) > input_chars:
+        return {"called_at": time.time(), "endpoint": endpoint, "version": version, "input": cut(text, input_chars)}
+    encoded = orjson.dumps(given)
+    if len(encoded) > input_chars and len(decoded := encoded.decode()) > input_chars:  # bytes, then characters
         kept: Any = cut(decoded, input_chars)
     else:
-        kept = orjson.Fragment(text)
+        kept = orjson.Fragment(encoded)
     return {"called_at": time.time(), "endpoint": endpoint, "version": version, "input": kept}
 
 
@@ -112,7 +117,7 @@ class RedisCallLog:
     interleaving ends in a list of at most CALL_LOG_SIZE calls with a fresh TTL, and a reader
     (LRANGE 0 SIZE-1) never sees more whatever it reads between them."""
 
-    def __init__(self, url: str, ttl: int, size: int, timeout_ms: int):
+    def __init__(self, url: str, ttl: int, size: int, timeout_ms: int, retry_seconds: float = redis_outage.RETRY_SECONDS):
         try:
             import redis
         except ImportError:
@@ -125,9 +130,11 @@ class RedisCallLog:
         self.ttl, self.size = ttl, size
         self.trim_to, self.ttl_text = str(size - 1).encode(), str(ttl).encode()
         self.outage = RedisOutage(log, "calls are not logged, predictions go on", "calls are logged again")
-        # Retry 0: each call tries Redis again (a call is logged as soon as Redis is back); a
-        # write waits at most to connect, REDIS_TIMEOUT_MS, and only while Redis is down.
-        self.writes = UnwaitedWrites(self.client, self.outage, retry_seconds=0)
+        # Once Redis failed, calls go unlogged for retry_seconds before one tries again (as the
+        # cache and the rate limits do): with each call trying, every request paid a connect of
+        # up to REDIS_TIMEOUT_MS while Redis hung, and concurrent ones queued behind it on the
+        # writer's lock (8 clients: 0.8 s a request at a 200 ms timeout, measured in review).
+        self.writes = UnwaitedWrites(self.client, self.outage, retry_seconds=retry_seconds)
 
     @staticmethod
     def key(caller: str, model: str) -> str:
@@ -156,10 +163,10 @@ class CallLog:
         self.backend = backend
         self.input_chars = input_chars
 
-    def record(self, given: Any) -> None:
+    def record(self, given: Any, sent: bytes | None = None) -> None:
         """Log the current request's successful call (`given`: its body, or the id it asked
-        for) of the model the inference core resolved; never raises: a prediction is answered
-        whatever becomes of its log."""
+        for; `sent`: the body's bytes as they came) of the model the inference core resolved;
+        never raises: a prediction is answered whatever becomes of its log."""
         if self.backend is None:
             return
         call, model = CURRENT_CALL.get(), metrics.current_model.get()
@@ -167,7 +174,7 @@ class CallLog:
             return  # not a request through the pipeline (a CLI command, a unit test), or no model
         (caller, path), (name, version) = call, model
         try:
-            self.backend.record(caller, name, entry(path, version, given, self.input_chars))
+            self.backend.record(caller, name, entry(path, version, given, self.input_chars, sent))
         except Exception:
             log.exception("call log: a call was not logged")
 

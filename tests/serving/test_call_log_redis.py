@@ -63,7 +63,8 @@ def test_redis_cut_delays_no_call_warns_once_and_logging_comes_back(redis_client
     proxy = TcpProxy(*REDIS)
     caller = f"key:{secrets.token_hex(6)}"
     try:
-        log = RedisCallLog(f"redis://127.0.0.1:{proxy.port}/0", ttl=60, size=100, timeout_ms=200)
+        log = RedisCallLog(f"redis://127.0.0.1:{proxy.port}/0", ttl=60, size=100, timeout_ms=200,
+                          retry_seconds=0.3)
         log.record(caller, "m", call(1.0))
         assert len(stored(redis_client, caller, 1)) == 1
         proxy.cut()
@@ -77,6 +78,7 @@ def test_redis_cut_delays_no_call_warns_once_and_logging_comes_back(redis_client
             assert max(timings) < 0.2  # never a wait past REDIS_TIMEOUT_MS
             assert log.outage.down_until
             proxy.restore()
+            time.sleep(0.35)  # retry_seconds: not asked again before
             log.record(caller, "m", call(99.0))
             values = stored(redis_client, caller, 2)
             assert call_log.orjson.loads(values[0])["input"] == {"instances": [[99.0]]}

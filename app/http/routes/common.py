@@ -20,15 +20,15 @@ def services():
     return current_app.extensions["mlapi.services"]
 
 
-def json_body() -> dict:
-    """The request's JSON object; 415 for another content type, 400 for anything malformed."""
+def json_bytes() -> bytes:
+    """The request's body, which must be JSON: 415 for another content type."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, got {request.mimetype or 'none'!r}: send a JSON body with "
             f"the header Content-Type: application/json (curl: -H 'Content-Type: application/json'; "
             f"Python requests: json=...)")
     # No body over MAX_REQUEST_BYTES gets here: the request pipeline refused it (http/pipeline.py).
-    return parse_json(request.get_data(cache=False))
+    return request.get_data(cache=False)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -79,14 +79,16 @@ class JsonBlueprint(Blueprint):
         place both ways in (the fast path, Flask) pass that holds the body."""
         def decorator(handler: Callable) -> Callable:
             @functools.wraps(handler)  # the fast path and its tests know it by the handler's name
-            def run(services, body: dict, **params):
+            def run(services, body: dict, sent: bytes | None = None, **params):
+                # sent: the body's bytes, which the call log cuts a long input from
                 answer = handler(services, decode(body), **params)
                 if call_logged:
-                    services.call_log.record(body)
+                    services.call_log.record(body, sent)
                 return answer
 
             def view(**params):
-                return json_response(run(services(), json_body(), **params))
+                sent = json_bytes()
+                return json_response(run(services(), parse_json(sent), sent, **params))
 
             run.decode = decode
             view.__doc__ = handler.__doc__
