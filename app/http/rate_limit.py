@@ -310,7 +310,7 @@ def _redis_storage(url: str, timeout: float):
     except ImportError:
         raise ConfigurationError("REDIS_URL needs the Python module redis: install mlapi[redis]") from None
     # No retries: one failed call already sends the request to the local counts, so a request
-    # waits on Redis at most one timeout (the client's default retries three times, with backoff).
+    # waits on Redis at most one timeout (some redis-py versions retry by default: said, not assumed).
     return storage_from_string(url, wrap_exceptions=True, key_prefix="mlapi:ratelimit", socket_timeout=timeout,
                                socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
 

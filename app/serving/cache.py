@@ -45,10 +45,22 @@ def _json(value: Any) -> bytes:
 
 
 def model_identity(model) -> str:
-    """What changes whenever the served artifact does: its sha256 (loading.py computes it from
-    the bytes it loads). A model built in this process, never loaded from an artifact, has
-    none: its name, version and object id, which no other process shares."""
-    return model.metadata.get("sha256") or f"{model.name}:{model.version}:{id(model)}"
+    """What changes whenever the served answers may: the artifact's sha256 (loading.py computes
+    it from the bytes it loads), the scikit-learn that runs it and the code each output takes
+    (compute_path: a shortcut or scikit-learn's own, whose last bits may differ). A Redis cache
+    outlives a revision: a rollout onto another scikit-learn, or a shortcut turned off, must not
+    read the other revision's answers. A model built in this process, never loaded from an
+    artifact, has no sha256: its name, version and object id, which no other process shares.
+    Worked out once per model object."""
+    identity = getattr(model, "_cache_identity", None)
+    if identity is None:
+        import sklearn
+
+        artifact = model.metadata.get("sha256") or f"{model.name}:{model.version}:{id(model)}"
+        paths = sorted((getattr(model, "compute_path", None) or {}).items())
+        identity = f"{artifact}:{cache_key('sklearn', sklearn.__version__, paths)[:16]}"
+        model._cache_identity = identity
+    return identity
 
 
 # Integers that are exactly a float64: beyond them the model's float input merges neighbours anyway.

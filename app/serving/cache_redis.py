@@ -44,8 +44,8 @@ class RedisPredictionCache:
         except ImportError:
             raise ConfigurationError("REDIS_URL needs the Python module redis: install mlapi[redis]") from None
         timeout = self.timeout_seconds = timeout_ms / 1000
-        # No retries: a request waits on Redis at most one timeout (the client's default
-        # retries three times, with backoff). The pool reconnects after fork() by itself.
+        # No retries: a request waits on Redis at most one timeout (some redis-py versions retry
+        # by default: said, not assumed). The pool reconnects after fork() by itself.
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                            retry=Retry(NoBackoff(), 0))
         self.errors = (redis.RedisError, OSError)

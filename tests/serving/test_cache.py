@@ -102,3 +102,22 @@ def test_a_bad_cache_routes_is_one_line_naming_it(value):
     with pytest.raises(ConfigurationError) as raised:
         Settings.from_env({"CACHE_ROUTES": value})
     assert str(raised.value).startswith(f"CACHE_ROUTES={value!r}") and "\n" not in str(raised.value)
+
+
+def test_a_model_identity_names_the_scikit_learn_and_the_code_it_runs(monkeypatch):
+    """The same artifact under another scikit-learn, or with an output on another compute path,
+    must not read the entries of the first (a Redis cache outlives a revision)."""
+    import sklearn
+    from types import SimpleNamespace
+
+    from mlapi.serving.cache import model_identity
+
+    def served(path):
+        return SimpleNamespace(metadata={"sha256": "ab" * 32}, name="m", version="1", compute_path=path)
+
+    linear, plain = served({"predict_proba": "linear"}), served({"predict_proba": "scikit-learn"})
+    assert model_identity(linear).startswith("ab" * 32)
+    assert model_identity(linear) == model_identity(served({"predict_proba": "linear"}))
+    assert model_identity(linear) != model_identity(plain)
+    monkeypatch.setattr(sklearn, "__version__", "0.0-other")
+    assert model_identity(served({"predict_proba": "linear"})) != model_identity(linear)
