@@ -19,7 +19,7 @@ lock. Without a server master (create_app in tests, `flask run`) the process rel
 
 How the workers are replaced, per server (WorkerRoll):
 - uWSGI: SIGHUP to each worker (uWSGI's graceful worker reload), one at a time, the master
-  respawns it by fork; the requester last, after its answer has been handed over.
+  respawns it by fork; the requesters last, after their answer has been handed over.
 - gunicorn: SIGHUP to the arbiter: it forks new workers and stops the old ones gracefully.
 - granian: SIGHUP to the launcher: it respawns its workers one by one (new, then the old one
   stopped); since it waits for each old one, the requester is answered first.
@@ -31,14 +31,16 @@ import gc
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
 import threading
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
+from mlapi.errors import MlapiError
 from mlapi.server import limits
 from mlapi.serving.reload import EXTENSION, Reloader, ReloadOutcome
 
@@ -51,24 +53,28 @@ MESSAGE_BYTES = 4096
 
 
 class WorkerRoll:
-    """How a server's workers are replaced by fresh forks of the master (module docstring)."""
+    """How a server's workers are replaced by fresh forks of the master (module docstring).
 
-    def before_answer(self, requester: int | None) -> None:
-        """Replace the workers other than the requester; return once they serve the new models."""
+    `requesters` are the workers whose reload request this reload answers; `waiting()` the pids
+    of workers that asked for a reload since (answered by the next one): neither is replaced
+    before its answer, since it cannot finish its request before the master answers it."""
 
-    def after_answer(self, requester: int | None) -> None:
-        """Replace the requester (and, on servers that roll all at once, everyone)."""
+    def before_answer(self, requesters: set[int], waiting: Callable[[], set[int]]) -> None:
+        """Replace the other workers; return once they serve the new models."""
+
+    def after_answer(self, requesters: set[int]) -> None:
+        """Replace the requesters (and, on servers that roll all at once, everyone)."""
 
 
 class UwsgiRoll(WorkerRoll):
-    def before_answer(self, requester):
+    def before_answer(self, requesters, waiting):
         for pid in self._pids():
-            if pid != requester:
-                self._replace(pid)
+            if pid not in requesters and pid not in waiting():
+                self._replace(pid, waiting)
 
-    def after_answer(self, requester):
-        if requester in self._pids():
-            os.kill(requester, signal.SIGHUP)  # it exits once its answer is written; not waited for
+    def after_answer(self, requesters):
+        for pid in requesters & set(self._pids()):
+            os.kill(pid, signal.SIGHUP)  # it exits once its answer is written; not waited for
 
     @staticmethod
     def _pids() -> list[int]:
@@ -76,15 +82,16 @@ class UwsgiRoll(WorkerRoll):
 
         return [worker["pid"] for worker in uwsgi.workers() if worker["pid"] > 0]
 
-    def _replace(self, pid: int) -> None:
+    def _replace(self, pid: int, waiting: Callable[[], set[int]]) -> None:
         """One worker at a time, the next only once this one's replacement is up: the others
-        keep serving meanwhile."""
+        keep serving meanwhile. A worker that asks for a reload meanwhile is not waited for (it
+        waits for us: the next reload answers it, and replaces it then)."""
         workers = len(self._pids())
         os.kill(pid, signal.SIGHUP)
         deadline = time.monotonic() + limits.DRAIN_SECONDS + 2
         while time.monotonic() < deadline:
             pids = self._pids()
-            if pid not in pids and len(pids) >= workers:
+            if (pid not in pids and len(pids) >= workers) or pid in waiting():
                 return
             time.sleep(0.02)
         log.warning("reload: uWSGI worker %d did not restart within %d s", pid, limits.DRAIN_SECONDS + 2)
@@ -96,16 +103,16 @@ class SignalMasterRoll(WorkerRoll):
     def __init__(self, wait_for_old: bool):
         self.wait_for_old = wait_for_old  # gunicorn: yes; granian: no (it waits for the requester)
 
-    def before_answer(self, requester):
+    def before_answer(self, requesters, waiting):
         if not self.wait_for_old:
             return
-        old = children() - {requester}
+        old = children() - requesters
         os.kill(os.getpid(), signal.SIGHUP)
         deadline = time.monotonic() + limits.DRAIN_SECONDS + 2
-        while old & children() and time.monotonic() < deadline:
+        while (old - waiting()) & children() and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def after_answer(self, requester):
+    def after_answer(self, requesters):
         if not self.wait_for_old:
             os.kill(os.getpid(), signal.SIGHUP)
 
@@ -125,14 +132,30 @@ def children() -> set[int]:
     return found
 
 
+class ReloadStillRunning(MlapiError):
+    """The master did not answer within the request's time: the reload goes on there."""
+
+    status_code = 503
+
+
 class MasterReloads:
-    """The workers' way to the master's reload, and the master thread that serves it."""
+    """The workers' way to the master's reload, and the master thread that serves it.
+
+    Requests that arrive while a reload runs are not served one by one: each would restart the
+    workers blocked waiting for their own turn, and wait up to DRAIN_SECONDS for them (measured
+    before: two reloads at once stalled a 2-worker server 10 s). Those queued when a reload
+    starts are answered by it; those that arrive during it by the next one, once, all together."""
 
     def __init__(self, reloader: Reloader, roll: WorkerRoll):
         self.reloader = reloader
         self.roll = roll
         self.inbox, self.outbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.inbox.setblocking(False)  # the master's thread waits in select, then takes all queued
+        self.queued: list[tuple[int, socket.socket]] = []  # (requester pid, its reply socket)
         self.master_pid = os.getpid()
+        # A worker waits for the master below the request's own deadline (app/http/deadline.py
+        # cannot interrupt a blocked recv): a JSON 503 rather than the server's kill.
+        self.wait_seconds = max(1.0, reloader.services.settings.request_timeout_seconds - 1.0)
         threading.Thread(target=self._serve, name="mlapi-reloads", daemon=True).start()
 
     # ---- in a worker ---------------------------------------------------------------------------
@@ -143,34 +166,60 @@ class MasterReloads:
         with mine:
             with theirs:
                 socket.send_fds(self.outbox, [json.dumps({"pid": os.getpid()}).encode()], [theirs.fileno()])
-            answer = b"".join(iter(lambda: mine.recv(65536), b""))
+            mine.settimeout(self.wait_seconds)
+            try:
+                answer = b"".join(iter(lambda: mine.recv(65536), b""))
+            except TimeoutError:
+                answer = b""
+        if not answer:
+            raise ReloadStillRunning(f"the server's master did not answer within {self.wait_seconds:g} s: the "
+                                     "reload may go on there (GET /models shows its generation once done; "
+                                     "the log says more)")
         return ReloadOutcome(**json.loads(answer))
 
     # ---- in the master -------------------------------------------------------------------------
     def _serve(self) -> None:
         while True:
             try:
-                message, fds, _, _ = socket.recv_fds(self.inbox, MESSAGE_BYTES, 1)
-                if not fds:
-                    continue
-                with socket.socket(fileno=fds[0]) as reply:
-                    self._answer(json.loads(message)["pid"], reply)
+                select.select([self.inbox], [], [])
+                with self.reloader.lock:
+                    self._take_queued()
+                    while self.queued:
+                        self._reload_queued()
             except Exception:  # noqa: BLE001  (the thread must outlive any one request)
                 log.exception("reload: a request to the master failed")
 
-    def _answer(self, requester: int, reply: socket.socket) -> None:
-        with self.reloader.lock:
+    def _take_queued(self) -> set[int]:
+        """Move the requests sent so far to self.queued; the pids of every worker queued."""
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(self.inbox, MESSAGE_BYTES, 1)
+            except BlockingIOError:
+                return {pid for pid, _ in self.queued}
+            if fds:
+                self.queued.append((json.loads(message)["pid"], socket.socket(fileno=fds[0])))
+
+    def _reload_queued(self) -> None:
+        """One reload answering every request queued now (under the reloader's lock)."""
+        batch, self.queued = self.queued, []
+        requesters = {pid for pid, _ in batch}
+        try:
             outcome = self.reloader.run()
             refreeze()
-            self.roll.before_answer(requester)
-            try:
-                reply.sendall(json.dumps(asdict(outcome)).encode())
-                # The end of the answer for the requester, though the workers forked meanwhile
-                # hold copies of this descriptor (so closing ours would not be one).
-                reply.shutdown(socket.SHUT_WR)
-            finally:
+            self.roll.before_answer(requesters, self._take_queued)
+            answer = json.dumps(asdict(outcome)).encode()
+            for _, reply in batch:
+                try:
+                    reply.sendall(answer)
+                    # The end of the answer for the requester, though the workers forked
+                    # meanwhile hold copies of this descriptor (so closing ours would not be one).
+                    reply.shutdown(socket.SHUT_WR)
+                except OSError:  # that requester gave up waiting (ReloadStillRunning)
+                    pass
+        finally:
+            for _, reply in batch:
                 reply.close()
-                self.roll.after_answer(requester)
+            self.roll.after_answer(requesters)
 
     def follow_fleet(self, generation: int) -> None:
         """The fleet's counter, read again on an announcement or a poll: reload here when it is not
@@ -180,8 +229,10 @@ class MasterReloads:
                 return
             self.reloader.run(generation)
             refreeze()
-            self.roll.before_answer(None)
-            self.roll.after_answer(None)
+            self.roll.before_answer(set(), self._take_queued)
+            self.roll.after_answer(set())
+            while self.queued:  # workers that asked meanwhile were skipped: their reload now
+                self._reload_queued()
 
 
 def refreeze() -> None:

@@ -170,6 +170,45 @@ def test_a_reload_under_a_steady_stream_loses_nothing(start_server, tmp_path, tw
     assert len(kinds) > 50
 
 
+def test_two_reloads_at_once_answer_quickly_and_stall_no_prediction(start_server, tmp_path, two_models):
+    """Each request waiting on the master blocks its worker: the master must not restart a
+    worker that waits for it (before: both answers and a prediction took 10 s, the master
+    waiting DRAIN_SECONDS + 2 for a worker that was waiting for the master)."""
+    old, new = two_models
+    artifact = tmp_path / "m.joblib"
+    joblib.dump(old, artifact)
+    server = serve(start_server, artifact)
+    joblib.dump(new, artifact)
+    latencies, stop = [], threading.Event()
+
+    def predict_steadily():
+        while not stop.is_set():
+            started = time.monotonic()
+            probabilities(server)
+            latencies.append(time.monotonic() - started)
+
+    stream = threading.Thread(target=predict_steadily)
+    stream.start()
+    answers = [None, None]
+
+    def ask(index):
+        started = time.monotonic()
+        answers[index] = (reload(server).status_code, time.monotonic() - started)
+
+    askers = [threading.Thread(target=ask, args=(index,)) for index in range(2)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    time.sleep(1)
+    stop.set()
+    stream.join()
+    assert [status for status, _ in answers] == [200, 200], server.output()[-2000:]
+    assert max(seconds for _, seconds in answers) < 5, answers
+    assert max(latencies) < 3, max(latencies)
+    assert every_worker_serves(server, new)
+
+
 def test_a_bad_artifact_keeps_the_old_model_served(start_server, tmp_path, two_models):
     old, new = two_models
     artifact = tmp_path / "m.joblib"
