@@ -177,7 +177,7 @@ def test_two_reloads_at_once_answer_quickly_and_stall_no_prediction(start_server
     old, new = two_models
     artifact = tmp_path / "m.joblib"
     joblib.dump(old, artifact)
-    server = serve(start_server, artifact)
+    server = serve(start_server, artifact)  # uWSGI; gunicorn still takes ~8 s for the second (roadmap)
     joblib.dump(new, artifact)
     latencies, stop = [], threading.Event()
 
