@@ -68,6 +68,7 @@ class RequestPipeline:
         started = time.perf_counter()
         token = begin_request(environ.get("HTTP_X_REQUEST_ID"), environ.get("HTTP_X_CLOUD_TRACE_CONTEXT"))
         model_token = metrics.current_model.set(None)  # the inference core names the model it resolves
+        call_token = CURRENT_CALL.set(None)  # _answer names the caller; reset after, as the model is
         request_id = current_request_id()
         answered: list = []
 
@@ -108,6 +109,7 @@ class RequestPipeline:
             if self.access_log:
                 self._log_access(environ, status, answered[1] if answered else [], elapsed)
             metrics.current_model.reset(model_token)
+            CURRENT_CALL.reset(call_token)  # nothing after this request logs a call as its caller's
             end_request(token)
 
     def _answer(self, environ: dict, respond: Callable) -> Iterable[bytes]:

@@ -133,3 +133,14 @@ def test_a_model_served_to_an_unknown_caller_is_not_logged_outside_a_request():
     log = CallLog(LocalCallLog(60, 10), 100)
     log.record({"instances": as_plain(np.zeros((1, 2)))})
     assert log.backend.logs == {}
+
+
+def test_a_request_leaves_no_caller_behind_it(make_app, trained):
+    """The caller a request set is gone once it is answered: a later call in the same thread
+    outside any request (a CLI command, a job) is nobody's (it leaked, and was logged as the
+    last request's caller)."""
+    from mlapi.serving.call_log import CURRENT_CALL
+
+    client = make_app(MODELS=models_env(trained, "cancer")).test_client()
+    assert client.post("/predict", json={"instances": rows(trained)}).status_code == 200
+    assert CURRENT_CALL.get() is None
