@@ -2,6 +2,7 @@
 share one limit; Redis cut mid-run (a TCP proxy) fails no request and delays none past the
 timeout, each process counting on its own meanwhile, and the shared counts are back once Redis
 is; API keys never reach the server's log, only their ids."""
+import contextlib
 import secrets
 import threading
 import time
@@ -35,11 +36,19 @@ def caught_up(redis_client, key: str, count: int) -> bool:
     return shared_count(redis_client, key) == count
 
 
-def server_behind(proxy, start_server, trained, key: str, rate_limit: str):
-    """One worker whose Redis (REDIS_TIMEOUT_MS 200) is reached through `proxy`."""
-    return start_server({"MODELS": models_env(trained, "cancer"), "API_KEYS": key, "RATE_LIMIT": rate_limit,
-                         "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", "REDIS_TIMEOUT_MS": "200",
-                         "UWSGI_PROCESSES": "1", "WEB_CONCURRENCY": "1"})
+@contextlib.contextmanager
+def server_behind_a_proxy(start_server, trained, rate_limit: str):
+    """(proxy, key, server): one worker whose Redis (REDIS_TIMEOUT_MS 200) is reached through
+    `proxy`, which the test may cut and restore; the proxy is closed after."""
+    proxy = TcpProxy(*REDIS)
+    key = fresh_key()
+    try:
+        yield proxy, key, start_server({
+            "MODELS": models_env(trained, "cancer"), "API_KEYS": key, "RATE_LIMIT": rate_limit,
+            "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", "REDIS_TIMEOUT_MS": "200",
+            "UWSGI_PROCESSES": "1", "WEB_CONCURRENCY": "1"})
+    finally:
+        proxy.close()
 
 
 def served_in(client, url: str, key: str, **request) -> float:
@@ -70,10 +79,7 @@ def test_two_servers_with_one_redis_share_one_limit(start_server, trained, redis
 def test_redis_cut_mid_run_fails_no_request_and_the_shared_counts_come_back(start_server, trained, redis_client):
     from mlapi.http import rate_limit
 
-    proxy = TcpProxy(*REDIS)
-    key = fresh_key()
-    try:
-        server = server_behind(proxy, start_server, trained, key, "1000/minute")
+    with server_behind_a_proxy(start_server, trained, "1000/minute") as (proxy, key, server):
         body = {"instances": as_plain(trained["cancer"][2])}
 
         def call() -> float:
@@ -90,8 +96,6 @@ def test_redis_cut_mid_run_fails_no_request_and_the_shared_counts_come_back(star
         time.sleep(rate_limit.RETRY_SHARED_SECONDS + 0.5)
         call()
         assert caught_up(redis_client, key, 4)  # shared again
-    finally:
-        proxy.close()
     log = server.output()
     assert log.count("each worker counts rate limits on its own") == 1  # once per interval, not per request
     assert "rate limits are shared again" in log
@@ -205,10 +209,7 @@ def test_two_processes_near_the_limit_are_exact():
 @pytest.mark.slow
 def test_a_flush_redis_does_not_take_delays_no_request_and_warns_once(start_server, trained, redis_client):
     """Redis cut while hits wait in a worker's flusher: served, counted in the process, one warning."""
-    proxy = TcpProxy(*REDIS)
-    key = fresh_key()
-    try:
-        server = server_behind(proxy, start_server, trained, key, "10000/minute")
+    with server_behind_a_proxy(start_server, trained, "10000/minute") as (proxy, key, server):
         session = requests.Session()
         served_in(session, f"{server.url}/models", key)
         assert caught_up(redis_client, key, 1)
@@ -216,8 +217,6 @@ def test_a_flush_redis_does_not_take_delays_no_request_and_warns_once(start_serv
         slowest = max(served_in(session, f"{server.url}/models", key) for _ in range(300))  # ahead, then per process
         assert slowest < 0.2 + 0.5
         assert shared_count(redis_client, key) <= 301
-    finally:
-        proxy.close()
     log = server.output()
     assert log.count("each worker counts rate limits on its own") == 1
     assert "Traceback" not in log
