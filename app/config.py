@@ -16,6 +16,7 @@ from typing import Mapping
 
 from mlapi.errors import ConfigurationError
 from mlapi.naming import SHA256_HEX, ModelSpec, parse_models, split_digest
+from mlapi.secret_settings import admin_token, api_keys, secret_file, text as _text
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -232,9 +233,9 @@ class Settings:
             # Off by default in production (the default on Cloud Run, which sets K_SERVICE): a
             # service publishes its feature names and categories only when asked; on locally.
             api_docs=_bool(env, "API_DOCS", environment != "production"),
-            api_docs_token=_text(env, "API_DOCS_TOKEN") or _secret_file(env, "API_DOCS_TOKEN_FILE"),
-            api_keys=_api_keys(env),
-            admin_token=_admin_token(env),
+            api_docs_token=_text(env, "API_DOCS_TOKEN") or secret_file(env, "API_DOCS_TOKEN_FILE"),
+            api_keys=api_keys(env),
+            admin_token=admin_token(env),
             trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, minimum=0),
             rate_limit=_rate_limit(env),
             redis_url=_redis_url(env),
@@ -280,64 +281,6 @@ def _models(env: Mapping[str, str]) -> tuple[ModelSpec, ...]:
 
 # ---- one parser per type: each error names the variable and what it expects -----------------
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _text(env: Mapping[str, str], key: str) -> str | None:
-    """The value, stripped; unset and empty are the same (None)."""
-    return (env.get(key) or "").strip() or None
-
-
-def _secret_file(env: Mapping[str, str], key: str) -> str | None:
-    """The stripped content of the file `key` names (a secret kept out of the environment)."""
-    path = _text(env, key)
-    if path is None:
-        return None
-    try:
-        with open(path, encoding="utf-8") as file:
-            secret = file.read().strip()
-    except OSError as exc:
-        raise ConfigurationError(f"{key}={path!r} cannot be read: {exc.strerror}") from None
-    if not secret:  # an empty secret would mean no protection at all: fail closed, not open
-        raise ConfigurationError(f"{key}={path!r} is empty: write the token into it, or unset {key}")
-    return secret
-
-
-# What a key may be: an RFC 6750 bearer token (so it can travel in Authorization: Bearer), long
-# enough not to be guessed. secrets.token_urlsafe(32) makes one.
-_API_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,}=*")
-_KEY_ADVICE = ("16 or more of A-Z a-z 0-9 - . _ ~ + / (make one with: python -c "
-               "'import secrets; print(secrets.token_urlsafe(32))')")
-
-
-def _api_keys(env: Mapping[str, str]) -> tuple[str, ...]:
-    inline = _text(env, "API_KEYS")
-    if inline and _text(env, "API_KEYS_FILE"):
-        raise ConfigurationError("API_KEYS and API_KEYS_FILE are both set: keep one (API_KEYS_FILE for a mounted secret)")
-    if inline:
-        source, keys = "API_KEYS", [key.strip() for key in inline.split(",")]
-    else:
-        content = _secret_file(env, "API_KEYS_FILE")
-        if content is None:
-            return ()
-        source, keys = "API_KEYS_FILE", [line.split("#", 1)[0].strip() for line in content.splitlines()]
-    keys = [key for key in keys if key]
-    if not keys:  # no key would mean no protection at all: fail closed, not open
-        raise ConfigurationError(f"{source} holds no key: write one key per line (# starts a comment), or unset it")
-    for number, key in enumerate(keys, 1):
-        if not _API_KEY.fullmatch(key):  # the message never quotes the key: it is a secret
-            raise ConfigurationError(f"{source}: key {number} is not a key: write {_KEY_ADVICE}")
-    return tuple(dict.fromkeys(keys))
-
-
-def _admin_token(env: Mapping[str, str]) -> str | None:
-    inline = _text(env, "ADMIN_TOKEN")
-    if inline and _text(env, "ADMIN_TOKEN_FILE"):
-        raise ConfigurationError("ADMIN_TOKEN and ADMIN_TOKEN_FILE are both set: keep one (ADMIN_TOKEN_FILE for a "
-                                 "mounted secret)")
-    token, source = (inline, "ADMIN_TOKEN") if inline else (_secret_file(env, "ADMIN_TOKEN_FILE"), "ADMIN_TOKEN_FILE")
-    if token is not None and not _API_KEY.fullmatch(token):  # never quoted: it is a secret
-        raise ConfigurationError(f"{source} is not a token: write {_KEY_ADVICE}")
-    return token
 
 
 def _rate_limit(env: Mapping[str, str]) -> str | None:
