@@ -136,7 +136,7 @@ SHORTCUT_FOR = {
     "DecisionTreeClassifier": (lambda: DecisionTreeClassifier(random_state=0),
                                {"predict_proba": "scikit-learn", "labels": "from-probabilities"}),
     "HistGradientBoostingClassifier": (lambda: HistGradientBoostingClassifier(max_iter=5),
-                                       {"predict_proba": "scikit-learn", "labels": "from-probabilities"}),
+                                       {"predict_proba": "hist-gradient-boosting", "labels": "from-probabilities"}),
     "GaussianNB": (GaussianNB, {"predict_proba": "scikit-learn", "labels": "from-probabilities"}),
 }
 

@@ -25,6 +25,9 @@ def probe_rows(estimator) -> np.ndarray | None:
     if not isinstance(n_features, (int, np.integer)) or n_features < 1:
         return None
     rng = np.random.default_rng(SEED)
+    boosted = boosted_splits(estimator, n_features)
+    if boosted is not None:
+        return _rows_for_boosting(rng, *boosted)
     thresholds = _split_thresholds(estimator, n_features)
     if thresholds is not None:
         return _rows_around_splits(rng, thresholds)
@@ -87,8 +90,10 @@ def transformed(step, rows: np.ndarray | None) -> np.ndarray | None:
 
 
 def _split_thresholds(estimator, n_features: int) -> list[np.ndarray] | None:
-    trees = [tree.tree_ for tree in (getattr(estimator, "estimators_", None) or [estimator])
-             if hasattr(tree, "tree_")]
+    members = getattr(estimator, "estimators_", None)
+    if isinstance(members, np.ndarray):  # gradient boosting: stages × outputs
+        members = members.ravel().tolist()
+    trees = [tree.tree_ for tree in (members or [estimator]) if hasattr(tree, "tree_")]
     if not trees:
         return None
     features = np.concatenate([tree.feature for tree in trees])
@@ -125,3 +130,76 @@ def _scaler_range(estimator):
         margin = 0.1 * (data_max - data_min)
         return data_min - margin, data_max + margin
     return None
+
+
+# ---- boosted trees: every split's neighbourhood --------------------------------------------
+# A boosted model adds hundreds of small trees, each a few splits deep, and a shortcut that
+# compared one of them the wrong way at its threshold (float32 against float64, `<` for `<=`,
+# a missing value sent the wrong way, a category's bit misread) would change a few rows in a
+# million. So its probe puts every split threshold, the floats just below and above it (in
+# float64, and for trees that compare float32 values the float32 ones either side), NaN where
+# the model accepts it, and every known category, an unknown one and NaN for a categorical
+# feature, into rows that otherwise vary over the fitted range.
+
+def boosted_splits(estimator, n_features: int):
+    """(per column: values to probe, per column: categories or None, whether NaN and infinity
+    are accepted) for a gradient-boosting model, else None."""
+    from mlapi.serving.shortcuts.hist_boosting import model_categories, original_columns
+
+    if getattr(estimator, "_predictors", None):  # HistGradientBoosting
+        nodes = np.concatenate([predictor.nodes for iteration in estimator._predictors for predictor in iteration])
+        numeric = ~nodes["is_leaf"].astype(bool) & ~nodes["is_categorical"].astype(bool)
+        columns = original_columns(estimator)[nodes["feature_idx"][numeric]]
+        values = nodes["num_threshold"][numeric]
+        categories = [None] * n_features
+        found = model_categories(estimator)
+        for column, known in (found if isinstance(found, list) else []):
+            categories[column] = known
+        return _neighbours(columns, values, n_features, float32=False), categories, True
+    if isinstance(getattr(estimator, "estimators_", None), np.ndarray):  # GradientBoosting
+        thresholds = _split_thresholds(estimator, n_features)
+        if thresholds is None:
+            return None
+        columns = np.concatenate([np.full(len(values), j) for j, values in enumerate(thresholds)])
+        values = np.concatenate(thresholds) if columns.size else np.zeros(0)
+        return _neighbours(columns, values, n_features, float32=True), [None] * n_features, False
+    return None
+
+
+def _neighbours(columns: np.ndarray, thresholds: np.ndarray, n_features: int, float32: bool) -> list[np.ndarray]:
+    finite = np.isfinite(thresholds)
+    columns, thresholds = columns[finite], thresholds[finite]
+    near = [thresholds, np.nextafter(thresholds, -np.inf), np.nextafter(thresholds, np.inf)]
+    if float32:
+        as32 = thresholds.astype(np.float32)
+        near += [as32, np.nextafter(as32, np.float32(-np.inf)), np.nextafter(as32, np.float32(np.inf))]
+    values = np.concatenate([np.asarray(value, dtype=np.float64) for value in near])
+    columns = np.tile(columns, len(near))
+    return [np.unique(values[columns == j]) for j in range(n_features)]
+
+
+def _rows_for_boosting(rng, values: list[np.ndarray], categories: list, accepts_nan: bool) -> np.ndarray:
+    spread = [v if v.size else np.array([-1.0, 0.0, 1.0]) for v in values]
+    base = _rows_around_splits(rng, spread)
+    # Every probed value of each column once at least, columns shuffled independently so that
+    # rows take varied paths through the trees.
+    n_rows = max(len(v) for v in values + [c for c in categories if c is not None] + [np.zeros(N_ROWS)])
+    at_splits = np.column_stack([rng.permutation(np.resize(v, n_rows)) for v in spread])
+    for j, known in enumerate(categories):
+        if known is not None:
+            unseen = [known.max() + 1 if known.size else 0.0, -1.0, 0.5]
+            choices = np.concatenate([known, unseen, [np.nan]])
+            at_splits[:, j] = rng.permutation(np.resize(choices, n_rows))
+            base[:, j] = rng.choice(choices, len(base))
+    rows = np.vstack([base, at_splits])
+    if accepts_nan:
+        numeric = [j for j, known in enumerate(categories) if known is None]
+        gaps = base.copy()
+        gaps[rng.uniform(size=gaps.shape) < 0.3] = np.nan
+        extremes = np.repeat(base[:2], 2, axis=0)
+        extremes[0, numeric], extremes[1, numeric], extremes[2, :] = np.inf, -np.inf, np.nan
+        for j, known in enumerate(categories):  # categorical columns take no infinity
+            if known is not None:
+                extremes[:2, j] = known[0] if known.size else np.nan
+        rows = np.vstack([rows, gaps, extremes])
+    return np.ascontiguousarray(rows, dtype=np.float64)

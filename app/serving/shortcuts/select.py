@@ -23,7 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mlapi.serving.shortcuts.boosting import boosting_candidate
 from mlapi.serving.shortcuts.forests import forest_candidate
+from mlapi.serving.shortcuts.hist_boosting import hist_candidate
 from mlapi.serving.shortcuts.linear import linear_candidate
 from mlapi.serving.shortcuts.probes import compare, disagreement
 from mlapi.serving.shortcuts.sklearn_code import Candidate, owner_mismatch
@@ -57,7 +59,7 @@ def own_method(reason: str) -> Route:
 def shortcut(estimator, method: str, probe: np.ndarray | None) -> Route:
     """The fastest known drop-in for estimator.<method> that agrees with it on the probe rows."""
     reasons = []
-    for candidate_of in (forest_candidate, linear_candidate):
+    for candidate_of in (forest_candidate, linear_candidate, hist_candidate, boosting_candidate):
         found = candidate_of(estimator, method)
         if isinstance(found, Candidate):
             break
@@ -98,6 +100,7 @@ PROBA_RELATIONS = (
     (MONOTONE, "sklearn.linear_model._base.LinearClassifierMixin", "sklearn.linear_model._logistic.LogisticRegression"),
     (MONOTONE, "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
      "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier"),
+    (MONOTONE, "sklearn.ensemble._gb.GradientBoostingClassifier", "sklearn.ensemble._gb.GradientBoostingClassifier"),
     (MONOTONE, "sklearn.naive_bayes._BaseNB", "sklearn.naive_bayes._BaseNB"),
 )
 

@@ -1,0 +1,198 @@
+"""Gradient boosting from its fitted structures (app/serving/shortcuts/hist_boosting.py,
+boosting.py, boosting_trees.py) must give bit for bit what the model's own predict_proba /
+predict give — on random rows and on rows exactly at and next to every split — and must stand
+aside, saying why, whenever it cannot."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.ensemble import (GradientBoostingClassifier, GradientBoostingRegressor, HistGradientBoostingClassifier,
+                              HistGradientBoostingRegressor)
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlapi.serving.model import ServedModel
+from mlapi.serving.shortcuts import boosting_trees
+from sklearn_validation import count_validations
+
+DATASETS = {"binary": load_breast_cancer, "multiclass": load_iris, "regression": load_diabetes}
+# family: (classifier, regressor, its parameter for the number of iterations, its compute path)
+FAMILIES = {"hist": (HistGradientBoostingClassifier, HistGradientBoostingRegressor, "max_iter", "hist-gradient-boosting"),
+            "gb": (GradientBoostingClassifier, GradientBoostingRegressor, "n_estimators", "gradient-boosting")}
+MODELS = [(family, task) for family in FAMILIES for task in DATASETS]
+
+
+def build(family: str, task: str, iterations: int = 30, **params):
+    classifier, regressor, count, _ = FAMILIES[family]
+    return (regressor if task == "regression" else classifier)(**{count: iterations}, random_state=0, **params)
+
+
+def _noisy(X, seed=0):
+    rng = np.random.default_rng(seed)
+    return X + rng.normal(scale=X.std(axis=0) * 0.5, size=X.shape)
+
+
+def split_points(model) -> tuple[np.ndarray, np.ndarray]:
+    """(feature, threshold) of every numeric split of the model, as the model stores them."""
+    if hasattr(model, "_predictors"):
+        nodes = np.concatenate([p.nodes for iteration in model._predictors for p in iteration])
+        split = ~nodes["is_leaf"].astype(bool)
+        return nodes["feature_idx"][split], nodes["num_threshold"][split]
+    trees = [tree.tree_ for stage in model.estimators_ for tree in stage]
+    return (np.concatenate([t.feature[t.feature >= 0] for t in trees]),
+            np.concatenate([t.threshold[t.feature >= 0] for t in trees]))
+
+
+def rows_at_splits(model, X, seed=1) -> np.ndarray:
+    """Rows of X with one value moved exactly onto a split, or one float (float64 or float32)
+    either side of it."""
+    features, thresholds = split_points(model)
+    as32 = thresholds.astype(np.float32)
+    values = np.concatenate([thresholds, np.nextafter(thresholds, -np.inf), np.nextafter(thresholds, np.inf),
+                             np.nextafter(as32, np.float32(-np.inf)), np.nextafter(as32, np.float32(np.inf))])
+    features = np.tile(features, 5)
+    rng = np.random.default_rng(seed)
+    rows = X[rng.integers(0, len(X), len(values))].copy()
+    rows[np.arange(len(values)), features] = values
+    return np.ascontiguousarray(rows, dtype=np.float64)
+
+
+def _fit(family, task):
+    X, y = DATASETS[task](return_X_y=True)
+    return build(family, task).fit(X, y), X, FAMILIES[family][3], "predict" if task == "regression" else "predict_proba"
+
+
+class Counting:
+    """Counts calls to one method of one estimator instance (the class is left alone)."""
+
+    def __init__(self, estimator, method):
+        self.calls, original = 0, getattr(estimator, method)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        setattr(estimator, method, counted)
+
+
+@pytest.mark.parametrize("family, task", MODELS)
+def test_bit_for_bit_on_random_rows_and_at_every_split(family, task):
+    model, X, path, method = _fit(family, task)
+    served = ServedModel("boosted", "1", model)
+    assert served.compute_path[method] == {"path": path}
+    cases = [(rows, getattr(model, method)(rows).tolist(), model.predict(rows).tolist())
+             for rows in (X, _noisy(X), _noisy(X)[:1], rows_at_splits(model, X))]
+    sklearn_calls = Counting(model, method)
+    for rows, expected, labels in cases:
+        result = served.predict(rows)
+        assert result.predictions == (labels if task != "regression" else expected)
+        if task != "regression":
+            assert result.probabilities == expected
+    assert sklearn_calls.calls == 0
+    if task != "regression":
+        assert served.compute_path["labels"] == {"path": "from-probabilities"}
+
+
+@pytest.mark.parametrize("family", ["hist", "gb"])
+def test_a_dataframe_fitted_model_takes_the_servers_frames_without_validation(family, monkeypatch):
+    from mlapi.serving.instances import to_model_input
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = build(family, "binary").fit(X, y)
+    served = ServedModel("frame", "1", model)
+    validations = count_validations(monkeypatch)
+    for n in (1, 40):
+        rows = to_model_input(served, _noisy(X.to_numpy())[:n].tolist())
+        validations["calls"] = 0
+        result = served.predict(rows)
+        assert validations["calls"] == 0
+        assert result.probabilities == model.predict_proba(rows).tolist()
+        assert result.predictions == model.predict(rows).tolist()
+    # Anything else goes to the model's own method: ints, a frame of other columns' order.
+    for rows in (X.iloc[:5].round().astype(np.int64), X.iloc[:5, ::-1]):
+        if list(rows.columns) != list(X.columns):
+            with pytest.raises(Exception, match="feature names"):
+                model.predict_proba(rows)
+            continue
+        assert served.predict(rows).probabilities == model.predict_proba(rows).tolist()
+
+
+@pytest.mark.parametrize("family", ["hist", "gb"])
+def test_a_pipeline_ending_in_a_booster_uses_it(family):
+    X, y = load_iris(return_X_y=True)
+    model = make_pipeline(StandardScaler(), build(family, "multiclass")).fit(X, y)
+    served = ServedModel("pipe", "1", model)
+    assert served.compute_path["predict_proba"]["path"] == FAMILIES[family][3]
+    rows = _noisy(X)
+    assert served.predict(rows).probabilities == model.predict_proba(rows).tolist()
+    assert served.predict(rows).predictions == model.predict(rows).tolist()
+
+
+def test_subclasses_that_override_what_the_shortcut_replaces_keep_their_own_code():
+    X, y = load_diabetes(return_X_y=True)
+
+    class Clipped(HistGradientBoostingRegressor):
+        def predict(self, X):
+            return np.clip(super().predict(X), 50, 250)
+
+    class Shifted(GradientBoostingRegressor):
+        def _raw_predict(self, X):
+            return super()._raw_predict(X) + 1.0
+
+    for model in (Clipped(max_iter=10).fit(X, y), Shifted(n_estimators=10).fit(X, y)):
+        served = ServedModel("sub", "1", model)
+        route = served.compute_path["predict"]
+        assert route["path"] == "scikit-learn" and "overrides" in route["reason"], route
+        assert served.predict(X[:30]).predictions == model.predict(X[:30]).tolist()
+
+
+def test_a_custom_init_estimator_is_left_to_scikit_learn():
+    X, y = load_diabetes(return_X_y=True)
+    model = GradientBoostingRegressor(n_estimators=10, init=LinearRegression()).fit(X, y)
+    served = ServedModel("init", "1", model)
+    assert served.compute_path["predict"]["path"] == "scikit-learn"
+    assert "init=LinearRegression" in served.compute_path["predict"]["reason"]
+    assert served.predict(X[:30]).predictions == model.predict(X[:30]).tolist()
+    zero = GradientBoostingRegressor(n_estimators=10, init="zero").fit(X, y)
+    assert ServedModel("zero", "1", zero).compute_path["predict"] == {"path": "gradient-boosting"}
+
+
+@pytest.mark.parametrize("family, task", [("hist", "binary"), ("gb", "multiclass"), ("gb", "regression")])
+def test_a_walk_off_by_one_float_at_the_splits_is_caught_by_the_probe(family, task, monkeypatch, caplog):
+    # `<` where scikit-learn compares `<=`: right on every random row, wrong only for a value
+    # exactly at a split, which the probe puts there for every split of the model.
+    model, X, _, method = _fit(family, task)
+    built = boosting_trees.NodeTable.__init__
+
+    def strict(self, *args, **kwargs):
+        built(self, *args, **kwargs)
+        self.threshold = np.nextafter(self.threshold, -np.inf)  # x <= prev(t)  ⇔  x < t
+
+    monkeypatch.setattr(boosting_trees.NodeTable, "__init__", strict)
+    served = ServedModel("wrong", "1", model)
+    route = served.compute_path[method]
+    assert route["path"] == "scikit-learn" and route["reason"].startswith("probe mismatch: differs"), route
+    assert "the shortcut differs from scikit-learn" in caplog.text
+    rows = rows_at_splits(model, X)
+    assert getattr(served.predict(rows), "probabilities" if method == "predict_proba" else "predictions") == \
+        getattr(model, method)(rows).tolist()
+
+
+def test_a_gradient_boosting_model_loads_and_answers_through_the_server(make_app, tmp_path):
+    import joblib
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    model = GradientBoostingClassifier(n_estimators=15, random_state=0).fit(X, labels)
+    joblib.dump(model, tmp_path / "gb.joblib")
+    client = make_app(MODELS=f"gb={tmp_path / 'gb.joblib'}").test_client()
+    assert client.get("/models/gb/versions/1").get_json()["compute_path"]["predict_proba"] == {
+        "path": "gradient-boosting"}
+    rows = _noisy(X.to_numpy())[:5]
+    answer = client.post("/models/gb/predict", json={"instances": rows.tolist()}).get_json()
+    frame = pd.DataFrame(rows, columns=X.columns)
+    assert answer["predictions"] == model.predict(frame).tolist()
+    assert answer["probabilities"] == model.predict_proba(frame).tolist()
