@@ -55,6 +55,10 @@ class Settings:
     # The types a .skops artifact may hold beyond skops' own trusted ones; anything else refuses
     # the model at load. Only this setting decides, never the artifact (app/serving/formats.py).
     skops_trusted_types: tuple[str, ...] = SKOPS_DEFAULT_TRUSTED_TYPES
+    # On: each model's outputs take the shortcuts verified at load, a tabular Pipeline's feature
+    # steps the compiled path (app/serving/shortcuts/compute_path.py). Off: every model computes
+    # with scikit-learn's own methods, to rule the shortcuts out when a prediction is in doubt.
+    compiled_path: bool = True
     # Let pandas load pyarrow in the server process (off: ~34 MB less per instance; see
     # app/server/startup.py).
     server_pyarrow: bool = False
@@ -212,6 +216,7 @@ class Settings:
             strict_sklearn_version=_bool(env, "STRICT_SKLEARN_VERSION", False),
             skops_trusted_types=_type_names(env, "SKOPS_TRUSTED_TYPES", SKOPS_DEFAULT_TRUSTED_TYPES),
             server_pyarrow=_bool(env, "SERVER_PYARROW", False),
+            compiled_path=_bool(env, "COMPILED_PATH", True),
             max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1),
             max_rows=_int(env, "MAX_ROWS", 10_000, minimum=1),
             request_timeout_seconds=_int(env, "REQUEST_TIMEOUT", 60, minimum=1),

@@ -50,7 +50,7 @@ def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
         # Milliseconds: two reloads within a second still show two times (/models).
         "loaded_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "load_seconds": round(time.time() - started, 3),
-    })
+    }, compiled_path=settings.compiled_path)
     log.info("loaded model %s:%s from %s (%s, %s, sha256 %s); compute path: %s", spec.name, spec.version,
              spec.uri, type(estimator).__name__, served.metadata["format"], digest[:12],
              describe_compute_path(served.compute_path))
