@@ -22,8 +22,8 @@ from mlapi import metrics
 from mlapi.errors import ArtifactError, InvalidInput, ModelFailure
 from mlapi.serving import columns
 from mlapi.serving.input_faults import explain_rejection
-from mlapi.serving.shortcuts.select import ARGMAX, argmax_labels, labels_route, own_method, shortcut
-from mlapi.serving.shortcuts.probes import probe_rows, transformed
+from mlapi.serving.shortcuts.compute_path import choose as choose_compute_path
+from mlapi.serving.shortcuts.select import ARGMAX, argmax_labels
 from mlapi.serving.shortcuts.sklearn_code import fitted_names
 
 TEXT = "text"
@@ -68,6 +68,8 @@ class ServedModel:
     version: str
     estimator: Any
     metadata: dict = field(default_factory=dict)
+    # Settings.compiled_path: off puts every output on scikit-learn's own method.
+    compiled_path: bool = True
 
     def __post_init__(self) -> None:
         est = self.estimator
@@ -95,42 +97,12 @@ class ServedModel:
         self._choose_compute_path()
 
     def _choose_compute_path(self) -> None:
-        """Decided once: which methods have a faster drop-in (forests, linear models) and whether
-        labels can be read off predict_proba (see predict_arrays), each probed on rows from the
-        model's fitted range; compute_path records every choice and why (app/serving/shortcuts/select.py)."""
-        routes = {}
-        # The feature step's transforms, called one after the other: what Pipeline.transform
-        # does without metadata routing, whose per-call bookkeeping (routing objects, deep-copied
-        # tags) costs more than a one-row scaler. Probe rows for each step are the previous
-        # step's own output, so every step is probed on rows like the ones it will see.
-        steps = [] if self.feature_step is None else [
-            (name, step) for name, step in self.feature_step.steps if step is not None and step != "passthrough"]
-        probe = probe_rows(steps[0][1]) if steps else None
-        self._transforms = []
-        for name, step in steps:
-            route = shortcut(step, "transform", probe)
-            routes[f"{name}.transform"] = route
-            self._transforms.append(route.call or step.transform)
-            probe = transformed(step, probe)
-        predictor = self.predictor
-        # The predictor's own fitted range (a forest's splits) beside what the steps make.
-        own = probe_rows(predictor)
-        if probe is None or (own is not None and probe.shape[1] != own.shape[1]):
-            probe = own
-        elif own is not None:
-            probe = np.ascontiguousarray(np.vstack([probe, own]))
-        self._proba_relation = None
-        self._predict_proba = self._predict_labels = None
-        if self.has_proba:
-            route = shortcut(predictor, "predict_proba", probe)
-            routes["predict_proba"], self._predict_proba = route, route.call
-            self._proba_relation, routes["labels"] = labels_route(predictor, probe, route.probe_output)
-        elif self.classes is not None:
-            routes["labels"] = own_method("no predict_proba to read labels from")
-        else:
-            route = shortcut(predictor, "predict", probe)
-            routes["predict"], self._predict_labels = route, route.call
-        self.compute_path = {output: route.describe() for output, route in routes.items()}
+        """Decided once: which code computes each output, each shortcut probed on rows from the
+        model's fitted range; compute_path records every choice and why (shortcuts/compute_path.py)."""
+        path = choose_compute_path(self, self.compiled_path)
+        self._transforms, self._proba_relation = path.transforms, path.proba_relation
+        self._predict_proba, self._predict_labels = path.predict_proba, path.predict_labels
+        self.compute_path = path.describe()
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):

@@ -65,15 +65,17 @@ def linear_candidate(estimator, method: str) -> Candidate | str:
     return Candidate(linear_output, compute, LINEAR)
 
 
-def _scaler_transform(scaler):
-    # StandardScaler.transform on a dense float64 array, after validation copied it.
+def scaler_transform(scaler):
+    """StandardScaler.transform on a dense float64 array, after validation copied it (here, or
+    by the caller: copy=False; the compiled path's steps, app/serving/shortcuts/compiled_steps.py)."""
     if getattr(scaler, "copy", True) is not True:
         return "copy=False transforms the caller's array in place: left to scikit-learn"
     mean = scaler.mean_ if scaler.with_mean else None
     scale = scaler.scale_ if scaler.with_std else None
 
-    def transform(X):
-        X = X.copy()
+    def transform(X, copy=True):
+        if copy:
+            X = X.copy()
         if mean is not None:
             X -= mean.astype(X.dtype)
         if scale is not None:
@@ -108,4 +110,4 @@ def _logistic_proba(model):
     return predict_proba
 
 
-_LINEAR_COMPUTE = {"transform": _scaler_transform, "predict_proba": _logistic_proba, "predict": _linear_scores}
+_LINEAR_COMPUTE = {"transform": scaler_transform, "predict_proba": _logistic_proba, "predict": _linear_scores}
