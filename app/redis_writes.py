@@ -108,7 +108,7 @@ class UnwaitedWrites:
         connection Redis (or the network) has closed. Replies are one line each: newlines
         count them."""
         sock = connection._sock
-        while (self.unread or until_empty) and _arrived(sock):
+        while (self.unread or until_empty) and arrived(sock):
             data = sock.recv(65536)
             if not data:
                 raise ConnectionError("Redis closed the connection")
@@ -128,7 +128,8 @@ class UnwaitedWrites:
         return self.connection
 
 
-def _arrived(sock) -> bool:
-    """Whether bytes wait on the socket (a TLS socket may hold decrypted ones select cannot see)."""
+def arrived(sock, wait: float = 0.0) -> bool:
+    """Whether bytes wait on the socket, after waiting up to `wait` seconds for them (a TLS
+    socket may hold decrypted ones select cannot see)."""
     pending = getattr(sock, "pending", None)
-    return bool((pending is not None and pending()) or select.select([sock], [], [], 0)[0])
+    return bool((pending is not None and pending()) or select.select([sock], [], [], wait)[0])

@@ -16,22 +16,8 @@ expiry on a threading.Timer(0.01) started again from `incr` once the last one ha
 thread starts a second in a busy worker, each waiting for its thread to run; measured
 (docs/performance.md, fleet features) it cost 23 % of M1's req/s at 16 connections.
 
-With REDIS_URL every process and instance shares one count, and a check does not wait for
-Redis unless the caller is near a limit. Each worker counts its hits locally, and a thread of
-its own (started in each worker as it is forked) sends them every FLUSH_SECONDS in one script
-call for every counter hit since (INCRBY, EXPIRE on the first) and reads back the shared
-counts. A check is judged on the last shared count read (at most FRESH_SECONDS old) plus this
-process's hits not yet in it, and counted ahead of Redis only while those hits stay within an
-AHEAD_SHARE-th of what that count leaves of every window; otherwise (a first request, a count
-not read lately, a caller near or at a limit, a small limit such as 5/minute) it waits for
-Redis as before: one script round trip that adds its pending hits and this one to every
-window in order until one is over, and answers each count and its time left, so refusals and
-small limits are exact. Overshoot: P processes hitting one caller are together ahead of Redis
-by at most P/AHEAD_SHARE of what the counts they last read left (each read ≤ FRESH_SECONDS
-old): none while P ≤ AHEAD_SHARE read at about the same time; past that, bounded by that share
-and the hits between reads. Why not the round trip on every request: through redis-py it cost
-39 % of M1's req/s (worker CPU 250 → 608 µs a request); the thread's one script call per
-FLUSH_SECONDS, whatever the number of requests, costs them a share of the GIL instead.
+With REDIS_URL every process and instance shares one count (app/http/rate_limit_shared.py),
+and a check does not wait for Redis unless the caller is near a limit.
 
 Redis down or slower than REDIS_TIMEOUT_MS: the request is served, counted in the process's own
 memory, and Redis is tried again every RETRY_SHARED_SECONDS; a warning is logged once a minute
@@ -47,50 +33,20 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
-import weakref
 from collections import deque
 
-from mlapi import redis_outage
-from mlapi.errors import ConfigurationError, RateLimited
-from mlapi.redis_outage import RedisOutage
+from mlapi.errors import RateLimited
+from mlapi.http.rate_limit_shared import SharedCounts
+from mlapi.redis_outage import RETRY_SECONDS as RETRY_SHARED_SECONDS
 
 log = logging.getLogger(__name__)
 
 # Probes, scrapes and Pub/Sub's pushes (paced by the subscription, authenticated by their token).
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/startupz", "/metrics", "/pubsub/push"})
-RETRY_SHARED_SECONDS = redis_outage.RETRY_SECONDS
 MAX_LOCAL_COUNTERS = 65_536  # per process: ~250 bytes each
 SWEEP_PER_CHECK = 4  # ended windows dropped per check, oldest first (a check starts at most one per limit)
-FLUSH_SECONDS = 0.025  # how often a worker sends its hits to Redis and reads the shared counts
-FRESH_SECONDS = 0.1  # a shared count older than this is not judged on: the check asks Redis
-AHEAD_SHARE = 8  # a process counts ahead of Redis at most this share of what the shared count leaves
-
-# limits' incr_expire for every window at once: KEYS are the counters, ARGV[1] "1" for a
-# request's hit ("0": only add the hits already allowed), then each counter's window seconds,
-# amount and hits already allowed. A hit goes to the windows in order until one is over its
-# amount (the rest get only their allowed hits, or are only read); each count is answered
-# with its seconds left.
-HIT_WINDOWS = """
-local answer, over = {}, ARGV[1] == "0"
-for i, key in ipairs(KEYS) do
-  local add = tonumber(ARGV[3 * i + 1])
-  if not over then add = add + 1 end
-  local count
-  if add > 0 then
-    count = redis.call("incrby", key, add)
-    if count == add then redis.call("expire", key, ARGV[3 * i - 1]) end
-  else
-    count = tonumber(redis.call("get", key) or 0)
-  end
-  over = over or count > tonumber(ARGV[3 * i])
-  answer[2 * i - 1] = count
-  answer[2 * i] = redis.call("ttl", key)
-end
-return answer
-"""
 
 
 class RateLimits:
@@ -176,143 +132,6 @@ class LocalCounts:
                 counter, key = ending.popleft()
                 if self.counters.get(key) is counter:
                     del self.counters[key]
-
-
-class SharedCounts:
-    """The counts in Redis, with this process's hits sent behind the requests (see the module's
-    docstring): `hit` answers None when counted ahead, DOWN when Redis does not answer, else
-    the windows' shared counts and seconds left."""
-
-    DOWN = object()
-
-    def __init__(self, url: str, timeout: float, windows):
-        storage = _redis_storage(url, timeout)
-        import redis
-
-        self.redis_error = redis.RedisError
-        self.prefixed = storage.prefixed_key
-        self.hit_windows = storage.get_connection().register_script(HIT_WINDOWS)
-        self.windows = windows
-        self.outage = RedisOutage(log, "each worker counts rate limits on its own", "rate limits are shared again")
-        self.lock = threading.Lock()
-        self.unsent: dict[str, list] = {}  # counter key → [hits not sent yet, its window's seconds]
-        self.sending: dict[str, int] = {}  # hits sent by the flush under way, not yet answered
-        self.known: dict[str, tuple[int, float]] = {}  # counter key → (shared count, when read)
-        self.flusher_pid = 0
-        # Each worker's flusher starts as the worker is forked (uWSGI calls CPython's fork
-        # hooks: py-call-uwsgi-fork-hooks), never in the master; else at the first check.
-        started = weakref.WeakMethod(self._start_flusher)
-        os.register_at_fork(after_in_child=lambda: started() and started()())
-
-    def hit(self, caller: str):
-        if not self.outage.asking():
-            return self.DOWN
-        if self.flusher_pid != os.getpid():
-            self._start_flusher()
-        keys = [caller + suffix for _, suffix, _ in self.windows]
-        now = time.monotonic()
-        with self.lock:
-            if self._may_count_ahead(keys, now):
-                for key, (_, _, seconds) in zip(keys, self.windows):
-                    pending = self.unsent.get(key)
-                    if pending is None:
-                        self.unsent[key] = [1, seconds]
-                    else:
-                        pending[0] += 1
-                return None
-            pending = [self.unsent.pop(key, (0,))[0] for key in keys]
-        args = ["1"]
-        for (item, _, seconds), hits in zip(self.windows, pending):
-            args += [seconds, item.amount, hits]
-        answer = self._ask(keys, args)
-        if answer is None:
-            return self.DOWN
-        return answer[0::2], answer[1::2]
-
-    def _may_count_ahead(self, keys: list[str], now: float) -> bool:
-        for key, (item, _, _) in zip(keys, self.windows):
-            known = self.known.get(key)
-            if known is None or now - known[1] > FRESH_SECONDS:
-                return False
-            pending = self.unsent.get(key)
-            ahead = self.sending.get(key, 0) + (pending[0] if pending else 0) + 1
-            if ahead * AHEAD_SHARE > item.amount - known[0]:
-                return False
-        return True
-
-    def _ask(self, keys: list[str], args: list) -> list[int] | None:
-        """Run the script (its answer: each count and its seconds left), remember the counts."""
-        try:
-            answer = self.hit_windows([self.prefixed(key) for key in keys], args)
-        except self.redis_error as exc:
-            self.outage.failed(exc, RETRY_SHARED_SECONDS)
-            return None
-        self.outage.answered()
-        now = time.monotonic()
-        with self.lock:
-            for key, count in zip(keys, answer[0::2]):
-                known = self.known.get(key)
-                # Replies of the flusher and of a request may cross: within a window a count
-                # only grows, so the larger of two recent ones is the later.
-                if known is None or now - known[1] > FRESH_SECONDS or count >= known[0]:
-                    self.known[key] = (count, now)
-        return answer
-
-    def _start_flusher(self) -> None:
-        """In this process (at fork, one thread: the parent's lock may be held by a thread that
-        does not exist here): fresh state and a flusher thread of its own."""
-        self.lock = threading.Lock()
-        self.unsent, self.sending, self.known = {}, {}, {}
-        self.flusher_pid = os.getpid()
-        threading.Thread(target=self._flush_forever, args=(weakref.ref(self),), name="rate-limit-flusher",
-                         daemon=True).start()
-
-    @staticmethod
-    def _flush_forever(ref) -> None:
-        pid = os.getpid()
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            shared = ref()
-            if shared is None or shared.flusher_pid != pid:
-                return  # its RateLimits is gone (a test's), or replaced by a newer flusher
-            try:
-                shared.flush()
-            except Exception:  # never let the thread die: the next flush tries again
-                log.exception("rate limits: a flush to Redis failed")
-            del shared
-
-    def flush(self) -> None:
-        """Send the hits counted ahead since the last flush, in one script call, and read back
-        their counters' shared counts. Redis down: they are dropped (counted nowhere again)."""
-        now = time.monotonic()
-        with self.lock:
-            batch, self.unsent = self.unsent, {}
-            self.sending = {key: hits for key, (hits, _) in batch.items()}
-            if len(self.known) > 4 * len(batch) + 1024:  # counts nobody hits lately
-                self.known = {key: known for key, known in self.known.items() if now - known[1] <= FRESH_SECONDS}
-        if not batch:
-            return
-        if self.outage.asking():
-            args = ["0"]
-            for hits, seconds in batch.values():
-                args += [seconds, 0, hits]
-            self._ask(list(batch), args)
-        with self.lock:
-            self.sending = {}
-
-
-def _redis_storage(url: str, timeout: float):
-    from limits.storage import storage_from_string
-
-    try:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-    except ImportError:
-        raise ConfigurationError("REDIS_URL needs the Python module redis: install mlapi[redis]") from None
-    # No retries: one failed call already sends the request to the local counts, so a request
-    # waits on Redis at most one timeout (some redis-py versions retry by default: said, not assumed).
-    return storage_from_string(url, wrap_exceptions=True, key_prefix="mlapi:ratelimit", socket_timeout=timeout,
-                               socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
 
 def build_rate_limits(settings) -> RateLimits | None:
