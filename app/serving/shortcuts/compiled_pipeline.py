@@ -17,12 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 from mlapi.serving.frames import column_index, is_dataframe
-from mlapi.serving.shortcuts.compiled_steps import Defer, Step, compile_step, is_missing
+from mlapi.serving.shortcuts.compiled_steps import Defer, Step, compile_step, is_missing, wraps_output
 from mlapi.serving.shortcuts.sklearn_code import owner_mismatch
 
 COMPILED = "compiled"
 COLUMN_TRANSFORMER = "sklearn.compose._column_transformer.ColumnTransformer"
-PIPELINE = "sklearn.pipeline.Pipeline"
 
 
 class CompiledFeatures:
@@ -65,7 +64,8 @@ def compile_features(steps: list, n_features, names: list[str] | None, fallback)
 def compile_transformer(step) -> Step | str:
     if owner_mismatch(step, "transform", COLUMN_TRANSFORMER) is None:
         return _column_transformer(step)
-    if owner_mismatch(step, "transform", PIPELINE) is None:
+    if type(step).__name__ == "Pipeline" and type(step).__module__ == "sklearn.pipeline":
+        # Pipeline.transform is made per access (available_if): the class itself, not a subclass
         chain = []
         for name, inner in step.steps:
             if inner is None or inner == "passthrough":
@@ -90,7 +90,7 @@ def _chained(chain: list[Step]) -> Step:
 
 
 def _column_transformer(transformer) -> Step | str:
-    if getattr(transformer, "_sklearn_output_config", None):
+    if wraps_output(transformer):
         return "set_output is configured: scikit-learn wraps the output"
     indices = getattr(transformer, "_transformer_to_input_indices", None)
     if not isinstance(indices, dict):

@@ -63,11 +63,18 @@ def float_matrix(columns: list, finite: bool = True) -> np.ndarray:
     return matrix
 
 
+def wraps_output(step) -> bool:
+    """set_output(transform="pandas" / "polars"): the output is a DataFrame, not our matrix.
+    ("default", which ColumnTransformer sets on the passthrough it makes, changes nothing.)"""
+    config = getattr(step, "_sklearn_output_config", None) or {}
+    return config.get("transform", "default") != "default"
+
+
 def compile_step(step) -> Step | str:
     """The compiled form of one fitted transformer, or why it has none."""
     if step == "passthrough":
         return Step(lambda columns: float_matrix(columns, finite=False))
-    if getattr(step, "_sklearn_output_config", None):
+    if wraps_output(step):
         return "set_output is configured: scikit-learn wraps the output"
     for owner, compile_kind in _COMPILERS:
         if owner_mismatch(step, "transform", owner) is None:

@@ -1,0 +1,214 @@
+"""The compiled feature path: every supported step gives scikit-learn's features bit for bit and
+the model's own predictions; input scikit-learn refuses is refused in the same words; anything
+unsupported, or a compiled step that is wrong on the probe, leaves the model on scikit-learn
+with the reason in compute_path."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer, make_column_transformer
+from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier,
+                              RandomForestRegressor)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import (FunctionTransformer, MinMaxScaler, OneHotEncoder, OrdinalEncoder,
+                                   PolynomialFeatures, StandardScaler)
+
+from mlapi.errors import InvalidInput
+from mlapi.serving.instances import to_model_input
+from mlapi.serving.model import ServedModel
+from mlapi.serving.shortcuts import compiled_steps
+
+TEXT, NUMBERS = ["plan", "region"], ["spend", "tickets", "seats"]
+
+
+def customers(n: int, seed: int = 0, unseen: bool = False) -> pd.DataFrame:
+    """Two text columns (region with missing values) and three numbers (spend with NaN)."""
+    rng = np.random.default_rng(seed)
+    plans = ["basic", "pro", "enterprise", "free", "legacy"] + (["platinum"] if unseen else [])
+    frame = pd.DataFrame({
+        "plan": rng.choice(plans, n, p=None if unseen else [0.4, 0.3, 0.2, 0.08, 0.02]),
+        "region": rng.choice(np.array(["eu", "us", "apac", None], dtype=object), n),
+        "spend": rng.gamma(2.0, 40.0, n),
+        "tickets": rng.poisson(2.0, n).astype(float),
+        "seats": rng.integers(1, 500, n).astype(float),
+    })
+    frame.loc[rng.uniform(size=n) < 0.1, "spend"] = np.nan
+    return frame
+
+
+def target(frame: pd.DataFrame, kind: str):
+    score = frame.spend.fillna(50) / 60 + frame.tickets * 0.4 - (frame.plan == "pro") * 1.5
+    if kind == "regression":
+        return score.to_numpy()
+    if kind == "binary":
+        return np.where(score > 2, "yes", "no")
+    return np.digitize(score, [1.0, 2.0, 3.5])  # four classes
+
+
+def numbers():
+    return make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+
+
+PIPELINES = {
+    # name: (feature side, final step, task)
+    "one-hot + scaler, logistic binary": (
+        lambda: make_column_transformer(
+            (make_pipeline(SimpleImputer(strategy="constant", fill_value="none"),
+                           OneHotEncoder(handle_unknown="ignore")), TEXT),
+            (numbers(), NUMBERS)),
+        lambda: LogisticRegression(max_iter=500), "binary"),
+    "one-hot drop first + min-max clip, forest multiclass": (
+        lambda: ColumnTransformer([
+            ("text", OneHotEncoder(drop="first", handle_unknown="ignore", sparse_output=False), TEXT),
+            ("numbers", make_pipeline(SimpleImputer(add_indicator=True), MinMaxScaler(clip=True)), NUMBERS)]),
+        lambda: RandomForestClassifier(n_estimators=10, random_state=0), "multiclass"),
+    "ordinal + imputer indicator, boosting binary": (
+        lambda: make_column_transformer(
+            (OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2), TEXT),
+            (SimpleImputer(strategy="mean", add_indicator=True), NUMBERS)),
+        lambda: HistGradientBoostingClassifier(max_iter=15, random_state=0), "binary"),
+    "infrequent categories + identity remainder, boosting regression": (
+        lambda: make_column_transformer(
+            (OneHotEncoder(min_frequency=0.05, handle_unknown="infrequent_if_exist", sparse_output=False), ["plan"]),
+            (OneHotEncoder(max_categories=3, handle_unknown="infrequent_if_exist"), ["region"]),
+            (FunctionTransformer(), ["tickets", "seats"]), remainder="passthrough"),
+        lambda: HistGradientBoostingRegressor(max_iter=15, random_state=0), "regression"),
+    "missing text as a category + weights, forest regression": (
+        lambda: ColumnTransformer([
+            ("text", OneHotEncoder(handle_unknown="ignore"), TEXT),
+            ("numbers", make_pipeline(SimpleImputer(strategy="most_frequent"), StandardScaler()), NUMBERS)],
+            transformer_weights={"numbers": 0.5}),
+        lambda: RandomForestRegressor(n_estimators=10, random_state=0), "regression"),
+    "scaled numbers, remainder dropped, logistic multiclass": (
+        lambda: make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+                                        (numbers(), ["spend", "seats"])),
+        lambda: LogisticRegression(max_iter=1000), "multiclass"),
+}
+
+
+def fitted(name: str, n: int = 400):
+    features, final, kind = PIPELINES[name]
+    train = customers(n)
+    return make_pipeline(features(), final()).fit(train, target(train, kind))
+
+
+def assert_same_as_the_model(served: ServedModel, model, frame: pd.DataFrame) -> None:
+    model_input = to_model_input(served, frame.astype(object).where(frame.notna(), None).to_dict("records"))
+    got = served.features(model_input)
+    expected = model[:-1].transform(frame)
+    expected = expected.toarray() if hasattr(expected, "toarray") else expected
+    assert got.dtype == np.float64 and got.flags.c_contiguous
+    assert np.array_equal(got, np.asarray(expected, dtype=np.float64), equal_nan=True)
+    result = served.predict(model_input)
+    assert result.predictions == model.predict(frame).tolist()
+    if served.has_proba:
+        assert result.probabilities == model.predict_proba(frame).tolist()
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_every_supported_pipeline_is_compiled_and_predicts_as_scikit_learn(name):
+    model = fitted(name)
+    served = ServedModel("m", "1", model)
+    assert served.compute_path["features"] == {"path": "compiled"}, served.compute_path
+    handles_unknown = "ordinal" in name or "ignore" in repr(model[0]) or "infrequent" in name
+    for rows, seed in ((1, 1), (7, 2), (100, 3)):
+        assert_same_as_the_model(served, model, customers(rows, seed, unseen=handles_unknown))
+
+
+def test_an_array_fitted_pipeline_with_columns_by_index_mask_and_slice():
+    train = customers(300)
+    X = np.column_stack([train.plan.map({"basic": 0, "pro": 1, "enterprise": 2, "free": 3, "legacy": 4}),
+                         train[NUMBERS].to_numpy()]).astype(np.float64)
+    features = ColumnTransformer([
+        ("codes", OneHotEncoder(handle_unknown="ignore", sparse_output=False), [0]),
+        ("scaled", make_pipeline(SimpleImputer(), StandardScaler()), slice(1, 3)),
+        ("ranged", MinMaxScaler(), np.array([False, False, False, True]))])
+    model = make_pipeline(features, LogisticRegression(max_iter=500)).fit(X, target(train, "binary"))
+    served = ServedModel("codes", "1", model)
+    assert served.compute_path["features"] == {"path": "compiled"}
+    test = X[:50].copy()
+    test[3, 0], test[4, 1] = 9.0, np.nan  # an unseen code (ignored), a missing number (imputed)
+    model_input = to_model_input(served, test.tolist())
+    assert np.array_equal(served.features(model_input), model[:-1].transform(test))
+    assert served.predict(model_input).probabilities == model.predict_proba(test).tolist()
+
+
+def refusal(served: ServedModel, rows: list) -> str:
+    with pytest.raises(InvalidInput) as caught:
+        served.predict(to_model_input(served, rows))
+    return caught.value.message
+
+
+def test_input_scikit_learn_refuses_is_refused_in_the_same_words():
+    train = customers(300)
+    model = make_pipeline(make_column_transformer((OneHotEncoder(), TEXT), (StandardScaler(), ["tickets", "seats"])),
+                          LogisticRegression(max_iter=500)).fit(train.fillna({"region": "eu"}).drop(columns="spend"),
+                                                                target(train, "binary"))
+    served, plain = ServedModel("m", "1", model), ServedModel("m", "1", model, compiled_path=False)
+    assert served.compute_path["features"] == {"path": "compiled"}
+    assert plain.compute_path["columntransformer.transform"]["reason"] == "COMPILED_PATH=off"
+    good = {"plan": "pro", "region": "eu", "tickets": 1, "seats": 3}
+    for bad in ({"plan": "platinum"}, {"region": None}, {"seats": "many"}, {"tickets": float("inf")}):
+        rows = [good, {**good, **bad}]
+        said = refusal(served, rows)
+        assert said == refusal(plain, rows) and said.startswith("instance 1, column"), said
+    assert served.predict(to_model_input(served, [good])).probabilities == \
+        model.predict_proba(pd.DataFrame([good])).tolist()
+
+
+def test_a_pipeline_with_an_unsupported_step_stays_on_scikit_learn_whole_and_says_which():
+    train = customers(200).dropna()
+    model = make_pipeline(make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+                                                  (PolynomialFeatures(), ["tickets", "seats"])),
+                          LogisticRegression(max_iter=500)).fit(train, target(train, "binary"))
+    served = ServedModel("poly", "1", model)
+    assert served.compute_path["features"] == {
+        "path": "scikit-learn", "reason": "not compiled: step 'columntransformer' (ColumnTransformer): transformer "
+                                          "'polynomialfeatures' (PolynomialFeatures): no compiled form for "
+                                          "PolynomialFeatures"}
+    assert served.compute_path["columntransformer.transform"]["path"] == "scikit-learn"
+    test = customers(20, 5).dropna()
+    assert served.predict(test).probabilities == model.predict_proba(test).tolist()
+
+
+def test_a_custom_transformer_keeps_the_model_on_scikit_learn():
+    train = customers(200)
+    model = make_pipeline(make_column_transformer((OneHotEncoder(handle_unknown="ignore"), TEXT),
+                                                  (FunctionTransformer(np.log1p), ["seats"])),
+                          Ridge()).fit(train, target(train, "regression"))
+    served = ServedModel("log", "1", model)
+    assert served.compute_path["features"]["reason"].endswith("a FunctionTransformer with a function of its own")
+    assert served.predict(train[:10]).predictions == model.predict(train[:10]).tolist()
+
+
+def test_a_compiled_step_wrong_on_the_probe_leaves_the_model_on_scikit_learn(monkeypatch, caplog):
+    model = fitted("one-hot + scaler, logistic binary")
+
+    def off_by_a_bit(scaler):  # stands for a release whose StandardScaler computes otherwise
+        exact = compiled_steps._standard_scaler(scaler)
+        return compiled_steps.Step(lambda columns: exact.transform(columns) * (1 + 1e-15))
+    compilers = tuple((owner, off_by_a_bit if owner == compiled_steps.STANDARD_SCALER else compile_kind)
+                      for owner, compile_kind in compiled_steps._COMPILERS)
+    monkeypatch.setattr(compiled_steps, "_COMPILERS", compilers)
+    with caplog.at_level(logging.WARNING):
+        served = ServedModel("m", "1", model)
+    reason = served.compute_path["features"]["reason"]
+    assert served.compute_path["features"]["path"] == "scikit-learn"
+    assert reason.startswith("probe mismatch: features differ from scikit-learn's on"), reason
+    assert "compiled feature steps probe mismatch" in caplog.text
+    test = customers(30, 9)
+    assert served.predict(test).probabilities == model.predict_proba(test).tolist()
+
+
+def test_compiled_path_off_keeps_every_output_on_scikit_learn():
+    model = fitted("ordinal + imputer indicator, boosting binary")
+    served = ServedModel("m", "1", model, compiled_path=False)
+    assert {route["path"] for route in served.compute_path.values()} == {"scikit-learn"}
+    assert {route["reason"] for route in served.compute_path.values()} == {"COMPILED_PATH=off"}
+    test = customers(40, 4, unseen=True)
+    assert served.predict(test).probabilities == model.predict_proba(test).tolist()
