@@ -23,10 +23,12 @@ _MISSING = _CODES
 
 
 class NodeTable:
-    """Every tree's nodes in flat arrays, children as global indices. A leaf is its own
-    child both ways, so a walk of `depth` steps ends on every row's leaf whatever its depth.
-    `roots` are in summation order (per iteration, each output in turn); each of `starts`
-    (the values scikit-learn adds before any tree, per output) is a one-leaf tree in front."""
+    """Every tree's nodes in flat arrays, laid out level by level so that each split's two
+    children sit side by side (right = left + 1): a step is `left[node] + go_right`. A leaf is
+    its own left child and never goes right (threshold +inf, missing values left), so a walk
+    may step past it. Trees are walked deepest first, each step only those not yet at their
+    leaves; `starts` (the values scikit-learn adds before any tree, per output) are one-leaf
+    trees in front, and the leaf values come back in summation order."""
 
     def __init__(self, trees, n_outputs: int, starts=(), category_lookup=None):
         """trees: per tree, a dict of equal-length node arrays: feature, threshold, left,
@@ -44,44 +46,55 @@ class NodeTable:
         def joined(key, default=0):
             return np.concatenate([tree.get(key, np.full(len(tree["value"]), default)) for tree in trees])
 
-        leaf, own, shift = joined("is_leaf").astype(bool), np.arange(sizes.sum()), np.repeat(offsets, sizes)
-        left = np.where(leaf, own, joined("left").astype(np.intp) + shift)
-        right = np.where(leaf, own, joined("right").astype(np.intp) + shift)
-        self.children = np.ascontiguousarray(np.column_stack([left, right]).ravel())  # [2i] left, [2i+1] right
-        self.feature = np.where(leaf, 0, joined("feature")).astype(np.intp)
-        self.threshold = joined("threshold").astype(np.float64)
-        self.value = joined("value").astype(np.float64)
-        self.roots, self.n_outputs = offsets, n_outputs
-        self.depth = _depth(self.children, self.roots)
-        self.missing_right = ~joined("missing_left").astype(bool) if with_missing else None
-        rows = joined("category_rows", -1).astype(np.intp)
+        leaf, shift = joined("is_leaf").astype(bool), np.repeat(offsets, sizes)
+        left = np.where(leaf, -1, joined("left").astype(np.intp) + shift)
+        right = np.where(leaf, -1, joined("right").astype(np.intp) + shift)
+        order, depths = _level_order(leaf, left, right, offsets)
+        new = np.full(len(leaf), -1, dtype=np.intp)
+        new[order] = np.arange(len(order))
+        leaf = leaf[order]
+        self.left = np.where(leaf, np.arange(len(order)), new.take(left[order]))
+        self.feature = np.where(leaf, 0, joined("feature")[order]).astype(np.intp)
+        self.threshold = np.where(leaf, np.inf, joined("threshold")[order]).astype(np.float64)
+        self.value = joined("value")[order].astype(np.float64)
+        self.missing_right = (~leaf & ~joined("missing_left")[order].astype(bool)) if with_missing else None
+        rows = np.where(leaf, -1, joined("category_rows", -1)[order]).astype(np.intp)
         self.category_rows = rows if category_lookup is not None and (rows >= 0).any() else None
         self.category_lookup = category_lookup
+        deepest_first = np.argsort(-depths, kind="stable")
+        self.roots = new.take(offsets[deepest_first])
+        self.in_order = np.argsort(deepest_first)  # walked position of each tree, in summation order
+        # Step s walks the first walking[s] trees (those deeper than s).
+        self.walking = [int((depths > step).sum()) for step in range(int(depths.max(initial=0)))]
+        self.n_outputs = n_outputs
 
     def leaf_values(self, X: np.ndarray) -> np.ndarray:
-        """(n_rows, n_trees) leaf values for float64 rows X, trees (starts first) in order."""
+        """(n_trees, n_rows) leaf values for float64 rows X, trees (starts first) in order."""
         n_rows, width = X.shape
         flat = np.ascontiguousarray(X).ravel()
-        row_start = np.arange(0, n_rows * width, width, dtype=np.intp)[:, None]
-        node = np.broadcast_to(self.roots, (n_rows, len(self.roots)))
+        row_start = np.arange(0, n_rows * width, width, dtype=np.intp)
+        node = np.repeat(self.roots[:, None], n_rows, axis=1)  # (trees, rows), deepest trees first
         missing = self.missing_right is not None and np.isnan(flat).any()
-        for _ in range(self.depth):
-            x = flat.take(row_start + self.feature.take(node))
-            go_right = ~(x <= self.threshold.take(node))  # NaN compares False: decided below
+        for walking in self.walking:
+            at = node[:walking]
+            x = flat.take(self.feature.take(at) + row_start)
             if missing:
+                go_right = ~(x <= self.threshold.take(at))  # NaN compares False: decided here
                 nan = np.isnan(x)
-                go_right[nan] = self.missing_right.take(node[nan])
+                go_right[nan] = self.missing_right.take(at[nan])
+            else:
+                go_right = x > self.threshold.take(at)
             if self.category_rows is not None:
-                _categorical_directions(self, node, x, go_right)
-            node = self.children.take(2 * node + go_right)
-        return self.value.take(node)
+                _categorical_directions(self, at, x, go_right)
+            np.add(self.left.take(at), go_right, out=at)
+        return self.value.take(node).take(self.in_order, axis=0)
 
     def raw_sum(self, X: np.ndarray) -> np.ndarray:
-        """(n_rows, n_outputs): starts then trees added one after the other, as scikit-learn's
-        `raw[:, k] += tree_k(X)` loop over iterations does (np.add.accumulate is sequential;
-        a sum() would pair the terms up and round differently)."""
-        terms = self.leaf_values(X).reshape(X.shape[0], -1, self.n_outputs)
-        return np.add.accumulate(terms, axis=1)[:, -1, :]
+        """(n_rows, n_outputs), Fortran-ordered: starts then trees added one after the other,
+        as scikit-learn's `raw[:, k] += tree_k(X)` loop over iterations does
+        (np.add.accumulate is sequential; a sum() may pair terms up and round differently)."""
+        terms = self.leaf_values(X).reshape(-1, self.n_outputs, X.shape[0])
+        return np.add.accumulate(terms, axis=0)[-1].T
 
 
 def _categorical_directions(table: NodeTable, node: np.ndarray, x: np.ndarray, go_right: np.ndarray) -> None:
@@ -113,12 +126,18 @@ def _one_leaf(value: float) -> dict:
     return dict(feature=one, threshold=one, left=one, right=one, is_leaf=np.ones(1), value=np.array([value]))
 
 
-def _depth(children: np.ndarray, roots: np.ndarray) -> int:
-    """Steps from the roots to the deepest leaf (leaves are their own children)."""
-    depth, level = 0, roots
+def _level_order(leaf, left, right, roots) -> tuple[np.ndarray, np.ndarray]:
+    """Every node reachable from the roots, level by level with each split's children side
+    by side, and each tree's depth (steps from its root to its deepest leaf)."""
+    order, level, tree = [roots], roots, np.arange(len(roots))
+    depths, depth = np.zeros(len(roots), dtype=np.intp), 0
     while True:
-        below = children.take(np.concatenate([2 * level, 2 * level + 1]))
-        below = below[below != np.concatenate([level, level])]
-        if below.size == 0:
-            return depth
-        depth, level = depth + 1, below
+        split = ~leaf[level]
+        if not split.any():
+            return np.concatenate(order), depths
+        depth += 1
+        parents, tree = level[split], tree[split]
+        depths[tree] = depth
+        level = np.column_stack([left[parents], right[parents]]).ravel()
+        tree = np.repeat(tree, 2)
+        order.append(level)
