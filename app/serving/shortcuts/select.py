@@ -1,12 +1,14 @@
 """Which code computes each of a model's outputs: a shortcut, or scikit-learn's own method.
 
-Three shortcuts, each taken only for classes whose methods are exactly scikit-learn's own (a
+Shortcuts, each taken only for classes whose methods are exactly scikit-learn's own (a
 subclass that overrides one is left alone) and each giving bit-for-bit the model's own output:
 
 - labels read off predict_proba, so a request that wants both does not pay for the model twice;
 - a forest's predict_proba / predict walked tree by tree without joblib (app/serving/shortcuts/forests.py);
 - StandardScaler, LogisticRegression and linear regressors without the per-call input
-  validation that is almost all of their cost for a request's rows (app/serving/shortcuts/linear.py).
+  validation that is almost all of their cost for a request's rows (app/serving/shortcuts/linear.py);
+- HistGradientBoosting* and GradientBoosting* from their fitted trees, all walked at once
+  (app/serving/shortcuts/hist_boosting.py, boosting.py).
 
 Each is checked at load against the model's own method on rows drawn from the model's fitted
 range (probes.py) and not used if they differ: a scikit-learn release that computes
