@@ -1,6 +1,7 @@
 """Markdown tables from `make bench-peers` (bench/results/peers.json): every system's cells,
 then mlapi's ratios against the minimal Flask + uWSGI handler and the best peer, next to the
-targets of the performance issue. All ratios come from the one run in the file.
+targets of the performance issue (M1, M2) and of issue 18 (M3, the ColumnTransformer +
+HistGradientBoosting pipeline fed DataFrame records). All ratios come from the one run in the file.
 
 usage: python bench/peers_report.py [bench/results/peers.json]  (writes bench/results/peers.md)
 """
@@ -30,7 +31,7 @@ def main(path: str) -> int:
         cells = [f"{s[c]['rps']:,.0f} ({s[c]['lat_p50_us'] / 1000:.2f} / {s[c]['lat_p99_us'] / 1000:.2f})"
                  if c in s else "–" for c in CELLS]
         lines.append(f"| {system} | {model} | " + " | ".join(cells) + f" | {s['cold_start_s']:.2f} | {s['pss_mb']:.0f} |")
-    lines += ["", *targets(summary), *before_and_after(summary)]
+    lines += ["", *targets(summary), "", *m3_targets(summary), *before_and_after(summary)]
     text = "\n".join(lines) + "\n"
     Path(path).with_suffix(".md").write_text(text)
     print(text)
@@ -70,16 +71,54 @@ def targets(summary: dict) -> list[str]:
     return rows
 
 
-def best_vs_peer(summary: dict, model: str, name: str) -> str:
-    def best(systems):
-        found = [(summary[f"{s}/{model}"][name]["rps"], s) for s in systems
-                 if name in summary.get(f"{s}/{model}", {})]
-        return max(found) if found else None
+def best_rps(summary: dict, systems, model: str, name: str) -> tuple[float, str] | None:
+    """(req/s, system) of the fastest of `systems` that served `model` in cell `name`."""
+    found = [(summary[f"{s}/{model}"][name]["rps"], s) for s in systems
+             if name in summary.get(f"{s}/{model}", {})]
+    return max(found) if found else None
 
-    ours, peer = best(OURS), best(PEERS)
+
+def best_vs_peer(summary: dict, model: str, name: str) -> str:
+    ours, peer = best_rps(summary, OURS, model, name), best_rps(summary, PEERS, model, name)
     if not ours or not peer:
         return "–"
     return f"{ours[0] / peer[0]:.2f}× ({ours[1]} vs {PEER_NAMES[peer[1]]})"
+
+
+# Issue 18's throughput targets for M3, mlapi ÷ the minimal handler: (label, cell, field, at least).
+M3_TARGETS = (
+    ("mlapi ÷ minimal, c1 req/s", "single_c1", "rps", 10.0),
+    ("mlapi ÷ minimal, c16 req/s", "single_c16", "rps", 10.0),
+    ("mlapi ÷ minimal, b100 c4 rows/s", "batch100_c4", "rows_per_s", 5.0),
+)
+
+
+def m3_targets(summary: dict) -> list[str]:
+    """mlapi on M3 against the minimal handler and the best peer, each ratio beside its target
+    (✓ met, ✗ missed, – a side missing from the run)."""
+    mlapi, minimal = summary.get("mlapi/m3", {}), summary.get(f"{REFERENCE}/m3", {})
+    rows = ["| M3 target (issue 18) | ratio | target | met |", "|---|--:|--:|:-:|"]
+
+    def add(label, value, floor, target, at_least=True):
+        if value is None or not floor:
+            rows.append(f"| {label} | – | {'≥' if at_least else '≤'} {target:g}× | – |")
+            return
+        ratio = value / floor
+        met = ratio >= target if at_least else ratio <= target
+        rows.append(f"| {label} | {ratio:.2f}× | {'≥' if at_least else '≤'} {target:g}× | {'✓' if met else '✗'} |")
+
+    for label, cell, field, target in M3_TARGETS:
+        add(label, (mlapi.get(cell) or {}).get(field), (minimal.get(cell) or {}).get(field), target)
+    peer = best_rps(summary, PEERS, "m3", "single_c16")
+    add(f"mlapi ÷ best peer ({PEER_NAMES[peer[1]] if peer else 'none ran'}), c16 req/s",
+        (mlapi.get("single_c16") or {}).get("rps"), peer[0] if peer else None, 5.0)
+    for field, label in (("cold_start_s", "cold start"), ("pss_mb", "PSS")):
+        add(f"mlapi ÷ minimal, {label}", mlapi.get(field), minimal.get(field), 1.2, at_least=False)
+    batch = best_rps(summary, ("mlapi_batch",), "m3", "single_c16")
+    if batch and (minimal.get("single_c16") or {}).get("rps"):
+        rows.append(f"| (mlapi_batch ÷ minimal, c16 req/s: not a target) | "
+                    f"{batch[0] / minimal['single_c16']['rps']:.2f}× | | |")
+    return rows
 
 
 def before_and_after(summary: dict) -> list[str]:

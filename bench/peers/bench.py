@@ -8,6 +8,7 @@ and a table is printed.
 """
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -48,8 +49,14 @@ def mlapi_env(port, model, extra=None):
     env = {"PORT": str(port), "MODELS": f"{model}={WORK}/models/{model}.joblib"}
     env.update(extra or {})
     return env
-MODELS = ("m1", "m2")
+MODELS = ("m1", "m2", "m3")  # M3: DataFrame records (bench/peers/m3.py)
+# One OpenMP/BLAS thread per server process for every system, as mlapi runs (its launcher sets
+# the same): two processes of HistGradientBoosting's OpenMP threads on two cores collapse (the
+# minimal handler served M3 at 7-23 req/s at c16, with errors, without it; issue 18).
+# flask_uwsgi_p2t1_uncapped shows that collapse.
+THREAD_CAPS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 BASE_ENV = {
+    **THREAD_CAPS,
     "PYTHONUNBUFFERED": "1",
     "DO_NOT_TRACK": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -85,8 +92,15 @@ def mlserver_cmd(port, model):
     return [f"{VENVS}/mlserver/bin/mlserver", "start", d], d
 
 
+def mlapi_probabilities(answer):
+    """mlapi's class probabilities, one list per row (checked against predict_proba)."""
+    return answer["probabilities"]
+
+
 # name -> dict(cmd=fn(port, model) -> (argv, cwd), path=fn(model), fmt=body format,
-#              extract=fn(json) -> predictions | None for floors, models=tuple)
+#              extract=fn(json) -> predictions | None for floors, models=tuple,
+#              extract_proba=fn(json) -> probabilities (systems that send them), uncapped=True:
+#              without THREAD_CAPS)
 def mlflow_cmd(p, m):
     """`mlflow models serve` of model m on port p, 2 workers, from the prepared MLflow model."""
     return ([f"{VENVS}/mlflow/bin/mlflow", "models", "serve", "-m", f"{WORK}/mlflow/{m}",
@@ -97,6 +111,11 @@ SYSTEMS = {
     "flask_uwsgi_p2t1": dict(
         desc="Flask + uWSGI --http-socket (+'Connection: close' header), 2 processes x 1 "
              "thread (reference)",
+        cmd=lambda p, m: (uwsgi_cmd(p, 1), HERE), path=lambda m: "/predict", fmt="flask",
+        extract=lambda j: j["predictions"]),
+    "flask_uwsgi_p2t1_uncapped": dict(
+        desc="as the reference, without the one-native-thread cap (OpenMP/BLAS pick their own "
+             "thread counts: a thread per core in each of the 2 processes)", uncapped=True,
         cmd=lambda p, m: (uwsgi_cmd(p, 1), HERE), path=lambda m: "/predict", fmt="flask",
         extract=lambda j: j["predictions"]),
     "flask_uwsgi_http11_p2t1": dict(
@@ -122,7 +141,7 @@ SYSTEMS = {
                            "-b", f"127.0.0.1:{p}", "flask_app:app"], HERE),
         path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"]),
     "mlflow_w2": dict(
-        desc="mlflow models serve --env-manager local -w 2 (inputs=tensor JSON)",
+        desc="mlflow models serve --env-manager local -w 2 (inputs=tensor JSON; M3: dataframe_records)",
         cmd=mlflow_cmd,
         path=lambda m: "/invocations", fmt="mlflow", extract=lambda j: j["predictions"]),
     "mlflow_w2_connclose": dict(
@@ -140,33 +159,38 @@ SYSTEMS = {
         cmd=mlserver_cmd, path=lambda m: f"/v2/models/{m}/infer", fmt="mlserver",
         extract=lambda j: j["outputs"][0]["data"]),
     "bentoml_w2": dict(
-        desc="BentoML service(workers=2), np.ndarray api",
+        desc="BentoML service(workers=2), np.ndarray api (M3: pd.DataFrame api, records)",
         cmd=lambda p, m: ([f"{VENVS}/bentoml/bin/bentoml", "serve",
                            "bento_service:Classifier", "--host", "127.0.0.1",
                            "--port", str(p)], HERE),
-        path=lambda m: "/predict", fmt="bentoml", extract=lambda j: j),
+        path=lambda m: "/predict_records" if m == "m3" else "/predict", fmt="bentoml", extract=lambda j: j),
     "mlapi": dict(
         desc="mlapi serve (the product, default settings) from $MLAPI_CHECKOUT",
         cmd=lambda p, m: ([MLAPI_BIN, "serve"], MLAPI_CHECKOUT), env=mlapi_env,
-        path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"]),
+        path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"],
+        extract_proba=mlapi_probabilities),
     "mlapi_before": dict(
         desc="as mlapi, served from $MLAPI_BEFORE_CHECKOUT (before the change)", before=True,
         cmd=lambda p, m: ([MLAPI_BEFORE_BIN, "serve"], MLAPI_BEFORE_CHECKOUT), env=mlapi_env,
-        path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"]),
+        path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"],
+        extract_proba=mlapi_probabilities),
     "mlapi_batch": dict(
         desc="mlapi serve with adaptive micro-batching asked for (MAX_BATCH_SIZE=64, MAX_BATCH_WAIT_MS=2)",
         cmd=lambda p, m: ([MLAPI_BIN, "serve"], MLAPI_CHECKOUT),
         env=lambda p, m: mlapi_env(p, m, BATCH_ENV),
-        path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"]),
+        path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"],
+        extract_proba=mlapi_probabilities),
     "mlapi_batch_before": dict(
         desc="as mlapi_batch, served from $MLAPI_BEFORE_CHECKOUT (before the change)", before=True,
         cmd=lambda p, m: ([MLAPI_BEFORE_BIN, "serve"], MLAPI_BEFORE_CHECKOUT),
         env=lambda p, m: mlapi_env(p, m, BATCH_ENV),
-        path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"]),
+        path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"],
+        extract_proba=mlapi_probabilities),
     "mlapi_gunicorn": dict(
         desc="mlapi serve --server gunicorn",
         cmd=lambda p, m: ([MLAPI_BIN, "serve", "--server", "gunicorn"], MLAPI_CHECKOUT),
-        env=mlapi_env, path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"]),
+        env=mlapi_env, path=lambda m: "/predict", fmt="flask", extract=lambda j: j["predictions"],
+        extract_proba=mlapi_probabilities),
     # ---- HTTP floors (no model work) ----
     "floor_uwsgi_flask_noop": dict(
         desc="floor: same Flask+uWSGI p2t1 server, /noop constant JSON",
@@ -181,7 +205,15 @@ DEFAULT_SYSTEMS = ["flask_uwsgi_p2t1", "flask_gunicorn_w2", "mlflow_w2", "mlserv
                    "bentoml_w2", "floor_uwsgi_flask_noop", "floor_uwsgi_raw"]
 REFERENCE = "flask_uwsgi_p2t1"
 
-expected = json.load(open(f"{WORK}/expected.json"))["expected"]
+# Probabilities may differ from predict_proba's by sums in another order (a compiled path), no more.
+PROBA_TOLERANCE = 1e-9
+
+
+@functools.lru_cache(maxsize=1)
+def expectations():
+    """What prepare.py found the models answer: {"expected": labels, "expected_proba": ...}."""
+    with open(f"{WORK}/expected.json") as f:
+        return json.load(f)
 
 
 def log(*a):
@@ -203,8 +235,9 @@ def free_port(start):
         p += 3
 
 
-def body_file(fmt, kind):
-    return f"{WORK}/bodies/{fmt}_{kind}.json"
+def body_file(fmt, kind, model):
+    """M1 and M2 share their bodies (the same rows); M3 has its own (DataFrame records)."""
+    return f"{WORK}/bodies/{fmt}_m3_{kind}.json" if model == "m3" else f"{WORK}/bodies/{fmt}_{kind}.json"
 
 
 def post(url, data, timeout=5.0):
@@ -219,7 +252,7 @@ def check(sysdef, model, url):
     else a string describing the problem."""
     for kind in ("single", "batch"):
         try:
-            st, raw = post(url, open(body_file(sysdef["fmt"], kind), "rb").read())
+            st, raw = post(url, open(body_file(sysdef["fmt"], kind, model), "rb").read())
         except urllib.error.HTTPError as e:
             return f"{kind}: HTTP {e.code}: {e.read()[:300]!r}"
         except Exception as e:  # connection refused etc.
@@ -229,12 +262,27 @@ def check(sysdef, model, url):
         if sysdef["extract"] is None:
             continue
         try:
-            got = [int(v) for v in sysdef["extract"](json.loads(raw))]
+            answer = json.loads(raw)
+            got = [int(v) for v in sysdef["extract"](answer)]
+            proba = sysdef["extract_proba"](answer) if "extract_proba" in sysdef else None
         except Exception as e:
             return f"{kind}: bad body {raw[:300]!r} ({e})"
-        if got != expected[model][kind]:
+        if got != expectations()["expected"][model][kind]:
             return f"{kind}: wrong predictions {got[:10]}..."
+        if proba is not None:
+            wrong = proba_mismatch(proba, expectations()["expected_proba"][model][kind])
+            if wrong:
+                return f"{kind}: {wrong}"
     return None
+
+
+def proba_mismatch(got, want, tolerance=PROBA_TOLERANCE):
+    """None when every row's probabilities are the model's own predict_proba's within
+    `tolerance`, else what differs."""
+    if len(got) != len(want) or any(len(g) != len(w) for g, w in zip(got, want)):
+        return f"probabilities of shape {len(got)}x{len(got[0]) if got else 0}, not {len(want)}x{len(want[0])}"
+    worst = max(abs(g - w) for gs, ws in zip(got, want) for g, w in zip(gs, ws))
+    return None if worst <= tolerance else f"probabilities off by up to {worst:.3g} (> {tolerance:g})"
 
 
 def proc_tree(root):
@@ -311,8 +359,8 @@ def stop(proc):
             pass
 
 
-def wrk(url, fmt, kind, conns, seconds, out_json, conn_close=False):
-    env = dict(os.environ, BODY_FILE=body_file(fmt, kind), WRK_OUT=out_json,
+def wrk(url, body, conns, seconds, out_json, conn_close=False):
+    env = dict(os.environ, BODY_FILE=body, WRK_OUT=out_json,
                CONN_CLOSE="1" if conn_close else "0")
     if os.path.exists(out_json):
         os.remove(out_json)
@@ -333,6 +381,9 @@ def run_system(name, model, rnd, args, results):
     port = free_port(args.port_base)
     argv, cwd = sysdef["cmd"](port, model)
     env = dict(os.environ, **BASE_ENV)
+    if sysdef.get("uncapped"):
+        for cap in THREAD_CAPS:
+            env.pop(cap, None)
     # "activate" the venv the server comes from (mlflow execs `uvicorn` via PATH)
     venv_bin = os.path.dirname(argv[0])
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
@@ -377,9 +428,10 @@ def run_system(name, model, rnd, args, results):
             if cell not in args.cells:
                 continue
             cc = sysdef.get("conn_close", False)
-            wrk(url, sysdef["fmt"], kind, conns, args.warmup, f"{WORK}/wrk_warm.json", cc)
+            body = body_file(sysdef["fmt"], kind, model)
+            wrk(url, body, conns, args.warmup, f"{WORK}/wrk_warm.json", cc)
             load0, cpu0 = os.getloadavg()[0], tree_cpu(proc.pid)
-            d = wrk(url, sysdef["fmt"], kind, conns, args.duration, f"{WORK}/wrk_out.json", cc)
+            d = wrk(url, body, conns, args.duration, f"{WORK}/wrk_out.json", cc)
             cpu1 = tree_cpu(proc.pid)
             d["loadavg1_before"] = load0
             d["server_cpu_s"] = cpu1 - cpu0
@@ -618,7 +670,7 @@ def main():
         order = systems[rnd % len(systems):] + systems[:rnd % len(systems)]
         log(f"=== round {rnd + 1}/{args.rounds}: {' '.join(order)} (load {os.getloadavg()[0]:.2f})")
         r = subprocess.run([f"{VENVS}/base/bin/python", os.path.join(HERE, "inproc.py"), WORK],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=dict(os.environ, **THREAD_CAPS))
         if r.returncode == 0:
             results["inproc"].append(json.loads(r.stdout))
         else:

@@ -72,17 +72,17 @@ def steps(model_path: str, body: bytes) -> dict:
 
     from mlapi.serving.instances import to_model_input
 
-    os.environ["MODELS"] = f"m3={model_path}"
+    served = application_model(model_path)
+    from mlapi.wsgi import application
     os.environ["MODEL_PATH"] = model_path
-    from mlapi.wsgi import application  # builds the app from MODELS (once per process)
     import flask_app  # the minimal handler, MODEL_PATH read at import
 
-    served = application_model()
     model = flask_app.model
     columns, booster = model[0], model[-1]  # the ColumnTransformer, the HistGradientBoostingClassifier
     instances = json.loads(body)["instances"]
     minimal_frame = pd.DataFrame(instances)
     mlapi_frame = to_model_input(served, instances)
+    served_features = served.features(mlapi_frame)
     features = columns.transform(mlapi_frame)
     proba = booster.predict_proba(features)
     labels = booster.predict(features)
@@ -99,6 +99,9 @@ def steps(model_path: str, body: bytes) -> dict:
         "mlapi: records -> DataFrame (to_model_input)": lambda: to_model_input(served, instances),
         "mlapi: ServedModel.predict (transform + predict_proba + labels + checks)":
             lambda: served.predict(mlapi_frame),
+        "  ServedModel.features (the feature steps: compiled, or scikit-learn's)": lambda: served.features(mlapi_frame),
+        "  ServedModel.predict_features (the booster: shortcut, or scikit-learn's)":
+            lambda: served.predict_features(served_features),
         "mlapi: response JSON (orjson.dumps)": lambda: orjson.dumps(answer),
         "minimal: whole request (Flask WSGI app, in process)": minimal_call,
         "minimal: JSON parse (json.loads)": lambda: json.loads(body),
@@ -116,9 +119,10 @@ def steps(model_path: str, body: bytes) -> dict:
     }
 
 
-def application_model():
-    """The ServedModel the app loaded (the registry's default), for the steps timed alone."""
-    from mlapi.wsgi import application
+def application_model(model_path: str):
+    """The ServedModel mlapi's app loaded (the registry's default), for the steps timed alone."""
+    os.environ["MODELS"] = f"m3={model_path}"
+    from mlapi.wsgi import application  # builds the app from MODELS (once per process)
 
     return application.extensions["mlapi.services"].registry.get(None, None)
 
@@ -175,6 +179,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
+    print(f"mlapi's compute path for M3: {application_model(model_path).compute_path}")
     print(f"{unit + ', one native thread':72} {'1 row':>11} {'100 rows':>11}")
     for step in results["single"]:
         print(f"{step:72} {results['single'][step]:11,.0f} {results['batch'].get(step, 0):11,.0f}")

@@ -25,6 +25,7 @@
 #   ANCHORS_SYSTEMS=a,b,...  explicit list (see SYSTEMS in bench.py)
 #   ANCHORS_ROUNDS / ANCHORS_DURATION / ANCHORS_WARMUP  (3 / 10 / 2 s); a quick check of
 #                            chosen systems: ANCHORS_ROUNDS=1 ANCHORS_DURATION=1 ANCHORS_WARMUP=1
+#   ANCHORS_MODELS=m3        only these models (default m1,m2,m3; see prepare.py)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,13 +66,15 @@ SYSTEMS="${ANCHORS_SYSTEMS:-$SYSTEMS}"
 # name | pip requirements (scikit-learn/numpy/scipy/joblib pinned by constraints.txt
 # so that every system runs the very same model code)
 declare -A REQS=(
-  [base]="scikit-learn flask==3.1.3 gunicorn==27.0.1 uwsgi==2.0.31"
+  # pandas (M3's DataFrame records) pinned where a peer would not bring it, as in mlapi's
+  # constraints.txt; MLflow and MLServer bring their own (3.1.1 too, checked)
+  [base]="scikit-learn pandas==3.1.1 flask==3.1.3 gunicorn==27.0.1 uwsgi==2.0.31"
   [mlflow]="scikit-learn mlflow==3.17.2"
   # uvloop 0.22+ breaks MLServer 1.7.1 parallel workers ("There is no current event
   # loop in thread 'MainThread'" in mlserver/parallel/worker.py _ignore_signals)
   [mlserver]="scikit-learn mlserver==1.7.1 mlserver-sklearn==1.7.1 uvloop<0.22"
   # bentoml 1.4.40 needs certifi>=2026.10.19, which the index here does not have
-  [bentoml]="scikit-learn bentoml==1.4.39"
+  [bentoml]="scikit-learn pandas==3.1.1 bentoml==1.4.39"
 )
 # Only the venvs the chosen systems need: base always (bench.py, the models, uWSGI/gunicorn
 # and the floors; the mlapi systems use their checkout's own .venv).
@@ -113,7 +116,7 @@ fi
 # ---------------------------------------------------------------- benchmark
 log "profile=$PROFILE rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s -> $OUT"
 "$ANCHORS_VENVS/base/bin/python" "$HERE/bench.py" --rounds "$ROUNDS" --duration "$DURATION" \
-  --warmup "$WARMUP" --systems "$SYSTEMS" --out "$OUT"
+  --warmup "$WARMUP" --systems "$SYSTEMS" --models "${ANCHORS_MODELS:-m1,m2,m3}" --out "$OUT"
 
 # ---------------------------------------------------------------- tidy up
 # keep venvs, models and logs; drop per-run scratch
