@@ -40,7 +40,7 @@ def test_the_card_of_a_model_in_models(churn_file, trained, tmp_path):
     assert "    tenure_months  number" in lines and "    monthly_spend  number" in lines
     assert lines[-1] == '  example      {"plan": "basic", "tenure_months": 0.0, "monthly_spend": 0.0}'
     [path] = [line for line in lines if line.startswith("  compute path ")]
-    assert "columns.transform=" in path and "predict_proba=" in path  # which code computes each step
+    assert "features=compiled" in path and "predict_proba=" in path  # which code computes each step
 
     as_json = json.loads(card("churn:1", "--json", **env).stdout)
     assert as_json["name"] == "churn" and as_json["sha256"] == digest
