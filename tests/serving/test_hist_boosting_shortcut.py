@@ -55,24 +55,6 @@ def test_missing_values_go_where_each_split_sends_them(cancer, learned_with_gaps
         assert result.predictions == model.predict(batch).tolist()
 
 
-def test_nulls_in_a_request_are_missing_values_the_shortcut_takes_itself(monkeypatch):
-    from mlapi.serving.instances import to_model_input
-    from sklearn_validation import count_validations
-
-    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X.mask(X > X.quantile(0.9)), y)
-    served = ServedModel("nulls", "1", model)
-    rows = X.iloc[:3].to_numpy().tolist()
-    rows[0][3] = rows[1][7] = rows[2][0] = None  # JSON null
-    validations = count_validations(monkeypatch)
-    for instances in (rows, [dict(zip(X.columns, row)) for row in rows]):
-        frame = to_model_input(served, instances)
-        validations["calls"] = 0
-        result = served.predict(frame)
-        assert validations["calls"] == 0
-        assert result.probabilities == model.predict_proba(frame).tolist()
-
-
 def test_infinities_compare_as_scikit_learn_compares_them(cancer):
     X, y = cancer
     model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(_with_gaps(X), y)
