@@ -106,11 +106,14 @@ class ServedModel:
 
     # ---- the three operations every model offers -------------------------------------
     def features(self, model_input):
-        """raw → features (identity for a bare estimator)."""
+        """raw → features (identity for a bare estimator), in the form the model's own steps
+        give them (a compiled feature side's dense rows as CSR when those are sparse)."""
         try:
-            return self._transform(model_input)
+            features = self._transform(model_input)
         except InvalidInput as exc:  # say which instance and column, not just scikit-learn's words
             raise explain_rejection(self, model_input, exc) from exc
+        own_form = getattr(self._transforms[0], "own_form", None) if self._transforms else None
+        return features if own_form is None else own_form(features)
 
     def _transform(self, model_input):
         for transform in self._transforms:

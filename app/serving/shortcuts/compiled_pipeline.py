@@ -31,10 +31,25 @@ class CompiledFeatures:
     def __init__(self, step: Step, fitted_steps: list, n_features: int, names: list[str] | None, fallback):
         self.step, self.n_features, self.names, self.fallback = step, n_features, names, fallback
         self.fitted_steps = fitted_steps  # what the probe draws its rows from
+        # Whether scikit-learn's own steps give a sparse matrix (found by the probe): the
+        # features route answers in the steps' own form (own_form), predictions take the matrix.
+        self.sparse_output = False
+        # Whether the final step takes them as CSR too: it sums sparse rows in another order.
+        self.sparse_rows = False
+
+    def own_form(self, features):
+        """`features` as scikit-learn's steps would give them: CSR when theirs is sparse."""
+        if self.sparse_output and not hasattr(features, "toarray"):
+            from scipy import sparse
+
+            return sparse.csr_matrix(features)
+        return features
 
     def __call__(self, X):
         out = self.compute(X)
-        return self.fallback(X) if out is None else out
+        if out is None:
+            return self.fallback(X)
+        return self.own_form(out) if self.sparse_rows else out
 
     def compute(self, X) -> np.ndarray | None:
         columns = read_columns(X, self.n_features, self.names)
@@ -140,13 +155,24 @@ def read_columns(X, n_features: int, names: list[str] | None) -> list[np.ndarray
 def _frame_columns(frame) -> list[np.ndarray] | None:
     columns = []
     for j in range(frame.shape[1]):
-        series = frame.iloc[:, j]
-        dtype = series.dtype
-        if isinstance(dtype, np.dtype):
-            columns.append(series.to_numpy())
-        elif dtype.name == "str" or (dtype.name == "string" and is_missing(getattr(dtype, "na_value", None))):
-            # pandas' text dtype (pandas 3's default): scikit-learn's np.asarray gives these objects
-            columns.append(series.to_numpy(dtype=object))
-        else:
+        values = _column_values(frame, j)
+        if type(values) is np.ndarray:
+            columns.append(values)
+            continue
+        dtype = values.dtype
+        if dtype.name == "str" or (dtype.name == "string" and is_missing(getattr(dtype, "na_value", None))):
+            # pandas' text dtype (pandas 3's default): the objects np.asarray (scikit-learn's
+            # conversion) gives, missing values as NaN
+            columns.append(values.to_numpy(dtype=object))
+        else:  # another extension dtype (nullable integers, categoricals, ...): scikit-learn's
             return None
     return columns
+
+
+def _column_values(frame, j: int):
+    """The j-th column's array (a numpy array or a pandas extension array), not copied."""
+    try:
+        return frame._get_column_array(j)  # pandas' own, 0.5 us; iloc[:, j] builds a Series (37 us)
+    except AttributeError:  # a pandas without it
+        return frame.iloc[:, j].array if not isinstance(frame.dtypes.iloc[j], np.dtype) \
+            else frame.iloc[:, j].to_numpy()

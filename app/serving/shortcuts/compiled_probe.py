@@ -39,8 +39,8 @@ def verify(compiled: CompiledFeatures, own_transform, predictor=None) -> tuple[s
         if why is not None:
             return f"probe mismatch: {why} ({label} rows)", None
         if label == "plain":
-            plain = got
-            why = _final_step_agrees(predictor, got, expected)
+            plain, compiled.sparse_output = got, hasattr(expected, "toarray")
+            why = _final_step_agrees(compiled, predictor, got, expected)
             if why is not None:
                 return why, None
     return None, plain
@@ -73,22 +73,26 @@ def _differs(got: np.ndarray, expected) -> str | None:
     return f"features differ from scikit-learn's on {int((~same).any(axis=1).sum())} of {len(got)} probe rows"
 
 
-def _final_step_agrees(predictor, dense: np.ndarray, expected) -> str | None:
-    """The final step must answer the same on the compiled (dense float64) rows as on what
-    scikit-learn's steps hand it (a sparse matrix, another dtype)."""
+def _final_step_agrees(compiled: CompiledFeatures, predictor, dense: np.ndarray, expected) -> str | None:
+    """The final step must answer the same on the compiled rows as on what scikit-learn's steps
+    hand it. Those being sparse, a linear model sums a row in another order than over dense
+    rows: the compiled rows then go to it as CSR too (sparse_rows), if that agrees."""
     if predictor is None or (type(expected) is np.ndarray and expected.dtype == np.float64):
         return None
     method = getattr(predictor, "predict_proba", None) or predictor.predict
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            same = np.array_equal(method(dense), method(expected))
+            answer = method(expected)
+            if np.array_equal(method(dense), answer):
+                return None
+            if hasattr(expected, "toarray") and np.array_equal(method(compiled.own_form(dense)), answer):
+                compiled.sparse_rows = True
+                return None
         except Exception as exc:
             return f"the final step refuses the compiled rows ({type(exc).__name__})"
-    if same:
-        return None
     kind = "sparse matrix" if hasattr(expected, "toarray") else f"{expected.dtype} array"
-    return f"the final step answers differently on dense rows than on the steps' own {kind}"
+    return f"the final step answers differently on the compiled rows than on the steps' own {kind}"
 
 
 # ---- probe inputs ---------------------------------------------------------------------------

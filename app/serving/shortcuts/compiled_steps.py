@@ -195,13 +195,10 @@ def _compile_encoder(encoder) -> Step | str:
     if isinstance(tables, str):
         return tables
     lookups, outputs, width, one_hot = tables
-    rows_of = {}
 
     def transform(columns):
         n = len(columns[0])
-        rows = rows_of.get(n)
-        if rows is None:
-            rows = rows_of[n] = np.arange(n)
+        rows = np.arange(n)
         out = np.zeros((n, width), dtype=np.float64)
         for j, (lookup, table, column) in enumerate(zip(lookups, outputs, columns)):
             codes = lookup(column)

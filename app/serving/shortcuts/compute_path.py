@@ -63,7 +63,7 @@ def choose(model, enabled: bool = True) -> ComputePath:
             routes, transforms, probe = {"features": Route(compiled, COMPILED)}, [compiled], probe_features
         else:
             if not why.startswith("not compiled"):  # a probe mismatch: worth a warning
-                log.warning("model %s:%s: the compiled feature steps %s; using scikit-learn's own",
+                log.warning("model %s:%s: compiled feature steps not used (%s); using scikit-learn's own",
                             model.name, model.version, why)
             routes["features"] = own_method(why)
     predictor = model.predictor
