@@ -14,11 +14,15 @@ the same answer or the same error. compiled_probe.py checks the whole function a
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from mlapi.serving.frames import column_index, is_dataframe
 from mlapi.serving.shortcuts.compiled_steps import Defer, Step, compile_step, is_missing, wraps_output
 from mlapi.serving.shortcuts.sklearn_code import owner_mismatch
+
+log = logging.getLogger(__name__)
 
 COMPILED = "compiled"
 COLUMN_TRANSFORMER = "sklearn.compose._column_transformer.ColumnTransformer"
@@ -36,6 +40,7 @@ class CompiledFeatures:
         self.sparse_output = False
         # Whether the final step takes them as CSR too: it sums sparse rows in another order.
         self.sparse_rows = False
+        self.failed = False  # a failure of ours was logged
 
     def own_form(self, features):
         """`features` as scikit-learn's steps would give them: CSR when theirs is sparse."""
@@ -58,6 +63,13 @@ class CompiledFeatures:
         try:
             return np.ascontiguousarray(self.step.transform(columns), dtype=np.float64)
         except Defer:
+            return None
+        except (ArithmeticError, LookupError, TypeError, ValueError):
+            # Our fault, not the request's: scikit-learn answers it, and the log says so once.
+            if not self.failed:
+                self.failed = True
+                log.warning("the compiled feature steps failed on a request (scikit-learn answered it)",
+                            exc_info=True)
             return None
 
 
