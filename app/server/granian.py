@@ -14,6 +14,24 @@ method is fork: Linux up to 3.13; its per-worker loader returns the app this pro
 loaded); SIGTERM drains in-flight requests within limits.DRAIN_SECONDS; a worker that
 dies is replaced; granian's own log lines go through the app's JSON (or text) handler.
 
+Replacing a worker loses no request (a model reload replaces them all: SIGHUP,
+app/server/reloads.py; granian's default replacement lost ~1 request in 3,000 per reload,
+measured). A stopping granian 2.8 worker (read in its source: src/workers.rs, and hyper's
+graceful shutdown) closes its listening socket, and on each connection it holds lets a request
+being served finish but closes at once one that has not sent a byte yet (accepted a moment
+ago) or sits idle between keep-alive requests: a request its client is sending then is lost.
+And on Linux each worker listens on a socket of its own (SO_REUSEPORT): closing it resets the
+connections queued on it (net.ipv4.tcp_migrate_req, which would move them, is off by default
+and cannot be set on Cloud Run). So here:
+- one listening socket, made by the launcher and inherited by every worker, as uWSGI and
+  gunicorn do: one queue, which outlives any worker;
+- a worker is replaced in three steps (Server._respawn_workers): its replacement starts and
+  accepts; the old one retires (Retirement: it stops accepting, and answers every request
+  with `Connection: close`, so each client leaves it cleanly after its next answer); once it
+  holds no client connection (at most granian's respawn interval, 3.5 s) it is stopped, with
+  nothing left to lose. Only a keep-alive connection idle all that time is closed unused, as
+  at any keep-alive timeout.
+
 `mlapi serve` runs main() in its own process with the Settings it parsed; run on its own
 (`python -m mlapi.server.granian`, the command --dry-run prints) it reads them from the
 environment, like app/wsgi.py.
@@ -21,7 +39,13 @@ environment, like app/wsgi.py.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import re
+import signal
+import socket
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from mlapi.server import limits
@@ -40,18 +64,158 @@ _LOGGING = {
 }
 
 
+log = logging.getLogger(__name__)
+
+RETIRE_SIGNAL = signal.SIGUSR1
+STARTUP_SECONDS = 10.0  # a new worker accepting later than this: the old one retires all the same
+
+
+class Retirement:
+    """A worker being replaced hands its clients over before it is stopped (module docstring).
+
+    The launcher sends it RETIRE_SIGNAL. The worker then answers every request with `Connection:
+    close` (CloseWhenRetiring), and stops accepting: granian's accept loop (Rust) polls the
+    inherited listening socket by its descriptor number, and that number is made to name an idle
+    listening socket that nobody connects to, so the loop finds nothing more to accept while the
+    shared queue is left to the other workers. (The loop's wake-ups on the shared socket's new
+    connections remain: each ends in EAGAIN.)"""
+
+    def __init__(self):
+        self.retiring = False
+        self.listener_fd: int | None = None  # the workers' shared listening socket
+
+    # ---- in the launcher -----------------------------------------------------------------------
+    def before_fork(self, listener_fd: int) -> None:
+        self.listener_fd = listener_fd
+        # Inherited by every worker until its loader listens for the signal: a worker still
+        # starting must not die of it (granian would then see a crash).
+        signal.signal(RETIRE_SIGNAL, signal.SIG_IGN)
+
+    @staticmethod
+    def retire(pid: int) -> None:
+        try:
+            os.kill(pid, RETIRE_SIGNAL)
+        except ProcessLookupError:
+            pass
+
+    # ---- in a worker ---------------------------------------------------------------------------
+    def listen(self) -> None:
+        signal.signal(RETIRE_SIGNAL, self._retire)
+
+    def _retire(self, signum, frame) -> None:
+        self.retiring = True
+        if self.listener_fd is None:  # not forked from the launcher: nothing of its to give back
+            return
+        idle = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        idle.setblocking(False)  # the accept loop's accept must fail at once, never wait on it
+        idle.bind(("127.0.0.1", 0))
+        idle.listen(1)
+        os.dup2(idle.fileno(), self.listener_fd, inheritable=False)  # atomic: no moment without one
+        idle.close()
+
+
+class CloseWhenRetiring:
+    """The app as a worker serves it: once the worker retires, every answer carries `Connection:
+    close`, which hyper honours by closing the connection after that answer, so the client opens
+    its next one to a worker that stays. (A hop-by-hop header, which PEP 3333 leaves to the
+    server: this wrapper belongs to the granian launcher, not to the app.)"""
+
+    def __init__(self, app, retirement: Retirement):
+        self.app = app
+        self.retirement = retirement
+
+    def __call__(self, environ, start_response):
+        if not self.retirement.retiring:
+            return self.app(environ, start_response)
+
+        def closing(status, headers, exc_info=None):
+            return start_response(status, [*headers, ("Connection", "close")], exc_info)
+
+        return self.app(environ, closing)
+
+
+def accepting(pid: int, listener_fd: int) -> bool:
+    """Whether worker `pid` polls the shared listening socket yet (its accept loop has started):
+    the socket's descriptor is in one of its epoll sets (/proc/PID/fdinfo, "tfd:" lines)."""
+    registered = re.compile(rf"^tfd:\s+{listener_fd}\s", re.M)
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    if registered.search(info.read()):
+                        return True
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return False
+
+
+def shares_listener(pid: int, listener_fd: int) -> bool:
+    """Whether `pid`'s descriptor `listener_fd` is still this process's listening socket (a
+    retired worker's names its idle one)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{listener_fd}") == os.readlink(f"/proc/self/fd/{listener_fd}")
+    except OSError:  # it has exited
+        return False
+
+
+def wait_until(condition, seconds: float, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(interval)
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` holds ("socket:[INODE]" links in /proc/PID/fd)."""
+    inodes = set()
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # it has exited
+        return inodes
+    for fd in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def client_connections(pid: int, port: int) -> int:
+    """The established TCP connections on `port` that process `pid` holds."""
+    inodes = socket_inodes(pid)
+    if not inodes:
+        return 0
+    count, local_port = 0, f":{port:04X}"
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as rows:
+                for row in rows.readlines()[1:]:
+                    fields = row.split()
+                    # local address, state 01 (ESTABLISHED), inode
+                    if fields[1].endswith(local_port) and fields[3] == "01" and fields[9] in inodes:
+                        count += 1
+        except OSError:
+            continue
+    return count
+
+
 # The app main() loaded in this (master) process before the workers fork; they inherit it.
 _application = None
+_retirement = Retirement()
 
 
 def load_application(target: str):
     """granian's target loader, run in each worker: the app the master loaded before forking
     (only a worker that was not forked from it, should granian ever spawn, imports it anew)."""
-    if _application is not None:
-        return _application
-    from mlapi.wsgi import application
-
-    return application
+    if _application is None:
+        from mlapi.wsgi import application
+    else:
+        application = _application
+    _retirement.listen()
+    return CloseWhenRetiring(application, _retirement)
 
 
 def main(argv: list[str], settings: Settings | None = None) -> None:
@@ -70,6 +234,7 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
     from granian import Granian
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
+    from granian.net import SocketSpec
 
     from mlapi.server.ready import announce
     from mlapi.server.startup import load_application as load_app
@@ -80,6 +245,46 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
             # (app/server/ready.py), after granian's own start-up lines.
             super().startup(spawn_target, target_loader)
             announce(_application, "granian", args.workers, args.blocking_threads)
+
+        def _init_shared_socket(self):
+            # One listening socket, made here and inherited by every worker (module docstring):
+            # granian's own branch for systems without SO_REUSEPORT balancing, which Linux skips.
+            self._shd = SocketSpec(self.bind_addr, self.bind_port, self.backlog).build()
+            self._sfd = self._shd.get_fd()
+            self._ssp = None
+            self._sso = socket.socket(fileno=self._sfd)  # closed by granian's _drop_shared_socket
+            self._sso.set_inheritable(True)
+            _retirement.before_fork(self._sfd)
+
+        def _respawn_workers(self, workers, spawn_target, target_loader, delay: float = 0):
+            """granian's replacement of live workers (a reload's SIGHUP; delay: its respawn
+            interval), in the module docstring's three steps. A worker that died (delay 0) has
+            nothing to hand over: granian's own."""
+            if not delay:
+                return super()._respawn_workers(workers, spawn_target, target_loader, delay)
+            for idx in workers:
+                self.respawned_wrks[idx] = time.monotonic()
+                old = self.wrks[idx]
+                new = self._spawn_worker(idx=idx, target=spawn_target, callback_loader=target_loader)
+                new.start()
+                self.wrks[idx] = new
+                self._hand_over(old.inner.pid, new.inner.pid, delay)
+                old.terminate()
+                old.join(self.workers_kill_timeout)
+                if old.is_alive():
+                    log.warning("granian worker-%d did not stop within %d s: killed", idx + 1,
+                                self.workers_kill_timeout)
+                    old.kill()
+                    old.join()
+            self._metrics.incr_spawn(len(workers))
+
+        def _hand_over(self, old: int, new: int, longest: float) -> None:
+            """Steps 1 and 2: the new worker accepts, then the old one retires and its clients
+            leave it (at most `longest` seconds)."""
+            wait_until(lambda: accepting(new, self._sfd), STARTUP_SECONDS)
+            _retirement.retire(old)
+            wait_until(lambda: not shares_listener(old, self._sfd), longest)  # its handler has run
+            wait_until(lambda: not client_connections(old, self.bind_port), longest)
 
     address, _, port = args.bind.rpartition(":")
     server = Server(

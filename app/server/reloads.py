@@ -18,11 +18,16 @@ thread takes them in turn; the fleet watcher (app/server/fleet_reload.py) calls 
 lock. Without a server master (create_app in tests, `flask run`) the process reloads itself.
 
 How the workers are replaced, per server (WorkerRoll):
-- uWSGI: SIGHUP to each worker (uWSGI's graceful worker reload), one at a time, the master
-  respawns it by fork; the requesters last, after their answer has been handed over.
-- gunicorn: SIGHUP to the arbiter: it forks new workers and stops the old ones gracefully.
-- granian: SIGHUP to the launcher: it respawns its workers one by one (new, then the old one
-  stopped); since it waits for each old one, the requester is answered first.
+- uWSGI and gunicorn: each worker in turn told to stop gracefully (uWSGI: SIGHUP, its worker
+  reload; gunicorn: SIGTERM), which its master replaces by a fresh fork; the next once the
+  previous one's replacement is up; the requesters last, after their answer has been handed
+  over. Not gunicorn's own SIGHUP: its arbiter then waits (up to the graceful timeout, 8 s) for
+  every old worker to exit before it handles anything else, and a worker that asked for a
+  reload meanwhile cannot exit before the master answers it, which needs the arbiter to handle
+  the next reload's SIGHUP: a second reload at once answered after 8.5-10.4 s (measured).
+- granian: SIGHUP to the launcher: it replaces its workers one by one, handing each one's
+  clients over first (app/server/granian.py); since it waits for each old one, the requester
+  is answered first.
 """
 from __future__ import annotations
 
@@ -66,55 +71,56 @@ class WorkerRoll:
         """Replace the requesters (and, on servers that roll all at once, everyone)."""
 
 
-class UwsgiRoll(WorkerRoll):
+class WorkerByWorkerRoll(WorkerRoll):
+    """uWSGI and gunicorn: `workers()` lists the worker pids, `stop_signal` makes one stop
+    gracefully (its request in flight finished), and the server's master forks its replacement."""
+
+    def __init__(self, workers: Callable[[], list[int]], stop_signal: int):
+        self.workers = workers
+        self.stop_signal = stop_signal
+
     def before_answer(self, requesters, waiting):
-        for pid in self._pids():
+        for pid in self.workers():
             if pid not in requesters and pid not in waiting():
                 self._replace(pid, waiting)
 
     def after_answer(self, requesters):
-        for pid in requesters & set(self._pids()):
-            os.kill(pid, signal.SIGHUP)  # it exits once its answer is written; not waited for
-
-    @staticmethod
-    def _pids() -> list[int]:
-        import uwsgi
-
-        return [worker["pid"] for worker in uwsgi.workers() if worker["pid"] > 0]
+        for pid in requesters & set(self.workers()):
+            try:
+                os.kill(pid, self.stop_signal)  # it exits once its answer is written; not waited for
+            except ProcessLookupError:
+                pass
 
     def _replace(self, pid: int, waiting: Callable[[], set[int]]) -> None:
         """One worker at a time, the next only once this one's replacement is up: the others
         keep serving meanwhile. A worker that asks for a reload meanwhile is not waited for (it
         waits for us: the next reload answers it, and replaces it then)."""
-        workers = len(self._pids())
-        os.kill(pid, signal.SIGHUP)
+        count = len(self.workers())
+        try:
+            os.kill(pid, self.stop_signal)
+        except ProcessLookupError:  # it exited meanwhile (max-requests): its replacement is new
+            return
         deadline = time.monotonic() + limits.DRAIN_SECONDS + 2
         while time.monotonic() < deadline:
-            pids = self._pids()
-            if (pid not in pids and len(pids) >= workers) or pid in waiting():
+            pids = self.workers()
+            if (pid not in pids and len(pids) >= count) or pid in waiting():
                 return
             time.sleep(0.02)
-        log.warning("reload: uWSGI worker %d did not restart within %d s", pid, limits.DRAIN_SECONDS + 2)
+        log.warning("reload: worker %d was not replaced within %d s", pid, limits.DRAIN_SECONDS + 2)
 
 
-class SignalMasterRoll(WorkerRoll):
-    """gunicorn and granian: SIGHUP to the master, which replaces its workers itself."""
+def uwsgi_workers() -> list[int]:
+    import uwsgi
 
-    def __init__(self, wait_for_old: bool):
-        self.wait_for_old = wait_for_old  # gunicorn: yes; granian: no (it waits for the requester)
+    return [worker["pid"] for worker in uwsgi.workers() if worker["pid"] > 0]
 
-    def before_answer(self, requesters, waiting):
-        if not self.wait_for_old:
-            return
-        old = children() - requesters
-        os.kill(os.getpid(), signal.SIGHUP)
-        deadline = time.monotonic() + limits.DRAIN_SECONDS + 2
-        while (old - waiting()) & children() and time.monotonic() < deadline:
-            time.sleep(0.02)
+
+class GranianRoll(WorkerRoll):
+    """SIGHUP to the launcher, once the requesters are answered: granian waits for each old
+    worker (the requesters' included) before it stops it."""
 
     def after_answer(self, requesters):
-        if not self.wait_for_old:
-            os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGHUP)
 
 
 def children() -> set[int]:
@@ -252,11 +258,11 @@ def refreeze() -> None:
 
 def server_roll(server: str | None) -> WorkerRoll | None:
     if server == "uwsgi":
-        return UwsgiRoll()
-    if server == "gunicorn":
-        return SignalMasterRoll(wait_for_old=True)
+        return WorkerByWorkerRoll(uwsgi_workers, signal.SIGHUP)
+    if server == "gunicorn":  # the arbiter's children are its workers
+        return WorkerByWorkerRoll(lambda: sorted(children()), signal.SIGTERM)
     if server == "granian":
-        return SignalMasterRoll(wait_for_old=False)
+        return GranianRoll()
     return None
 
 
