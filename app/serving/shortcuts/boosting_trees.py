@@ -53,8 +53,11 @@ class NodeTable:
         new = np.full(len(leaf), -1, dtype=np.intp)
         new[order] = np.arange(len(order))
         leaf = leaf[order]
-        self.left = np.where(leaf, np.arange(len(order)), new.take(left[order]))
-        self.feature = np.where(leaf, 0, joined("feature")[order]).astype(np.intp)
+        left = np.where(leaf, np.arange(len(order)), new.take(left[order]))
+        feature = np.where(leaf, 0, joined("feature")[order]).astype(np.intp)
+        # One gather per step for both: the left child above the feature's bits.
+        self.feature_bits = max(int(feature.max(initial=0)).bit_length(), 1)
+        self.left_and_feature = (left << self.feature_bits) | feature
         self.threshold = np.where(leaf, np.inf, joined("threshold")[order]).astype(np.float64)
         self.value = joined("value")[order].astype(np.float64)
         self.missing_right = (~leaf & ~joined("missing_left")[order].astype(bool)) if with_missing else None
@@ -72,12 +75,16 @@ class NodeTable:
         """(n_trees, n_rows) leaf values for float64 rows X, trees (starts first) in order."""
         n_rows, width = X.shape
         flat = np.ascontiguousarray(X).ravel()
-        row_start = np.arange(0, n_rows * width, width, dtype=np.intp)
         node = np.repeat(self.roots[:, None], n_rows, axis=1)  # (trees, rows), deepest trees first
+        # Where each (tree, row) finds its row in `flat`, laid out as `node` (an add of
+        # equal shapes: a broadcast one costs three times as much).
+        row_start = np.repeat(np.arange(0, n_rows * width, width, dtype=np.intp)[None, :], len(node), axis=0)
+        feature_mask = (1 << self.feature_bits) - 1
         missing = self.missing_right is not None and np.isnan(flat).any()
         for walking in self.walking:
             at = node[:walking]
-            x = flat.take(self.feature.take(at) + row_start)
+            packed = self.left_and_feature.take(at)
+            x = flat.take(np.add(packed & feature_mask, row_start[:walking]))
             if missing:
                 go_right = ~(x <= self.threshold.take(at))  # NaN compares False: decided here
                 nan = np.isnan(x)
@@ -86,7 +93,7 @@ class NodeTable:
                 go_right = x > self.threshold.take(at)
             if self.category_rows is not None:
                 _categorical_directions(self, at, x, go_right)
-            np.add(self.left.take(at), go_right, out=at)
+            np.add(packed >> self.feature_bits, go_right, out=at)
         return self.value.take(node).take(self.in_order, axis=0)
 
     def raw_sum(self, X: np.ndarray) -> np.ndarray:
