@@ -51,9 +51,8 @@ def encoder_tables(encoder):
 
 
 def _lookup(categories: np.ndarray):
+    """A column's values → category indices (len(categories): unknown), as the encoders match them."""
     unknown = len(categories)
-    if categories.dtype.kind != "O":
-        return _number_lookup(categories, unknown)
     index, none_at, nan_at = {}, unknown, unknown
     for k, value in enumerate(categories.tolist()):
         if value is None:
@@ -62,11 +61,37 @@ def _lookup(categories: np.ndarray):
             nan_at = k
         else:
             index[value] = k
+    hashed = _hashed(index, none_at, nan_at, unknown)
+    if categories.dtype.kind == "O":
+        def text_codes(column: np.ndarray) -> np.ndarray:
+            if column.dtype.kind != "O":  # numbers for text categories: scikit-learn decides
+                raise Defer
+            return hashed(column)
+        return text_codes
+    nan_known = nan_at != unknown
+
+    def number_codes(column: np.ndarray) -> np.ndarray:
+        if column.dtype.kind == "O":  # a text column is looked up by hash whatever the categories
+            return hashed(column)
+        if column.dtype.kind not in "fiu":
+            raise Defer
+        if column.dtype.kind == "f" and np.isinf(column).any():  # check_array(allow-nan) refuses
+            raise Defer
+        found = np.searchsorted(categories, column)  # NaN sorts last, where a learned NaN is
+        known = np.isin(column, categories)
+        if nan_known:
+            known |= np.isnan(column)
+        found[~known] = unknown
+        return found
+    return number_codes
+
+
+def _hashed(index: dict, none_at: int, nan_at: int, unknown: int):
+    """_check_unknown / _map_to_integer for a column of objects: a set's and a dict's matching
+    (hash and ==), None and NaN matched as missing values."""
     find = index.get
 
     def codes(column: np.ndarray) -> np.ndarray:
-        if column.dtype.kind != "O":  # numbers for text categories: scikit-learn decides
-            raise Defer
         out = np.empty(len(column), dtype=np.intp)
         try:
             for row, value in enumerate(column.tolist()):
@@ -75,47 +100,6 @@ def _lookup(categories: np.ndarray):
                     k = none_at if value is None else nan_at if is_missing(value) else unknown
                 out[row] = k
         except TypeError:  # unhashable: validation's to refuse
-            raise Defer from None
-        return out
-    return codes
-
-
-def _number_lookup(categories: np.ndarray, unknown: int):
-    nan_known = categories.dtype.kind == "f" and bool(np.isnan(categories).any())
-    index = {value: k for k, value in enumerate(categories.tolist()) if not is_missing(value)}
-    text_codes = None
-
-    def codes(column: np.ndarray) -> np.ndarray:
-        nonlocal text_codes
-        if column.dtype.kind == "O":  # the encoders look numbers in a text column up by hash too
-            if text_codes is None:
-                text_codes = _lookup_hashed(index, unknown, nan_known and len(categories) - 1)
-            return text_codes(column)
-        if column.dtype.kind not in "fiu":
-            raise Defer
-        if column.dtype.kind == "f" and np.isinf(column).any():  # check_array(allow-nan) refuses
-            raise Defer
-        found = np.searchsorted(categories, column)
-        known = np.isin(column, categories)
-        if nan_known:
-            known |= np.isnan(column)
-        found[~known] = unknown
-        return found
-    return codes
-
-
-def _lookup_hashed(index: dict, unknown: int, nan_at):
-    find = index.get
-
-    def codes(column):
-        out = np.empty(len(column), dtype=np.intp)
-        try:
-            for row, value in enumerate(column.tolist()):
-                k = find(value)
-                if k is None:
-                    k = nan_at if nan_at is not False and is_missing(value) and value is not None else unknown
-                out[row] = k
-        except TypeError:
             raise Defer from None
         return out
     return codes
