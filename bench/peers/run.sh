@@ -9,12 +9,12 @@
 # /tmp/anchors-results.json).
 #
 #   ANCHORS_PROFILE=default  reference Flask+uWSGI, gunicorn, MLflow, MLServer,
-#                            BentoML + HTTP floors  (~25 min with 3 rounds)
-#   ANCHORS_PROFILE=extras   uWSGI variants (4 threads, --http router,
+#                            BentoML + HTTP floors  (~25 min with 3 rounds of M1, M2; M3 adds half)
+#   ANCHORS_PROFILE=extras   uWSGI variants (without the one-native-thread cap, 4 threads, --http router,
 #                            --http11-socket) and MLflow variants (client
 #                            'Connection: close', dataframe_split), interleaved
 #                            with the reference; -> /tmp/anchors-results-extras.json
-#                            (~8 min per round; the report used ANCHORS_ROUNDS=2)
+#                            (~8 min per round of M1, M2, ~12 with M3; the report used ANCHORS_ROUNDS=2)
 #   ANCHORS_PROFILE=mlapi    the product (`mlapi serve` from $MLAPI_CHECKOUT, default: the
 #                            repository holding this script, using its .venv) against the
 #                            minimal Flask+uWSGI handler, MLServer, BentoML, MLflow and the
@@ -51,7 +51,7 @@ ROUNDS="${ANCHORS_ROUNDS:-3}"; DURATION="${ANCHORS_DURATION:-10}"; WARMUP="${ANC
 OUT="${ANCHORS_OUT:-/tmp/anchors-results.json}"
 case "$PROFILE" in
   default) SYSTEMS="flask_uwsgi_p2t1,flask_gunicorn_w2,mlflow_w2,mlserver_pw2,bentoml_w2,floor_uwsgi_flask_noop,floor_uwsgi_raw" ;;
-  extras)  SYSTEMS="flask_uwsgi_p2t1,flask_uwsgi_p2t4,flask_uwsgi_http_p2t1,flask_uwsgi_http11_p2t1,mlflow_w2_connclose,mlflow_w2_df"
+  extras)  SYSTEMS="flask_uwsgi_p2t1,flask_uwsgi_p2t1_uncapped,flask_uwsgi_p2t4,flask_uwsgi_http_p2t1,flask_uwsgi_http11_p2t1,mlflow_w2_connclose,mlflow_w2_df"
            OUT="${ANCHORS_OUT:-/tmp/anchors-results-extras.json}" ;;
   mlapi)   SYSTEMS="mlapi,flask_uwsgi_p2t1,mlserver_pw2,bentoml_w2,mlflow_w2_connclose,floor_uwsgi_flask_noop"
            if [[ -n "${MLAPI_BEFORE_CHECKOUT:-}" ]]; then SYSTEMS="mlapi,mlapi_before,${SYSTEMS#mlapi,}"; fi
