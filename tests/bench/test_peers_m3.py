@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import joblib
 import numpy as np
@@ -74,3 +77,25 @@ def test_m3_has_its_own_bodies_and_m1_m2_share_theirs():
     bench = load("bench", "peer_bench")
     assert bench.body_file("mlflow", "batch", "m3").endswith("/bodies/mlflow_m3_batch.json")
     assert bench.body_file("mlflow", "batch", "m1") == bench.body_file("mlflow", "batch", "m2")
+
+
+def test_prepare_writes_every_systems_m3_request_and_the_answers_to_expect(tmp_path):
+    done = subprocess.run([sys.executable, str(PEERS / "prepare.py"), str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    bodies = {path.name: json.loads(path.read_text()) for path in (tmp_path / "bodies").glob("*_m3_*.json")}
+    assert {name.split("_m3_")[0] for name in bodies} == {"flask", "mlflow", "mlflow_df", "mlserver", "bentoml"}
+    records = bodies["flask_m3_batch.json"]["instances"]
+    assert records == m3.request_records(100)
+    assert bodies["mlflow_m3_batch.json"] == {"dataframe_records": records}
+    assert bodies["bentoml_m3_batch.json"] == {"records": records}
+    v2 = bodies["mlserver_m3_batch.json"]
+    assert v2["parameters"] == {"content_type": "pd"}
+    assert [(i["name"], i["datatype"], i["shape"]) for i in v2["inputs"]] == \
+        [("plan", "BYTES", [100, 1]), ("a", "FP64", [100, 1]), ("b", "FP64", [100, 1]), ("c", "FP64", [100, 1])]
+    assert v2["inputs"][1]["data"] == [r["a"] for r in records]
+    expected = json.loads((tmp_path / "expected.json").read_text())
+    model = joblib.load(tmp_path / "models" / "m3.joblib")
+    with threadpool_limits(1):
+        assert expected["expected"]["m3"]["batch"] == model.predict(pd.DataFrame(records)).tolist()
+        assert expected["expected_proba"]["m3"]["batch"] == model.predict_proba(pd.DataFrame(records)).tolist()
