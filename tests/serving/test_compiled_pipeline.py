@@ -238,3 +238,16 @@ def test_a_sparse_feature_side_is_compiled_and_given_to_the_final_step_as_it_sum
     assert served.compute_path["features"] == {"path": "compiled"}
     assert served._transforms[0].sparse_rows == (not isinstance(estimator, RandomForestClassifier))
     assert_same_as_the_model(served, model, customers(50, 6, unseen=True))  # features() as CSR, as the steps'
+
+
+def test_merged_requests_of_other_dtypes_are_computed_as_scikit_learn_does():
+    # Micro-batching concatenates requests' frames: whole numbers (int64) beside NaN (float64),
+    # text beside missing text; the merged frame still takes the compiled path, exactly.
+    model = fitted("ordinal + imputer indicator, boosting binary")
+    served = ServedModel("m", "1", model)
+    whole = to_model_input(served, [{"plan": "pro", "region": "eu", "spend": 12, "tickets": 1, "seats": 3}])
+    gaps = to_model_input(served, [{"plan": "free", "region": None, "spend": None, "tickets": 2.5, "seats": 40.0}])
+    assert whole["spend"].dtype == np.int64 and gaps["spend"].dtype == np.float64
+    merged = pd.concat([whole, gaps], ignore_index=True)
+    assert served._transforms[0].compute(merged) is not None  # not deferred
+    assert served.predict(merged).probabilities == model.predict_proba(merged).tolist()
