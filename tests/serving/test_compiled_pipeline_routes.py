@@ -109,3 +109,23 @@ def test_compiled_path_off_is_shown_in_models_and_the_card(make_app, churn, caps
     monkeypatch.setenv("COMPILED_PATH", "0")
     assert main(["card", str(path)]) == 0
     assert "columntransformer.transform=scikit-learn (COMPILED_PATH=off)" in capsys.readouterr().out
+
+
+def test_predict_by_id_reads_the_store_and_answers_the_models_own(make_app, churn, tmp_path):
+    from mlapi.store.database import make_engine
+    from mlapi.store.ingest import import_rows, read_rows
+
+    path, model, test = churn
+    stored = test.head(6).copy()
+    stored.insert(0, "id", [f"c{i}" for i in range(len(stored))])
+    stored.to_csv(tmp_path / "customers.csv", index=False, float_format="%.17g")
+    engine = make_engine(f"sqlite:///{tmp_path}/store.db")
+    import_rows(engine, "features", "id", read_rows(tmp_path / "customers.csv"))
+    engine.dispose()
+    client = make_app(MODELS=f"churn={path}", FEATURE_STORE_URL=f"sqlite:///{tmp_path}/store.db").test_client()
+    expected = model.predict_proba(test.head(6))
+    for i in range(len(stored)):
+        answer = client.get(f"/models/churn/predict/c{i}")
+        assert answer.status_code == 200, answer.get_json()
+        prediction = answer.get_json()["prediction"]
+        assert dict(zip(prediction["labels"], prediction["scores"])) == dict(zip(model.classes_, expected[i]))
