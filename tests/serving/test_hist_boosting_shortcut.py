@@ -118,7 +118,7 @@ def test_string_categories_are_left_to_scikit_learn_with_the_reason():
     X, y = _categorical_data(n=600)
     frame = pd.DataFrame({"plan": pd.Categorical(np.array(["basic", "pro", "team", "free"])[X[:, 2].astype(int) % 4]),
                           "spend": X[:, 1]})
-    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(frame, y)
+    model = HistGradientBoostingClassifier(max_iter=10, categorical_features="from_dtype", random_state=0).fit(frame, y)
     served = ServedModel("plans", "1", model)
     route = served.compute_path["predict_proba"]
     assert route["path"] == "scikit-learn" and "non-numeric categories" in route["reason"]

@@ -48,6 +48,9 @@ def hist_candidate(model, method: str) -> Candidate | str:
     if isinstance(encode, str):
         return encode
     table = hist_table(model)
+    if encode is None and table.category_rows is not None:
+        # Categorical splits read raw values as category codes (no internal encoder here).
+        return "native categorical splits without scikit-learn's internal category encoder: left to scikit-learn"
     loss, n_features, names = model._loss, model.n_features_in_, fitted_names(model)
     original = getattr(model, method)
 
