@@ -125,6 +125,16 @@ def test_string_categories_are_left_to_scikit_learn_with_the_reason():
     assert served.predict(frame[:20]).probabilities == model.predict_proba(frame[:20]).tolist()
 
 
+def test_categorical_splits_without_the_internal_encoder_are_left_to_scikit_learn():
+    # As a release whose model reads raw values as category codes would be: no encoder to follow.
+    X, y = _categorical_data(n=600)
+    model = HistGradientBoostingClassifier(max_iter=5, categorical_features=[0, 2], random_state=0).fit(X, y)
+    model._preprocessor = None
+    route = ServedModel("raw codes", "1", model).compute_path["predict_proba"]
+    assert route == {"path": "scikit-learn", "reason": "native categorical splits without scikit-learn's "
+                     "internal category encoder: left to scikit-learn"}
+
+
 def _wrong_after_build(monkeypatch, spoil):
     built = boosting_trees.NodeTable.__init__
 
