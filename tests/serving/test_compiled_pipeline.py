@@ -251,3 +251,26 @@ def test_merged_requests_of_other_dtypes_are_computed_as_scikit_learn_does():
     merged = pd.concat([whole, gaps], ignore_index=True)
     assert served._transforms[0].compute(merged) is not None  # not deferred
     assert served.predict(merged).probabilities == model.predict_proba(merged).tolist()
+
+
+def test_probe_inputs_span_the_learned_categories_and_ranges_and_each_unusual_value():
+    from mlapi.serving.shortcuts.compiled_encoders import UNSEEN_TEXT
+    from mlapi.serving.shortcuts.compiled_probe import probe_inputs
+
+    model = fitted("one-hot + scaler, logistic binary")
+    probes = dict(probe_inputs(ServedModel("m", "1", model)._transforms[0]))
+    assert list(probes) == ["plain", "missing numbers", "missing text", "None text", "unseen categories",
+                            "infinite numbers", "whole numbers", "text as objects"]
+    plain = probes["plain"]
+    encoder = model[0].named_transformers_["pipeline-1"][-1]
+    assert set(plain.plan) == set(encoder.categories_[0])  # every learned category
+    scaler = model[0].named_transformers_["pipeline-2"][-1]
+    low, high = scaler.mean_ - 3 * scaler.scale_, scaler.mean_ + 3 * scaler.scale_
+    assert ((plain[NUMBERS] >= low - 1e-9) & (plain[NUMBERS] <= high + 1e-9)).all().all()
+    assert (plain[NUMBERS].std() > scaler.scale_).all()  # the fitted range, not zeros and ones
+    gaps = probes["missing numbers"]
+    assert gaps[NUMBERS].isna().any().all() and not gaps[TEXT].isna().any().any()
+    assert (probes["unseen categories"][TEXT] == UNSEEN_TEXT).any().all()
+    assert np.isinf(probes["infinite numbers"][NUMBERS].to_numpy()).any()
+    assert (probes["whole numbers"][NUMBERS].dtypes == np.int64).all()
+    assert probes["None text"]["region"].dtype == object and probes["None text"]["region"].isna().any()
