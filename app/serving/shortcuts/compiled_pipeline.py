@@ -77,15 +77,12 @@ def compile_features(steps: list, n_features, names: list[str] | None, fallback)
     """The compiled form of a Pipeline's feature steps [(name, step)], or which step has none and why."""
     if not isinstance(n_features, (int, np.integer)) or n_features < 1:
         return "the model does not say how many input columns it takes"
-    chain = []
-    for name, step in steps:
-        compiled = compile_transformer(step)
-        if isinstance(compiled, str):
-            return f"step {name!r} ({type(step).__name__}): {compiled}"
-        chain.append(compiled)
-    if not chain[-1].numeric:
-        return f"step {steps[-1][0]!r} outputs text, not numbers"
-    return CompiledFeatures(_chained(chain), [step for _, step in steps], int(n_features), names, fallback)
+    compiled = _compile_chain(steps)
+    if isinstance(compiled, str):
+        return compiled
+    if not compiled.numeric:
+        return "the feature steps output text, not numbers"
+    return CompiledFeatures(compiled, [step for _, step in steps], int(n_features), names, fallback)
 
 
 def compile_transformer(step) -> Step | str:
@@ -93,16 +90,21 @@ def compile_transformer(step) -> Step | str:
         return _column_transformer(step)
     if type(step).__name__ == "Pipeline" and type(step).__module__ == "sklearn.pipeline":
         # Pipeline.transform is made per access (available_if): the class itself, not a subclass
-        chain = []
-        for name, inner in step.steps:
-            if inner is None or inner == "passthrough":
-                continue
-            compiled = compile_transformer(inner)
-            if isinstance(compiled, str):
-                return f"step {name!r} ({type(inner).__name__}): {compiled}"
-            chain.append(compiled)
-        return _chained(chain) if chain else compile_step("passthrough")
+        return _compile_chain(step.steps)
     return compile_step(step)
+
+
+def _compile_chain(named_steps: list) -> Step | str:
+    """Steps [(name, step)] applied one after the other, as Pipeline.transform applies them."""
+    chain = []
+    for name, step in named_steps:
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        compiled = compile_transformer(step)
+        if isinstance(compiled, str):
+            return f"step {name!r} ({type(step).__name__}): {compiled}"
+        chain.append(compiled)
+    return _chained(chain) if chain else compile_step("passthrough")
 
 
 def _chained(chain: list[Step]) -> Step:

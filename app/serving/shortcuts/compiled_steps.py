@@ -72,7 +72,7 @@ def wraps_output(step) -> bool:
 
 def compile_step(step) -> Step | str:
     """The compiled form of one fitted transformer, or why it has none."""
-    if step == "passthrough":
+    if isinstance(step, str) and step == "passthrough":
         return Step(lambda columns: float_matrix(columns, finite=False))
     if wraps_output(step):
         return "set_output is configured: scikit-learn wraps the output"
