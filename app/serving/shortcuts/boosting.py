@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlapi.serving.shortcuts.boosting_trees import NodeTable
+from mlapi.serving.shortcuts.boosting_trees import MAX_ROWS, NodeTable
 from mlapi.serving.shortcuts.forests import float32_rows
 from mlapi.serving.shortcuts.sklearn_code import Candidate, find_known, fitted_names, owner_mismatch
 
@@ -64,7 +64,7 @@ def boosting_candidate(model, method: str) -> Candidate | str:
 
     def boosting_output(X):
         rows32 = float32_rows(X, n_features, names)
-        return compute(rows32) if rows32 is not None else original(X)
+        return compute(rows32) if rows32 is not None and len(rows32) <= MAX_ROWS else original(X)
 
     return Candidate(boosting_output, lambda rows: compute(rows.astype(np.float32)), BOOSTING)
 

@@ -19,6 +19,14 @@ import numpy as np
 # A categorical node's lookup row: one entry per category code (scikit-learn's bitsets hold
 # codes 0..255), then one for a missing value.
 _CODES = 256
+# Rows walked together: beyond ~300 rows the (trees × rows) arrays leave the CPU caches and a
+# row costs 2-3x more (M3's booster: 3,000 rows in one walk 64 ms, in chunks of 128 ~14 ms).
+CHUNK_ROWS = 128
+# Batches larger than this go to the model's own method: its compiled per-tree loop costs less
+# per row once its per-call and per-tree overheads are spread over many rows (one thread,
+# measured: M3's booster 1,000 rows 4.3 ms own vs 4.7 chunked here; GradientBoosting 300 rows
+# 0.54 vs 0.62 ms), and it is the reference anyway.
+MAX_ROWS = 256
 _MISSING = _CODES
 
 
@@ -100,6 +108,9 @@ class NodeTable:
         """(n_rows, n_outputs), Fortran-ordered: starts then trees added one after the other,
         as scikit-learn's `raw[:, k] += tree_k(X)` loop over iterations does
         (np.add.accumulate is sequential; a sum() may pair terms up and round differently)."""
+        if X.shape[0] > CHUNK_ROWS:
+            return np.asfortranarray(np.concatenate(
+                [self.raw_sum(X[start:start + CHUNK_ROWS]) for start in range(0, X.shape[0], CHUNK_ROWS)]))
         terms = self.leaf_values(X).reshape(-1, self.n_outputs, X.shape[0])
         return np.add.accumulate(terms, axis=0)[-1].T
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from mlapi.serving.frames import is_plain_numeric_frame
 from mlapi.serving.shortcuts.boosting import helper_mismatch
-from mlapi.serving.shortcuts.boosting_trees import NodeTable, category_lookup
+from mlapi.serving.shortcuts.boosting_trees import MAX_ROWS, NodeTable, category_lookup
 from mlapi.serving.shortcuts.sklearn_code import Candidate, find_known, fitted_names
 
 HIST = "hist-gradient-boosting"
@@ -65,7 +65,7 @@ def hist_candidate(model, method: str) -> Candidate | str:
 
     def hist_output(X):
         rows = float_rows(X, n_features, names)
-        out = compute(rows) if rows is not None else None
+        out = compute(rows) if rows is not None and len(rows) <= MAX_ROWS else None
         return out if out is not None else original(X)
 
     return Candidate(hist_output, compute, HIST)

@@ -136,10 +136,14 @@ def _scaler_range(estimator):
 # A boosted model adds hundreds of small trees, each a few splits deep, and a shortcut that
 # compared one of them the wrong way at its threshold (float32 against float64, `<` for `<=`,
 # a missing value sent the wrong way, a category's bit misread) would change a few rows in a
-# million. So its probe puts every split threshold, the floats just below and above it (in
-# float64, and for trees that compare float32 values the float32 ones either side), NaN where
-# the model accepts it, and every known category, an unknown one and NaN for a categorical
-# feature, into rows that otherwise vary over the fitted range.
+# million. So its probe puts every split threshold and the floats just below and above it (for
+# trees that compare float32 values, the float32 ones around it), NaN and infinities where the
+# model accepts them, and every known category, unknown ones and NaN for a categorical feature,
+# into rows that otherwise vary over the fitted range. A column has one such value per row, so
+# the rows are as many as the most split column needs: at most 3 × 255 for HistGradientBoosting
+# (255 bins a feature); a large GradientBoosting model's column beyond MAX_SPLIT_ROWS values
+# gets a seeded sample of them, to keep the probe within cold start.
+MAX_SPLIT_ROWS = 2048
 
 def boosted_splits(estimator, n_features: int):
     """(per column: values to probe, per column: categories or None, whether NaN and infinity
@@ -169,10 +173,11 @@ def boosted_splits(estimator, n_features: int):
 def _neighbours(columns: np.ndarray, thresholds: np.ndarray, n_features: int, float32: bool) -> list[np.ndarray]:
     finite = np.isfinite(thresholds)
     columns, thresholds = columns[finite], thresholds[finite]
-    near = [thresholds, np.nextafter(thresholds, -np.inf), np.nextafter(thresholds, np.inf)]
-    if float32:
+    if float32:  # the model compares float32 values: the float32 ones around the threshold
         as32 = thresholds.astype(np.float32)
-        near += [as32, np.nextafter(as32, np.float32(-np.inf)), np.nextafter(as32, np.float32(np.inf))]
+        near = [as32, np.nextafter(as32, np.float32(-np.inf)), np.nextafter(as32, np.float32(np.inf))]
+    else:
+        near = [thresholds, np.nextafter(thresholds, -np.inf), np.nextafter(thresholds, np.inf)]
     values = np.concatenate([np.asarray(value, dtype=np.float64) for value in near])
     columns = np.tile(columns, len(near))
     return [np.unique(values[columns == j]) for j in range(n_features)]
@@ -180,10 +185,11 @@ def _neighbours(columns: np.ndarray, thresholds: np.ndarray, n_features: int, fl
 
 def _rows_for_boosting(rng, values: list[np.ndarray], categories: list, accepts_nan: bool) -> np.ndarray:
     spread = [v if v.size else np.array([-1.0, 0.0, 1.0]) for v in values]
+    spread = [v if len(v) <= MAX_SPLIT_ROWS else np.sort(rng.choice(v, MAX_SPLIT_ROWS, replace=False)) for v in spread]
     base = _rows_around_splits(rng, spread)
     # Every probed value of each column once at least, columns shuffled independently so that
     # rows take varied paths through the trees.
-    n_rows = max(len(v) for v in values + [c for c in categories if c is not None] + [np.zeros(N_ROWS)])
+    n_rows = max(len(v) for v in spread + [c for c in categories if c is not None] + [np.zeros(N_ROWS)])
     at_splits = np.column_stack([rng.permutation(np.resize(v, n_rows)) for v in spread])
     for j, known in enumerate(categories):
         if known is not None:
