@@ -85,14 +85,16 @@ class NodeTable:
         flat = np.ascontiguousarray(X).ravel()
         node = np.repeat(self.roots[:, None], n_rows, axis=1)  # (trees, rows), deepest trees first
         # Where each (tree, row) finds its row in `flat`, laid out as `node` (an add of
-        # equal shapes: a broadcast one costs three times as much).
-        row_start = np.repeat(np.arange(0, n_rows * width, width, dtype=np.intp)[None, :], len(node), axis=0)
+        # equal shapes: a broadcast one costs three times as much); one row starts at 0.
+        row_start = None if n_rows == 1 else \
+            np.repeat(np.arange(0, n_rows * width, width, dtype=np.intp)[None, :], len(node), axis=0)
         feature_mask = (1 << self.feature_bits) - 1
         missing = self.missing_right is not None and np.isnan(flat).any()
         for walking in self.walking:
             at = node[:walking]
             packed = self.left_and_feature.take(at)
-            x = flat.take(np.add(packed & feature_mask, row_start[:walking]))
+            where = packed & feature_mask
+            x = flat.take(where if row_start is None else np.add(where, row_start[:walking], out=where))
             if missing:
                 go_right = ~(x <= self.threshold.take(at))  # NaN compares False: decided here
                 nan = np.isnan(x)
