@@ -19,6 +19,7 @@ import numpy as np
 # A categorical node's lookup row: one entry per category code (scikit-learn's bitsets hold
 # codes 0..255), then one for a missing value.
 _CODES = 256
+_MISSING = _CODES
 # Rows walked together: beyond ~300 rows the (trees × rows) arrays leave the CPU caches and a
 # row costs 2-3x more (M3's booster: 3,000 rows in one walk 64 ms, in chunks of 128 ~14 ms).
 CHUNK_ROWS = 128
@@ -27,7 +28,6 @@ CHUNK_ROWS = 128
 # measured: M3's booster 1,000 rows 4.3 ms own vs 4.7 chunked here; GradientBoosting 300 rows
 # 0.54 vs 0.62 ms), and it is the reference anyway.
 MAX_ROWS = 256
-_MISSING = _CODES
 
 
 class NodeTable:
