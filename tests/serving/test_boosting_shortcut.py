@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from mlapi.serving.model import ServedModel
 from mlapi.serving.shortcuts import boosting_trees
 from mlapi.serving.shortcuts.boosting_trees import MAX_ROWS
+from mlapi.serving.shortcuts.probes import probe_rows
 from sklearn_validation import count_validations
 
 @pytest.fixture(autouse=True)
@@ -98,6 +99,22 @@ def test_bit_for_bit_on_random_rows_and_at_every_split(family, task, monkeypatch
         getattr(model, method)(big).tolist()
     if task != "regression":
         assert served.compute_path["labels"] == {"path": "from-probabilities"}
+
+
+@pytest.mark.parametrize("family, task", MODELS)
+def test_the_probe_holds_every_split_and_the_floats_either_side(family, task):
+    model, X, _, _ = _fit(family, task)
+    rows = probe_rows(model)
+    features, thresholds = split_points(model)
+    if family == "gb":  # compared in float32: the float32 values around each threshold
+        as32 = thresholds.astype(np.float32)
+        near = [as32, np.nextafter(as32, np.float32(-np.inf)), np.nextafter(as32, np.float32(np.inf))]
+    else:
+        near = [thresholds, np.nextafter(thresholds, -np.inf), np.nextafter(thresholds, np.inf)]
+    for values in near:
+        for feature, value in zip(features, np.asarray(values, dtype=np.float64)):
+            assert value in rows[:, feature], (feature, value)
+    assert np.isnan(rows).any() == (family == "hist")  # only HistGradientBoosting takes NaN
 
 
 @pytest.mark.parametrize("family", ["hist", "gb"])

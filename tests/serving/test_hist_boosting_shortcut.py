@@ -101,6 +101,19 @@ def test_native_categorical_splits_known_unseen_and_missing_categories(kind):
             assert result.probabilities == model.predict_proba(rows).tolist()
 
 
+def test_the_probe_holds_every_category_an_unseen_one_and_nan():
+    from mlapi.serving.shortcuts.probes import probe_rows
+
+    X, y = _categorical_data()
+    model = HistGradientBoostingClassifier(max_iter=10, categorical_features=[0, 2], random_state=0).fit(X, y)
+    rows = probe_rows(model)
+    for column in (0, 2):
+        known = np.unique(X[:, column][~np.isnan(X[:, column])])
+        assert np.isin(known, rows[:, column]).all()
+        assert np.isnan(rows[:, column]).any() and (rows[:, column] == known.max() + 1).any()
+    assert np.isinf(rows[:, 1]).any() and not np.isinf(rows[:, [0, 2]]).any()
+
+
 def test_infinity_in_a_categorical_column_is_the_models_own_error():
     X, y = _categorical_data()
     model = HistGradientBoostingClassifier(max_iter=10, categorical_features=[0, 2], random_state=0).fit(X, y)
