@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from mlapi.serving.shortcuts.hist_boosting import model_categories, original_columns
+
 SEED = 20240917
 N_ROWS = 24
 
@@ -145,11 +147,10 @@ def _scaler_range(estimator):
 # gets a seeded sample of them, to keep the probe within cold start.
 MAX_SPLIT_ROWS = 2048
 
+
 def boosted_splits(estimator, n_features: int):
     """(per column: values to probe, per column: categories or None, whether NaN and infinity
     are accepted) for a gradient-boosting model, else None."""
-    from mlapi.serving.shortcuts.hist_boosting import model_categories, original_columns
-
     if getattr(estimator, "_predictors", None):  # HistGradientBoosting
         nodes = np.concatenate([predictor.nodes for iteration in estimator._predictors for predictor in iteration])
         numeric = ~nodes["is_leaf"].astype(bool) & ~nodes["is_categorical"].astype(bool)
