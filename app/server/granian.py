@@ -23,14 +23,17 @@ ago) or sits idle between keep-alive requests: a request its client is sending t
 And on Linux each worker listens on a socket of its own (SO_REUSEPORT): closing it resets the
 connections queued on it (net.ipv4.tcp_migrate_req, which would move them, is off by default
 and cannot be set on Cloud Run). So here:
-- one listening socket, made by the launcher and inherited by every worker, as uWSGI and
-  gunicorn do: one queue, which outlives any worker;
+- the launcher makes the listening sockets, one per worker slot (SO_REUSEPORT, so the kernel
+  still spreads new connections evenly over the slots), and keeps them open: a slot's queue
+  outlives any worker serving it, and its next worker inherits it. (One socket shared by every
+  worker, as uWSGI and gunicorn do, also outlives them, but granian's accept loop takes every
+  pending connection at once: 16 keep-alive clients all landed on one worker of two, measured.)
 - a worker is replaced in three steps (Server._respawn_workers): its replacement starts and
-  accepts; the old one retires (Retirement: it stops accepting, and answers every request
-  with `Connection: close`, so each client leaves it cleanly after its next answer); once it
-  holds no client connection (at most granian's respawn interval, 3.5 s) it is stopped, with
-  nothing left to lose. Only a keep-alive connection idle all that time is closed unused, as
-  at any keep-alive timeout.
+  polls the slot's socket; the old one retires (Retirement: it stops polling it, and answers
+  every request with `Connection: close`, so each client leaves it cleanly after its next
+  answer); once it holds no client connection (at most granian's respawn interval, 3.5 s) it
+  is stopped, with nothing left to lose. Only a keep-alive connection idle all that time is
+  closed unused, as at any keep-alive timeout.
 
 `mlapi serve` runs main() in its own process with the Settings it parsed; run on its own
 (`python -m mlapi.server.granian`, the command --dry-run prints) it reads them from the
@@ -77,18 +80,19 @@ class Retirement:
     close` (CloseWhenRetiring), and stops accepting: granian's accept loop (Rust) polls the
     inherited listening socket by its descriptor number, and that number is made to name an idle
     listening socket that nobody connects to, so the loop finds nothing more to accept while the
-    shared queue is left to the other workers. (The loop's wake-ups on the shared socket's new
-    connections remain: each ends in EAGAIN.)"""
+    slot's queue is left to the worker replacing it. (The loop's wake-ups on the slot socket's
+    new connections remain: each ends in EAGAIN.)"""
 
     def __init__(self):
         self.retiring = False
-        self.listener_fd: int | None = None  # the workers' shared listening socket
+        # The worker's slot socket: set by the launcher before each fork, inherited with it.
+        self.listener_fd: int | None = None
 
     # ---- in the launcher -----------------------------------------------------------------------
-    def before_fork(self, listener_fd: int) -> None:
-        self.listener_fd = listener_fd
-        # Inherited by every worker until its loader listens for the signal: a worker still
-        # starting must not die of it (granian would then see a crash).
+    @staticmethod
+    def ignore_until_listening() -> None:
+        """Inherited by every worker until its loader listens for the signal: a worker still
+        starting must not die of it (granian would then see a crash)."""
         signal.signal(RETIRE_SIGNAL, signal.SIG_IGN)
 
     @staticmethod
@@ -135,7 +139,7 @@ class CloseWhenRetiring:
 
 
 def accepting(pid: int, listener_fd: int) -> bool:
-    """Whether worker `pid` polls the shared listening socket yet (its accept loop has started):
+    """Whether worker `pid` polls its slot's listening socket yet (its accept loop has started):
     the socket's descriptor is in one of its epoll sets (/proc/PID/fdinfo, "tfd:" lines)."""
     registered = re.compile(rf"^tfd:\s+{listener_fd}\s", re.M)
     try:
@@ -247,14 +251,24 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
             announce(_application, "granian", args.workers, args.blocking_threads)
 
         def _init_shared_socket(self):
-            # One listening socket, made here and inherited by every worker (module docstring):
-            # granian's own branch for systems without SO_REUSEPORT balancing, which Linux skips.
-            self._shd = SocketSpec(self.bind_addr, self.bind_port, self.backlog).build()
-            self._sfd = self._shd.get_fd()
+            # One listening socket per worker slot, made and kept here (module docstring). bind
+            # only: the slot's first worker listens (granian's SocketHolder, Linux).
             self._ssp = None
-            self._sso = socket.socket(fileno=self._sfd)  # closed by granian's _drop_shared_socket
-            self._sso.set_inheritable(True)
-            _retirement.before_fork(self._sfd)
+            self._slots = [SocketSpec(self.bind_addr, self.bind_port, self.backlog).build()
+                           for _ in range(self.workers)]
+            self._slot_sockets = [socket.socket(fileno=slot.get_fd()) for slot in self._slots]
+            _retirement.ignore_until_listening()
+
+        def _drop_shared_socket(self):
+            for slot_socket in self._slot_sockets:
+                slot_socket.close()
+
+        def _spawn_worker(self, idx, target, callback_loader):
+            # granian hands every worker self._shd; here the slot's own (read as it builds the
+            # worker's arguments; the fork follows at once, with _retirement's listener_fd).
+            self._shd, self._sso = self._slots[idx], self._slot_sockets[idx]
+            _retirement.listener_fd = self._slot_sockets[idx].fileno()
+            return super()._spawn_worker(idx, target, callback_loader)
 
         def _respawn_workers(self, workers, spawn_target, target_loader, delay: float = 0):
             """granian's replacement of live workers (a reload's SIGHUP; delay: its respawn
@@ -268,7 +282,7 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
                 new = self._spawn_worker(idx=idx, target=spawn_target, callback_loader=target_loader)
                 new.start()
                 self.wrks[idx] = new
-                self._hand_over(old.inner.pid, new.inner.pid, delay)
+                self._hand_over(old.inner.pid, new.inner.pid, self._slot_sockets[idx].fileno(), delay)
                 old.terminate()
                 old.join(self.workers_kill_timeout)
                 if old.is_alive():
@@ -278,12 +292,12 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
                     old.join()
             self._metrics.incr_spawn(len(workers))
 
-        def _hand_over(self, old: int, new: int, longest: float) -> None:
-            """Steps 1 and 2: the new worker accepts, then the old one retires and its clients
-            leave it (at most `longest` seconds)."""
-            wait_until(lambda: accepting(new, self._sfd), STARTUP_SECONDS)
+        def _hand_over(self, old: int, new: int, slot_fd: int, longest: float) -> None:
+            """Steps 1 and 2: the new worker polls the slot's socket, then the old one retires and
+            its clients leave it (at most `longest` seconds)."""
+            wait_until(lambda: accepting(new, slot_fd), STARTUP_SECONDS)
             _retirement.retire(old)
-            wait_until(lambda: not shares_listener(old, self._sfd), longest)  # its handler has run
+            wait_until(lambda: not shares_listener(old, slot_fd), longest)  # its handler has run
             wait_until(lambda: not client_connections(old, self.bind_port), longest)
 
     address, _, port = args.bind.rpartition(":")
