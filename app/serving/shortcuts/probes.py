@@ -5,7 +5,8 @@ load time. Rows of zeros and ones prove little for a forest whose splits sit at 
 scaler centred on 1000: the rows here span each estimator's fitted statistics (a scaler's
 mean_ ± 3 scale_, a tree's split thresholds, values exactly at those thresholds), and rows for
 a pipeline's later steps are the earlier steps' own output. Deterministic (a fixed seed), and
-a few dozen rows: the probe is part of cold start.
+a few dozen rows — for a boosted model, every split and its neighbours, a few hundred (see
+boosted_splits): the probe is part of cold start.
 """
 from __future__ import annotations
 
