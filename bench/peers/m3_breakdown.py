@@ -1,12 +1,14 @@
 """Where an M3 request's time goes, in process: mlapi's WSGI app and the minimal handler's
-steps, one row and 100 rows, each step timed alone on the same input (median of 5 runs).
+steps, on requests of 1 and 100 rows (--rows), each step timed alone on the same input (median
+of 5 runs), or counted in instructions under callgrind (--instructions CALLS).
 
     .venv/bin/python bench/peers/m3_breakdown.py [WORKDIR]      # from the repository root
+    .venv/bin/python bench/peers/m3_breakdown.py --instructions 10 --rows 1,16,64,100,256
 
-WORKDIR holds models/m3.joblib and bodies/flask_m3_{single,batch}.json (bench/peers/prepare.py
-writes them; default /tmp/anchors-work); absent, they are made here from bench/peers/m3.py.
-One native thread per process, as both servers run (OMP_NUM_THREADS=1 before numpy loads).
-Prints a table; --json prints the numbers. Nothing here changes the model or the app.
+WORKDIR holds models/m3.joblib (bench/peers/prepare.py writes it; default /tmp/anchors-work);
+absent, it is trained here (bench/peers/m3.py). The requests are m3.request_records(rows), the
+benchmark's own bodies for 1 and 100 rows. One native thread per process, as both servers run
+(OMP_NUM_THREADS=1 before numpy loads). Prints a table; --json prints the numbers.
 """
 from __future__ import annotations
 
@@ -26,24 +28,25 @@ import tempfile  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # m3, flask_app, callgrind_marks, timing
 from timing import per_call_us  # noqa: E402
-KINDS = {"single": 1, "batch": 100}
 
 
-def ensure_inputs(work: str) -> tuple[str, dict]:
-    """The model file and the two request bodies: the benchmark's own, or made here."""
+def ensure_model(work: str) -> str:
+    """The benchmark's M3 file, trained here when the work directory has none."""
     model_path = f"{work}/models/m3.joblib"
-    bodies = {kind: f"{work}/bodies/flask_m3_{kind}.json" for kind in KINDS}
-    if not os.path.exists(model_path) or not all(os.path.exists(p) for p in bodies.values()):
+    if not os.path.exists(model_path):
         import joblib
         import m3
 
         os.makedirs(f"{work}/models", exist_ok=True)
-        os.makedirs(f"{work}/bodies", exist_ok=True)
         joblib.dump(m3.train(), model_path)
-        for kind, rows in KINDS.items():
-            with open(bodies[kind], "w") as f:
-                json.dump({"instances": m3.request_records(rows)}, f)
-    return model_path, {kind: open(path, "rb").read() for kind, path in bodies.items()}
+    return model_path
+
+
+def request_body(rows: int) -> bytes:
+    """The benchmark's request of `rows` records (prepare.py's bodies for 1 and 100 rows)."""
+    import m3
+
+    return json.dumps({"instances": m3.request_records(rows)}).encode()
 
 
 def wsgi_caller(application, body: bytes):
@@ -127,34 +130,35 @@ def application_model(model_path: str):
     return application.extensions["mlapi.services"].registry.get(None, None)
 
 
-def count_instructions(work: str, calls: int) -> dict[str, dict[str, float]]:
+def count_instructions(work: str, calls: int, sizes: list[int]) -> dict[int, dict[str, float]]:
     """Instructions per call of every step: this script again under callgrind (--count), each
     step's `calls` calls between a zero and a named dump (bench/peers/callgrind_marks.py)."""
     from callgrind_marks import read_dumps
 
     out = tempfile.mkdtemp(prefix="m3-callgrind-")
     subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg", "--dump-line=no",
-                    sys.executable, os.path.abspath(__file__), "--count", str(calls), work],
+                    sys.executable, os.path.abspath(__file__), "--count", str(calls),
+                    "--rows", ",".join(map(str, sizes)), work],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     counts = read_dumps(f"{out}/cg")
     shutil.rmtree(out)
-    return {kind: {step.split("|", 1)[1]: total / calls for step, total in counts.items()
-                   if step.startswith(kind + "|")} for kind in KINDS}
+    return {rows: {step.split("|", 1)[1]: total / calls for step, total in counts.items()
+                   if step.startswith(f"{rows}|")} for rows in sizes}
 
 
-def run_counted(work: str, calls: int) -> None:
+def run_counted(work: str, calls: int, sizes: list[int]) -> None:
     """Under callgrind: every step warmed, then `calls` calls between a zero and a dump."""
     from callgrind_marks import Marks
 
     marks = Marks()
-    model_path, bodies = ensure_inputs(work)
-    for kind, body in bodies.items():
-        for step, call in steps(model_path, body).items():
+    model_path = ensure_model(work)
+    for rows in sizes:
+        for step, call in steps(model_path, request_body(rows)).items():
             call()
             marks.zero()
             for _ in range(calls):
                 call()
-            marks.dump(f"{kind}|{step}")
+            marks.dump(f"{rows}|{step}")
 
 
 def main() -> int:
@@ -162,27 +166,29 @@ def main() -> int:
     parser.add_argument("work", nargs="?", default=os.environ.get("ANCHORS_WORK", "/tmp/anchors-work"))
     parser.add_argument("--instructions", type=int, metavar="CALLS", default=0,
                         help="count instructions per call under callgrind (CALLS calls a step) instead of timing")
+    parser.add_argument("--rows", default="1,100", help="request sizes, comma-separated (default 1,100)")
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)  # the run under callgrind
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args()
+    sizes = [int(rows) for rows in args.rows.split(",")]
     if args.count:
-        run_counted(args.work, args.count)
+        run_counted(args.work, args.count, sizes)
         return 0
-    model_path, bodies = ensure_inputs(args.work)
+    model_path = ensure_model(args.work)
     if args.instructions:
-        results, unit = count_instructions(args.work, args.instructions), "instructions per call (callgrind)"
+        results, unit = count_instructions(args.work, args.instructions, sizes), "instructions per call (callgrind)"
     else:
-        results = {kind: {step: per_call_us(call, budget=0.25, repeats=5)
-                          for step, call in steps(model_path, body).items()}
-                   for kind, body in bodies.items()}
+        results = {rows: {step: per_call_us(call, budget=0.25, repeats=5)
+                          for step, call in steps(model_path, request_body(rows)).items()}
+                   for rows in sizes}
         unit = "µs per call (median of 5)"
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
     print(f"mlapi's compute path for M3: {application_model(model_path).compute_path}")
-    print(f"{unit + ', one native thread':72} {'1 row':>11} {'100 rows':>11}")
-    for step in results["single"]:
-        print(f"{step:72} {results['single'][step]:11,.0f} {results['batch'].get(step, 0):11,.0f}")
+    print(f"{unit + ', one native thread':72}" + "".join(f" {f'{rows} rows':>11}" for rows in sizes))
+    for step in results[sizes[0]]:
+        print(f"{step:72}" + "".join(f" {results[rows].get(step, 0):11,.0f}" for rows in sizes))
     return 0
 
 
