@@ -154,7 +154,10 @@ class ServedModel:
         predictor = self.predictor
         want_proba = self.gives_probabilities(probabilities)
         # For ARGMAX models predict() is predict_proba() plus an argmax: same cost either way.
-        need_proba = want_proba or self._proba_relation == ARGMAX
+        # A MONOTONE model with a predict_proba shortcut (boosting, logistic) gets its labels
+        # from that too: its own predict() costs the validation the shortcut skips.
+        need_proba = want_proba or self._proba_relation == ARGMAX or (
+            self._proba_relation is not None and self._predict_proba is not None)
         proba = _call(self._predict_proba or predictor.predict_proba, features, self) if need_proba else None
         rows = features.shape[0] if hasattr(features, "shape") else len(features)
         if proba is not None:

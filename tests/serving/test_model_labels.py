@@ -68,6 +68,23 @@ def test_clear_margins_skip_the_second_model_call():
     assert counter.calls == 0
 
 
+@pytest.mark.parametrize("name", ["logistic", "hist_gradient_boosting"])
+def test_labels_alone_come_off_the_probability_shortcut(name):
+    """Asked for labels only, a model with a predict_proba shortcut and a monotone relation
+    answers from the shortcut: its own predict() (the validation the shortcut skips) is not
+    called, and the labels are still exactly its predict()'s."""
+    X, y = load_iris(return_X_y=True)
+    estimator = ESTIMATORS[name]().fit(X, y)
+    served = ServedModel(name, "1", estimator)
+    assert served.compute_path["labels"] == {"path": "from-probabilities"}
+    assert served.compute_path["predict_proba"]["path"] != "scikit-learn"
+    want = estimator.predict(X).tolist()
+    counter = CountingPredict(served.predictor)
+    result = served.predict(X, probabilities=False)
+    assert result.predictions == want and result.probabilities is None
+    assert counter.calls == 0
+
+
 def test_a_near_tie_is_decided_by_predict():
     X, y = load_breast_cancer(return_X_y=True)
     estimator = LogisticRegression(max_iter=1000).fit(X, y)
