@@ -87,6 +87,7 @@ class Retirement:
         self.retiring = False
         # The worker's slot socket: set by the launcher before each fork, inherited with it.
         self.listener_fd: int | None = None
+        self.slot_sockets: list[socket.socket] = []  # the launcher's, every slot's
 
     # ---- in the launcher -----------------------------------------------------------------------
     @staticmethod
@@ -104,7 +105,12 @@ class Retirement:
 
     # ---- in a worker ---------------------------------------------------------------------------
     def listen(self) -> None:
+        """In a new worker: listen for the signal, and keep only its own slot's socket of those
+        the fork copied (another slot's, held here, would outlive that slot's workers)."""
         signal.signal(RETIRE_SIGNAL, self._retire)
+        for slot_socket in self.slot_sockets:
+            if slot_socket.fileno() != self.listener_fd:
+                slot_socket.close()
 
     def _retire(self, signum, frame) -> None:
         self.retiring = True
@@ -257,6 +263,7 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
             self._slots = [SocketSpec(self.bind_addr, self.bind_port, self.backlog).build()
                            for _ in range(self.workers)]
             self._slot_sockets = [socket.socket(fileno=slot.get_fd()) for slot in self._slots]
+            _retirement.slot_sockets = self._slot_sockets
             _retirement.ignore_until_listening()
 
         def _drop_shared_socket(self):

@@ -45,8 +45,8 @@ def tcp_rows() -> list[list[str]]:
 
 
 def slot_socket_fd(server, worker: int) -> int:
-    """The descriptor of the listening socket the worker polls, which the launcher holds too
-    (every worker inherits every slot's; each polls its own)."""
+    """The descriptor of the listening socket the worker polls: its slot's, which the launcher
+    holds too."""
     listening = {row[9] for row in tcp_rows() if row[1].endswith(f":{server.port:04X}") and row[3] == "0A"}
     for fd in os.listdir(f"/proc/{server.proc.pid}/fd"):
         if os.readlink(f"/proc/{server.proc.pid}/fd/{fd}")[8:-1] in listening and accepting(worker, int(fd)):
@@ -93,6 +93,8 @@ def test_new_connections_are_spread_over_the_workers(start_server, tmp_path, two
     joblib.dump(two_models[0], artifact)
     server = serve_granian(start_server, artifact)
     workers = workers_of(server)
+    slots = [slot_socket_fd(server, worker) for worker in workers]
+    assert len(set(slots)) == 2 and not shares(server, workers[0], slots[1])  # each its own slot only
     clients = [keep_alive(server) for _ in range(16)]
     for client in clients:
         predict(client)
