@@ -360,9 +360,11 @@ docs: $(VENV)/.installed-dev ## serve the documentation site (docs/) on http://l
 
 # The shortcuts (app/serving/shortcuts/) know scikit-learn's private modules: run
 # their tests, and the loading tests, on the oldest and on the newest scikit-learn setup.py allows,
-# each with the numpy / scipy / pandas of its time, in throwaway virtualenvs (reused when present).
-SKLEARN_OLDEST = scikit-learn==1.4.0 numpy==1.24.4 scipy==1.10.1 pandas==2.0.3
-SKLEARN_NEWEST = scikit-learn numpy scipy pandas
+# each with the numpy / scipy / pandas / pyarrow of its time, in throwaway virtualenvs (reused when
+# present). pyarrow (bulk scoring's reader) 26 refuses numpy 1.x at import: the oldest end takes
+# setup.py's floor, 15.0.2.
+SKLEARN_OLDEST = scikit-learn==1.4.0 numpy==1.24.4 scipy==1.10.1 pandas==2.0.3 pyarrow==15.0.2
+SKLEARN_NEWEST = scikit-learn numpy scipy pandas pyarrow
 SKLEARN_RANGE_DIR = /tmp/mlapi-sklearn-range
 SKLEARN_RANGE_DEPS = flask orjson msgspec prometheus-client SQLAlchemy tqdm requests pytest joblib threadpoolctl redis
 # Not the skops tests: skops needs numpy >= 1.25, which the oldest end cannot install (and it is
@@ -375,7 +377,7 @@ test-sklearn-range: ## run the model and shortcut tests on the oldest and the ne
 	  if [ $$end = oldest ]; then pins='$(SKLEARN_OLDEST)'; else pins='$(SKLEARN_NEWEST)'; fi; \
 	  venv='$(SKLEARN_RANGE_DIR)'/$$end; \
 	  [ -x $$venv/bin/python ] || $(PYTHON) -m venv $$venv; \
-	  grep -viE '^(numpy|scipy|pandas|scikit-learn)==' constraints.txt > $$venv/constraints.txt; \
+	  grep -viE '^(numpy|scipy|pandas|scikit-learn|pyarrow)==' constraints.txt > $$venv/constraints.txt; \
 	  $$venv/bin/python -m pip install -q --upgrade -c $$venv/constraints.txt $$pins $(SKLEARN_RANGE_DEPS); \
 	  $$venv/bin/python -m pip install -q --no-deps -e .; \
 	  $$venv/bin/python -c 'import numpy, pandas, sklearn; print("'$$end':", "scikit-learn", sklearn.__version__, "numpy", numpy.__version__, "pandas", pandas.__version__)'; \
