@@ -95,6 +95,9 @@ def steps(model_path: str, body: bytes) -> dict:
     plan, numbers = mlapi_frame[["plan"]], mlapi_frame[["a", "b", "c"]]
     mlapi_call = wsgi_caller(application, body)
     minimal_call = wsgi_caller(flask_app.app, body)
+    served_answer = json.loads(mlapi_call())  # whatever path mlapi takes, the model's own answer
+    assert served_answer["predictions"] == labels.tolist(), "mlapi's labels differ from the model's"
+    assert np.abs(np.asarray(served_answer["probabilities"]) - proba).max() <= 1e-9, "mlapi's probabilities differ"
     answer = {"predictions": labels.tolist(), "probabilities": proba.tolist(), "classes": [0, 1]}
     return {
         "mlapi: whole request (WSGI app, in process)": mlapi_call,
