@@ -66,25 +66,28 @@ def frame_from_rows(model: ServedModel, rows: list, names: list[str]) -> pd.Data
     if matrix is not None and matrix.ndim == 2:
         return frame_from_matrix(model, matrix, names)
     # Not a matrix of numbers (a value that is not a number, or is a list of them): column by column.
-    return _typed_frame(model, list(zip(*rows)) if rows else [()] * len(names), names)
+    return frame_from_columns(model, list(zip(*rows)) if rows else [()] * len(names), names)
 
 
 def frame_from_matrix(model: ServedModel, matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
     import pandas as pd  # here, not at the top: see app/serving/frames.py
 
     if matrix.dtype == object:
-        return _typed_frame(model, matrix.T.tolist(), names)
+        return frame_from_columns(model, matrix.T.tolist(), names)
     # Not copied: the matrix is this request's own. A numeric frame then holds the matrix's
     # transpose, so np.asarray(frame) is the C-ordered matrix again, the linear shortcut's
     # input (app/serving/shortcuts/linear.py); a copied frame of several rows would be Fortran-ordered.
     return pd.DataFrame(matrix, columns=column_index(tuple(names)), copy=False)
 
 
-def _typed_frame(model: ServedModel, columns: list, names: list[str]) -> pd.DataFrame:
-    """Mixed input, one sequence of values per column: a column the model's encoder takes as
-    strings stays text (a zip code "01234" is not 1234); any other column that is entirely
-    numeric (nulls included) becomes numeric, as it was when the model was fitted. What is left
-    is the model's to refuse, and app/serving/input_faults.py's to explain.
+def frame_from_columns(model: ServedModel, columns: list, names: list[str]) -> pd.DataFrame:
+    """Mixed input (a model with a string column; rows holding a value that is not a number),
+    one sequence of values per column of `names` (records can be read a column at a time), as
+    the DataFrame the model takes: a column the model's encoder takes as strings stays text (a
+    zip code "01234" is not 1234); any other column that is entirely numeric (nulls included)
+    becomes numeric, as it was when the model was fitted. What is left is the model's to refuse,
+    and app/serving/input_faults.py's to explain. (Rows of numbers alone for a model without a
+    string column are frame_from_rows' one float64 matrix, not this: ints stay int64 here.)
 
     Each column is built once as an array and the DataFrame once from them: a DataFrame of
     objects converted column by column inside pandas (to_numeric, notna counts, setitem) cost
