@@ -147,21 +147,23 @@ def assert_same_frame(got, expected) -> None:
 
 
 @pytest.mark.parametrize("build_model", [mixed_model, numbers_model])
-def test_generated_rows_give_the_frame_the_object_conversion_gave(build_model):
-    served, names = build_model()
-    rng = random.Random(f"typed-rows-{served.name}")
-    for case in range(400):
-        rows = generated_rows(rng, names)
-        expected = outcome(lambda: old_frame_from_rows(served, rows, names))
-        assert_same_frame(outcome(lambda: frame_from_rows(served, rows, names)), expected)
-        cells = as_cells(rows, len(names))  # rows sent as lists (instances._from_lists) for a mixed model
-        assert_same_frame(outcome(lambda: frame_from_matrix(served, cells, names)),
-                          outcome(lambda: frame_the_old_way(served, cells, names)))
-        records = [dict(zip(names, row)) for row in rows]
-        assert_same_frame(outcome(lambda: to_model_input(served, records)), expected)
-        if served.string_columns:  # without one, rows of numbers alone are one float64 matrix instead
-            columns = [[record[name] for record in records] for name in names]
-            assert_same_frame(outcome(lambda: frame_from_columns(served, columns, names)), expected)
+@pytest.mark.parametrize("text_storage", ["python", "pyarrow"])  # the server's (server/startup.py), the CLI's
+def test_generated_rows_give_the_frame_the_object_conversion_gave(build_model, text_storage):
+    with pd.option_context("mode.string_storage", text_storage):  # what pandas 3 backs inferred text with
+        served, names = build_model()
+        rng = random.Random(f"typed-rows-{served.name}")
+        for _ in range(400):
+            rows = generated_rows(rng, names)
+            expected = outcome(lambda: old_frame_from_rows(served, rows, names))
+            assert_same_frame(outcome(lambda: frame_from_rows(served, rows, names)), expected)
+            cells = as_cells(rows, len(names))  # rows sent as lists (instances._from_lists) for a mixed model
+            assert_same_frame(outcome(lambda: frame_from_matrix(served, cells, names)),
+                              outcome(lambda: frame_the_old_way(served, cells, names)))
+            records = [dict(zip(names, row)) for row in rows]
+            assert_same_frame(outcome(lambda: to_model_input(served, records)), expected)
+            if served.string_columns:  # without one, rows of numbers alone are one float64 matrix instead
+                columns = [[record[name] for record in records] for name in names]
+                assert_same_frame(outcome(lambda: frame_from_columns(served, columns, names)), expected)
 
 
 def test_the_frame_predicts_as_the_object_conversion_did():
