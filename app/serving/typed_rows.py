@@ -66,7 +66,13 @@ def frame_from_rows(model: ServedModel, rows: list, names: list[str]) -> pd.Data
     if matrix is not None and matrix.ndim == 2:
         return frame_from_matrix(model, matrix, names)
     # Not a matrix of numbers (a value that is not a number, or is a list of them): column by column.
-    return frame_from_columns(model, list(zip(*rows)) if rows else [()] * len(names), names)
+    try:
+        columns = list(zip(*rows, strict=True))
+    except ValueError:  # rows of other lengths
+        columns = None
+    if columns is None or len(columns) != len(names):  # (or no rows) read as an object matrix holds them
+        columns = as_cells(rows, len(names)).T.tolist()
+    return frame_from_columns(model, columns, names)
 
 
 def frame_from_matrix(model: ServedModel, matrix: np.ndarray, names: list[str]) -> pd.DataFrame:

@@ -175,6 +175,13 @@ def test_the_frame_predicts_as_the_object_conversion_did():
         np.testing.assert_array_equal(served.predict(frame).probabilities, served.estimator.predict_proba(reference))
 
 
+def test_rows_of_other_lengths_or_none_are_read_as_before():
+    served, names = mixed_model()
+    for rows in ([], [["pro", 1, "01234"], ["basic", 2.5, "1", 3, 4.0]], [["pro", 1, "01234", 2, 0.5], ["basic"]]):
+        assert_same_frame(outcome(lambda: frame_from_rows(served, rows, names)),
+                          outcome(lambda: old_frame_from_rows(served, rows, names)))
+
+
 def test_without_pandas_own_column_constructor_the_frame_is_the_same(monkeypatch):
     served, names = mixed_model()
     rng = random.Random("typed-rows-fallback")
