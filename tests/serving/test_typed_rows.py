@@ -138,6 +138,8 @@ def assert_same_frame(got, expected) -> None:
     pd.testing.assert_frame_equal(got, expected, check_exact=True, check_index_type=True,
                                   check_column_type=True)
     assert got.columns is expected.columns  # the shared Index app/serving/frames.py recognizes
+    if all(dtype == np.float64 for dtype in got.dtypes):  # rows of floats: the linear shortcut's if C-ordered
+        assert got.to_numpy().flags.c_contiguous == expected.to_numpy().flags.c_contiguous
     for name in got.columns:
         mine, theirs = got[name].to_numpy(), expected[name].to_numpy()
         if mine.dtype == object:  # 1 == 1.0 == True: the values' own types must match too
