@@ -60,7 +60,7 @@ def as_cells(rows: list, width: int) -> np.ndarray:
 
 
 def frame_from_rows(model: ServedModel, rows: list, names: list[str]) -> pd.DataFrame:
-    """Rows of values in the order of `names` (each row a list of len(names) values, as
+    """Rows of values in the order of `names` (each a list of len(names) values, as
     app/serving/instances.py checks) as the DataFrame the model takes."""
     matrix = None if model.string_columns else as_floats(rows)
     if matrix is not None and matrix.ndim == 2:
@@ -108,11 +108,11 @@ def frame_from_columns(model: ServedModel, columns: list, names: list[str]) -> p
         else:
             numbers = _plain_numbers(values)
             arrays.append(numbers if numbers is not None else _as_numbers_if_all(values, column))
-    index, rows = column_index(tuple(names)), pd.RangeIndex(len(arrays[0]) if arrays else 0)
+    index, row_index = column_index(tuple(names)), pd.RangeIndex(len(arrays[0]) if arrays else 0)
     try:
         # pandas' own constructor from column arrays (what DataFrame.from_records uses): half
         # the cost of pd.DataFrame(dict, columns=...), which also looks each name up
-        return pd.DataFrame._from_arrays(arrays, columns=index, index=rows, verify_integrity=True)
+        return pd.DataFrame._from_arrays(arrays, columns=index, index=row_index, verify_integrity=True)
     except (AttributeError, TypeError):  # a pandas without it, or with another signature
         return pd.DataFrame(dict(zip(names, arrays)), columns=index, copy=False)
 
