@@ -6,6 +6,8 @@ scikit-learn walks a boosted model one tree at a time, each in a compiled loop o
 tree, but a Python call, an output array and, for the histogram models, an OpenMP region per
 tree. Here every (row, tree) pair advances one level per step over flat node arrays of all the
 trees, so 100 trees of depth 6 cost 6 rounds of a few numpy calls for one row as for 100.
+A few rows (a request of one row, the common case) go instead through the trees as generated
+Python code (boosting_code.py), once checked_raw_sum has seen it agree with the walk.
 
 Exactness: a node compares exactly as scikit-learn's loops do (`x <= threshold` in float64, a
 missing value where the node learned to send it, a category by its bitsets), and the sum is an
@@ -14,7 +16,13 @@ not numpy's pairwise sum, so the raw predictions are the same floats, not merely
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+from mlapi.serving.shortcuts.boosting_code import CODE_ROWS, code_sum, tree_function
+
+log = logging.getLogger(__name__)
 
 # A categorical node's lookup row: one entry per category code (scikit-learn's bitsets hold
 # codes 0..255), then one for a missing value.
@@ -78,6 +86,9 @@ class NodeTable:
         # Step s walks the first walking[s] trees (those deeper than s).
         self.walking = [int((depths > step).sum()) for step in range(int(depths.max(initial=0)))]
         self.n_outputs = n_outputs
+        # The trees as generated code for requests of a few rows (boosting_code.py): set only
+        # by checked_raw_sum, once it has given the walk's sums on the probe rows.
+        self.code = None
 
     def leaf_values(self, X: np.ndarray) -> np.ndarray:
         """(n_trees, n_rows) leaf values for float64 rows X, trees (starts first) in order."""
@@ -110,11 +121,33 @@ class NodeTable:
         """(n_rows, n_outputs), Fortran-ordered: starts then trees added one after the other,
         as scikit-learn's `raw[:, k] += tree_k(X)` loop over iterations does
         (np.add.accumulate is sequential; a sum() may pair terms up and round differently)."""
+        if self.code is not None and X.shape[0] <= CODE_ROWS:
+            return code_sum(self.code, X)
         if X.shape[0] > CHUNK_ROWS:
             return np.asfortranarray(np.concatenate(
                 [self.raw_sum(X[start:start + CHUNK_ROWS]) for start in range(0, X.shape[0], CHUNK_ROWS)]))
         terms = self.leaf_values(X).reshape(-1, self.n_outputs, X.shape[0])
         return np.add.accumulate(terms, axis=0)[-1].T
+
+    def checked_raw_sum(self, X: np.ndarray) -> np.ndarray:
+        """raw_sum by the level walk, for a probe to compare with the model's own method; the
+        trees' generated code is built, run on the same rows and kept for few-row calls only if
+        it gives the walk's sums bit for bit."""
+        self.code = None
+        walked = self.raw_sum(X)
+        code = tree_function(self)
+        if code is None or not len(X):
+            return walked
+        try:
+            agrees = np.array_equal(code_sum(code, X), walked, equal_nan=True)
+        except Exception:  # noqa: BLE001 - our fault, whatever it is: the walk serves
+            log.warning("the boosted trees' generated code failed on the probe rows: not used", exc_info=True)
+            return walked
+        if agrees:
+            self.code = code
+        else:  # our fault too: the walk (checked by the caller) serves every request
+            log.warning("the boosted trees' generated code differs from their walk on the probe rows: not used")
+        return walked
 
 
 def _categorical_directions(table: NodeTable, node: np.ndarray, x: np.ndarray, go_right: np.ndarray) -> None:

@@ -6,7 +6,8 @@ scikit-learn's predict for one row spends ~2 ms on validation, its known-categor
 (rebuilt on every call) and one OpenMP-parallel Cython call per tree; the trees themselves are a
 few microseconds. The drop-in here validates nothing scikit-learn would not pass through
 unchanged (float64 rows of the fitted width, NaN and infinity included: the model accepts them),
-walks all trees at once (boosting_trees.py) and hands the raw sum to the model's own loss
+walks all trees at once (boosting_trees.py; a few rows through the trees as generated code,
+boosting_code.py) and hands the raw sum to the model's own loss
 (predict_proba, link.inverse), so the probabilities are computed by scikit-learn's code from
 the same raw floats. Native categorical features (categorical_features=...) are encoded here as
 the model's own OrdinalEncoder does for numeric categories; string categories are left to
@@ -54,13 +55,13 @@ def hist_candidate(model, method: str) -> Candidate | str:
     loss, n_features, names = model._loss, model.n_features_in_, fitted_names(model)
     original = getattr(model, method)
 
-    def compute(rows):
+    def compute(rows, raw_sum=table.raw_sum):
         features = rows if encode is None else encode(rows)
         if features is None:
             return None
         # Fortran order, as _raw_predict allocates it: the multiclass softmax sums along rows,
         # and numpy rounds a strided sum differently from a contiguous one.
-        raw = np.asfortranarray(table.raw_sum(features))
+        raw = np.asfortranarray(raw_sum(features))
         return loss.predict_proba(raw) if method == "predict_proba" else loss.link.inverse(raw.ravel())
 
     def hist_output(X):
@@ -68,7 +69,10 @@ def hist_candidate(model, method: str) -> Candidate | str:
         out = compute(rows) if rows is not None and len(rows) <= MAX_ROWS else None
         return out if out is not None else original(X)
 
-    return Candidate(hist_output, compute, HIST)
+    def checked(rows):  # the probe: the level walk, and the few-row code checked against it
+        return compute(rows, table.checked_raw_sum)
+
+    return Candidate(hist_output, checked, HIST)
 
 
 def float_rows(X, n_features: int, names: list | None) -> np.ndarray | None:
