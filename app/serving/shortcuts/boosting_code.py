@@ -5,9 +5,10 @@ whatever the row count: one row of a 100-tree model 20 levels deep is ~120 numpy
 ~70 µs, and ~100 µs served, where the CPU caches are cold at each request (numpy's dispatch
 code and the node arrays evicted by the HTTP router, the client and the other workers between
 requests). Written as code, each tree is one nested conditional expression over the row's
-values, so one row is ~700 float comparisons in Python and no numpy call: ~6 µs hot, ~20 µs
-cold for the same 100 trees (docs-notes m3gap). Beyond a few rows the walk is cheaper again
-(its per-row cost is lower), so NodeTable uses this up to CODE_ROWS rows.
+values, so one row is at most ~1,200 float comparisons in Python (M3: 100 trees, up to 20
+levels) and no numpy call: ~6 µs hot, ~20 µs cold (measured in process with 8 MB written
+between calls). Beyond a few rows the walk is cheaper again (its per-row cost is lower), so
+NodeTable uses this up to CODE_ROWS rows.
 
 Exactness: thresholds and leaf values are written with repr(float), which reads back as the
 same double; a node compares as the walk does (`x <= t` where a missing value goes right,
@@ -27,7 +28,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # Rows answered by the generated function; more go to the level walk. One thread, M3's 100
-# trees (docs-notes m3gap): 1 row 7 µs vs 76, 4 rows 40 vs 106, 8 rows 80 vs 126, 16 rows 159
+# trees: 1 row 7 µs vs 76, 4 rows 40 vs 106, 8 rows 80 vs 126, 16 rows 159
 # vs 152: the code costs ~10 µs a row, the walk ~70 µs plus ~5 µs a row.
 CODE_ROWS = 8
 # Larger tables are not compiled: compiling costs ~5 µs a node at load (M3's 6,102 nodes:
