@@ -122,8 +122,12 @@ class SharedCounts:
         if self.idle_flusher is None:
             self._start_idle_flusher()
         keys = [caller + suffix for _, suffix, _ in self.windows]
-        now = time.monotonic()
         with self.lock:
+            # Read under the lock: another thread may have just waited out a connect to Redis
+            # and found it down; this check must not wait for Redis a second time.
+            if not self.outage.asking():
+                return self.DOWN
+            now = time.monotonic()
             if self.sent_at:
                 self._read_flush(now)
             if self._may_count_ahead(keys, now):
@@ -189,6 +193,11 @@ class SharedCounts:
         for hits, seconds in batch.values():
             arguments += [b"%d" % seconds, b"%d" % hits]
         try:
+            if self.connection is not None and arrived(self.connection._sock):
+                # Bytes with no flush under way: Redis closed the connection (a restart, a
+                # failover, an idle timeout). Not an outage: a fresh connection says.
+                self.connection.disconnect()
+                self.connection = None
             if self.connection is None:
                 self.connection = self.client.connection_pool.make_connection()
                 self.connection.connect()
@@ -220,7 +229,9 @@ class SharedCounts:
             self._flush_failed(exc)
             return
         self.outage.answered()
-        self._remember(list(self.sending), counts, now)
+        # The counts are as old as the flush, not as the moment its answer was read: an answer
+        # read late (a worker idle since it sent) must not pass for a fresh count.
+        self._remember(list(self.sending), counts, self.sent_at)
         self.sending, self.sent_at = {}, 0.0
 
     def _flush_failed(self, exc: BaseException) -> None:
@@ -251,19 +262,28 @@ class SharedCounts:
             del shared
 
     def flush_if_idle(self) -> None:
-        """Send the hits no request has sent for IDLE_FLUSH_SECONDS and wait for the answer
-        (no request is waiting on this process meanwhile: its requests stopped)."""
-        now = time.monotonic()
-        with self.lock:
-            if self.sent_at or not self.unsent or now - self.flushed_at < IDLE_FLUSH_SECONDS:
+        """Read the answer of a flush no request has read, then send the hits no request has
+        sent for IDLE_FLUSH_SECONDS, waiting for each answer (no request is waiting on this
+        process meanwhile: its requests stopped)."""
+        for _ in range(2):  # the flush under way, if any; then what is left unsent
+            with self.lock:
+                now = time.monotonic()
+                if self.sent_at:
+                    self._read_flush(now)
+                if not self.sent_at:
+                    if not self.unsent or now - self.flushed_at < IDLE_FLUSH_SECONDS:
+                        return
+                    if not self.outage.asking():
+                        self.unsent = {}
+                        return
+                    self._send_flush(now)
+                    if not self.sent_at:
+                        return
+                sock, wait = self.connection._sock, self.sent_at + self.timeout - now
+            try:
+                arrived(sock, max(0.0, wait) + 0.001)
+            except (ValueError, OSError):  # a request closed the connection meanwhile
                 return
-            if not self.outage.asking():
-                self.unsent = {}
-                return
-            self._send_flush(now)
-            sock = self.connection._sock if self.sent_at else None
-        if sock is not None:
-            arrived(sock, self.timeout)
             with self.lock:
                 if self.sent_at:
                     self._read_flush(time.monotonic())

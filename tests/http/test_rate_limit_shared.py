@@ -207,6 +207,93 @@ def test_far_from_the_limit_a_check_waits_for_no_round_trip_and_redis_catches_up
     assert set(flushes) <= {threading.current_thread().name, "rate-limit-idle-flusher"}
 
 
+def test_a_flush_answer_read_late_is_not_judged_as_fresh(redis_client):
+    """A worker that sent a flush and went idle reads its answer late: that count is as old as
+    the flush, so its next checks ask Redis, and two workers never pass the limit together."""
+    from mlapi.errors import RateLimited
+    from mlapi.http.rate_limit import RateLimits
+
+    proxy = TcpProxy(*REDIS, reply_delay=0.002)  # Redis in another zone
+    try:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        idle, busy = RateLimits("100/minute", url), RateLimits("100/minute", url)
+        caller = f"key:{fresh_key()}"
+        idle.check(caller)
+        time.sleep(0.03)
+        idle.check(caller)  # counted ahead, and a flush sent whose answer nobody reads for a while
+        served = 2
+        for _ in range(120):  # the other worker spends the rest of the limit meanwhile
+            try:
+                busy.check(caller)
+                served += 1
+            except RateLimited:
+                pass
+        time.sleep(0.5)
+        results = []
+
+        def one():
+            try:
+                idle.check(caller)
+                results.append(1)
+            except RateLimited:
+                pass
+
+        burst = [threading.Thread(target=one) for _ in range(10)]  # a threaded worker's requests
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join()
+        assert served + len(results) == 100
+    finally:
+        proxy.close()
+
+
+def test_hits_left_behind_a_flush_under_way_reach_redis_once_requests_stop(redis_client):
+    from mlapi.http import rate_limit_shared
+    from mlapi.http.rate_limit import RateLimits
+
+    proxy = TcpProxy(*REDIS, reply_delay=0.005)  # the answer still on its way when requests stop
+    try:
+        limits = RateLimits("100000/minute", f"redis://127.0.0.1:{proxy.port}/0")
+        key = fresh_key()
+        caller = f"key:{key_id(key)}"
+        limits.check(caller)  # asked
+        time.sleep(0.03)
+        limits.check(caller)  # counted ahead; sends a flush
+        limits.check(caller)  # counted ahead while that flush is under way: left unsent
+        assert limits.shared.sent_at and limits.shared.unsent
+        time.sleep(2 * rate_limit_shared.IDLE_FLUSH_SECONDS + 0.2)
+        assert shared_count(redis_client, key) == 3
+        assert not limits.shared.unsent and not limits.shared.sent_at
+    finally:
+        proxy.close()
+
+
+def test_a_redis_restart_while_idle_is_no_outage(redis_client):
+    """Redis drops every connection (a restart, a failover) and is back at once: the next flush
+    finds its connection closed and makes a new one; no outage, limits stay shared."""
+    from mlapi.http.rate_limit import RateLimits
+
+    proxy = TcpProxy(*REDIS)
+    try:
+        limits = RateLimits("100000/minute", f"redis://127.0.0.1:{proxy.port}/0")
+        caller = f"key:{fresh_key()}"
+        for _ in range(50):
+            limits.check(caller)
+            time.sleep(0.002)
+        time.sleep(0.5)
+        assert limits.shared.connection is not None
+        proxy.cut()
+        proxy.restore()
+        time.sleep(0.05)
+        for _ in range(20):
+            limits.check(caller)
+            time.sleep(0.002)
+        assert limits.shared.outage.asking() and not limits.shared.outage.down_until
+    finally:
+        proxy.close()
+
+
 def test_two_processes_near_the_limit_are_exact():
     """Two processes' counts (two RateLimits) on one caller: counted ahead of Redis only by an
     eighth of what is left, then each check asks Redis: exactly the limit succeeds."""
