@@ -90,6 +90,9 @@ def _source(table) -> str:
 
 
 def _literal(number: float) -> str:
+    # float(): only a plain float's repr is a literal (numpy's reads "np.float64(...)"), and
+    # nothing but a number may reach the generated source.
+    number = float(number)
     if math.isfinite(number):
         return repr(number)
     return "nan" if math.isnan(number) else ("inf" if number > 0 else "-inf")
