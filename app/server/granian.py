@@ -33,7 +33,9 @@ and cannot be set on Cloud Run). So here:
   every request with `Connection: close`, so each client leaves it cleanly after its next
   answer); once it holds no client connection (at most granian's respawn interval, 3.5 s) it
   is stopped, with nothing left to lose. Only a keep-alive connection idle all that time is
-  closed unused, as at any keep-alive timeout.
+  closed unused, as at any keep-alive timeout. A replacement not polling within STARTUP_SECONDS
+  is killed and the old worker kept; SIGTERM ends a replacement at once (no more forks, no
+  more waiting), and a worker dying during one is not taken for a crash loop.
 
 `mlapi serve` runs main() in its own process with the Settings it parsed; run on its own
 (`python -m mlapi.server.granian`, the command --dry-run prints) it reads them from the
@@ -70,7 +72,7 @@ _LOGGING = {
 log = logging.getLogger(__name__)
 
 RETIRE_SIGNAL = signal.SIGUSR1
-STARTUP_SECONDS = 10.0  # a new worker accepting later than this: the old one retires all the same
+STARTUP_SECONDS = 10.0  # a new worker not accepting by then is killed; the old one serves on
 
 
 class Retirement:
@@ -174,6 +176,22 @@ def wait_until(condition, seconds: float, interval: float = 0.02) -> None:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
         time.sleep(interval)
+
+
+def hand_over(old: int, new: int, slot_fd: int, port: int, longest: float, stopping,
+              startup_seconds: float = STARTUP_SECONDS) -> bool:
+    """Steps 1 and 2 of a worker's replacement (module docstring): once the new worker `new`
+    polls the slot's socket, the old one retires and its clients leave it (at most `longest`
+    seconds). False, with the old worker left serving, if the new one is not polling within
+    `startup_seconds` (its slot's queue would wait on a worker that never takes from it).
+    `stopping()` true (the launcher got SIGTERM) cuts every wait short: shutdown stops both."""
+    wait_until(lambda: stopping() or accepting(new, slot_fd), startup_seconds)
+    if not accepting(new, slot_fd):
+        return False
+    Retirement.retire(old)
+    wait_until(lambda: stopping() or not shares_listener(old, slot_fd), longest)  # its handler has run
+    wait_until(lambda: stopping() or not client_connections(old, port), longest)
+    return True
 
 
 def socket_inodes(pid: int) -> set[str]:
@@ -283,29 +301,48 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
             nothing to hand over: granian's own."""
             if not delay:
                 return super()._respawn_workers(workers, spawn_target, target_loader, delay)
+            def stopping() -> bool:  # SIGTERM: no more forks, no more waits
+                return self.interrupt_signal
+
             for idx in workers:
+                if stopping():
+                    break
                 self.respawned_wrks[idx] = time.monotonic()
                 old = self.wrks[idx]
                 new = self._spawn_worker(idx=idx, target=spawn_target, callback_loader=target_loader)
                 new.start()
-                self.wrks[idx] = new
-                self._hand_over(old.inner.pid, new.inner.pid, self._slot_sockets[idx].fileno(), delay)
-                old.terminate()
-                old.join(self.workers_kill_timeout)
-                if old.is_alive():
-                    log.warning("granian worker-%d did not stop within %d s: killed", idx + 1,
-                                self.workers_kill_timeout)
-                    old.kill()
-                    old.join()
+                slot_fd = self._slot_sockets[idx].fileno()
+                # Stopping (SIGTERM) mid-way: the new worker stops with the rest at shutdown.
+                if hand_over(old.inner.pid, new.inner.pid, slot_fd, self.bind_port, delay, stopping) or stopping():
+                    self.wrks[idx] = new
+                    self._stop(old, idx)
+                else:
+                    log.error("granian worker-%d's replacement was not accepting after %d s: killed, the "
+                              "old worker goes on serving", idx + 1, STARTUP_SECONDS)
+                    new.kill()
+                    new.join()
+            self._forget_replaced_crashes()
             self._metrics.incr_spawn(len(workers))
 
-        def _hand_over(self, old: int, new: int, slot_fd: int, longest: float) -> None:
-            """Steps 1 and 2: the new worker polls the slot's socket, then the old one retires and
-            its clients leave it (at most `longest` seconds)."""
-            wait_until(lambda: accepting(new, slot_fd), STARTUP_SECONDS)
-            _retirement.retire(old)
-            wait_until(lambda: not shares_listener(old, slot_fd), longest)  # its handler has run
-            wait_until(lambda: not client_connections(old, self.bind_port), longest)
+        def _stop(self, worker, idx: int) -> None:
+            worker.terminate()
+            worker.join(self.workers_kill_timeout)
+            if worker.is_alive():
+                log.warning("granian worker-%d did not stop within %d s: killed", idx + 1,
+                            self.workers_kill_timeout)
+                worker.kill()
+                worker.join()
+
+        def _forget_replaced_crashes(self) -> None:
+            """A worker that died during the hand-over (killed, out of memory) put its slot in
+            interrupt_children, which granian's loop would take for a crash loop (the slot was
+            respawned < 5.5 s ago) and exit: only slots whose current worker is dead stay."""
+            self.interrupt_children[:] = [idx for idx in self.interrupt_children if not self.wrks[idx].is_alive()]
+            # The dead worker's watcher woke the main loop: with nothing left to do it would spin.
+            self.main_loop_interrupt.clear()
+            if (self.interrupt_signal or self.reload_signal or self.interrupt_children
+                    or self.lifetime_signal or self.rss_signal):
+                self.main_loop_interrupt.set()
 
     address, _, port = args.bind.rpartition(":")
     server = Server(
