@@ -178,14 +178,23 @@ def wait_until(condition, seconds: float, interval: float = 0.02) -> None:
         time.sleep(interval)
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has: its state is Z)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def hand_over(old: int, new: int, slot_fd: int, port: int, longest: float, stopping,
               startup_seconds: float = STARTUP_SECONDS) -> bool:
     """Steps 1 and 2 of a worker's replacement (module docstring): once the new worker `new`
     polls the slot's socket, the old one retires and its clients leave it (at most `longest`
-    seconds). False, with the old worker left serving, if the new one is not polling within
-    `startup_seconds` (its slot's queue would wait on a worker that never takes from it).
-    `stopping()` true (the launcher got SIGTERM) cuts every wait short: shutdown stops both."""
-    wait_until(lambda: stopping() or accepting(new, slot_fd), startup_seconds)
+    seconds). False, with the old worker left serving, if the new one dies or is not polling
+    within `startup_seconds` (the slot's queue would wait on a worker that never takes from it).
+    `stopping()` true (the launcher got SIGTERM) cuts every wait short."""
+    wait_until(lambda: stopping() or accepting(new, slot_fd) or not running(new), startup_seconds)
     if not accepting(new, slot_fd):
         return False
     Retirement.retire(old)
@@ -317,8 +326,8 @@ def main(argv: list[str], settings: Settings | None = None) -> None:
                     self.wrks[idx] = new
                     self._stop(old, idx)
                 else:
-                    log.error("granian worker-%d's replacement was not accepting after %d s: killed, the "
-                              "old worker goes on serving", idx + 1, STARTUP_SECONDS)
+                    log.error("granian worker-%d's replacement died or was not accepting within %d s: "
+                              "killed, the old worker goes on serving", idx + 1, STARTUP_SECONDS)
                     new.kill()
                     new.join()
             self._forget_replaced_crashes()

@@ -234,6 +234,9 @@ def test_a_replacement_that_never_accepts_is_not_handed_the_slot():
         assert old.poll() is None, "the old worker was retired"
         assert hand_over(old.pid, new.pid, slot.fileno(), 0, 1.0, lambda: True, startup_seconds=30) is False
         assert time.monotonic() - started < 2  # stopping cuts the wait short
+        new.kill()  # a replacement that dies while starting: no need to wait for it
+        assert hand_over(old.pid, new.pid, slot.fileno(), 0, 1.0, lambda: False, startup_seconds=30) is False
+        assert time.monotonic() - started < 3 and old.poll() is None
     finally:
         for process in (old, new):
             process.kill()
