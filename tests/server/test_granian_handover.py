@@ -17,7 +17,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from mlapi.server.granian import RETIRE_SIGNAL, accepting, hand_over, socket_inodes
+from mlapi.server.granian_handover import RETIRE_SIGNAL, accepting, hand_over, socket_inodes
 from test_reload import AUTH, ROWS, TOKEN, Stream, every_worker_serves, wait_for_every_worker
 
 CANCER = load_breast_cancer()
