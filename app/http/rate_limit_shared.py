@@ -36,7 +36,7 @@ import weakref
 
 from mlapi.errors import ConfigurationError, cut
 from mlapi.redis_outage import RETRY_SECONDS, RedisOutage
-from mlapi.redis_writes import arrived, packed
+from mlapi.redis_writes import arrived, packed, start_idle_thread
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ class SharedCounts:
         if not self.outage.asking():
             return self.DOWN
         if self.idle_flusher is None:
-            self._start_idle_flusher()
+            self.idle_flusher = start_idle_thread(self, "flush_if_idle", "idle_flusher", IDLE_FLUSH_SECONDS,
+                                                  "rate-limit-idle-flusher")
         keys = [caller + suffix for _, suffix, _ in self.windows]
         with self.lock:
             # Read under the lock: another thread may have just waited out a connect to Redis
@@ -240,26 +241,6 @@ class SharedCounts:
         self.connection = None
         self.sending, self.sent_at = {}, 0.0  # dropped: not counted again
         self.outage.failed(exc, RETRY_SECONDS)
-
-    # ---- the idle flusher ---------------------------------------------------------------------
-    def _start_idle_flusher(self) -> None:
-        self.idle_flusher = threading.Thread(target=self._flush_when_idle, args=(weakref.ref(self),),
-                                             name="rate-limit-idle-flusher", daemon=True)
-        self.idle_flusher.start()
-
-    @staticmethod
-    def _flush_when_idle(ref) -> None:
-        me = threading.current_thread()
-        while True:
-            time.sleep(IDLE_FLUSH_SECONDS)
-            shared = ref()
-            if shared is None or shared.idle_flusher is not me:
-                return  # its RateLimits is gone (a test's), or this process has a newer flusher
-            try:
-                shared.flush_if_idle()
-            except Exception:  # never let the thread die: the next wake-up tries again
-                log.exception("rate limits: a flush to Redis failed")
-            del shared
 
     def flush_if_idle(self) -> None:
         """Read the answer of a flush no request has read, then send the hits no request has

@@ -18,6 +18,9 @@ served by two workers sees the calls of the one that answers the read. With REDI
 per caller and model (LPUSH, LTRIM, EXPIRE in one send; LRANGE to read), shared by every
 process and instance. Recording never fails a prediction nor waits for Redis' reply: the writes
 are sent on a connection of each process's own and their replies read later (redis_writes);
+a busy worker sends its calls together every WRITE_BATCH_SECONDS, and those of a worker whose
+requests stopped go within redis_writes.IDLE_SECONDS (0.1 s): a read on another process or
+instance may miss that last moment's calls, a read on the same process never does;
 with Redis down the call is not logged (the shared
 warning of redis_outage, at most once a minute, and one line when Redis is back) and reading the
 log is a JSON 503.
@@ -46,6 +49,7 @@ CURRENT_CALL: ContextVar[tuple[str, str] | None] = ContextVar("mlapi_current_cal
 MAX_LOCAL_CALLERS = 100_000  # (caller, model) logs one process keeps before dropping the oldest
 MAX_LOCAL_BYTES = 32 * 1024 * 1024  # the JSON of every call one process keeps, all logs together
 KEY_PREFIX = "mlapi:calllog:"
+WRITE_BATCH_SECONDS = 0.025  # a busy worker's calls reach Redis together, this often
 
 
 class CallLogUnavailable(MlapiError):
@@ -134,7 +138,10 @@ class RedisCallLog:
         # cache and the rate limits do): with each call trying, every request paid a connect of
         # up to REDIS_TIMEOUT_MS while Redis hung, and concurrent ones queued behind it on the
         # writer's lock (8 clients: 0.8 s a request at a 200 ms timeout, measured in review).
-        self.writes = UnwaitedWrites(self.client, self.outage, retry_seconds=retry_seconds)
+        # Batched: a busy worker sends its calls every WRITE_BATCH_SECONDS, not one a request
+        # (redis_writes says what each send cost).
+        self.writes = UnwaitedWrites(self.client, self.outage, retry_seconds=retry_seconds,
+                                     batch_seconds=WRITE_BATCH_SECONDS)
 
     @staticmethod
     def key(caller: str, model: str) -> str:
@@ -146,6 +153,7 @@ class RedisCallLog:
                          + packed(b"EXPIRE", key, self.ttl_text), replies=3)
 
     def recent(self, caller: str, model: str) -> list[dict]:
+        self.writes.flush()  # this process's own calls, kept for the next batch, are in Redis first
         try:
             values = self.client.lrange(self.key(caller, model), 0, self.size - 1)
         except self.error as exc:
