@@ -121,7 +121,8 @@ class RedisCallLog:
     interleaving ends in a list of at most CALL_LOG_SIZE calls with a fresh TTL, and a reader
     (LRANGE 0 SIZE-1) never sees more whatever it reads between them."""
 
-    def __init__(self, url: str, ttl: int, size: int, timeout_ms: int, retry_seconds: float = redis_outage.RETRY_SECONDS):
+    def __init__(self, url: str, ttl: int, size: int, timeout_ms: int, retry_seconds: float = redis_outage.RETRY_SECONDS,
+                 batch_seconds: float = WRITE_BATCH_SECONDS):
         try:
             import redis
         except ImportError:
@@ -141,7 +142,7 @@ class RedisCallLog:
         # Batched: a busy worker sends its calls every WRITE_BATCH_SECONDS, not one a request
         # (redis_writes says what each send cost).
         self.writes = UnwaitedWrites(self.client, self.outage, retry_seconds=retry_seconds,
-                                     batch_seconds=WRITE_BATCH_SECONDS)
+                                     batch_seconds=batch_seconds)
 
     @staticmethod
     def key(caller: str, model: str) -> str:

@@ -94,3 +94,52 @@ def test_redis_cut_delays_no_call_warns_once_and_logging_comes_back(redis_client
         proxy.close()
     messages = [record.getMessage() for record in caplog.records]
     assert sum("calls are not logged" in message for message in messages) == 1
+
+
+def inputs(values: list[bytes]) -> list[float]:
+    return [call_log.orjson.loads(value)["input"]["instances"][0][0] for value in values]
+
+
+def test_a_burst_goes_together_after_the_batch_interval_and_an_idle_worker_sends_what_it_kept(redis_client):
+    """The first call after a quiet moment goes at once; the ones within the batch interval are
+    kept and reach Redis together once it has passed, with no further request (the idle thread)."""
+    log = RedisCallLog(URL, ttl=60, size=100, timeout_ms=200, batch_seconds=0.6)
+    caller = f"key:{secrets.token_hex(6)}"
+    started = time.monotonic()
+    for value in range(20):
+        log.record(caller, "m", call(float(value)))
+    assert time.monotonic() - started < 0.3, "the burst itself took longer than the test allows"
+    time.sleep(0.15)
+    assert inputs(redis_client.lrange(RedisCallLog.key(caller, "m"), 0, -1)) == [0.0]  # the rest kept
+    values = stored(redis_client, caller, 20, timeout=2.0)
+    assert inputs(values) == [float(value) for value in reversed(range(20))]  # each once, newest first
+    assert [thread.name for thread in threading.enumerate()].count("redis-writes-idle") >= 1
+
+
+def test_a_read_on_the_same_process_sees_its_own_kept_calls_at_once(redis_client):
+    log = RedisCallLog(URL, ttl=60, size=100, timeout_ms=200, batch_seconds=5.0)
+    caller = f"key:{secrets.token_hex(6)}"
+    for value in range(5):
+        log.record(caller, "m", call(float(value)))
+    assert [c["input"]["instances"][0][0] for c in log.recent(caller, "m")] == [4.0, 3.0, 2.0, 1.0, 0.0]
+    assert inputs(redis_client.lrange(RedisCallLog.key(caller, "m"), 0, -1)) == [4.0, 3.0, 2.0, 1.0, 0.0]
+
+
+def test_a_forked_worker_never_sends_the_calls_its_parent_kept(redis_client):
+    """Nothing written twice: calls the parent kept at fork are the parent's to send."""
+    import os
+
+    log = RedisCallLog(URL, ttl=60, size=100, timeout_ms=200, batch_seconds=5.0)
+    caller = f"key:{secrets.token_hex(6)}"
+    log.record(caller, "m", call(1.0))  # sent at once
+    log.record(caller, "m", call(2.0))  # kept
+    pid = os.fork()
+    if pid == 0:
+        log.record(caller, "m", call(3.0))  # the worker's first: at once, alone
+        log.writes.flush()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(inputs(stored(redis_client, caller, 2))) == [1.0, 3.0]
+    log.writes.flush()
+    assert sorted(inputs(redis_client.lrange(RedisCallLog.key(caller, "m"), 0, -1))) == [1.0, 2.0, 3.0]
