@@ -167,6 +167,8 @@ def _own_predict(predictor, probe, proba):
 def argmax_labels(classes: np.ndarray, proba: np.ndarray, relation: str) -> np.ndarray | None:
     """Labels read off the probabilities, or None when a near tie needs the model's predict()."""
     if relation == MONOTONE and proba.shape[1] == 2:  # the common binary case, without a partition
+        if 0 < len(proba) <= FEW_ROWS:
+            return _binary_labels(classes, proba)
         if np.any(np.abs(proba[:, 1] - proba[:, 0]) < TIE_MARGIN):
             return None
     elif relation == MONOTONE and proba.shape[1] > 2:
@@ -174,3 +176,20 @@ def argmax_labels(classes: np.ndarray, proba: np.ndarray, relation: str) -> np.n
         if np.any(top_two[:, 1] - top_two[:, 0] < TIE_MARGIN):
             return None
     return classes.take(np.argmax(proba, axis=1), axis=0)
+
+
+# A request's few rows: the binary labels in Python floats (one tolist, one take) rather than
+# eight numpy calls on a (1, 2) array.
+FEW_ROWS = 8
+
+
+def _binary_labels(classes: np.ndarray, proba: np.ndarray) -> np.ndarray | None:
+    """argmax_labels for a MONOTONE binary model, row by row in Python floats: the same tie
+    test (abs of the float64 difference; NaN is no tie) and argmax's choice (the first of equal
+    maxima, a NaN counting as the maximum)."""
+    pick = []
+    for first, second in proba.tolist():
+        if abs(second - first) < TIE_MARGIN:
+            return None
+        pick.append(0 if first != first or not (second > first or second != second) else 1)
+    return classes.take(pick, axis=0)
