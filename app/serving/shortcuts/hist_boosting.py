@@ -9,7 +9,9 @@ unchanged (float64 rows of the fitted width, NaN and infinity included: the mode
 walks all trees at once (boosting_trees.py; a few rows through the trees as generated code,
 boosting_code.py) and hands the raw sum to the model's own loss
 (predict_proba, link.inverse), so the probabilities are computed by scikit-learn's code from
-the same raw floats. Native categorical features (categorical_features=...) are encoded here as
+the same raw floats; a few rows of a binary classifier or an identity-link regressor go from
+the generated code's sums to the answer in Python floats instead (boosting_link.py), where the
+probe saw that give the loss's output bit for bit. Native categorical features (categorical_features=...) are encoded here as
 the model's own OrdinalEncoder does for numeric categories; string categories are left to
 scikit-learn. app/serving/shortcuts/select.py probes the result against the model's own method.
 """
@@ -19,6 +21,8 @@ import numpy as np
 
 from mlapi.serving.frames import is_plain_numeric_frame
 from mlapi.serving.shortcuts.boosting import helper_mismatch
+from mlapi.serving.shortcuts.boosting_code import CODE_ROWS
+from mlapi.serving.shortcuts.boosting_link import link_for
 from mlapi.serving.shortcuts.boosting_trees import MAX_ROWS, NodeTable, category_lookup
 from mlapi.serving.shortcuts.sklearn_code import Candidate, find_known, fitted_names
 
@@ -54,23 +58,40 @@ def hist_candidate(model, method: str) -> Candidate | str:
         return "native categorical splits without scikit-learn's internal category encoder: left to scikit-learn"
     loss, n_features, names = model._loss, model.n_features_in_, fitted_names(model)
     original = getattr(model, method)
+    few_rows_link = None  # raw sums → answer in Python floats (boosting_link.py), set by the probe
 
-    def compute(rows, raw_sum=table.raw_sum):
+    def answer(raw):
+        # Fortran order, as _raw_predict allocates it: the multiclass softmax sums along rows,
+        # and numpy rounds a strided sum differently from a contiguous one.
+        raw = np.asfortranarray(raw)
+        return loss.predict_proba(raw) if method == "predict_proba" else loss.link.inverse(raw.ravel())
+
+    def compute(rows):
         features = rows if encode is None else encode(rows)
         if features is None:
             return None
-        # Fortran order, as _raw_predict allocates it: the multiclass softmax sums along rows,
-        # and numpy rounds a strided sum differently from a contiguous one.
-        raw = np.asfortranarray(raw_sum(features))
-        return loss.predict_proba(raw) if method == "predict_proba" else loss.link.inverse(raw.ravel())
+        code, link = table.code, few_rows_link
+        if code is not None and link is not None and len(features) <= CODE_ROWS:
+            out = link([code(row) for row in features.tolist()])
+            if out is not None:
+                return out
+        return answer(table.raw_sum(features))
 
     def hist_output(X):
         rows = float_rows(X, n_features, names)
         out = compute(rows) if rows is not None and len(rows) <= MAX_ROWS else None
         return out if out is not None else original(X)
 
-    def checked(rows):  # the probe: the level walk, and the few-row code checked against it
-        return compute(rows, table.checked_raw_sum)
+    def checked(rows):
+        """The probe's call: the level walk and the loss's own code; the few-row code and
+        Python link are kept only where they gave these same numbers bit for bit."""
+        nonlocal few_rows_link
+        features = rows if encode is None else encode(rows)
+        if features is None:
+            return None
+        raw = table.checked_raw_sum(features)
+        few_rows_link = link_for(loss, method, model.n_trees_per_iteration_, raw)
+        return answer(raw)
 
     return Candidate(hist_output, checked, HIST)
 
