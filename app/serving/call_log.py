@@ -32,6 +32,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from contextvars import ContextVar
+from operator import itemgetter
 
 from typing import Any
 
@@ -162,7 +163,11 @@ class RedisCallLog:
                                      f"({cut(exc.__class__.__name__, 40)}); try again later") from None
         self.outage.answered()  # the writes' replies are read by the next write: this may say it first
         oldest = time.time() - self.ttl  # EXPIRE ends the list; calls older than the TTL in it go too
-        return [call for call in map(orjson.loads, values) if call["called_at"] >= oldest]
+        calls = [call for call in map(orjson.loads, values) if call["called_at"] >= oldest]
+        # Workers push their calls in batches, so the list is in the order the batches came:
+        # newest first is the calls' own times (a trimmed list keeps the latest sent).
+        calls.sort(key=itemgetter("called_at"), reverse=True)
+        return calls
 
 
 class CallLog:

@@ -1,0 +1,42 @@
+"""The recent call log shared through Redis by real uWSGI servers: calls served by two servers
+(two workers each) with one REDIS_URL, batched by each worker, are all in either server's
+answer once the idle workers have sent them, each once, newest first."""
+import secrets
+import time
+
+import pytest
+import requests
+
+from conftest import REDIS, as_plain, models_env
+
+
+@pytest.mark.slow
+def test_two_servers_with_one_redis_share_one_call_log_each_call_once(start_server, trained, redis_client):
+    key = secrets.token_urlsafe(24)
+    env = {"MODELS": models_env(trained, "cancer"), "API_KEYS": key, "REDIS_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0",
+           "UWSGI_PROCESSES": "2", "WEB_CONCURRENCY": "2", "CALL_LOG_SIZE": "100"}
+    first, second = start_server(env), start_server(env)
+    rows = as_plain(trained["cancer"][2])
+    headers = {"X-API-Key": key}
+    sent = []
+    with requests.Session() as one, requests.Session() as other:
+        for n in range(40):  # back to back: most come within a worker's batch interval
+            row = [float(n)] + rows[0][1:]
+            client, server = (one, first) if n % 2 else (other, second)
+            answer = client.post(f"{server.url}/models/cancer/predict", json={"instances": [row]}, headers=headers,
+                                 timeout=10)
+            assert answer.status_code == 200, answer.text
+            sent.append(row[0])
+    # The idle workers' threads send what they kept within 0.1 s; a loaded machine gets a second.
+    for server in (first, second):
+        deadline = time.monotonic() + 1.0
+        while True:
+            answer = requests.get(f"{server.url}/models/cancer/recent_call_log", headers=headers, timeout=10)
+            assert answer.status_code == 200, answer.text
+            calls = answer.json()["calls"]
+            if len(calls) >= len(sent) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert sorted(call["input"]["instances"][0][0] for call in calls) == sorted(sent)  # each once
+        times = [call["called_at"] for call in calls]
+        assert times == sorted(times, reverse=True)  # newest first
