@@ -15,19 +15,17 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
-from scipy import sparse
-
 from mlapi import metrics
 from mlapi.serving.batching import MicroBatcher, merge_results, predict_merged
 from mlapi.serving.cache import MISSING, PredictionCache, cache_key, instance_keys, model_identity
 from mlapi.config import Settings
 from mlapi.errors import InvalidInput, ModelFailure, RecordNotFound, TooManyRows, shown
 from mlapi.store.feature_store import FeatureStore
-from mlapi.serving.input_faults import name_rows
 from mlapi.serving.feature_matrices import to_feature_matrix
+from mlapi.serving.frames import as_frame
 from mlapi.serving.instances import Columns, to_model_input
 from mlapi.serving.model import TABULAR, TEXT, PredictionResult, ServedModel
+from mlapi.serving.answers import Cached, RecordPredictions, as_record, dense_row
 from mlapi.serving.records import record_to_instance
 from mlapi.serving.registry import ModelRegistry
 from mlapi.serving.row_count import row_count
@@ -48,32 +46,6 @@ class ModelRef:
 
     name: str | None = None
     version: str | None = None
-
-
-@dataclass
-class Cached:
-    """An answer, and how the cache served it: `hits` of its `looked_up` instances came from
-    the cache; none looked up: the route does not consult it (or was asked to skip it)."""
-
-    value: Any
-    hits: int = 0
-    looked_up: int = 0
-
-    @property
-    def from_cache(self) -> bool:
-        return self.looked_up > 0 and self.hits == self.looked_up
-
-
-@dataclass
-class RecordPredictions:
-    """Predictions for the records that could be scored; the others with their reasons."""
-
-    model: ServedModel
-    ids: list[str]
-    data: list[Any]
-    result: PredictionResult | None
-    failures: dict[str, str]     # entity id → why it cannot be scored (permanent)
-    cached: Cached | None = None  # how the cache served a single record (predict_id)
 
 
 class InferenceService:
@@ -108,19 +80,21 @@ class InferenceService:
     def predict(self, ref: ModelRef, instances: Any, probabilities: bool | None = None) -> tuple[ServedModel, Cached]:
         self._limit_rows(row_count(instances))
         model = self.model(ref)
+        # frameless: these inputs reach the model alone, or as DataFrames through _compute
         if PREDICT_ROUTES not in self.cache_routes:  # the hot route, when uncached: as it was
-            return model, Cached(self._compute(model, PREDICT, to_model_input(model, instances), probabilities))
+            return model, Cached(self._compute(model, PREDICT, to_model_input(model, instances, True), probabilities))
         if isinstance(instances, Columns):  # dataframe_split: its rows, under its columns
             columns = instances.columns
             return model, self._answer(model, PREDICT_ROUTES, PREDICT, instances.data, probabilities,
-                                       lambda rows: to_model_input(model, Columns(columns, rows)), columns=columns)
+                                       lambda rows: to_model_input(model, Columns(columns, rows), True),
+                                       columns=columns)
         return model, self._answer(model, PREDICT_ROUTES, PREDICT, instances, probabilities,
-                                   lambda rows: to_model_input(model, rows))
+                                   lambda rows: to_model_input(model, rows, True))
 
     def features(self, ref: ModelRef, instances: Any):
         self._limit_rows(row_count(instances))
         model = self.model(ref)
-        return model, model.features(to_model_input(model, instances))
+        return model, model.features(to_model_input(model, instances, True))
 
     def predict_features(self, ref: ModelRef, features: Any, probabilities: bool | None = None) -> tuple[ServedModel, Cached]:
         """Dense rows consult the cache row by row; a CSR matrix (an object) passes it by."""
@@ -293,6 +267,7 @@ class InferenceService:
         predict = model.predict if operation == PREDICT else model.predict_features
         if self._batch_rows <= 1:
             return predict(model_input, probabilities)
+        model_input = as_frame(model_input)  # merged with others' rows: as a DataFrame
         # One batcher per model object: after a reload in this process (registry.swap) the same
         # name and version is a new model, which must not be answered by the old one's batcher.
         key = (model.name, model.version, operation)
@@ -303,26 +278,6 @@ class InferenceService:
                 if bound is None or bound[0] is not model:
                     bound = self._batchers[key] = (model, MicroBatcher(predict, self._batch_rows, self._batch_wait_s))
         return bound[1].predict(model_input, probabilities)
-
-
-def as_record(model: ServedModel, exc: InvalidInput, entity_id: str, data: Any) -> InvalidInput:
-    """The model's rejection of a record fetched by id: named by that id ("record c-12, column
-    ...", details["id"]) rather than as "instance 0" of a request nobody sent, and with the
-    features it holds NULL for (details["missing"]), most often what the model refused."""
-    named = name_rows(exc, "record", lambda _: entity_id, "id")
-    nulls = [name for name, value in data.items() if value is None] if isinstance(data, dict) else []
-    if not nulls:
-        return named
-    return InvalidInput(f"{named.message}; record {entity_id} has NULL for {nulls}: store values there "
-                        f"(`mlapi features add`), or send the instance itself to POST /models/{model.name}/predict",
-                        **{**named.details, "missing": nulls})
-
-
-def dense_row(matrix) -> list[float]:
-    """The first row of a (possibly sparse) feature matrix as a plain list."""
-    if sparse.issparse(matrix):
-        matrix = matrix[:1].toarray()
-    return np.asarray(matrix, dtype=np.float64)[0].tolist()
 
 
 __all__ = ["InferenceService", "ModelRef", "Cached", "PredictionResult"]

@@ -3,7 +3,8 @@
 Protocol codecs hand over plain Python rows (lists, objects or strings, or Columns); this module
 checks their shape against the model — a list of texts, rows of its width, objects with its
 feature names — and reports rows that cannot fit as InvalidInput (422) saying what was
-expected. app/serving/typed_rows.py builds the float array or DataFrame from the rows.
+expected. app/serving/typed_rows.py builds the float array or DataFrame from the rows, or
+(`frameless`, for a model whose compiled feature steps read them) the DataFrame's columns alone.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from mlapi.errors import MAX_SHOWN_CHARS, InvalidInput, cut, shown
 from mlapi.serving.input_faults import instance_hint
 from mlapi.serving.model import TEXT, ServedModel
+from mlapi.serving.shortcuts.compiled_pipeline import reads_request_columns
 from mlapi.serving.typed_rows import as_cells, as_floats, frame_from_matrix, frame_from_rows
 
 
@@ -26,19 +28,23 @@ class Columns:
     data: list
 
 
-def to_model_input(model: ServedModel, instances: Any):
-    """Build the model's input from decoded instances (a list, or Columns)."""
+def to_model_input(model: ServedModel, instances: Any, frameless: bool = False):
+    """Build the model's input from decoded instances (a list, or Columns). `frameless`: the
+    caller hands the input to the model alone (not merged with others' by micro-batching), so
+    a model whose compiled feature steps read a request's columns gets RequestColumns
+    (app/serving/frames.py) where it would get a DataFrame."""
+    frameless = frameless and reads_request_columns(model)
     if isinstance(instances, Columns):
-        return _from_columns(model, instances)
+        return _from_columns(model, instances, frameless)
     if not isinstance(instances, list) or not instances:
         raise InvalidInput(f"no instances: send a non-empty list of instances; {instance_hint(model)}")
     if model.input_kind == TEXT:
         return _texts(model, instances)
     first = instances[0]
     if isinstance(first, dict):
-        return _from_objects(model, instances)
+        return _from_objects(model, instances, frameless)
     if isinstance(first, (list, tuple)):
-        return _from_lists(model, instances)
+        return _from_lists(model, instances, frameless)
     # A value where a row belongs: most often one row sent without its enclosing list.
     kind = "text" if isinstance(first, str) else "single values"
     raise InvalidInput(f"instance 0 is {shown(first)}, not a row: model {model.name} takes tabular input, not {kind}; "
@@ -58,7 +64,7 @@ def _texts(model: ServedModel, instances: list) -> list[str]:
     return texts
 
 
-def _from_lists(model: ServedModel, rows: list):
+def _from_lists(model: ServedModel, rows: list, frameless: bool = False):
     matrix = None if model.string_columns else as_floats(rows)  # strings: keep them as sent
     if matrix is None:
         matrix = _object_matrix(model, rows)
@@ -66,7 +72,7 @@ def _from_lists(model: ServedModel, rows: list):
         raise InvalidInput(f"each instance must be a flat list of values, not of lists; {instance_hint(model)}")
     _check_width(model, matrix.shape[1])
     if model.feature_names is not None:
-        return frame_from_matrix(model, matrix, model.feature_names)
+        return frame_from_matrix(model, matrix, model.feature_names, frameless)
     if matrix.dtype == object:
         _refuse_non_numeric(model, rows)
     return matrix
@@ -91,7 +97,7 @@ def _check_width(model: ServedModel, width: int) -> None:
                            expected=model.n_features, got=width)
 
 
-def _from_objects(model: ServedModel, rows: list):
+def _from_objects(model: ServedModel, rows: list, frameless: bool):
     names = model.feature_names
     if names is None:
         raise InvalidInput(f"model {model.name} was fitted without feature names: send each instance as a "
@@ -103,17 +109,17 @@ def _from_objects(model: ServedModel, rows: list):
                                f"same way; {instance_hint(model)}", instance=index)
         if row.keys() != wanted:
             _raise_name_mismatch(names, row.keys(), index)
-    return frame_from_rows(model, [[row[name] for name in names] for row in rows], names)
+    return frame_from_rows(model, [[row[name] for name in names] for row in rows], names, frameless)
 
 
-def _from_columns(model: ServedModel, table: Columns):
+def _from_columns(model: ServedModel, table: Columns, frameless: bool):
     if not isinstance(table.data, list) or not table.data:
         raise InvalidInput('no instances: dataframe_split.data is empty; send one row per instance, e.g. '
                            '{"dataframe_split": {"columns": [...], "data": [[...], ...]}}')
     if model.input_kind == TEXT:
         return _texts(model, table.data)
     if model.feature_names is None:
-        return _from_lists(model, table.data)
+        return _from_lists(model, table.data, frameless)
     if set(table.columns) != set(model.feature_names) or len(table.columns) != len(model.feature_names):
         _raise_name_mismatch(model.feature_names, table.columns, None)
     order = [table.columns.index(name) for name in model.feature_names]
@@ -123,7 +129,7 @@ def _from_columns(model: ServedModel, table: Columns):
             raise InvalidInput(f"row {index} of dataframe_split.data is not a list of {len(order)} values: send "
                                f"one value per column, in the order of dataframe_split.columns", instance=index)
         rows.append([row[i] for i in order])
-    return frame_from_rows(model, rows, model.feature_names)
+    return frame_from_rows(model, rows, model.feature_names, frameless)
 
 
 def _raise_name_mismatch(names: Sequence[str], given, index: int | None) -> None:

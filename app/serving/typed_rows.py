@@ -5,7 +5,8 @@ per cell. A DataFrame for a model fitted on one keeps a string column (app/servi
 as text, so "01234" stays "01234", turns every other column that is entirely numeric into
 numbers (pandas' own conversion: ints alone int64, with a null float64), and refuses a list or
 an object where one value belongs. Mixed rows are read column by column into arrays and the
-DataFrame built once from them.
+DataFrame built once from them; `frameless` (a model whose compiled feature steps read the
+arrays themselves) hands over the arrays, the DataFrame built only if asked (RequestColumns).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlapi.errors import InvalidInput, shown
-from mlapi.serving.frames import column_index
+from mlapi.serving.frames import RequestColumns, column_index, frame_from_arrays
 from mlapi.serving.model import ServedModel
 
 if TYPE_CHECKING:
@@ -59,12 +60,13 @@ def as_cells(rows: list, width: int) -> np.ndarray:
     return matrix
 
 
-def frame_from_rows(model: ServedModel, rows: list, names: list[str]) -> pd.DataFrame:
+def frame_from_rows(model: ServedModel, rows: list, names: list[str],
+                    frameless: bool = False) -> pd.DataFrame | RequestColumns:
     """Rows of values in the order of `names` (each a list of len(names) values, as
-    app/serving/instances.py checks) as the DataFrame the model takes."""
+    app/serving/instances.py checks) as the DataFrame the model takes (`frameless`: its columns)."""
     matrix = None if model.string_columns else as_floats(rows)
     if matrix is not None and matrix.ndim == 2:
-        return frame_from_matrix(model, matrix, names)
+        return frame_from_matrix(model, matrix, names, frameless)
     # Not a matrix of numbers (a value that is not a number, or is a list of them): column by column.
     try:
         columns = list(zip(*rows, strict=True))
@@ -72,21 +74,25 @@ def frame_from_rows(model: ServedModel, rows: list, names: list[str]) -> pd.Data
         columns = None
     if columns is None or len(columns) != len(names):  # (or no rows) read as an object matrix holds them
         columns = as_cells(rows, len(names)).T.tolist()
-    return frame_from_columns(model, columns, names)
+    return frame_from_columns(model, columns, names, frameless)
 
 
-def frame_from_matrix(model: ServedModel, matrix: np.ndarray, names: list[str]) -> pd.DataFrame:
+def frame_from_matrix(model: ServedModel, matrix: np.ndarray, names: list[str],
+                      frameless: bool = False) -> pd.DataFrame | RequestColumns:
     import pandas as pd  # here, not at the top: see app/serving/frames.py
 
     if matrix.dtype == object:
-        return frame_from_columns(model, matrix.T.tolist(), names)
+        return frame_from_columns(model, matrix.T.tolist(), names, frameless)
+    if frameless:  # the frame below gives back exactly these columns (views of its one block)
+        return RequestColumns(names, list(matrix.T), True)
     # Not copied: the matrix is this request's own. A numeric frame then holds the matrix's
     # transpose, so np.asarray(frame) is the C-ordered matrix again, the linear shortcut's
     # input (app/serving/shortcuts/linear.py); a copied frame of several rows would be Fortran-ordered.
     return pd.DataFrame(matrix, columns=column_index(tuple(names)), copy=False)
 
 
-def frame_from_columns(model: ServedModel, columns: list, names: list[str]) -> pd.DataFrame:
+def frame_from_columns(model: ServedModel, columns: list, names: list[str],
+                       frameless: bool = False) -> pd.DataFrame | RequestColumns:
     """Mixed input (a model with a string column; rows holding a value that is not a number),
     one sequence of values per column of `names` (records can be read a column at a time), as
     the DataFrame the model takes: a column the model's encoder takes as strings stays text (a
@@ -97,24 +103,28 @@ def frame_from_columns(model: ServedModel, columns: list, names: list[str]) -> p
 
     Each column is built once as an array and the DataFrame once from them: a DataFrame of
     objects converted column by column inside pandas (to_numeric, notna counts, setitem) cost
-    3.8 M instructions for one row of plan + 3 numbers, this 0.39 M (callgrind)."""
-    import pandas as pd
+    3.8 M instructions for one row of plan + 3 numbers, this 0.39 M (callgrind).
 
+    `frameless`: the arrays themselves (RequestColumns), plain when the DataFrame would give
+    each back as it is: a text column's strings and NaN (pandas 3 stores them as its str dtype,
+    whose objects read back are equal strings and NaN), float64 and int64 arrays; an array of
+    objects in another column (text where a number belongs, bools, mixed kinds) may be inferred
+    anew by pandas (None read back as NaN), so such a request's columns are read off its DataFrame."""
     strings = model.string_columns
     arrays = []
+    plain = True
     for column, values in zip(names, columns):
         if column in strings:
             arrays.append(_as_text(values, column))
-        else:
-            numbers = _plain_numbers(values)
-            arrays.append(numbers if numbers is not None else _as_numbers_if_all(values, column))
-    index, row_index = column_index(tuple(names)), pd.RangeIndex(len(arrays[0]) if arrays else 0)
-    try:
-        # pandas' own constructor from column arrays (what DataFrame.from_records uses): half
-        # the cost of pd.DataFrame(dict, columns=...), which also looks each name up
-        return pd.DataFrame._from_arrays(arrays, columns=index, index=row_index, verify_integrity=True)
-    except (AttributeError, TypeError):  # a pandas without it, or with another signature
-        return pd.DataFrame(dict(zip(names, arrays)), columns=index, copy=False)
+            continue
+        numbers = _plain_numbers(values)
+        if numbers is None:
+            numbers = _as_numbers_if_all(values, column)
+            plain = plain and (numbers.dtype == np.float64 or numbers.dtype == np.int64)
+        arrays.append(numbers)
+    if frameless:
+        return RequestColumns(names, arrays, plain)
+    return frame_from_arrays(arrays, names)
 
 
 def _plain_numbers(values) -> np.ndarray | None:

@@ -3,7 +3,8 @@ float64 matrix, without scikit-learn's per-call validation and pandas bookkeepin
 
 For a DataFrame-fitted model, ColumnTransformer.transform of one row spends ~2.4 ms selecting
 sub-frames, validating each and stacking the parts; the arithmetic is microseconds. Here each
-input column is read once (the request's DataFrame columns, or an array's), every supported step
+input column is read once (the request's columns as app/serving/typed_rows.py typed them, with
+no DataFrame built (RequestColumns), or a DataFrame's or an array's), every supported step
 (compiled_steps.py) writes its part, and the parts are stacked in scikit-learn's order
 (transformers in order, then the remainder) into one C-ordered float64 matrix, which the final
 step's shortcut (or scikit-learn) takes.
@@ -18,7 +19,7 @@ import logging
 
 import numpy as np
 
-from mlapi.serving.frames import column_index, is_dataframe
+from mlapi.serving.frames import RequestColumns, as_frame, column_index, is_dataframe
 from mlapi.serving.shortcuts.compiled_steps import Defer, Step, compile_step, is_missing, wraps_output
 from mlapi.serving.shortcuts.sklearn_code import owner_mismatch
 
@@ -52,8 +53,8 @@ class CompiledFeatures:
 
     def __call__(self, X):
         out = self.compute(X)
-        if out is None:
-            return self.fallback(X)
+        if out is None:  # scikit-learn's chain, on the DataFrame it always had
+            return self.fallback(as_frame(X))
         return self.own_form(out) if self.sparse_rows else out
 
     def compute(self, X) -> np.ndarray | None:
@@ -150,9 +151,27 @@ def _column_transformer(transformer) -> Step | str:
     return Step(transform)
 
 
+def reads_request_columns(model) -> bool:
+    """Whether `model` (a ServedModel) computes its features with compiled steps that read a
+    request's named columns (RequestColumns) themselves."""
+    return model.feature_names is not None and model.compute_path.get("features", _NONE).get("path") == COMPILED
+
+
+_NONE: dict = {}
+
+
 def read_columns(X, n_features: int, names: list[str] | None) -> list[np.ndarray] | None:
     """Each input column as a 1-D numpy array (text as objects, missing text as NaN), or None
     for input left to scikit-learn: another container, other columns, an extension dtype, no rows."""
+    if type(X) is RequestColumns:
+        if X.names is not names and X.names != names:
+            return None
+        if not X.plain:  # what pandas makes of its objects: read off the DataFrame itself
+            X = X.frame()
+        elif X.shape[0] == 0:
+            return None
+        else:
+            return X.arrays
     if names is not None:
         if not is_dataframe(X) or type(X).__name__ != "DataFrame" or len(X) == 0:
             return None
