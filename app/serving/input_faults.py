@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from mlapi.errors import InvalidInput, RequestTimeout, shown
-from mlapi.serving.frames import is_dataframe
+from mlapi.serving.frames import as_frame, is_dataframe
 
 if TYPE_CHECKING:
     from mlapi.serving.model import ServedModel
@@ -131,6 +131,7 @@ def column_expects(model: ServedModel, column) -> str:
 
 # ---- the table the model was given: (labels, one object or float array per column) ----------
 def _columns_of(model_input) -> tuple[list, list[np.ndarray]] | None:
+    model_input = as_frame(model_input)  # a request's columns without a DataFrame yet: its DataFrame
     if is_dataframe(model_input):
         labels = [str(c) for c in model_input.columns]
         return labels, [model_input.iloc[:, j].to_numpy() for j in range(model_input.shape[1])]
