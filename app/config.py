@@ -142,10 +142,12 @@ class Settings:
     redis_timeout_ms: int = 100
     # The recent call log (GET /models/<name>/recent_call_log): how long a call is kept, in
     # seconds; how many calls per caller and model (0: no call log at all, the route is a 404);
-    # how many characters of each input's JSON.
+    # how many characters of each input's JSON; in Redis, how long a busy worker keeps calls
+    # to send them together (0: each at once).
     call_log_ttl: int = 3600
     call_log_size: int = 100
     call_log_input_chars: int = 2000
+    call_log_batch_ms: int = 25
     # host:port of a Cloud Storage emulator: gs:// reads go there, anonymously.
     storage_emulator_host: str | None = None
     # ---- data: the feature store, ingestion, the predictions table ----
@@ -248,6 +250,7 @@ class Settings:
             call_log_ttl=_int(env, "CALL_LOG_TTL", 3600, minimum=1),
             call_log_size=_int(env, "CALL_LOG_SIZE", 100, minimum=0),
             call_log_input_chars=_int(env, "CALL_LOG_INPUT_CHARS", 2000, minimum=1),
+            call_log_batch_ms=_int(env, "CALL_LOG_BATCH_MS", 25, minimum=0),
             storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,
             feature_store_write_url=_text(env, "FEATURE_STORE_WRITE_URL") or feature_store_url,

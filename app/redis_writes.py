@@ -15,7 +15,9 @@ than the connection's timeout (only to connect, once per interval the caller cho
 
 Batched (`batch_seconds`, the call log's): a write that comes within `batch_seconds` of the last
 send is only kept, and goes with the next write after that interval, or with the process's idle
-thread within IDLE_SECONDS once its requests stop; a write after a quiet moment goes at once. A
+thread within IDLE_SECONDS once its requests stop, or as the process exits (atexit for uWSGI's
+and gunicorn's workers, multiprocessing's finalizers for granian's; a killed one loses what it kept); a write after
+a quiet moment goes at once. A
 busy worker then sends one packet every `batch_seconds` instead of one a request: each send cost
 the server ~100 µs of CPU a request and Redis ~30 (two system calls here, one read event there,
 each on a KVM guest's cold caches), about a third of M1's throughput at 16 connections
@@ -23,6 +25,7 @@ each on a KVM guest's cold caches), about a third of M1's throughput at 16 conne
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import select
@@ -109,6 +112,18 @@ class UnwaitedWrites:
             elif self.idle_thread is None:
                 self.idle_thread = start_idle_thread(self, "send_if_idle", "idle_thread", IDLE_SECONDS,
                                                      "redis-writes-idle")
+                self._flush_at_exit()
+
+    def _flush_at_exit(self) -> None:
+        """A worker that stops (a reload's roll, a scale-in) sends what it kept: atexit in
+        uWSGI's and gunicorn's workers; a multiprocessing child (granian's workers) ends in
+        os._exit after its finalizers, and forgets its parent's, so the finalizer is registered
+        here, in the process that keeps writes (flushing twice sends nothing the second time)."""
+        from multiprocessing import util
+
+        flush = weakref.WeakMethod(self.flush)
+        atexit.register(lambda: flush() and flush()())
+        util.Finalize(None, lambda: flush() and flush()(), exitpriority=10)
 
     def _send_batch(self, now: float) -> None:
         commands, replies = b"".join(self.batch), self.batch_replies

@@ -203,7 +203,7 @@ def build_call_log(settings) -> CallLog:
         backend = None
     elif settings.redis_url:
         backend = RedisCallLog(settings.redis_url, settings.call_log_ttl, settings.call_log_size,
-                               settings.redis_timeout_ms)
+                               settings.redis_timeout_ms, batch_seconds=settings.call_log_batch_ms / 1000)
     else:
         backend = LocalCallLog(settings.call_log_ttl, settings.call_log_size)
     return CallLog(backend, settings.call_log_input_chars)
