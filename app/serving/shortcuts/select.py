@@ -169,13 +169,13 @@ def argmax_labels(classes: np.ndarray, proba: np.ndarray, relation: str) -> np.n
     if relation == MONOTONE and proba.shape[1] == 2:  # the common binary case, without a partition
         if 0 < len(proba) <= FEW_ROWS:
             return _binary_labels(classes, proba)
-        if np.any(np.abs(proba[:, 1] - proba[:, 0]) < TIE_MARGIN):
+        if (np.abs(proba[:, 1] - proba[:, 0]) < TIE_MARGIN).any():  # the method: no np.any wrapper
             return None
     elif relation == MONOTONE and proba.shape[1] > 2:
         top_two = np.partition(proba, -2, axis=1)[:, -2:]
-        if np.any(top_two[:, 1] - top_two[:, 0] < TIE_MARGIN):
+        if (top_two[:, 1] - top_two[:, 0] < TIE_MARGIN).any():
             return None
-    return classes.take(np.argmax(proba, axis=1), axis=0)
+    return classes.take(proba.argmax(axis=1), axis=0)
 
 
 # A request's few rows: the binary labels in Python floats (one tolist, one take) rather than
