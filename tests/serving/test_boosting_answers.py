@@ -163,3 +163,31 @@ def test_few_row_binary_labels_are_numpys(classes):
 def test_no_rows_give_no_labels():
     got = argmax_labels(np.array([0, 1]), np.zeros((0, 2)), MONOTONE)
     assert got.shape == (0,)
+
+
+# ---- the level walk, compacted to the pairs not yet at a leaf ---------------------------------
+@pytest.mark.parametrize("compaction", [(6, 3), (1, 1), (2, 5), (99, 1)], ids=["default", "every-step", "sparse", "never"])
+def test_the_compacted_walk_gives_the_models_raw_sums(models, compaction, monkeypatch):
+    from mlapi.serving.shortcuts import boosting_trees
+    from mlapi.serving.shortcuts.hist_boosting import _categorical_encoder, hist_table
+
+    monkeypatch.setattr(boosting_trees, "COMPACT_FROM", compaction[0])
+    monkeypatch.setattr(boosting_trees, "COMPACT_EVERY", compaction[1])
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 8, 1500)
+    numbers = rng.normal(size=(1500, 2))
+    X = np.column_stack([codes, numbers]).astype(np.float64)
+    y = ((codes % 3 == 0) + numbers[:, 0] + rng.normal(size=1500) > 0.8).astype(int)
+    categorical = HistGradientBoostingClassifier(max_iter=20, max_depth=None, categorical_features=[0],
+                                                 random_state=0).fit(X, y)
+    rows = np.vstack([X[:200], [[np.nan, 0.1, np.nan], [9.0, np.inf, -np.inf], [-1.0, 0.0, -0.0]]])
+    cases = [(models[kind][0], _awkward_rows(models[kind][1])) for kind in ("binary", "multiclass", "regression")]
+    depths = []
+    for model, batch in cases + [(categorical, rows)]:
+        table, encode = hist_table(model), _categorical_encoder(model)
+        depths.append(len(table.walking))
+        for size in (1, 2, 9, 40, len(batch)):
+            features = batch[:size] if encode is None else encode(batch[:size])  # category codes
+            walked = np.add.accumulate(table.leaf_values(features).reshape(-1, table.n_outputs, size), axis=0)[-1].T
+            assert np.array_equal(walked, model._raw_predict(batch[:size]))
+    assert max(depths) > 6  # deep enough for the default compaction

@@ -36,6 +36,14 @@ CHUNK_ROWS = 128
 # measured: M3's booster 1,000 rows 4.3 ms own vs 4.7 chunked here; GradientBoosting 300 rows
 # 0.54 vs 0.62 ms), and it is the reference anyway.
 MAX_ROWS = 256
+# Most (tree, row) pairs reach their leaves long before their tree's deepest level (M3's 100
+# trees, 20 levels: 1,175 steps a row level by level, 623 of them from a split; after step 6,
+# 40 of the 100 pairs a row are still inside their trees, after step 9, 23), so from
+# COMPACT_FROM on only the pairs not yet at a leaf are stepped, the list recompacted every
+# COMPACT_EVERY steps. Callgrind, M3's walk of 100 rows: 7.21 M instructions without, 5.83 M
+# with (6, 3); (4, 4) 6.05 M, (5, 3) 5.93 M, (6, 4) 5.88 M. Trees of 6 levels or fewer never compact.
+COMPACT_FROM = 6
+COMPACT_EVERY = 3
 
 
 class NodeTable:
@@ -68,7 +76,7 @@ class NodeTable:
         order, depths = _level_order(leaf, left, right, offsets)
         new = np.full(len(leaf), -1, dtype=np.intp)
         new[order] = np.arange(len(order))
-        leaf = leaf[order]
+        leaf = self.is_leaf = leaf[order]
         left = np.where(leaf, np.arange(len(order)), new.take(left[order]))
         feature = np.where(leaf, 0, joined("feature")[order]).astype(np.intp)
         # One gather per step for both: the left child above the feature's bits.
@@ -99,23 +107,44 @@ class NodeTable:
         # equal shapes: a broadcast one costs three times as much); one row starts at 0.
         row_start = None if n_rows == 1 else \
             np.repeat(np.arange(0, n_rows * width, width, dtype=np.intp)[None, :], len(node), axis=0)
-        feature_mask = (1 << self.feature_bits) - 1
         missing = self.missing_right is not None and np.isnan(flat).any()
-        for walking in self.walking:
-            at = node[:walking]
-            packed = self.left_and_feature.take(at)
-            where = packed & feature_mask
-            x = flat.take(where if row_start is None else np.add(where, row_start[:walking], out=where))
-            if missing:
-                go_right = ~(x <= self.threshold.take(at))  # NaN compares False: decided here
-                nan = np.isnan(x)
-                go_right[nan] = self.missing_right.take(at[nan])
+        # From COMPACT_FROM on, only the (tree, row) pairs not yet at a leaf are stepped, as a
+        # list of their places in `node` (compacted again every COMPACT_EVERY steps).
+        places = at = starts = None
+        stored = node.reshape(-1)  # a view: writes land in `node`
+        for step, walking in enumerate(self.walking):
+            if step >= COMPACT_FROM and (step - COMPACT_FROM) % COMPACT_EVERY == 0:
+                if places is None:
+                    places = np.flatnonzero(~self.is_leaf.take(node))
+                else:
+                    stored[places] = at
+                    places = places[~self.is_leaf.take(at)]
+                if not len(places):
+                    break
+                at = stored.take(places)
+                starts = None if row_start is None else row_start.reshape(-1).take(places)
+            if places is None:
+                self._step(node[:walking], None if row_start is None else row_start[:walking], flat, missing)
             else:
-                go_right = x > self.threshold.take(at)
-            if self.category_rows is not None:
-                _categorical_directions(self, at, x, go_right)
-            np.add(packed >> self.feature_bits, go_right, out=at)
+                self._step(at, starts, flat, missing)
+        if places is not None and len(places):
+            stored[places] = at
         return self.value.take(node).take(self.in_order, axis=0)
+
+    def _step(self, at: np.ndarray, starts: np.ndarray | None, flat: np.ndarray, missing: bool) -> None:
+        """Every (tree, row) pair at nodes `at` one level down, in place."""
+        packed = self.left_and_feature.take(at)
+        where = packed & ((1 << self.feature_bits) - 1)
+        x = flat.take(where if starts is None else np.add(where, starts, out=where))
+        if missing:
+            go_right = ~(x <= self.threshold.take(at))  # NaN compares False: decided here
+            nan = np.isnan(x)
+            go_right[nan] = self.missing_right.take(at[nan])
+        else:
+            go_right = x > self.threshold.take(at)
+        if self.category_rows is not None:
+            _categorical_directions(self, at, x, go_right)
+        np.add(packed >> self.feature_bits, go_right, out=at)
 
     def raw_sum(self, X: np.ndarray) -> np.ndarray:
         """(n_rows, n_outputs), Fortran-ordered: starts then trees added one after the other,
