@@ -250,7 +250,7 @@ class Settings:
             call_log_ttl=_int(env, "CALL_LOG_TTL", 3600, minimum=1),
             call_log_size=_int(env, "CALL_LOG_SIZE", 100, minimum=0),
             call_log_input_chars=_int(env, "CALL_LOG_INPUT_CHARS", 2000, minimum=1),
-            call_log_batch_ms=_int(env, "CALL_LOG_BATCH_MS", 25, minimum=0),
+            call_log_batch_ms=_at_most(_int(env, "CALL_LOG_BATCH_MS", 25, minimum=0), "CALL_LOG_BATCH_MS", 1000),
             storage_emulator_host=_text(env, "STORAGE_EMULATOR_HOST"),
             feature_store_url=feature_store_url,
             feature_store_write_url=_text(env, "FEATURE_STORE_WRITE_URL") or feature_store_url,
@@ -398,6 +398,12 @@ def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
     if value in _FALSE:
         return False
     raise ConfigurationError(f"{key}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _at_most(value: int, key: str, maximum: int) -> int:
+    if value > maximum:
+        raise ConfigurationError(f"{key}={value} must be at most {maximum}")
+    return value
 
 
 def _int(env: Mapping[str, str], key: str, default: int | None, minimum: int) -> int | None:

@@ -10,23 +10,28 @@ a synchronous write waits ~40 µs on loopback.
 Only commands whose reply is one line (+OK, :n, -ERR: SET, LPUSH, LTRIM, EXPIRE...) may be sent:
 the replies are counted as newlines, not parsed (~10 µs a reply in Python). Redis counts as
 down (redis_outage) when replies are owed and none has come for REDIS_TIMEOUT_MS, when it
-refuses a write, or when the connection breaks with replies owed; a write never waits longer
-than the connection's timeout (only to connect, once per interval the caller chooses).
+refuses a write, or when the connection breaks with replies owed. A write waits for Redis at
+most one timeout (to connect, once per interval the caller chooses), queued behind another
+request's connect included: whoever comes after a failed one finds Redis down and goes on.
 
 Batched (`batch_seconds`, the call log's): a write that comes within `batch_seconds` of the last
-send is only kept, and goes with the next write after that interval, or with the process's idle
-thread within IDLE_SECONDS once its requests stop, or as the process exits (atexit for uWSGI's
-and gunicorn's workers, multiprocessing's finalizers for granian's; a killed one loses what it kept); a write after
-a quiet moment goes at once. A
-busy worker then sends one packet every `batch_seconds` instead of one a request: each send cost
-the server ~100 µs of CPU a request and Redis ~30 (two system calls here, one read event there,
-each on a KVM guest's cold caches), about a third of M1's throughput at 16 connections
-(bench/fleet_bench.py, 2026-12-02 19:43).
+send is only kept (up to MAX_BATCH_BYTES), and goes with the next write after that interval, or
+with the process's idle thread (it looks every IDLE_SECONDS) once its requests stop, or as the
+process exits (atexit for uWSGI's and gunicorn's workers, multiprocessing's finalizers for
+granian's; a killed one loses what it kept); a write after a quiet moment goes at once. A busy
+worker then sends one packet every `batch_seconds` instead of one a request: each send cost the
+server ~100 µs of CPU a request and Redis ~30 (two system calls here, one read event there, each
+on a KVM guest's cold caches), about a third of the pipeline model's throughput at 16 connections
+(bench/fleet_bench.py, 2026-12-02 19:43). Where the CPU is only given during requests (Cloud
+Run's default, request-based billing) the idle thread does not run between them: what a worker
+kept then goes with its next request, or as it stops. `flush` (a read of the call log) sends what
+its process kept and waits for the replies without holding the writers' lock.
 """
 from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import select
 import threading
@@ -38,7 +43,9 @@ from mlapi.redis_outage import RedisOutage
 
 log = logging.getLogger(__name__)
 
-IDLE_SECONDS = 0.1  # how late a batched write of a worker whose requests stopped reaches Redis
+IDLE_SECONDS = 0.1  # how often a process's idle thread looks for kept writes no request sent
+STARTING = object()  # an idle thread being started
+MAX_BATCH_BYTES = 256 * 1024  # kept writes past this go at once: one send stays far below the timeout
 
 
 def packed(*arguments: bytes) -> bytes:
@@ -65,8 +72,9 @@ class UnwaitedWrites:
         self.errors = (redis.RedisError, OSError)
         self.timeout_error = redis.TimeoutError
         self.connection = client.connection_pool.make_connection()  # remade in each process
-        self.pid = 0
+        self.pid = os.getpid()  # whose connection and kept writes these are
         self.unread = 0
+        self.replies_sent = self.replies_read = 0  # counted over the process's life: flush waits on them
         self.answered_at = 0.0  # when a reply last arrived, or the first unanswered write went
         self.lock = threading.Lock()
         # Each worker's connection is made as the worker is forked (uWSGI calls CPython's fork
@@ -87,9 +95,9 @@ class UnwaitedWrites:
             log.debug("Redis writes: no connection at fork", exc_info=True)
 
     def _start_batch(self) -> None:
-        self.batch: list[bytes] = []  # kept writes (batched only), and the replies they owe
-        self.batch_replies = 0
-        self.batch_sent_at = 0.0
+        self.batch: list[bytes] = []  # kept writes (batched only), their bytes and the replies they owe
+        self.batch_bytes = self.batch_replies = 0
+        self.batch_sent_at = -math.inf  # the first write goes at once
         self.idle_thread = None  # started by the process's first kept write, never in the master
 
     def send(self, commands: bytes, replies: int) -> None:
@@ -105,14 +113,19 @@ class UnwaitedWrites:
             if self.pid != os.getpid():  # a fork without its hooks: the parent's writes are not ours
                 self._start_batch()
             self.batch.append(commands)
+            self.batch_bytes += len(commands)
             self.batch_replies += replies
             now = time.monotonic()
-            if now - self.batch_sent_at >= self.batch_seconds:
+            if now - self.batch_sent_at >= self.batch_seconds or self.batch_bytes >= MAX_BATCH_BYTES:
                 self._send_batch(now)
-            elif self.idle_thread is None:
-                self.idle_thread = start_idle_thread(self, "send_if_idle", "idle_thread", IDLE_SECONDS,
-                                                     "redis-writes-idle")
-                self._flush_at_exit()
+                return
+            first_kept = self.idle_thread is None
+            if first_kept:
+                self.idle_thread = STARTING  # started below, outside the lock
+        if first_kept:
+            self.idle_thread = start_idle_thread(self, "send_if_idle", "idle_thread", IDLE_SECONDS,
+                                                 "redis-writes-idle")
+            self._flush_at_exit()
 
     def _flush_at_exit(self) -> None:
         """A worker that stops (a reload's roll, a scale-in) sends what it kept: atexit in
@@ -122,69 +135,91 @@ class UnwaitedWrites:
         from multiprocessing import util
 
         flush = weakref.WeakMethod(self.flush)
-        atexit.register(lambda: flush() and flush()())
-        util.Finalize(None, lambda: flush() and flush()(), exitpriority=10)
+        atexit.register(lambda: (method := flush()) and method())
+        util.Finalize(None, lambda: (method := flush()) and method(), exitpriority=10)
 
     def _send_batch(self, now: float) -> None:
         commands, replies = b"".join(self.batch), self.batch_replies
-        self.batch, self.batch_replies, self.batch_sent_at = [], 0, now
+        self.batch, self.batch_bytes, self.batch_replies, self.batch_sent_at = [], 0, 0, now
         if commands:
             self._send_now(commands, replies)
 
     def send_if_idle(self) -> None:
         """The idle thread's: send what no request sent for batch_seconds."""
+        if not self.batch:  # (read without the lock: the next wake-up sees a write it missed)
+            return
         with self.lock:
             now = time.monotonic()
             if self.batch and now - self.batch_sent_at >= self.batch_seconds and self.outage.asking():
                 self._send_batch(now)
 
     def flush(self) -> None:
-        """Send what is kept and wait (at most the timeout) for every reply owed: a read that
-        follows on another connection then finds this process's writes in Redis."""
+        """Send what is kept and wait, without holding the lock (requests go on writing), at
+        most the timeout for the replies owed so far: a read that follows on another connection
+        then finds this process's writes in Redis. A flush that times out says nothing: the next
+        write judges whether Redis answers."""
         if not self.outage.asking():
             return
+        deadline = time.monotonic() + self.timeout_seconds
         with self.lock:
-            self._connection()  # (in a forked process: not the parent's replies to wait for)
+            self._connection()  # (in a forked process: not the parent's writes to send)
             self._send_batch(time.monotonic())
-            deadline = time.monotonic() + self.timeout_seconds
+            until, connection = self.replies_sent, self.connection
+        while time.monotonic() < deadline:
+            with self.lock:
+                if connection is not self.connection or connection._sock is None:
+                    return  # reconnected or dropped meanwhile: those writes were judged lost
+                try:
+                    self._read_arrived(connection)
+                except self.errors as exc:
+                    self._drop(exc)
+                    return
+                if self.replies_read >= until:
+                    return
+                sock = connection._sock
             try:
-                while self.unread and self.connection._sock is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not arrived(self.connection._sock, left):
-                        raise self.timeout_error(f"{self.unread} writes unanswered")
-                    self._read_arrived(self.connection)
-            except self.errors as exc:
-                self.connection.disconnect()
-                self.unread = 0
-                self.outage.failed(exc, self.retry_seconds)
+                arrived(sock, min(0.005, max(0.0, deadline - time.monotonic())))
+            except (ValueError, OSError):  # closed by a request meanwhile
+                return
+
+    def _drop(self, exc: BaseException) -> None:
+        """The connection failed with replies owed: its writes are lost, Redis counts as down."""
+        self.connection.disconnect()
+        self.connection = self.client.connection_pool.make_connection()
+        self.unread = 0
+        self.outage.failed(exc, self.retry_seconds)
 
     def _send_now(self, commands: bytes, replies: int) -> None:
-        """Under the lock: send, first reading the replies that have arrived."""
+        """Under the lock: send, first reading the replies that have arrived. Asked again here:
+        requests that queued on the lock while another waited out a connect must not each wait
+        out their own."""
+        if not self.outage.asking():
+            return
         connection = self._connection()
         try:
             if connection._sock is not None:  # connected: a closed one reads as ready (EOF)
                 self._read_arrived(connection, until_empty=True)
         except self.errors as exc:
-            connection.disconnect()
-            owed, self.unread = self.unread, 0
-            if owed:  # writes lost: Redis (or the network) dropped them
-                self.outage.failed(exc, self.retry_seconds)
+            if self.unread:  # writes lost: Redis (or the network) dropped them
+                self._drop(exc)
                 return
             # Dropped while idle (Redis restarted, a network cut healed): a fresh connection
             # is made by the send below, which alone says whether Redis is down.
+            connection.disconnect()
         try:
-            if not self.unread:
+            if connection._sock is None:
+                connection.connect()
+            if not self.unread:  # (after the connect: its handshake is not a write's wait)
                 self.answered_at = time.monotonic()
             connection.send_packed_command([commands], check_health=False)
             self.unread += replies
+            self.replies_sent += replies
             self._read_arrived(connection)
             # Replies owed and none for longer than a read may wait: Redis does not answer.
             if self.unread and time.monotonic() - self.answered_at > self.timeout_seconds:
                 raise self.timeout_error(f"{self.unread} writes unanswered")
         except self.errors as exc:
-            connection.disconnect()
-            self.unread = 0
-            self.outage.failed(exc, self.retry_seconds)
+            self._drop(exc)
 
     def _read_arrived(self, connection, until_empty: bool = False) -> None:
         """The replies that have arrived, without waiting for any: reading them frees Redis'
@@ -198,7 +233,9 @@ class UnwaitedWrites:
                 raise ConnectionError("Redis closed the connection")
             if b"-" in data:  # never in "+OK\r\n" nor ":n\r\n" of a count: an error reply
                 raise self.timeout_error(f"Redis refused a write: {cut(data.decode(errors='replace'), 200)}")
-            self.unread = max(0, self.unread - data.count(b"\n"))
+            read = min(self.unread, data.count(b"\n"))
+            self.unread -= read
+            self.replies_read += read
             self.answered_at = time.monotonic()
             self.outage.answered()
 
@@ -208,7 +245,8 @@ class UnwaitedWrites:
         if self.pid != os.getpid():
             self.connection = self.client.connection_pool.make_connection()
             self.pid = os.getpid()
-            self.unread = 0
+            self.unread = self.replies_sent = self.replies_read = 0
+            self._start_batch()  # (a fork without its hooks: the parent's kept writes are its own)
         return self.connection
 
 

@@ -112,3 +112,14 @@ def test_an_empty_docs_token_file_is_refused_not_read_as_no_protection(tmp_path)
 ])
 def test_api_docs_default_is_off_on_cloud_run(env, served):
     assert Settings.from_env(env).api_docs is served
+
+
+def test_call_log_batch_ms_is_bounded_both_ways():
+    from mlapi.config import Settings
+    from mlapi.errors import ConfigurationError
+
+    assert Settings.from_env({}).call_log_batch_ms == 25
+    assert Settings.from_env({"CALL_LOG_BATCH_MS": "0"}).call_log_batch_ms == 0
+    for bad in ("-1", "1001"):
+        with pytest.raises(ConfigurationError, match="CALL_LOG_BATCH_MS"):
+            Settings.from_env({"CALL_LOG_BATCH_MS": bad})

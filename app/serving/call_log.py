@@ -18,9 +18,10 @@ served by two workers sees the calls of the one that answers the read. With REDI
 per caller and model (LPUSH, LTRIM, EXPIRE in one send; LRANGE to read), shared by every
 process and instance. Recording never fails a prediction nor waits for Redis' reply: the writes
 are sent on a connection of each process's own and their replies read later (redis_writes);
-a busy worker sends its calls together every WRITE_BATCH_SECONDS, and those of a worker whose
-requests stopped go within redis_writes.IDLE_SECONDS (0.1 s): a read on another process or
-instance may miss that last moment's calls, a read on the same process never does;
+a busy worker sends its calls together every CALL_LOG_BATCH_MS, and those of a worker whose
+requests stopped go once that interval has passed, within redis_writes.IDLE_SECONDS (0.1 s)
+more: a read on another process or instance may miss that last moment's calls; a read on the
+same process first sends its own (waiting at most the timeout for Redis to take them);
 with Redis down the call is not logged (the shared
 warning of redis_outage, at most once a minute, and one line when Redis is back) and reading the
 log is a JSON 503.
@@ -116,8 +117,8 @@ class LocalCallLog:
 class RedisCallLog:
     """One Redis list per caller and model, shared by every process and instance.
 
-    A call is LPUSH, LTRIM, EXPIRE packed in one send (redis_writes: no request waits for the
-    reply, no thread), without MULTI: another process's commands on the same list may come
+    A call is LPUSH, LTRIM, EXPIRE packed together (redis_writes: no request waits for the
+    reply; a busy worker's calls go in one send every batch interval), without MULTI: another process's commands on the same list may come
     between them, but each write trims the list to CALL_LOG_SIZE and sets its TTL again, so any
     interleaving ends in a list of at most CALL_LOG_SIZE calls with a fresh TTL, and a reader
     (LRANGE 0 SIZE-1) never sees more whatever it reads between them."""

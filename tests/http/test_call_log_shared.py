@@ -29,9 +29,9 @@ def test_two_servers_with_one_redis_share_one_call_log_each_call_once(start_serv
                                  timeout=10)
             assert answer.status_code == 200, answer.text
             sent.append(row[0])
-    # The idle workers' threads send what they kept within 0.1 s; a loaded machine gets a second.
+    # The idle workers' threads send what they kept within 0.1 s; a loaded machine gets 5 s.
     for server in (first, second):
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 5.0
         while True:
             answer = requests.get(f"{server.url}/models/cancer/recent_call_log", headers=headers, timeout=10)
             assert answer.status_code == 200, answer.text
@@ -48,10 +48,10 @@ def test_two_servers_with_one_redis_share_one_call_log_each_call_once(start_serv
 @pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "granian"])
 def test_a_stopping_server_sends_the_calls_its_workers_kept(start_server, trained, redis_client, server):
     """SIGTERM (Cloud Run's stop, a scale-in) while each worker keeps calls it has not sent
-    (CALL_LOG_BATCH_MS a minute): they reach Redis as the workers exit, each once."""
+    (CALL_LOG_BATCH_MS a second, the most it may be): they reach Redis as the workers exit, each once."""
     key = secrets.token_urlsafe(24)
     running = start_server({"MODELS": models_env(trained, "cancer"), "API_KEYS": key, "SERVER": server,
-                            "REDIS_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0", "CALL_LOG_BATCH_MS": "60000",
+                            "REDIS_URL": f"redis://{REDIS[0]}:{REDIS[1]}/0", "CALL_LOG_BATCH_MS": "1000",
                             "WEB_CONCURRENCY": "2", "UWSGI_PROCESSES": "2"})
     rows = as_plain(trained["cancer"][2])
     sent = []

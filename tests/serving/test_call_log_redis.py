@@ -1,7 +1,8 @@
-"""The call log in real Redis (serving/call_log.py RedisCallLog): a call is sent without a thread
-and without waiting (redis_writes), readable by another client at once, the list bounded and
-expiring; Redis cut (a TCP proxy) delays no call past the timeout, is warned once, and calls
-are logged again once Redis is back."""
+"""The call log in real Redis (serving/call_log.py RedisCallLog): a call is sent without waiting
+(redis_writes), kept with the others of its batch interval, readable by another client once sent,
+the list bounded and expiring; Redis cut (a TCP proxy) or hung delays no call past the timeout,
+is warned once, and calls are logged again once Redis is back; a read waits for its process's
+own calls without holding up the writes of the requests beside it."""
 import logging
 import secrets
 import threading
@@ -29,11 +30,10 @@ def stored(redis_client, caller: str, count: int, timeout: float = 0.5) -> list[
         time.sleep(0.005)
 
 
-def test_calls_are_sent_without_a_thread_and_read_by_another_client_at_once(redis_client):
+def test_calls_are_sent_without_waiting_and_read_by_another_client(redis_client):
     log, caller = RedisCallLog(URL, ttl=60, size=3, timeout_ms=200), f"key:{secrets.token_hex(6)}"
     for value in range(5):
         log.record(caller, "m", call(float(value)))
-    assert not [thread.name for thread in threading.enumerate() if thread.name == "call-log-writer"]
     stored(redis_client, caller, 3)
     time.sleep(0.05)  # the last LTRIM too
     values = redis_client.lrange(RedisCallLog.key(caller, "m"), 0, -1)
@@ -113,7 +113,7 @@ def test_a_burst_goes_together_after_the_batch_interval_and_an_idle_worker_sends
     assert inputs(redis_client.lrange(RedisCallLog.key(caller, "m"), 0, -1)) == [0.0]  # the rest kept
     values = stored(redis_client, caller, 20, timeout=2.0)
     assert inputs(values) == [float(value) for value in reversed(range(20))]  # each once, newest first
-    assert [thread.name for thread in threading.enumerate()].count("redis-writes-idle") >= 1
+    assert log.writes.idle_thread.is_alive()
 
 
 def test_a_read_on_the_same_process_sees_its_own_kept_calls_at_once(redis_client):
@@ -143,3 +143,65 @@ def test_a_forked_worker_never_sends_the_calls_its_parent_kept(redis_client):
     assert sorted(inputs(stored(redis_client, caller, 2))) == [1.0, 3.0]
     log.writes.flush()
     assert sorted(inputs(redis_client.lrange(RedisCallLog.key(caller, "m"), 0, -1))) == [1.0, 2.0, 3.0]
+
+
+def test_requests_queued_on_a_hung_redis_do_not_each_wait_out_a_connect():
+    """A port that takes connections and never answers (Redis hung): of 8 requests at once, one
+    waits the timeout to connect; the others, queued behind it, find Redis down and go on."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # the kernel completes the handshake; nothing ever answers
+    try:
+        log = RedisCallLog(f"redis://127.0.0.1:{hung.getsockname()[1]}/0", ttl=60, size=10, timeout_ms=150)
+        waits, start = [], threading.Barrier(8)
+
+        def record(value: float) -> None:
+            start.wait()
+            started = time.perf_counter()
+            log.record("key:hung", "m", call(value))
+            waits.append(time.perf_counter() - started)
+
+        threads = [threading.Thread(target=record, args=(float(n),)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert log.outage.down_until
+        assert max(waits) < 0.3, sorted(waits)  # one timeout, not eight in a row (1.2 s)
+    finally:
+        hung.close()
+
+
+def test_a_read_waiting_for_its_own_calls_holds_up_no_request_writing_beside_it(redis_client):
+    proxy = TcpProxy(*REDIS, reply_delay=0.2)
+    caller = f"key:{secrets.token_hex(6)}"
+    try:
+        log = RedisCallLog(f"redis://127.0.0.1:{proxy.port}/0", ttl=60, size=100, timeout_ms=1000, batch_seconds=5.0)
+        log.record(caller, "m", call(0.0))  # connects (slowly: every answer 0.2 s late)
+        log.record(caller, "m", call(1.0))  # kept
+        read = threading.Thread(target=log.recent, args=(caller, "m"))
+        read.start()
+        time.sleep(0.05)  # the read is waiting for its flush's replies
+        started = time.perf_counter()
+        log.record(caller, "m", call(2.0))
+        assert time.perf_counter() - started < 0.1
+        read.join()
+        assert not log.outage.down_until
+    finally:
+        proxy.close()
+    assert sorted(inputs(stored(redis_client, caller, 2))) == [0.0, 1.0]
+
+
+def test_writes_kept_before_a_fork_without_its_hooks_are_not_the_childs_to_send(redis_client):
+    """(Where the at-fork hooks do not run: a uWSGI ini without py-call-uwsgi-fork-hooks.) The
+    process id changed under the writer: the writes it kept are another process's."""
+    log = RedisCallLog(URL, ttl=60, size=100, timeout_ms=200, batch_seconds=5.0)
+    caller = f"key:{secrets.token_hex(6)}"
+    log.record(caller, "m", call(1.0))
+    log.record(caller, "m", call(2.0))  # kept
+    log.writes.pid = -1  # as a child forked without hooks sees it: not its own pid
+    log.writes.flush()
+    time.sleep(0.1)
+    assert inputs(redis_client.lrange(RedisCallLog.key(caller, "m"), 0, -1)) == [1.0]
