@@ -17,7 +17,7 @@ from mlapi.errors import MAX_SHOWN_CHARS, InvalidInput, cut, shown
 from mlapi.serving.input_faults import instance_hint
 from mlapi.serving.model import TEXT, ServedModel
 from mlapi.serving.shortcuts.compiled_pipeline import reads_request_columns
-from mlapi.serving.typed_rows import as_cells, as_floats, frame_from_matrix, frame_from_rows
+from mlapi.serving.typed_rows import as_cells, as_floats, frame_from_columns, frame_from_matrix, frame_from_rows
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,9 @@ def _from_objects(model: ServedModel, rows: list, frameless: bool):
                                f"same way; {instance_hint(model)}", instance=index)
         if row.keys() != wanted:
             _raise_name_mismatch(names, row.keys(), index)
+    if model.string_columns:  # read column by column whatever the values (frame_from_rows): read so at once
+        # (100 rows: 14 µs, where rows of values and their transpose took 40)
+        return frame_from_columns(model, [[row[name] for row in rows] for name in names], names, frameless)
     return frame_from_rows(model, [[row[name] for name in names] for row in rows], names, frameless)
 
 

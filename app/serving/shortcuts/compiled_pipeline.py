@@ -147,7 +147,8 @@ def _column_transformer(transformer) -> Step | str:
         for selected, part, weight in parts:
             block = part([columns[i] for i in selected])
             blocks.append(block if weight is None else block * weight)
-        return np.hstack(blocks) if len(blocks) > 1 else blocks[0]
+        # concatenate: np.hstack's own result for 2-D blocks, without its Python wrapper (~2 µs)
+        return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
     return Step(transform)
 
 

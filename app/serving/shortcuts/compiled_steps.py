@@ -53,14 +53,20 @@ def float_matrix(columns: list, finite: bool = True) -> np.ndarray:
     allow-nan) makes of numeric columns; Defer for anything else (text, an infinity when
     `finite`), which validation converts or refuses."""
     rows = len(columns[0]) if columns else 0
-    matrix = np.empty((rows, len(columns)), dtype=np.float64)
+    matrix = np.empty((rows, len(columns)), dtype=FLOAT64)
     for j, column in enumerate(columns):
-        if column.dtype != np.float64 and column.dtype.kind not in "iu":
+        # `is`: numpy's one float64 dtype (a byte-swapped one is another, and deferred)
+        if column.dtype is not FLOAT64 and column.dtype.kind not in "iu":
             raise Defer
         matrix[:, j] = column
-    if finite and np.isinf(matrix).any():
+    # A finite sum says no value is infinite for ~2/3 of np.isinf's cost; NaN or an overflow asks it.
+    if finite and not math.isfinite(_total(matrix, None)) and np.isinf(matrix).any():
         raise Defer
     return matrix
+
+
+FLOAT64 = np.dtype(np.float64)
+_total = np.add.reduce
 
 
 def wraps_output(step) -> bool:
@@ -195,25 +201,25 @@ def _compile_encoder(encoder) -> Step | str:
     if isinstance(tables, str):
         return tables
     lookups, outputs, width, one_hot = tables
+    if one_hot:
+        # A category with no column of its own (-1: dropped, or unknown and ignored) gets a
+        # spare column past the encoder's, cut off at the end: no mask to build a request.
+        outputs = [np.where(table == -1, width, table) for table in outputs]
+    # Whether a table holds a refusal at all, known once (checking each request's rows cost ~2 µs).
+    refusable = [bool((table == REFUSED).any() if one_hot else np.isinf(table).any()) for table in outputs]
 
     def transform(columns):
         n = len(columns[0])
-        rows = np.arange(n)
-        out = np.zeros((n, width), dtype=np.float64)
+        out = np.zeros((n, width + 1 if one_hot else width), dtype=np.float64)
         for j, (lookup, table, column) in enumerate(zip(lookups, outputs, columns)):
-            codes = lookup(column)
+            found = table[lookup(column)]
+            if refusable[j] and (found == REFUSED if one_hot else np.isinf(found)).any():
+                raise Defer  # (+inf is REFUSED in the ordinal tables)
             if one_hot:
-                hot = table[codes]
-                if (hot == REFUSED).any():
-                    raise Defer
-                on = hot >= 0
-                out[rows[on], hot[on]] = 1.0
+                out[np.arange(n), found] = 1.0
             else:
-                value = table[codes]
-                if np.isinf(value).any():  # REFUSED, for the ordinal tables
-                    raise Defer
-                out[:, j] = value
-        return out
+                out[:, j] = found
+        return out[:, :width] if one_hot else out
     return Step(transform)
 
 
