@@ -185,3 +185,29 @@ def test_a_numeric_model_fitted_on_a_dataframe_takes_its_matrix_as_columns(monke
     monkeypatch.setattr(pd, "DataFrame", no_frame)
     columns = to_model_input(model, rows, frameless=True)
     assert type(columns) is RequestColumns and answer(model, columns) == expected
+
+
+def test_encoders_that_drop_or_refuse_answer_from_columns_as_scikit_learn_does(monkeypatch):
+    """A category without a column of its own (drop=, unknown ignored) and refusals
+    (handle_unknown="error"): the compiled answer or refusal from the columns is scikit-learn's."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OrdinalEncoder
+
+    train = plans_frame(300, 3).assign(region=lambda f: np.where(f.a > 0, "eu", "us"),
+                                       size=lambda f: np.where(f.b > 40, "big", "small"))
+    estimator = make_pipeline(
+        make_column_transformer((OneHotEncoder(), ["plan"]),
+                                (OneHotEncoder(drop="first", handle_unknown="ignore"), ["region"]),
+                                (OrdinalEncoder(), ["size"]), (StandardScaler(), ["a", "b", "c"])),
+        LogisticRegression(max_iter=500)).fit(train, train.c > 0)
+    compiled, plain = ServedModel("m", "1", estimator), ServedModel("m", "1", estimator, compiled_path=False)
+    assert compiled.compute_path["features"] == {"path": "compiled"}
+    good = {"plan": "pro", "region": "eu", "size": "big", "a": 0.5, "b": 20.0, "c": 1.0}
+    cases = [[good], [good, {**good, "region": "us"}, {**good, "region": "mars"}],
+             [good, {**good, "plan": "platinum"}], [{**good, "size": "huge"}], [{**good, "plan": None}]]
+    for rows in cases:
+        expected = answer(plain, to_model_input(plain, rows))
+        assert answer(compiled, to_model_input(compiled, rows, frameless=True)) == expected, rows
+    expected = answer(plain, to_model_input(plain, cases[1]))
+    monkeypatch.setattr(frames, "frame_from_arrays", no_frame)  # an answered request built no DataFrame
+    assert answer(compiled, to_model_input(compiled, cases[1], frameless=True)) == expected
