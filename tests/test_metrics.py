@@ -70,7 +70,8 @@ def test_a_prediction_a_request_and_cache_lookups_are_counted():
     assert _value("mlapi_model_batch_rows_sum", **model) == before["mlapi_model_batch_rows_sum"] + 3
     assert _value("mlapi_model_batch_rows_count", **model) == before["mlapi_model_batch_rows_count"] + 1
     assert _value("mlapi_model_batch_rows_bucket", **model, le="4.0") == before_bucket + 1
-    hits, misses = _value("mlapi_cache_requests_total", result="hit"), _value("mlapi_cache_requests_total", result="miss")
+    hits = _value("mlapi_cache_requests_total", result="hit")
+    misses = _value("mlapi_cache_requests_total", result="miss")
     metrics.record_cache(2, 5)
     assert _value("mlapi_cache_requests_total", result="hit") == hits + 2
     assert _value("mlapi_cache_requests_total", result="miss") == misses + 5

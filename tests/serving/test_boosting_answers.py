@@ -166,7 +166,8 @@ def test_no_rows_give_no_labels():
 
 
 # ---- the level walk, compacted to the pairs not yet at a leaf ---------------------------------
-@pytest.mark.parametrize("compaction", [(6, 3), (1, 1), (2, 5), (99, 1)], ids=["default", "every-step", "sparse", "never"])
+@pytest.mark.parametrize("compaction", [(6, 3), (1, 1), (2, 5), (99, 1)],
+                         ids=["default", "every-step", "sparse", "never"])
 def test_the_compacted_walk_gives_the_models_raw_sums(models, compaction, monkeypatch):
     from mlapi.serving.shortcuts import boosting_trees
     from mlapi.serving.shortcuts.hist_boosting import _categorical_encoder, hist_table

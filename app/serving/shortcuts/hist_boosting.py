@@ -11,9 +11,10 @@ boosting_code.py) and hands the raw sum to the model's own loss
 (predict_proba, link.inverse), so the probabilities are computed by scikit-learn's code from
 the same raw floats; a few rows of a binary classifier or an identity-link regressor go from
 the generated code's sums to the answer in Python floats instead (boosting_link.py), where the
-probe saw that give the loss's output bit for bit. Native categorical features (categorical_features=...) are encoded here as
-the model's own OrdinalEncoder does for numeric categories; string categories are left to
-scikit-learn. app/serving/shortcuts/select.py probes the result against the model's own method.
+probe saw that give the loss's output bit for bit. Native categorical features
+(categorical_features=...) are encoded here as the model's own OrdinalEncoder does for numeric
+categories; string categories are left to scikit-learn. app/serving/shortcuts/select.py probes
+the result against the model's own method.
 """
 from __future__ import annotations
 
@@ -66,8 +67,11 @@ def hist_candidate(model, method: str) -> Candidate | str:
         raw = np.asfortranarray(raw)
         return loss.predict_proba(raw) if method == "predict_proba" else loss.link.inverse(raw.ravel())
 
+    def features_of(rows):  # the trees' columns, or None when scikit-learn must say why not
+        return rows if encode is None else encode(rows)
+
     def compute(rows):
-        features = rows if encode is None else encode(rows)
+        features = features_of(rows)
         if features is None:
             return None
         code, link = table.code, few_rows_link
@@ -86,7 +90,7 @@ def hist_candidate(model, method: str) -> Candidate | str:
         """The probe's call: the level walk and the loss's own code; the few-row code and
         Python link are kept only where they gave these same numbers bit for bit."""
         nonlocal few_rows_link
-        features = rows if encode is None else encode(rows)
+        features = features_of(rows)
         if features is None:
             return None
         raw = table.checked_raw_sum(features)
