@@ -37,6 +37,9 @@ MAX_CODE_NODES = 20_000
 # Deeper trees are not compiled: each level is one nested parenthesis, and Python's parser
 # refuses 200 (the tokenizer's limit).
 MAX_CODE_DEPTH = 90
+# Trees added in one statement: fewer loads and stores of the running sum, and a nesting
+# depth (the parser's, the compiler's) bounded whatever the number of trees.
+SUM_TERMS = 10
 _NAMES = {"inf": math.inf, "nan": math.nan}  # the literals repr() writes for non-finite floats
 
 
@@ -83,8 +86,13 @@ def _source(table) -> str:
     features = sorted({packed[node] & mask for node in range(len(packed)) if packed[node] >> bits != node})
     outputs = table.n_outputs
     lines = ["def raw(row):"] + [f"    x{feature} = row[{feature}]" for feature in features]
-    for term, root in enumerate(roots):
-        lines.append(f"    r{term % outputs} {'=' if term < outputs else '+='} {expression(root)}")
+    # Per output: its first term assigned, then its trees added SUM_TERMS to a statement,
+    # `r = r + a + b` being `(r + a) + b`: the walk's order, one store a statement, not a tree.
+    for output in range(outputs):
+        terms = [expression(root) for root in roots[output::outputs]]
+        lines.append(f"    r{output} = {terms[0]}")
+        for start in range(1, len(terms), SUM_TERMS):
+            lines.append(f"    r{output} = r{output} + " + " + ".join(terms[start:start + SUM_TERMS]))
     lines.append("    return (" + "".join(f"r{output}, " for output in range(outputs)) + ")")
     return "\n".join(lines) + "\n"
 
