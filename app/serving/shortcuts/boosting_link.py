@@ -6,11 +6,11 @@ and the raw sums reach it through three more (a list to an array, a reshape, a F
 Here the generated trees' sums (boosting_code.py) go straight to `1 / (1 + exp(-raw))` and
 `1 - p`, and the rows become one array in one call.
 
-Exactness: scipy's expit computes `1 / (1 + std::exp(-x))` and the loss `1 - p` in float64;
-math.exp calls the same C library's exp, and Python's float arithmetic is the same IEEE
-double arithmetic. That rests on scipy's and Python's exp being one function, which no API
-promises, so link_for keeps the Python form only if it gives the loss's own output bit for
-bit on the probe's raw sums and on a spread of raw values (to ±800, where exp overflows).
+Exactness: scipy's expit is `1 / (1 + exp(-x))` in float64 and the loss takes `1 - p`; math.exp
+is the C library's exp, and Python's float arithmetic is the same IEEE double arithmetic. That
+the two exps round alike is what this machine's libraries do, not what any API promises, so
+link_for keeps the Python form only if it gives the loss's own output bit for bit on the
+probe's raw sums and on a spread of raw values (to ±800, where exp overflows).
 A regressor with the identity link answers its raw sums as they are. Other links (the
 multiclass softmax, whose sum numpy orders by the array's layout; exp for Poisson) keep the
 loss's numpy code.
