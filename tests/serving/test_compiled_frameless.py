@@ -211,3 +211,35 @@ def test_encoders_that_drop_or_refuse_answer_from_columns_as_scikit_learn_does(m
     expected = answer(plain, to_model_input(plain, cases[1]))
     monkeypatch.setattr(frames, "frame_from_arrays", no_frame)  # an answered request built no DataFrame
     assert answer(compiled, to_model_input(compiled, cases[1], frameless=True)) == expected
+
+
+def test_a_model_loaded_through_joblib_keeps_its_compiled_features(tmp_path):
+    """How every served model arrives: joblib's arrays carry float64 dtype objects of their own
+    (equal to numpy's, not the same object); the probe's rows drawn from them must not defer."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import MinMaxScaler
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"zone": rng.choice([10.0, 20.0, 30.0], 300), "a": rng.normal(size=300),
+                          "b": rng.normal(size=300)})
+    fitted = make_pipeline(make_column_transformer((OneHotEncoder(), ["zone"]),
+                                                   (make_pipeline(SimpleImputer(), MinMaxScaler()), ["a", "b"])),
+                           LogisticRegression()).fit(train, train.a > 0)
+    joblib.dump(fitted, tmp_path / "zones.joblib")
+    loaded = ServedModel("zones", "1", joblib.load(tmp_path / "zones.joblib"))
+    assert loaded.compute_path["features"] == {"path": "compiled"}
+    rows = [{"zone": 20.0, "a": 0.5, "b": -1.0}, {"zone": 30.0, "a": None, "b": 2.0}]
+    expected = pd.DataFrame(rows).astype({"a": float})
+    assert answer(loaded, to_model_input(loaded, rows, frameless=True)) == (
+        fitted.predict(expected).tolist(), fitted.predict_proba(expected).tolist())
+
+
+def test_a_finite_matrix_whose_sum_overflows_is_no_warning_and_no_deferral():
+    import warnings
+
+    from mlapi.serving.shortcuts.compiled_steps import float_matrix
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        matrix = float_matrix([np.array([1.5e308, 1.5e308]), np.array([1.0, 2.0])])
+    assert matrix.tolist() == [[1.5e308, 1.0], [1.5e308, 2.0]]

@@ -55,18 +55,20 @@ def float_matrix(columns: list, finite: bool = True) -> np.ndarray:
     rows = len(columns[0]) if columns else 0
     matrix = np.empty((rows, len(columns)), dtype=FLOAT64)
     for j, column in enumerate(columns):
-        # `is`: numpy's one float64 dtype (a byte-swapped one is another, and deferred)
-        if column.dtype is not FLOAT64 and column.dtype.kind not in "iu":
+        # `is` first: numpy's own float64 dtype, the request's; an equal one (a column joblib
+        # loaded from the model's fitted attributes holds a dtype object of its own) is as good.
+        dtype = column.dtype
+        if dtype is not FLOAT64 and dtype != FLOAT64 and dtype.kind not in "iu":
             raise Defer
         matrix[:, j] = column
-    # A finite sum says no value is infinite for ~2/3 of np.isinf's cost; NaN or an overflow asks it.
-    if finite and not math.isfinite(_total(matrix, None)) and np.isinf(matrix).any():
+    # (Not a sum's finiteness first: a sum of finite values may overflow, with numpy's
+    # RuntimeWarning on the request's path, and np.errstate costs what the sum saved.)
+    if finite and np.isinf(matrix).any():
         raise Defer
     return matrix
 
 
 FLOAT64 = np.dtype(np.float64)
-_total = np.add.reduce
 
 
 def wraps_output(step) -> bool:
