@@ -110,8 +110,7 @@ class UnwaitedWrites:
                 self._send_now(commands, replies)
             return
         with self.lock:
-            if self.pid != os.getpid():  # a fork without its hooks: the parent's writes are not ours
-                self._start_batch()
+            self._connection()  # (after a fork without its hooks: the parent's kept writes are not ours)
             self.batch.append(commands)
             self.batch_bytes += len(commands)
             self.batch_replies += replies
