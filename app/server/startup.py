@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.abc
 import importlib.util
 import sys
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,7 +39,12 @@ def load_application(settings: Settings | None = None, server: str | None = None
 
         settings = settings or Settings.from_env()
         import_scikit_learn_without_pandas()
-        app = create_app(settings)
+        # The models load with pyarrow hidden (import_pandas says why): whatever imports pandas
+        # while they load (unpickling, the compiled path's probe of a ColumnTransformer, which
+        # hands scikit-learn DataFrames) imports it without pyarrow, as below. Measured on the
+        # boosted pipeline: the probe had imported pandas and with it pyarrow, ~0.07 s of the start.
+        with hidden(*(() if settings.server_pyarrow else ("pyarrow",))):
+            app = create_app(settings)
         if "pandas" not in sys.modules and any(
                 model.feature_names for model in app.extensions["mlapi.services"].registry.models()):
             # A model fitted on a DataFrame is given DataFrames (serving/typed_rows.py): import pandas
@@ -65,14 +72,38 @@ def load_application(settings: Settings | None = None, server: str | None = None
         gc.enable()
 
 
-def import_without(module: str, hidden: str) -> None:
-    """Import `module` as if `hidden` were not installed. Only while `module` is imported:
-    `hidden` is importable again afterwards, for whatever needs it later."""
-    sys.modules[hidden] = None  # makes `import <hidden>` raise ImportError
+class _Hidden(importlib.abc.MetaPathFinder):
+    """An import finder that says the `names` (and their submodules) are not installed."""
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (hidden while the server starts: "
+                                      "mlapi.server.startup)", name=fullname)
+        return None  # the next finder's turn
+
+
+@contextmanager
+def hidden(*modules: str):
+    """Within the block, the `modules` not yet imported are as if not installed (an import
+    of one raises ModuleNotFoundError); importable again afterwards, for whatever needs them
+    later. A finder first on sys.meta_path, not a None entry in sys.modules: code that asks
+    whether a module is loaded (scikit-learn looks for pyarrow in sys.modules and then reads its
+    classes) must see it absent, not loaded as None."""
+    finder = _Hidden(name for name in modules if name not in sys.modules)
+    sys.meta_path.insert(0, finder)
     try:
-        importlib.import_module(module)
+        yield
     finally:
-        del sys.modules[hidden]
+        sys.meta_path.remove(finder)
+
+
+def import_without(module: str, *hidden_modules: str) -> None:
+    """Import `module` as if `hidden_modules` were not installed (only while it is imported)."""
+    with hidden(*hidden_modules):
+        importlib.import_module(module)
 
 
 def import_scikit_learn_without_pandas() -> None:
@@ -88,11 +119,14 @@ def import_scikit_learn_without_pandas() -> None:
     sklearn.callback is imported; rich itself stays importable."""
     if "sklearn" in sys.modules:
         return
-    if "pandas" not in sys.modules:
-        import_without("sklearn.utils.fixes", hidden="pandas")  # the module that imports pandas
+    # sklearn.utils.fixes is the module that imports pandas. charset_normalizer: SciPy imports
+    # numpy.f2py, whose Fortran reader takes it (an encoding guesser) when installed, as
+    # google-cloud-storage's requests installs it: 9 modules, ~12 ms of every start for a
+    # Fortran compiler front end the server never runs (f2py works without it).
+    import_without("sklearn.utils.fixes", "pandas", "charset_normalizer")
     # (sklearn.callback imports the progress bar; scikit-learn before 1.9 has neither)
     if "rich" not in sys.modules and importlib.util.find_spec("sklearn.callback") is not None:
-        import_without("sklearn.callback", hidden="rich")
+        import_without("sklearn.callback", "rich")
 
 
 def import_pandas(pyarrow_allowed: bool) -> None:
@@ -108,4 +142,4 @@ def import_pandas(pyarrow_allowed: bool) -> None:
     if pyarrow_allowed or "pyarrow" in sys.modules:
         importlib.import_module("pandas")
     else:
-        import_without("pandas", hidden="pyarrow")
+        import_without("pandas", "pyarrow")

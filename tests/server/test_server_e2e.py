@@ -171,18 +171,33 @@ print(gc.get_freeze_count() > 10_000, any(o is model for o in gc.get_objects()),
     ("arrays", "0", False, False),  # models fitted on arrays: neither library
     ("all", "0", True, False),      # a model fitted on a DataFrame (iris): pandas, without pyarrow
     ("all", "1", True, True),       # SERVER_PYARROW=1: pandas as it comes, pyarrow and all
+    ("columns", "0", True, False),  # a ColumnTransformer: its probe at load imports pandas, without pyarrow
 ])
-def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, server_env, trained, demo_models,
+def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, server_env, trained, demo_models, tmp_path,
                                                                served, server_pyarrow, pandas_loaded, pyarrow_loaded):
     # scikit-learn imports pandas, and pandas pyarrow, whenever they are installed: 0.24 s of
     # a cold start and 34 MB the server does not use unless a model takes DataFrames. What the
     # master has mapped, its workers have too (they are forked from it after the models load).
     # Not server_env's `bug` model: unpickling it imports the tests' modules, and with them pandas.
+    # "columns": the compiled path's probe hands the ColumnTransformer DataFrames while the model
+    # loads, before the server's own pandas import; it had imported pyarrow with it (~0.07 s).
+    from churn_model import churn_frame, train_churn
+
+    churn = train_churn()
+    joblib.dump(churn, tmp_path / "churn.joblib")
     models = {"arrays": models_env(trained, "cancer", "tree"),
               "all": f"iris={demo_models / 'iris.joblib'},tickets={demo_models / 'tickets.joblib'},"
-                     f"{models_env(trained, 'cancer', 'text', 'ridge')}"}
+                     f"{models_env(trained, 'cancer', 'text', 'ridge')}",
+              "columns": f"churn={tmp_path / 'churn.joblib'}"}
     server_proc = start_server({**server_env, "MODELS": models[served], "SERVER_PYARROW": server_pyarrow})
-    if served == "arrays":
+    if served == "columns":
+        frame, _ = churn_frame(rows=20, seed=3)
+        body = requests.post(f"{server_proc.url}/predict", json={"instances": frame.to_dict("records")}).json()
+        assert body["predictions"] == churn.predict(frame).tolist()
+        assert body["probabilities"] == churn.predict_proba(frame).tolist()
+        model = requests.get(f"{server_proc.url}/models").json()["models"][0]
+        assert model["compute_path"]["features"]["path"] == "compiled", model
+    elif served == "arrays":
         for name in ("cancer", "tree"):
             _, estimator, sample = trained[name]
             body = requests.post(f"{server_proc.url}/models/{name}/predict", json={"instances": to_rows(sample)}).json()
@@ -196,21 +211,25 @@ def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, serv
 
 def test_the_master_does_not_import_rich_for_scikit_learns_progress_bar(trained, tmp_path):
     # scikit-learn 1.9's fit-time progress bar imports rich whenever it is installed (the test
-    # tools bring it): 54 modules and ~2 MB in every server for a bar it never draws.
+    # tools bring it): 54 modules and ~2 MB in every server for a bar it never draws. Likewise
+    # charset_normalizer, which numpy.f2py's Fortran reader takes when installed (SciPy imports
+    # f2py; requests, which google-cloud-storage brings, installs it): ~12 ms of every start.
+    # Both stay importable for whoever needs them later.
+    import charset_normalizer  # noqa: F401  (installed with requests: google-cloud-storage's)
     import rich  # noqa: F401  (a test tool: schemathesis brings it; its absence must fail, not skip)
     script = """
 import sys
 import mlapi.wsgi
-print("rich" in sys.modules)
-import rich.progress
-print("rich" in sys.modules)
+print("rich" in sys.modules, "charset_normalizer" in sys.modules)
+import rich.progress, charset_normalizer
+print("rich" in sys.modules, "charset_normalizer" in sys.modules)
 """
     env = {"MODELS": models_env(trained, "cancer"), "MODEL_CACHE_DIR": str(tmp_path / "cache"),
            "PATH": "/usr/bin:/bin"}
     result = subprocess.run([str(VENV_BIN / "python"), "-c", script], capture_output=True, text=True,
                             env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[-2:] == ["False", "True"], result.stderr[-3000:]
+    assert result.stdout.split()[-4:] == ["False", "False", "True", "True"], result.stderr[-3000:]
 
 
 def test_granian_replaces_a_worker_that_dies(start_server, server_env):
