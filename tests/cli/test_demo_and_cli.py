@@ -36,6 +36,19 @@ def test_demo_models_are_useful():
                           "the pricing page shows a 404 error"]).tolist() == ["account access", "website"]
 
 
+def test_serve_imports_only_its_own_command_group():
+    # `mlapi serve` is on every cold start's path: the other groups' modules are not imported
+    # for it, and `mlapi --help` and the other commands still know every command.
+    script = ("import sys\nfrom mlapi.cli import main\nmain(['serve', '--dry-run'])\n"
+              "print(sorted(m for m in sys.modules if m.startswith('mlapi.cli.')))")
+    result = subprocess.run([str(VENV_BIN / "python"), "-c", script], capture_output=True, text=True, check=True,
+                            cwd=ROOT, env={**os.environ, "MODELS": "m=models/none.joblib"})
+    assert result.stdout.splitlines()[-1] == "['mlapi.cli.serve']"
+    listed = run("--help").stdout
+    assert all(name in listed for name in ("serve", "card", "demo", "features", "publish", "batch-predict"))
+    assert "usage: mlapi card" in run("card", "--help").stdout
+
+
 def test_serve_dry_run_commands():
     uwsgi = run("serve", "--dry-run", "--port", "9000", cwd=ROOT).stdout.split()
     assert uwsgi[0].endswith("uwsgi") and uwsgi[1:] == ["--ini", str(ROOT / "uwsgi.ini")]
