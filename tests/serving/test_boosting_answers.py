@@ -18,7 +18,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from mlapi.serving.model import ServedModel
 from mlapi.serving.shortcuts import boosting_link
-from mlapi.serving.shortcuts.boosting_code import CODE_ROWS
+from mlapi.serving.shortcuts.boosting_code import CODE_ROWS, build_deferred
 from mlapi.serving.shortcuts.select import MONOTONE, TIE_MARGIN, argmax_labels
 from test_boosting_code import _awkward_rows, models  # noqa: F401 (models: a fixture used here)
 
@@ -66,6 +66,7 @@ def test_every_batch_size_answers_the_models_own_output(answer_models, kind):
 def test_few_rows_skip_the_losss_numpy_code(models, kind, monkeypatch):
     model, X = models[kind]
     served = ServedModel(kind, "1", model)
+    build_deferred()  # the trees' code, which a worker's first few-row request builds in a thread
     rows = _awkward_rows(X, seed=3)
     expected = {size: (model.predict(rows[:size]), model.predict_proba(rows[:size]) if kind == "binary" else None)
                 for size in (1, CODE_ROWS, CODE_ROWS + 1)}

@@ -1,7 +1,8 @@
 """The boosted trees as generated code (app/serving/shortcuts/boosting_code.py): requests of a
 few rows answered by it bit for bit as the model's own method, NaN, infinities and signed zeros
-included; used only after the probe saw it agree with the level walk; left out where it cannot
-be compiled (categorical splits, tables too large)."""
+included; used only once it agreed with the level walk on the probe's rows; left out where it
+cannot be compiled (categorical splits, tables too large). Its building after the start:
+test_boosting_code_deferred.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 
 from mlapi.serving.model import ServedModel
 from mlapi.serving.shortcuts import boosting_code, boosting_trees
-from mlapi.serving.shortcuts.boosting_code import CODE_ROWS, tree_function
+from mlapi.serving.shortcuts.boosting_code import CODE_ROWS, build_deferred, tree_function
 from mlapi.serving.shortcuts.hist_boosting import hist_table
 from mlapi.serving.shortcuts.probes import probe_rows
 
@@ -54,6 +55,7 @@ def test_few_rows_through_the_code_are_the_models_own_raw_sums(models, kind):
     model, X = models[kind]
     table = hist_table(model)
     table.checked_raw_sum(probe_rows(model))
+    assert table.deferred_code.build()
     assert table.code is not None
     rows = _awkward_rows(X)
     for start in range(0, len(rows), CODE_ROWS):
@@ -70,6 +72,7 @@ def test_a_served_model_answers_few_rows_without_walking(models, kind, monkeypat
     served = ServedModel(kind, "1", model)
     method = "predict" if kind == "regression" else "predict_proba"
     assert served.compute_path[method] == HIST
+    assert build_deferred() >= 1  # what a worker's first few-row request starts in a thread
 
     def no_walk(self, X):
         raise AssertionError("walked")
@@ -87,21 +90,23 @@ def test_a_served_model_answers_few_rows_without_walking(models, kind, monkeypat
 
 def test_code_that_differs_from_the_walk_is_not_used(models, monkeypatch):
     model, X = models["binary"]
-    made = boosting_trees.tree_function
+    made = boosting_code.tree_function
 
     def off_by_an_ulp(table):
         raw = made(table)
         return lambda row: (np.nextafter(raw(row)[0], np.inf),)
 
-    monkeypatch.setattr(boosting_trees, "tree_function", off_by_an_ulp)
+    monkeypatch.setattr(boosting_code, "tree_function", off_by_an_ulp)
     table = hist_table(model)
     probe = probe_rows(model)
     assert np.array_equal(table.checked_raw_sum(probe), model._raw_predict(probe))
+    assert table.deferred_code.build() is False
     assert table.code is None
     assert np.array_equal(table.raw_sum(X[:1]), model._raw_predict(X[:1]))
     # And served: the walk answers, still the model's own probabilities.
     served = ServedModel("ulp", "1", model)
     assert served.compute_path["predict_proba"] == HIST
+    build_deferred()
     assert served.predict(X[:1]).probabilities == model.predict_proba(X[:1]).tolist()
 
 

@@ -90,3 +90,28 @@ def test_the_rank_walk_serves_where_it_pays():
     wide = hist_table(HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(X, y))
     wide.raw_sum(X[:9])
     assert not wide.ranks.pays(9)  # 30 features, 5 shallow trees: the value walk
+
+
+@pytest.mark.parametrize("broken", ["ranks", "values"])
+def test_a_walk_that_disagrees_with_the_other_leaves_the_model_on_scikit_learn(broken, monkeypatch):
+    # The probe's many rows take the rank walk, a request's few rows the walk on values: the
+    # probe checks both, so one broken (a node sent the wrong way) is caught whichever it is.
+    from mlapi.serving.model import ServedModel
+
+    X, y = load_breast_cancer(return_X_y=True)
+    model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(X[:, :7], y)
+    owner, name = (_RankedNodes, "step") if broken == "ranks" else (NodeTable, "_step")
+    step = getattr(owner, name)
+
+    def off_by_one_node(self, at, *args):
+        step(self, at, *args)
+        at[:1] ^= 1  # the first (tree, row) pair lands on its sibling
+
+    monkeypatch.setattr(owner, name, off_by_one_node)
+    served = ServedModel("broken", "1", model)
+    route = served.compute_path["predict_proba"]
+    assert route["path"] == "scikit-learn"
+    if broken == "values":  # the ranks alone agree with the model: the disagreement is named
+        assert "the walk on threshold ranks and the walk on values differ" in route["reason"], route
+    rows = X[:5, :7]
+    assert served.predict(rows).probabilities == model.predict_proba(rows).tolist()

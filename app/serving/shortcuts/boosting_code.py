@@ -1,4 +1,5 @@
-"""A NodeTable's trees as one generated Python function, for requests of a few rows.
+"""A NodeTable's trees as generated Python code, for requests of a few rows, built off the
+start's critical path (DeferredCode).
 
 The level-by-level numpy walk (boosting_trees.py) costs a few numpy calls per depth level
 whatever the row count: one row of a 100-tree model 20 levels deep is ~120 numpy calls,
@@ -14,14 +15,18 @@ Exactness: thresholds and leaf values are written with repr(float), which reads 
 same double; a node compares as the walk does (`x <= t` where a missing value goes right,
 `not x > t` where it goes left: NaN compares False either way); the sums are Python float
 additions in the walk's order (starts, then each tree in turn), the same IEEE operations as
-np.add.accumulate. NodeTable keeps the function only if it gives the walk's sums bit for bit on
-the probe rows (checked_raw_sum). Nothing from a request reaches the source: only the fitted
+np.add.accumulate. The function is used only once it has given the walk's sums bit for bit on
+the probe rows (DeferredCode.build). Nothing from a request reaches the source: only the fitted
 model's numbers, indices and finite-or-not literals.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
+import time
+import weakref
 
 import numpy as np
 
@@ -31,8 +36,8 @@ log = logging.getLogger(__name__)
 # trees: 1 row 7 µs vs 76, 4 rows 40 vs 106, 8 rows 80 vs 126, 16 rows 159
 # vs 152: the code costs ~10 µs a row, the walk ~70 µs plus ~5 µs a row.
 CODE_ROWS = 8
-# Larger tables are not compiled: compiling costs ~5 µs a node at load (M3's 6,102 nodes:
-# 30-40 ms), and a large model's few-row requests are dominated by its trees anyway.
+# Larger tables are not compiled: compiling costs ~3-5 µs a node (M3's 6,102 nodes: 18-40 ms),
+# and a large model's few-row requests are dominated by its trees anyway.
 MAX_CODE_NODES = 20_000
 # Deeper trees are not compiled: each level is one nested parenthesis, and Python's parser
 # refuses 200 (the tokenizer's limit).
@@ -40,19 +45,28 @@ MAX_CODE_DEPTH = 90
 # Trees added in one statement: fewer loads and stores of the running sum, and a nesting
 # depth (the parser's, the compiler's) bounded whatever the number of trees.
 SUM_TERMS = 10
+# Nodes compiled in one compile() call (DeferredCode: what a request thread may wait for while a
+# worker builds its code: M3's parts ~5-9 ms each). Each part costs a row one call and its
+# features' reads (M3: 4 parts, one row 3.13 -> 3.27 µs hot; in one piece the compile took
+# 21 ms, in parts 18).
+PART_NODES = 1_500
+# How long a worker's first few-row request (DeferredCode.request) leaves the interpreter to the
+# requests before its code starts building.
+BUILD_DELAY_SECONDS = 0.1
 _NAMES = {"inf": math.inf, "nan": math.nan}  # the literals repr() writes for non-finite floats
 
 
 def tree_function(table):
     """table's trees as `raw(row) -> (sum per output)` for a row given as a list of floats,
-    or None when the table is too large, too deep, or has categorical splits."""
+    or None when the table is too large, too deep, or has categorical splits. Compiled part by
+    part (PART_NODES), one compile() call each."""
     if table.category_rows is not None or len(table.value) > MAX_CODE_NODES \
             or len(table.walking) > MAX_CODE_DEPTH:
         return None
-    source = _source(table)
     namespace = dict(_NAMES)
     try:
-        exec(compile(source, "<boosted trees>", "exec"), namespace)
+        for source in _sources(table):
+            exec(compile(source, "<boosted trees>", "exec"), namespace)
     except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError) as exc:
         log.warning("the boosted trees could not be compiled to code (%s): the level walk serves every request",
                     exc)
@@ -65,36 +79,113 @@ def code_sum(raw, X: np.ndarray) -> np.ndarray:
     return np.asfortranarray(np.array([raw(row) for row in X.tolist()], dtype=np.float64).reshape(len(X), -1))
 
 
-def _source(table) -> str:
+class DeferredCode:
+    """A table's generated code, built off the start's critical path and checked before use.
+
+    Compiling the code is ~30 ms of a cold start (M3: 6,102 nodes), and the level walk answers
+    the same numbers meanwhile (~70 µs a row slower). So the probe keeps its rows and the walk's
+    sums, and the code is built in a background thread of the process that first asks for it: a
+    server's worker on its first request of a few rows (its master, which only loads and forks,
+    never does), after which the walk serves until the code has given those sums bit for bit.
+    Each worker builds its own (a thread does not survive a fork; a process whose pid changed
+    builds again), in parts (PART_NODES), so a request thread that wants the interpreter meanwhile
+    waits for one part's compile(), a few milliseconds, not the whole."""
+
+    def __init__(self, table, rows: np.ndarray, walked: np.ndarray):
+        self.table, self.rows, self.walked = table, np.array(rows, dtype=np.float64), walked
+        self.started_in = None  # the pid whose thread builds, or built, the code
+        _DEFERRED.add(self)
+
+    def request(self) -> None:
+        """Start building in this process, once (two threads asking at once may both build:
+        the same code, set twice)."""
+        if self.started_in != os.getpid():
+            self.started_in = os.getpid()
+            threading.Thread(target=self._build_soon, name="mlapi-boosted-trees-code", daemon=True).start()
+
+    def _build_soon(self) -> None:
+        # A pause first: the request that asked (and the first others of a cold start) finish
+        # on the walk rather than wait for the interpreter while a part compiles.
+        time.sleep(BUILD_DELAY_SECONDS)
+        self.build()
+
+    def build(self) -> bool:
+        """Compile, check against the walk's sums on the probe rows, and hand the code to the
+        table only if they agree bit for bit (NaN for NaN). True when the table has it."""
+        code = tree_function(self.table)
+        if code is None:
+            return False
+        try:
+            agrees = np.array_equal(code_sum(code, self.rows), self.walked, equal_nan=True)
+        except Exception:  # noqa: BLE001 - our fault, whatever it is: the walk serves
+            log.warning("the boosted trees' generated code failed on the probe rows: not used", exc_info=True)
+            return False
+        if not agrees:  # our fault too: the walk (checked against the model) serves every request
+            log.warning("the boosted trees' generated code differs from their walk on the probe rows: not used")
+            return False
+        self.table.code = code
+        return True
+
+
+def build_deferred() -> int:
+    """Build, here and now, the code of every table of this process that has none yet (the
+    tests, which check the code's answers without waiting for a thread). How many got theirs."""
+    return sum(deferred.build() for deferred in list(_DEFERRED) if deferred.table.code is None)
+
+
+# Every DeferredCode of the process (weakly: a model unloaded takes its own with it).
+_DEFERRED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _sources(table) -> list[str]:
+    """The code's parts, then `raw`, which calls them: per output, its trees in summation
+    order split into parts of about PART_NODES nodes, each `def p<k>(row[, r])` adding its
+    trees to the running sum it is given, SUM_TERMS to a statement (`r = r + a + b` is
+    `(r + a) + b`: the walk's order, one store a statement, not a tree)."""
     bits, mask = table.feature_bits, (1 << table.feature_bits) - 1
     packed, threshold, value = table.left_and_feature.tolist(), table.threshold.tolist(), table.value.tolist()
     missing_right = None if table.missing_right is None else table.missing_right.tolist()
 
-    def expression(node: int) -> str:
+    def expression(node: int, used: set) -> str:
+        size[0] += 1
         left = packed[node] >> bits
         if left == node:  # a leaf is its own left child
             return _literal(value[node])
         feature, limit = packed[node] & mask, _literal(threshold[node])
+        used.add(feature)
         # The walk: go right if x > t, or, where missing values are tracked, if not x <= t
         # (NaN: to where the node sends it).
         goes_left = f"x{feature} <= {limit}" if missing_right is not None and missing_right[node] \
             else f"not x{feature} > {limit}"
-        return f"({expression(left)} if {goes_left} else {expression(left + 1)})"
+        return f"({expression(left, used)} if {goes_left} else {expression(left + 1, used)})"
+
+    def part(name: str, terms: list[str], used: set, first: bool) -> str:
+        lines = [f"def {name}(row):" if first else f"def {name}(row, r):"]
+        lines += [f"    x{feature} = row[{feature}]" for feature in sorted(used)]
+        if first:
+            lines.append(f"    r = {terms[0]}")
+            terms = terms[1:]
+        for start in range(0, len(terms), SUM_TERMS):
+            lines.append("    r = r + " + " + ".join(terms[start:start + SUM_TERMS]))
+        return "\n".join(lines + ["    return r"]) + "\n"
 
     walked_roots = table.roots.tolist()
     roots = [walked_roots[position] for position in table.in_order.tolist()]  # summation order
-    features = sorted({packed[node] & mask for node in range(len(packed)) if packed[node] >> bits != node})
     outputs = table.n_outputs
-    lines = ["def raw(row):"] + [f"    x{feature} = row[{feature}]" for feature in features]
-    # Per output: its first term assigned, then its trees added SUM_TERMS to a statement,
-    # `r = r + a + b` being `(r + a) + b`: the walk's order, one store a statement, not a tree.
+    sources, calls, size = [], [], [0]  # size: nodes written since the last part
     for output in range(outputs):
-        terms = [expression(root) for root in roots[output::outputs]]
-        lines.append(f"    r{output} = {terms[0]}")
-        for start in range(1, len(terms), SUM_TERMS):
-            lines.append(f"    r{output} = r{output} + " + " + ".join(terms[start:start + SUM_TERMS]))
-    lines.append("    return (" + "".join(f"r{output}, " for output in range(outputs)) + ")")
-    return "\n".join(lines) + "\n"
+        terms, used, first = [], set(), True
+        output_roots = roots[output::outputs]
+        for k, root in enumerate(output_roots):
+            terms.append(expression(root, used))
+            if size[0] >= PART_NODES or k == len(output_roots) - 1:
+                name = f"p{len(sources)}"
+                sources.append(part(name, terms, used, first))
+                calls.append(f"    r{output} = {name}(row)" if first else f"    r{output} = {name}(row, r{output})")
+                terms, used, first, size[0] = [], set(), False, 0
+    returned = "".join(f"r{output}, " for output in range(outputs))
+    sources.append("\n".join(["def raw(row):", *calls, f"    return ({returned})"]) + "\n")
+    return sources
 
 
 def _literal(number: float) -> str:

@@ -7,7 +7,7 @@ tree, but a Python call, an output array and, for the histogram models, an OpenM
 tree. Here every (row, tree) pair advances one level per step over flat node arrays of all the
 trees, so 100 trees of depth 6 cost 6 rounds of a few numpy calls for one row as for 100.
 A few rows (a request of one row, the common case) go instead through the trees as generated
-Python code (boosting_code.py), once checked_raw_sum has seen it agree with the walk.
+Python code (boosting_code.py), built after the start and used once it agrees with the walk.
 
 Exactness: a node compares exactly as scikit-learn's loops do (`x <= threshold` in float64, a
 missing value where the node learned to send it, a category by its bitsets), and the sum is an
@@ -16,13 +16,9 @@ not numpy's pairwise sum, so the raw predictions are the same floats, not merely
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
-from mlapi.serving.shortcuts.boosting_code import CODE_ROWS, code_sum, tree_function
-
-log = logging.getLogger(__name__)
+from mlapi.serving.shortcuts.boosting_code import CODE_ROWS, DeferredCode, code_sum
 
 # A categorical node's lookup row: one entry per category code (scikit-learn's bitsets hold
 # codes 0..255), then one for a missing value.
@@ -101,16 +97,18 @@ class NodeTable:
         # Step s walks the first walking[s] trees (those deeper than s).
         self.walking = [int((depths > step).sum()) for step in range(int(depths.max(initial=0)))]
         self.n_outputs = n_outputs
-        # The trees as generated code for requests of a few rows (boosting_code.py): set only
-        # by checked_raw_sum, once it has given the walk's sums on the probe rows.
+        # The trees as generated code for requests of a few rows (boosting_code.py): set only by
+        # deferred_code (made by checked_raw_sum), once it has given the walk's sums on the probe rows.
         self.code = None
+        self.deferred_code = None
 
-    def leaf_values(self, X: np.ndarray) -> np.ndarray:
-        """(n_trees, n_rows) leaf values for float64 rows X, trees (starts first) in order."""
+    def leaf_values(self, X: np.ndarray, ranked: bool = True) -> np.ndarray:
+        """(n_trees, n_rows) leaf values for float64 rows X, trees (starts first) in order;
+        on the rows' threshold ranks where that pays, unless not `ranked`."""
         n_rows, width = X.shape
         if self.ranks is None:
             self.ranks = _RankedNodes.of(self)
-        ranks = self.ranks if self.ranks and self.ranks.pays(n_rows) else None
+        ranks = self.ranks if ranked and self.ranks and self.ranks.pays(n_rows) else None
         if ranks is not None:  # the rows' threshold ranks stand for X (see _RankedNodes)
             X = ranks.rows(X)
             width = X.shape[1]
@@ -160,36 +158,44 @@ class NodeTable:
             _categorical_directions(self, at, x, go_right)
         np.add(packed >> self.feature_bits, go_right, out=at)
 
-    def raw_sum(self, X: np.ndarray) -> np.ndarray:
+    def raw_sum(self, X: np.ndarray, ranked: bool = True) -> np.ndarray:
         """(n_rows, n_outputs), Fortran-ordered: starts then trees added one after the other,
         as scikit-learn's `raw[:, k] += tree_k(X)` loop over iterations does
-        (np.add.accumulate is sequential; a sum() may pair terms up and round differently)."""
-        if self.code is not None and X.shape[0] <= CODE_ROWS:
-            return code_sum(self.code, X)
+        (np.add.accumulate is sequential; a sum() may pair terms up and round differently).
+        `ranked`: False walks on the values however many the rows (checked_raw_sum's check)."""
+        if not ranked:
+            return self._walked_sum(X, ranked)
+        if X.shape[0] <= CODE_ROWS:
+            if self.code is not None:
+                return code_sum(self.code, X)
+            if self.deferred_code is not None:
+                self.deferred_code.request()  # built in the background; the walk answers meanwhile
+        return self._walked_sum(X, ranked)
+
+    def _walked_sum(self, X: np.ndarray, ranked: bool) -> np.ndarray:
         if X.shape[0] > CHUNK_ROWS:
             return np.asfortranarray(np.concatenate(
-                [self.raw_sum(X[start:start + CHUNK_ROWS]) for start in range(0, X.shape[0], CHUNK_ROWS)]))
-        terms = self.leaf_values(X).reshape(-1, self.n_outputs, X.shape[0])
+                [self._walked_sum(X[start:start + CHUNK_ROWS], ranked) for start in range(0, X.shape[0], CHUNK_ROWS)]))
+        terms = self.leaf_values(X, ranked).reshape(-1, self.n_outputs, X.shape[0])
         return np.add.accumulate(terms, axis=0)[-1].T
 
     def checked_raw_sum(self, X: np.ndarray) -> np.ndarray:
-        """raw_sum by the level walk, for a probe to compare with the model's own method; the
-        trees' generated code is built, run on the same rows and kept for few-row calls only if
-        it gives the walk's sums bit for bit."""
-        self.code = None
+        """raw_sum by the level walk, for a probe to compare with the model's own method. The
+        trees' generated code is not compiled here, on the cold start's path: these rows and
+        sums are kept for it (DeferredCode), which a first request of a few rows in a process
+        builds and checks against them."""
+        self.code = self.deferred_code = None
         walked = self.raw_sum(X)
-        code = tree_function(self)
-        if code is None or not len(X):
-            return walked
-        try:
-            agrees = np.array_equal(code_sum(code, X), walked, equal_nan=True)
-        except Exception:  # noqa: BLE001 - our fault, whatever it is: the walk serves
-            log.warning("the boosted trees' generated code failed on the probe rows: not used", exc_info=True)
-            return walked
-        if agrees:
-            self.code = code
-        else:  # our fault too: the walk (checked by the caller) serves every request
-            log.warning("the boosted trees' generated code differs from their walk on the probe rows: not used")
+        # The probe's rows take the rank walk (it pays for many rows); a few rows take the walk
+        # on values: both must give these sums, or neither is trusted (the caller's probe then
+        # sees the error and leaves the model on scikit-learn, saying why).
+        by_values = self.raw_sum(X, ranked=False)
+        if not np.array_equal(walked, by_values, equal_nan=True):
+            differing = int((~((walked == by_values) | (np.isnan(walked) & np.isnan(by_values)))).any(axis=1).sum())
+            raise ArithmeticError(f"the walk on threshold ranks and the walk on values differ on {differing} of "
+                                  f"{len(X)} probe rows")
+        if len(X):
+            self.deferred_code = DeferredCode(self, X, walked)
         return walked
 
 
