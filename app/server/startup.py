@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import gc
 import importlib
-import importlib.abc
 import importlib.util
 import sys
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
+
+from mlapi.hidden_imports import import_without
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -39,12 +39,7 @@ def load_application(settings: Settings | None = None, server: str | None = None
 
         settings = settings or Settings.from_env()
         import_scikit_learn_without_pandas()
-        # The models load with pyarrow hidden (import_pandas says why): whatever imports pandas
-        # while they load (unpickling, the compiled path's probe of a ColumnTransformer, which
-        # hands scikit-learn DataFrames) imports it without pyarrow, as below. Measured on the
-        # boosted pipeline: the probe had imported pandas and with it pyarrow, ~0.07 s of the start.
-        with hidden(*(() if settings.server_pyarrow else ("pyarrow",))):
-            app = create_app(settings)
+        app = create_app(settings)  # the models' probes import pandas without pyarrow (serving/loading.py)
         if "pandas" not in sys.modules and any(
                 model.feature_names for model in app.extensions["mlapi.services"].registry.models()):
             # A model fitted on a DataFrame is given DataFrames (serving/typed_rows.py): import pandas
@@ -70,40 +65,6 @@ def load_application(settings: Settings | None = None, server: str | None = None
         # Collection resumes for what the workers allocate (they inherit this state); the frozen
         # objects stay out of its sight. Also after a failed start, for whoever called us.
         gc.enable()
-
-
-class _Hidden(importlib.abc.MetaPathFinder):
-    """An import finder that says the `names` (and their submodules) are not installed."""
-
-    def __init__(self, names):
-        self.names = frozenset(names)
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {fullname!r} (hidden while the server starts: "
-                                      "mlapi.server.startup)", name=fullname)
-        return None  # the next finder's turn
-
-
-@contextmanager
-def hidden(*modules: str):
-    """Within the block, the `modules` not yet imported are as if not installed (an import
-    of one raises ModuleNotFoundError); importable again afterwards, for whatever needs them
-    later. A finder first on sys.meta_path, not a None entry in sys.modules: code that asks
-    whether a module is loaded (scikit-learn looks for pyarrow in sys.modules and then reads its
-    classes) must see it absent, not loaded as None."""
-    finder = _Hidden(name for name in modules if name not in sys.modules)
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(finder)
-
-
-def import_without(module: str, *hidden_modules: str) -> None:
-    """Import `module` as if `hidden_modules` were not installed (only while it is imported)."""
-    with hidden(*hidden_modules):
-        importlib.import_module(module)
 
 
 def import_scikit_learn_without_pandas() -> None:

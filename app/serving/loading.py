@@ -18,6 +18,7 @@ import sklearn
 
 from mlapi.config import Settings
 from mlapi.errors import ArtifactError
+from mlapi.hidden_imports import hidden
 from mlapi.naming import ModelSpec
 from mlapi.serving.formats import artifact_format, load_estimator
 from mlapi.serving.model import ServedModel
@@ -38,10 +39,32 @@ def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
         warnings.simplefilter("always")
         try:  # both formats warn of another scikit-learn version: its estimators' own __setstate__
             estimator = load_estimator(data, spec.uri, settings.skops_trusted_types)
+        except ArtifactError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ImportError) and "pyarrow" in str(cause) and not settings.server_pyarrow:
+                # pandas 3's strings in the pickle, and pandas already imported without pyarrow
+                # (an earlier model's probe, or a reload after the start's import): say the setting.
+                raise ArtifactError(f"{exc.message}: {spec.uri} holds pandas data backed by pyarrow and this "
+                                    "server imported pandas without it: set SERVER_PYARROW=1") from cause
+            raise
         finally:
             del data
     trained_with = check_sklearn_version(spec, caught, settings.strict_sklearn_version)
-    served = ServedModel(spec.name, spec.version, estimator, {
+    # The compute path's probe hands a ColumnTransformer DataFrames, and may be the first to
+    # import pandas: without pyarrow then, as the server imports it (server/startup.py,
+    # import_pandas; ~0.07 s and 34 MB). Not the unpickling above: a pickle's pandas data may
+    # need pyarrow (pandas 3 backs its strings with it when installed), and then it is loaded.
+    with hidden(*(() if settings.server_pyarrow else ("pyarrow",))):
+        served = _served(spec, estimator, trained_with, digest, started, settings)
+    log.info("loaded model %s:%s from %s (%s, %s, sha256 %s); compute path: %s", spec.name, spec.version,
+             spec.uri, type(estimator).__name__, served.metadata["format"], digest[:12],
+             describe_compute_path(served.compute_path))
+    return served
+
+
+def _served(spec: ModelSpec, estimator, trained_with: str, digest: str, started: float,
+            settings: Settings) -> ServedModel:
+    return ServedModel(spec.name, spec.version, estimator, {
         "uri": spec.uri,
         "format": artifact_format(spec.uri),
         "sha256": digest,
@@ -51,10 +74,6 @@ def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
         "loaded_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "load_seconds": round(time.time() - started, 3),
     }, compiled_path=settings.compiled_path)
-    log.info("loaded model %s:%s from %s (%s, %s, sha256 %s); compute path: %s", spec.name, spec.version,
-             spec.uri, type(estimator).__name__, served.metadata["format"], digest[:12],
-             describe_compute_path(served.compute_path))
-    return served
 
 
 def describe_compute_path(compute_path: dict) -> str:

@@ -1,4 +1,6 @@
 """End to end against the real servers: `mlapi serve` (uWSGI), `--server gunicorn` and `--server granian`."""
+import copy
+import json
 import os
 import signal
 import socket
@@ -172,6 +174,7 @@ print(gc.get_freeze_count() > 10_000, any(o is model for o in gc.get_objects()),
     ("all", "0", True, False),      # a model fitted on a DataFrame (iris): pandas, without pyarrow
     ("all", "1", True, True),       # SERVER_PYARROW=1: pandas as it comes, pyarrow and all
     ("columns", "0", True, False),  # a ColumnTransformer: its probe at load imports pandas, without pyarrow
+    ("arrow data", "0", True, True),  # a pickle holding pandas 3 strings (pyarrow-backed): loads, with pyarrow
 ])
 def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, server_env, trained, demo_models, tmp_path,
                                                                served, server_pyarrow, pandas_loaded, pyarrow_loaded):
@@ -181,14 +184,22 @@ def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, serv
     # Not server_env's `bug` model: unpickling it imports the tests' modules, and with them pandas.
     # "columns": the compiled path's probe hands the ColumnTransformer DataFrames while the model
     # loads, before the server's own pandas import; it had imported pyarrow with it (~0.07 s).
+    # "arrow data": unpickling must not hide pyarrow (it did for a while: the model failed to load).
     from churn_model import churn_frame, train_churn
 
     churn = train_churn()
     joblib.dump(churn, tmp_path / "churn.joblib")
+    import pandas as pd
+    _, arrow_model, arrow_sample = trained["cancer"]
+    arrow_model = copy.deepcopy(arrow_model)
+    arrow_model.kept_names_ = pd.Index(["a", "b"])  # what a custom step keeps of X.columns
+    assert "Arrow" in type(arrow_model.kept_names_.array).__name__  # pandas 3 with pyarrow installed
+    joblib.dump(arrow_model, tmp_path / "arrow.joblib")
     models = {"arrays": models_env(trained, "cancer", "tree"),
               "all": f"iris={demo_models / 'iris.joblib'},tickets={demo_models / 'tickets.joblib'},"
                      f"{models_env(trained, 'cancer', 'text', 'ridge')}",
-              "columns": f"churn={tmp_path / 'churn.joblib'}"}
+              "columns": f"churn={tmp_path / 'churn.joblib'}",
+              "arrow data": f"arrow={tmp_path / 'arrow.joblib'}"}
     server_proc = start_server({**server_env, "MODELS": models[served], "SERVER_PYARROW": server_pyarrow})
     if served == "columns":
         frame, _ = churn_frame(rows=20, seed=3)
@@ -197,6 +208,9 @@ def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, serv
         assert body["probabilities"] == churn.predict_proba(frame).tolist()
         model = requests.get(f"{server_proc.url}/models").json()["models"][0]
         assert model["compute_path"]["features"]["path"] == "compiled", model
+    elif served == "arrow data":
+        body = requests.post(f"{server_proc.url}/models/arrow/predict", json={"instances": to_rows(arrow_sample)}).json()
+        assert body["predictions"] == arrow_model.predict(arrow_sample).tolist(), body
     elif served == "arrays":
         for name in ("cancer", "tree"):
             _, estimator, sample = trained[name]
@@ -207,6 +221,41 @@ def test_the_server_loads_pandas_and_pyarrow_only_when_needed(start_server, serv
     mapped = Path(f"/proc/{server_proc.proc.pid}/maps").read_text()
     assert ("pandas/_libs" in mapped) == pandas_loaded
     assert ("libarrow" in mapped) == pyarrow_loaded
+
+
+def test_a_pickle_that_needs_pyarrow_after_pandas_came_without_it_names_the_setting(trained, tmp_path):
+    # A compiled ColumnTransformer's probe imports pandas without pyarrow; a model listed after
+    # it whose pickle holds pandas 3 strings (pyarrow-backed) cannot load then: its failure says
+    # SERVER_PYARROW=1, with which both load (and listed first, it loads anyway).
+    import pandas as pd
+    from churn_model import train_churn
+
+    joblib.dump(train_churn(), tmp_path / "churn.joblib")
+    _, model, _ = trained["cancer"]
+    model = copy.deepcopy(model)
+    model.kept_names_ = pd.Index(["a", "b"])
+    joblib.dump(model, tmp_path / "arrow.joblib")
+    script = """
+import json
+import mlapi.wsgi
+registry = mlapi.wsgi.app.extensions["mlapi.services"].registry
+print(json.dumps([getattr(entry, "reason", "ready") for versions in registry._versions.values()
+                  for entry in versions.values()]))
+"""
+    churn_first = f"churn={tmp_path / 'churn.joblib'},arrow={tmp_path / 'arrow.joblib'}"
+    arrow_first = f"arrow={tmp_path / 'arrow.joblib'},churn={tmp_path / 'churn.joblib'}"
+    outcomes = {}
+    for label, models, pyarrow in (("churn first", churn_first, "0"), ("arrow first", arrow_first, "0"),
+                                   ("with the setting", churn_first, "1")):
+        env = {"MODELS": models, "SERVER_PYARROW": pyarrow, "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+               "PATH": "/usr/bin:/bin", "LOG_LEVEL": "CRITICAL"}
+        result = subprocess.run([str(VENV_BIN / "python"), "-c", script], capture_output=True, text=True,
+                                env=env, cwd=ROOT, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outcomes[label] = json.loads(result.stdout.splitlines()[-1])
+    assert outcomes["churn first"][0] == "ready" and "set SERVER_PYARROW=1" in outcomes["churn first"][1]
+    assert outcomes["arrow first"] == ["ready", "ready"]
+    assert outcomes["with the setting"] == ["ready", "ready"]
 
 
 def test_the_master_does_not_import_rich_for_scikit_learns_progress_bar(trained, tmp_path):

@@ -60,8 +60,7 @@ def tree_function(table):
     """table's trees as `raw(row) -> (sum per output)` for a row given as a list of floats,
     or None when the table is too large, too deep, or has categorical splits. Compiled part by
     part (PART_NODES), one compile() call each."""
-    if table.category_rows is not None or len(table.value) > MAX_CODE_NODES \
-            or len(table.walking) > MAX_CODE_DEPTH:
+    if not compilable(table):
         return None
     namespace = dict(_NAMES)
     try:
@@ -72,6 +71,13 @@ def tree_function(table):
                     exc)
         return None
     return namespace["raw"]
+
+
+def compilable(table) -> bool:
+    """Whether tree_function would write the table's trees as code (no categorical splits, not
+    too large, not too deep)."""
+    return table.category_rows is None and len(table.value) <= MAX_CODE_NODES \
+        and len(table.walking) <= MAX_CODE_DEPTH
 
 
 def code_sum(raw, X: np.ndarray) -> np.ndarray:
@@ -91,40 +97,53 @@ class DeferredCode:
     builds again), in parts (PART_NODES), so a request thread that wants the interpreter meanwhile
     waits for one part's compile(), a few milliseconds, not the whole."""
 
+    @classmethod
+    def keep(cls, table, rows: np.ndarray, walked: np.ndarray) -> DeferredCode | None:
+        """The table's deferred code, or None for a table never written as code (nothing kept)."""
+        return cls(table, rows, walked) if len(rows) and compilable(table) else None
+
     def __init__(self, table, rows: np.ndarray, walked: np.ndarray):
-        self.table, self.rows, self.walked = table, np.array(rows, dtype=np.float64), walked
+        # Copies: the probe's caller keeps its arrays (and `walked` may be a view of a larger one).
+        self.table, self.rows, self.walked = table, np.array(rows, dtype=np.float64), np.array(walked)
         self.started_in = None  # the pid whose thread builds, or built, the code
         _DEFERRED.add(self)
 
     def request(self) -> None:
         """Start building in this process, once (two threads asking at once may both build:
-        the same code, set twice)."""
-        if self.started_in != os.getpid():
-            self.started_in = os.getpid()
-            threading.Thread(target=self._build_soon, name="mlapi-boosted-trees-code", daemon=True).start()
+        the same code, set twice). Never raises: the request that asks is answered by the walk."""
+        if self.started_in == os.getpid():
+            return
+        self.started_in = os.getpid()
+        try:
+            threading.Thread(target=self._build_soon, args=(BUILD_DELAY_SECONDS,),
+                             name="mlapi-boosted-trees-code", daemon=True).start()
+        except Exception:  # noqa: BLE001 - no thread to be had (a pids limit): the walk serves, not retried
+            log.warning("could not start the thread that builds the boosted trees' code: the walk serves", exc_info=True)
 
-    def _build_soon(self) -> None:
+    def _build_soon(self, delay: float) -> None:
         # A pause first: the request that asked (and the first others of a cold start) finish
         # on the walk rather than wait for the interpreter while a part compiles.
-        time.sleep(BUILD_DELAY_SECONDS)
+        time.sleep(delay)
         self.build()
 
     def build(self) -> bool:
         """Compile, check against the walk's sums on the probe rows, and hand the code to the
         table only if they agree bit for bit (NaN for NaN). True when the table has it."""
-        code = tree_function(self.table)
-        if code is None:
-            return False
+        rows, walked, code = self.rows, self.walked, None
+        if rows is None:  # built, or refused, already (here or in the parent of a fork)
+            return self.table.code is not None
         try:
-            agrees = np.array_equal(code_sum(code, self.rows), self.walked, equal_nan=True)
+            code = tree_function(self.table)
+            agrees = code is not None and np.array_equal(code_sum(code, rows), walked, equal_nan=True)
         except Exception:  # noqa: BLE001 - our fault, whatever it is: the walk serves
             log.warning("the boosted trees' generated code failed on the probe rows: not used", exc_info=True)
-            return False
-        if not agrees:  # our fault too: the walk (checked against the model) serves every request
+            agrees, code = False, None
+        if agrees:
+            self.table.code = code
+        elif code is not None:  # our fault too: the walk (checked against the model) serves every request
             log.warning("the boosted trees' generated code differs from their walk on the probe rows: not used")
-            return False
-        self.table.code = code
-        return True
+        self.rows = self.walked = None  # what the check needed, no longer
+        return agrees
 
 
 def build_deferred() -> int:

@@ -6,8 +6,9 @@ scikit-learn walks a boosted model one tree at a time, each in a compiled loop o
 tree, but a Python call, an output array and, for the histogram models, an OpenMP region per
 tree. Here every (row, tree) pair advances one level per step over flat node arrays of all the
 trees, so 100 trees of depth 6 cost 6 rounds of a few numpy calls for one row as for 100.
-A few rows (a request of one row, the common case) go instead through the trees as generated
-Python code (boosting_code.py), built after the start and used once it agrees with the walk.
+A few rows of a HistGradientBoosting model (a request of one row, the common case) go instead
+through the trees as generated Python code (boosting_code.py), built after the start and used
+once it agrees with the walk (GradientBoosting's tables are never probed that way: walk only).
 
 Exactness: a node compares exactly as scikit-learn's loops do (`x <= threshold` in float64, a
 missing value where the node learned to send it, a category by its bitsets), and the sum is an
@@ -194,8 +195,7 @@ class NodeTable:
             differing = int((~((walked == by_values) | (np.isnan(walked) & np.isnan(by_values)))).any(axis=1).sum())
             raise ArithmeticError(f"the walk on threshold ranks and the walk on values differ on {differing} of "
                                   f"{len(X)} probe rows")
-        if len(X):
-            self.deferred_code = DeferredCode(self, X, walked)
+        self.deferred_code = DeferredCode.keep(self, X, walked)
         return walked
 
 
