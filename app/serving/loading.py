@@ -55,25 +55,20 @@ def load_model(spec: ModelSpec, settings: Settings) -> ServedModel:
     # import_pandas; ~0.07 s and 34 MB). Not the unpickling above: a pickle's pandas data may
     # need pyarrow (pandas 3 backs its strings with it when installed), and then it is loaded.
     with hidden(*(() if settings.server_pyarrow else ("pyarrow",))):
-        served = _served(spec, estimator, trained_with, digest, started, settings)
+        served = ServedModel(spec.name, spec.version, estimator, {
+            "uri": spec.uri,
+            "format": artifact_format(spec.uri),
+            "sha256": digest,
+            "sklearn_version": trained_with,
+            "serving_sklearn_version": sklearn.__version__,
+            # Milliseconds: two reloads within a second still show two times (/models).
+            "loaded_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "load_seconds": round(time.time() - started, 3),
+        }, compiled_path=settings.compiled_path)
     log.info("loaded model %s:%s from %s (%s, %s, sha256 %s); compute path: %s", spec.name, spec.version,
              spec.uri, type(estimator).__name__, served.metadata["format"], digest[:12],
              describe_compute_path(served.compute_path))
     return served
-
-
-def _served(spec: ModelSpec, estimator, trained_with: str, digest: str, started: float,
-            settings: Settings) -> ServedModel:
-    return ServedModel(spec.name, spec.version, estimator, {
-        "uri": spec.uri,
-        "format": artifact_format(spec.uri),
-        "sha256": digest,
-        "sklearn_version": trained_with,
-        "serving_sklearn_version": sklearn.__version__,
-        # Milliseconds: two reloads within a second still show two times (/models).
-        "loaded_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "load_seconds": round(time.time() - started, 3),
-    }, compiled_path=settings.compiled_path)
 
 
 def describe_compute_path(compute_path: dict) -> str:

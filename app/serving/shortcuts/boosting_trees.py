@@ -189,8 +189,9 @@ class NodeTable:
         walked = self.raw_sum(X)
         # The probe's rows take the rank walk (it pays for many rows); a few rows take the walk
         # on values: both must give these sums, or neither is trusted (the caller's probe then
-        # sees the error and leaves the model on scikit-learn, saying why).
-        by_values = self.raw_sum(X, ranked=False)
+        # sees the error and leaves the model on scikit-learn, saying why). Without ranks (a
+        # categorical split) the probe's walk was on values already.
+        by_values = self.raw_sum(X, ranked=False) if self.ranks else walked
         if not np.array_equal(walked, by_values, equal_nan=True):
             differing = int((~((walked == by_values) | (np.isnan(walked) & np.isnan(by_values)))).any(axis=1).sum())
             raise ArithmeticError(f"the walk on threshold ranks and the walk on values differ on {differing} of "
