@@ -11,6 +11,9 @@ import gc
 # of the gc module's docs for a server that forks; load_application enables it again).
 gc.disable()
 
+from mlapi.server.uwsgi_router import start_before_loading  # noqa: E402
 from mlapi.server.startup import load_application  # noqa: E402  (after gc.disable(), on purpose)
 
+# Under uWSGI, its HTTP router takes $PORT's connections while the models load.
+start_before_loading()
 application = app = load_application()

@@ -120,11 +120,11 @@ def fresh_metrics_dir(configured: str | None) -> str:
 
 
 def refuse_a_port_in_use(port: int) -> None:
-    """Fail the start on a port something else listens on. uWSGI's router binds it only after
-    the models have loaded, in a process of its own that the master starts again whenever it
-    exits (uwsgi.ini [router]): on a taken port the server would retry for ever, answering
-    nothing, where a master binding it itself exited at once. `mlapi serve` checks before the
-    load (something taking the port meanwhile still gets the retries, and their log lines)."""
+    """Fail the start on a port something else listens on. uWSGI's router binds it in a process
+    of its own that the master starts again whenever it exits (uwsgi.ini [router]): on a taken
+    port the server would retry for ever, answering nothing, where a master binding it itself
+    exited at once. `mlapi serve` checks first (something taking the port meanwhile still gets
+    the retries, and their log lines)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uWSGI binds: TIME_WAIT is no use
         try:

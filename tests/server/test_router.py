@@ -1,11 +1,14 @@
 """uWSGI's HTTP router is a uWSGI of its own, exec'd by the server's master (uwsgi.ini's
 [router] section), not forked from a master that has loaded the models: it maps no model (a
-model reload could otherwise leave the router holding the old one, docs/operations.md), and the
-master starts it again when it dies."""
+model reload could otherwise leave the router holding the old one, docs/operations.md). The
+master starts it before loading the models (app/server/uwsgi_router.py), so $PORT takes
+requests during the load and they are answered once it is done; it starts it again when it
+dies, and a master killed during the load takes it along."""
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import joblib
@@ -15,7 +18,10 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from conftest import ROOT, VENV_BIN
+from model_doubles import GatedLoad
 from test_reload import descendants
+
+TESTS = ROOT / "tests"
 
 
 def routers(server) -> list[int]:
@@ -52,10 +58,69 @@ def test_the_router_maps_no_model_and_is_started_again_when_killed(start_server,
     assert len(routers(server)) == 1 and routers(server) != [router]
 
 
+def _gated_server(start_server, tmp_path):
+    """A server whose one model loads only once the test creates the gate file; returned as
+    soon as its port takes connections (the model still loading)."""
+    gate = tmp_path / "gate"
+    joblib.dump(GatedLoad(str(gate)), tmp_path / "gated.joblib")
+    server = start_server({"MODELS": f"gated={tmp_path / 'gated.joblib'}", "UWSGI_PROCESSES": "2",
+                           "PYTHONPATH": str(TESTS)}, args=("serve", "--server", "uwsgi"), ready_path=None)
+    deadline = time.time() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+            return server, gate
+        except OSError:
+            assert time.time() < deadline and server.proc.poll() is None, server.output()[-3000:]
+            time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1].startswith("Z")  # a zombie: dead, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_requests_sent_while_the_models_load_wait_and_are_answered(start_server, tmp_path):
+    server, gate = _gated_server(start_server, tmp_path)
+    [router] = routers(server)
+    answers = []
+    request = threading.Thread(target=lambda: answers.append(
+        requests.post(f"{server.url}/predict", json={"instances": [[4.0], [2.5]]}, timeout=30)))
+    request.start()
+    time.sleep(1.0)
+    assert not answers and "loaded model" not in server.output()  # waiting: not refused, not a 502
+    gate.touch()
+    request.join(30)
+    assert answers and answers[0].status_code == 200, server.output()[-3000:]
+    assert answers[0].json()["predictions"] == [4.0, 2.5]
+    assert routers(server) == [router]  # the master adopted the router it had started
+    assert server.stop() == 0
+    deadline = time.time() + 5
+    while not _gone(router):
+        assert time.time() < deadline, "the router outlived its server"
+        time.sleep(0.05)
+
+
+def test_a_master_killed_while_loading_takes_its_router_along(start_server, tmp_path):
+    server, _ = _gated_server(start_server, tmp_path)
+    [router] = routers(server)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    deadline = time.time() + 5
+    while not _gone(router):
+        assert time.time() < deadline, "the router kept the port of a dead server"
+        time.sleep(0.05)
+    with socket.socket() as again:  # and the port is free for the next start
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("0.0.0.0", server.port))
+
+
 def test_serve_refuses_a_port_in_use_at_once(tmp_path):
-    """The router binds the port only after the models have loaded, and the master starts it
-    again whenever it exits: without the check in `mlapi serve`, a taken port made a server
-    that retried for ever and answered nothing."""
+    """The router is a process of its own that the master starts again whenever it exits:
+    without the check in `mlapi serve`, a taken port made a server that retried for ever and
+    answered nothing."""
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()

@@ -62,6 +62,7 @@ def test_the_rank_walk_gives_the_models_raw_predictions(case, monkeypatch):
         for start in range(0, len(rows) - count, 2 * count):
             batch = np.ascontiguousarray(rows[start:start + count])
             expected = model._raw_predict(batch)
+            assert np.array_equal(table._walked_sum(batch, "ranks"), expected, equal_nan=True), (case, count, start)
             assert np.array_equal(table.raw_sum(batch), expected, equal_nan=True), (case, count, start)
     assert table.ranks  # the walk above was the rank walk
 
@@ -92,26 +93,38 @@ def test_the_rank_walk_serves_where_it_pays():
     assert not wide.ranks.pays(9)  # 30 features, 5 shallow trees: the value walk
 
 
-@pytest.mark.parametrize("broken", ["ranks", "values"])
+@pytest.mark.parametrize("broken", ["ranks", "values", "masks"])
 def test_a_walk_that_disagrees_with_the_other_leaves_the_model_on_scikit_learn(broken, monkeypatch):
-    # The probe's many rows take the rank walk, a request's few rows the walk on values: the
-    # probe checks both, so one broken (a node sent the wrong way) is caught whichever it is.
+    # Requests find their leaves three ways (masks for rows without NaN, the rank walk for many
+    # rows with one, the walk on values for a few): the probe checks each against the walk on
+    # values, so one broken (a leaf off by one) is caught whichever it is.
     from mlapi.serving.model import ServedModel
+    from mlapi.serving.shortcuts.boosting_masks import LeafMasks
 
     X, y = load_breast_cancer(return_X_y=True)
     model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(X[:, :7], y)
-    owner, name = (_RankedNodes, "step") if broken == "ranks" else (NodeTable, "_step")
-    step = getattr(owner, name)
+    if broken == "masks":
+        found = LeafMasks.leaf_values
 
-    def off_by_one_node(self, at, *args):
-        step(self, at, *args)
-        at[:1] ^= 1  # the first (tree, row) pair lands on its sibling
+        def off_by_one_leaf(self, rows):
+            values = found(self, rows)
+            values[-1, :1] += 1.0  # the last tree's first row
+            return values
 
-    monkeypatch.setattr(owner, name, off_by_one_node)
+        monkeypatch.setattr(LeafMasks, "leaf_values", off_by_one_leaf)
+    else:
+        owner, name = (_RankedNodes, "step") if broken == "ranks" else (NodeTable, "_step")
+        step = getattr(owner, name)
+
+        def off_by_one_node(self, at, *args):
+            step(self, at, *args)
+            at[:1] ^= 1  # the first (tree, row) pair lands on its sibling
+
+        monkeypatch.setattr(owner, name, off_by_one_node)
     served = ServedModel("broken", "1", model)
     route = served.compute_path["predict_proba"]
     assert route["path"] == "scikit-learn"
-    if broken == "values":  # the ranks alone agree with the model: the disagreement is named
-        assert "the walk on threshold ranks and the walk on values differ" in route["reason"], route
+    if broken != "values":  # the walk on values agrees with the model: the broken way is named
+        assert f"the leaves found by {broken} and the walk on values differ" in route["reason"], route
     rows = X[:5, :7]
     assert served.predict(rows).probabilities == model.predict_proba(rows).tolist()

@@ -194,7 +194,8 @@ def test_a_walk_off_by_one_float_at_the_splits_is_caught_by_the_probe(family, ta
 
     def strict(self, *args, **kwargs):
         built(self, *args, **kwargs)
-        self.threshold = np.nextafter(self.threshold, -np.inf)  # x <= prev(t)  ⇔  x < t
+        # x <= prev(t)  ⇔  x < t, at splits (a leaf's +inf threshold keeps every row left)
+        self.threshold = np.where(self.is_leaf, self.threshold, np.nextafter(self.threshold, -np.inf))
 
     monkeypatch.setattr(boosting_trees.NodeTable, "__init__", strict)
     served = ServedModel("wrong", "1", model)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlapi.serving.shortcuts.boosting_code import CODE_ROWS, DeferredCode, code_sum
+from mlapi.serving.shortcuts.boosting_masks import LeafMasks
 
 # A categorical node's lookup row: one entry per category code (scikit-learn's bitsets hold
 # codes 0..255), then one for a missing value.
@@ -89,9 +90,9 @@ class NodeTable:
         rows = np.where(leaf, -1, joined("category_rows", -1)[order]).astype(np.intp)
         self.category_rows = rows if category_lookup is not None and (rows >= 0).any() else None
         self.category_lookup = category_lookup
-        # Built from the arrays above by the first walk (the load-time probe's), see _RankedNodes;
-        # False when the rank walk cannot serve these trees.
-        self.ranks = None
+        # Built from the arrays above by the first walk (the load-time probe's), see _RankedNodes
+        # and boosting_masks.LeafMasks; False when they cannot serve these trees.
+        self.ranks = self.masks = None
         deepest_first = np.argsort(-depths, kind="stable")
         self.roots = new.take(offsets[deepest_first])
         self.in_order = np.argsort(deepest_first)  # walked position of each tree, in summation order
@@ -103,13 +104,18 @@ class NodeTable:
         self.code = None
         self.deferred_code = None
 
-    def leaf_values(self, X: np.ndarray, ranked: bool = True) -> np.ndarray:
-        """(n_trees, n_rows) leaf values for float64 rows X, trees (starts first) in order;
-        on the rows' threshold ranks where that pays, unless not `ranked`."""
+    def leaf_values(self, X: np.ndarray, way: str = "fastest") -> np.ndarray:
+        """(n_trees, n_rows) leaf values for float64 rows X, trees (starts first) in order.
+        `way`: "fastest" finds the leaves by bit masks (boosting_masks.py) for rows without a
+        missing value, else walks on the rows' threshold ranks where that pays, else on their
+        values; "masks", "ranks" and "values" force one (checked_raw_sum compares them)."""
         n_rows, width = X.shape
         if self.ranks is None:
             self.ranks = _RankedNodes.of(self)
-        ranks = self.ranks if ranked and self.ranks and self.ranks.pays(n_rows) else None
+            self.masks = LeafMasks.of(self, self.ranks)
+        if self.masks and (way == "masks" or (way == "fastest" and not np.isnan(X).any())):
+            return self.masks.leaf_values(X)
+        ranks = self.ranks if self.ranks and (way == "ranks" or (way == "fastest" and self.ranks.pays(n_rows))) else None
         if ranks is not None:  # the rows' threshold ranks stand for X (see _RankedNodes)
             X = ranks.rows(X)
             width = X.shape[1]
@@ -159,25 +165,22 @@ class NodeTable:
             _categorical_directions(self, at, x, go_right)
         np.add(packed >> self.feature_bits, go_right, out=at)
 
-    def raw_sum(self, X: np.ndarray, ranked: bool = True) -> np.ndarray:
+    def raw_sum(self, X: np.ndarray) -> np.ndarray:
         """(n_rows, n_outputs), Fortran-ordered: starts then trees added one after the other,
         as scikit-learn's `raw[:, k] += tree_k(X)` loop over iterations does
-        (np.add.accumulate is sequential; a sum() may pair terms up and round differently).
-        `ranked`: False walks on the values however many the rows (checked_raw_sum's check)."""
-        if not ranked:
-            return self._walked_sum(X, ranked)
+        (np.add.accumulate is sequential; a sum() may pair terms up and round differently)."""
         if X.shape[0] <= CODE_ROWS:
             if self.code is not None:
                 return code_sum(self.code, X)
             if self.deferred_code is not None:
                 self.deferred_code.request()  # built in the background; the walk answers meanwhile
-        return self._walked_sum(X, ranked)
+        return self._walked_sum(X)
 
-    def _walked_sum(self, X: np.ndarray, ranked: bool) -> np.ndarray:
+    def _walked_sum(self, X: np.ndarray, way: str = "fastest") -> np.ndarray:
         if X.shape[0] > CHUNK_ROWS:
             return np.asfortranarray(np.concatenate(
-                [self._walked_sum(X[start:start + CHUNK_ROWS], ranked) for start in range(0, X.shape[0], CHUNK_ROWS)]))
-        terms = self.leaf_values(X, ranked).reshape(-1, self.n_outputs, X.shape[0])
+                [self._walked_sum(X[start:start + CHUNK_ROWS], way) for start in range(0, X.shape[0], CHUNK_ROWS)]))
+        terms = self.leaf_values(X, way).reshape(-1, self.n_outputs, X.shape[0])
         return np.add.accumulate(terms, axis=0)[-1].T
 
     def checked_raw_sum(self, X: np.ndarray) -> np.ndarray:
@@ -186,16 +189,18 @@ class NodeTable:
         sums are kept for it (DeferredCode), which a first request of a few rows in a process
         builds and checks against them."""
         self.code = self.deferred_code = None
-        walked = self.raw_sum(X)
-        # The probe's rows take the rank walk (it pays for many rows); a few rows take the walk
-        # on values: both must give these sums, or neither is trusted (the caller's probe then
-        # sees the error and leaves the model on scikit-learn, saying why). Without ranks (a
-        # categorical split) the probe's walk was on values already.
-        by_values = self.raw_sum(X, ranked=False) if self.ranks else walked
-        if not np.array_equal(walked, by_values, equal_nan=True):
-            differing = int((~((walked == by_values) | (np.isnan(walked) & np.isnan(by_values)))).any(axis=1).sum())
-            raise ArithmeticError(f"the walk on threshold ranks and the walk on values differ on {differing} of "
-                                  f"{len(X)} probe rows")
+        walked = self._walked_sum(X, "values")  # (builds the ranks and the masks)
+        # Requests find their leaves by masks (rows without a missing value), on ranks (many
+        # rows) or on values (a few): each way must give the walk on values' sums on these rows,
+        # or none is trusted (the caller's probe then sees the error and leaves the model on
+        # scikit-learn, saying why).
+        complete = ~np.isnan(X).any(axis=1)  # the masks take rows without a missing value
+        for way, rows in (("ranks", np.ones(len(X), dtype=bool)), ("masks", complete)):
+            if getattr(self, way) and rows.any():
+                differing = _differing_rows(self._walked_sum(X[rows], way), walked[rows])
+                if differing:
+                    raise ArithmeticError(f"the leaves found by {way} and the walk on values differ on "
+                                          f"{differing} of {int(rows.sum())} probe rows")
         self.deferred_code = DeferredCode.keep(self, X, walked)
         return walked
 
@@ -234,6 +239,7 @@ class _RankedNodes:
         for f, limits in enumerate(self.thresholds):
             on = split & (feature == f)
             k[on] = np.searchsorted(limits, threshold[on])
+        self.threshold_ranks = k.copy()  # a split's k (boosting_masks.py's tables); a leaf's 0
         column = feature + (self.width if missing_right is None else np.where(missing_right, 0, self.width))
         self.bits = max(int(2 * self.width - 1).bit_length(), 1)
         # The step's sum: (left << left_shift) + ((top - k + rank) << bits) + column carries into
@@ -269,6 +275,10 @@ class _RankedNodes:
         where = packed & ((1 << self.bits) - 1)
         rank = flat.take(where if starts is None else np.add(where, starts, out=where), mode=_VALID)
         np.right_shift(np.add(packed, rank, out=packed), self.left_shift, out=at)  # left + (rank > k)
+
+
+def _differing_rows(got: np.ndarray, expected: np.ndarray) -> int:
+    return int((~((got == expected) | (np.isnan(got) & np.isnan(expected)))).any(axis=1).sum())
 
 
 def _categorical_directions(table: NodeTable, node: np.ndarray, x: np.ndarray, go_right: np.ndarray) -> None:

@@ -1,0 +1,74 @@
+"""uWSGI's HTTP router, started by the master before it loads the models (uwsgi.ini [router]).
+
+The router is the process that binds $PORT. Left to uWSGI, the master would start it only once
+the models are loaded and the workers forked (attach-daemon2 daemons start with the master's
+loop), and a daemon's start also waits for the master's loop: clients connecting meanwhile were
+refused, and retried. Measured on the boosted pipeline of the peer benchmark (`make
+bench-peers`), the port opened 0.25-0.57 s after the workers were forked. Started from here,
+while the master imports the app, the router binds $PORT within milliseconds of the server's
+start: a request sent during the load waits in the workers' socket queue (bound before the
+app loads) and is answered as soon as a worker is up, as gunicorn and granian, which bind
+before loading too, already did.
+
+uWSGI still supervises it: uwsgi.ini names this router's pidfile in its attach-daemon2 line, so
+the master adopts the running router instead of starting another, starts a new one when it
+dies and stops it last. Until the master adopts it (a failed load exits first), the router dies
+with the master (PR_SET_PDEATHSIG). Only `mlapi serve` with uWSGI sets what this needs
+(MLAPI_UWSGI, MLAPI_ROUTER_INI from uwsgi.ini, MLAPI_SOCKET_DIR); elsewhere it does nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+PIDFILE_NAME = "router.pid"  # in MLAPI_SOCKET_DIR; uwsgi.ini names it too
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def start_before_loading(environ: Mapping[str, str] = os.environ) -> int | None:
+    """Start the router unless this is not uWSGI's master under `mlapi serve`; its pid."""
+    uwsgi, ini, socket_dir = (environ.get(name) for name in ("MLAPI_UWSGI", "MLAPI_ROUTER_INI", "MLAPI_SOCKET_DIR"))
+    if not (uwsgi and ini and socket_dir) or "uwsgi" not in sys.modules:
+        return None
+    pidfile = os.path.join(socket_dir, PIDFILE_NAME)
+    if os.path.exists(pidfile):  # already started (uWSGI imports the app once; this is for safety)
+        return None
+    die_with_parent = _parent_death_signal()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child: become the router, and nothing else
+        try:
+            os.setsid()  # its own process group: the master stops it with kill(-pid)
+            die_with_parent()
+            if os.getppid() != parent:  # the master died before the line above
+                os._exit(1)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the workers' socket stays the master's
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.execv(uwsgi, [uwsgi, "--ini", f"{ini}:router"])
+        finally:
+            os._exit(127)  # exec failed: the master starts the router itself after the load
+    _write_pidfile(pidfile, pid)
+    return pid
+
+
+def _write_pidfile(path: str, pid: int) -> None:
+    """Whole or not at all (uWSGI may read it at any time): written aside, then renamed."""
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "w") as out:
+        out.write(f"{pid}\n")
+    os.replace(partial, path)
+
+
+def _parent_death_signal():
+    """A function for the child to call: SIGKILL it when its parent exits (Linux; elsewhere
+    nothing). Prepared before the fork, so the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
