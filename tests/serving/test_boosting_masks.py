@@ -79,6 +79,7 @@ def test_trees_of_more_than_64_leaves_are_walked():
 
 def test_tables_past_their_cap_are_not_built(monkeypatch):
     monkeypatch.setattr(boosting_masks, "MAX_TABLE_BYTES", 1000)
+    monkeypatch.setattr(LeafMasks, "__init__", lambda *args: pytest.fail("tables built past the cap"))
     X, y = load_breast_cancer(return_X_y=True)
     model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y)
     table = hist_table(model)
