@@ -32,12 +32,17 @@ def start_before_loading(environ: Mapping[str, str] = os.environ) -> int | None:
     uwsgi, ini, socket_dir = (environ.get(name) for name in ("MLAPI_UWSGI", "MLAPI_ROUTER_INI", "MLAPI_SOCKET_DIR"))
     if not (uwsgi and ini and socket_dir) or "uwsgi" not in sys.modules:
         return None
+    if sys.modules["uwsgi"].masterpid() != os.getpid():  # a worker (lazy-apps): the master's job
+        return None
     pidfile = os.path.join(socket_dir, PIDFILE_NAME)
     if os.path.exists(pidfile):  # already started (uWSGI imports the app once; this is for safety)
         return None
     die_with_parent = _parent_death_signal()
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # the daemon line starts the router itself, after the load
+        return None
     if pid == 0:  # the child: become the router, and nothing else
         try:
             os.setsid()  # its own process group: the master stops it with kill(-pid)
@@ -51,7 +56,11 @@ def start_before_loading(environ: Mapping[str, str] = os.environ) -> int | None:
             os.execv(uwsgi, [uwsgi, "--ini", f"{ini}:router"])
         finally:
             os._exit(127)  # exec failed: the master starts the router itself after the load
-    _write_pidfile(pidfile, pid)
+    try:
+        _write_pidfile(pidfile, pid)
+    except OSError:  # unadopted, the router dies with the master; the daemon line starts another
+        os.kill(pid, signal.SIGKILL)
+        return None
     return pid
 
 
