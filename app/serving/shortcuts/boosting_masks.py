@@ -46,7 +46,7 @@ class LeafMasks:
             return False
         return cls(table, ranks, *numbering)
 
-    def __init__(self, table, ranks, tree_of, first_leaf, last_leaf, leaf_number, n_leaves):
+    def __init__(self, table, ranks, tree_of, first_leaf, last_leaf, n_leaves):
         feature = table.left_and_feature & ((1 << table.feature_bits) - 1)
         left = table.left_and_feature >> table.feature_bits
         self.dtype = np.uint32 if n_leaves <= 32 else np.uint64
@@ -56,7 +56,7 @@ class LeafMasks:
         width = (last_leaf[child] - first_leaf[child] + 1).astype(np.uint64)
         cleared = ((np.uint64(1) << width) - np.uint64(1)) << first_leaf[child].astype(np.uint64)
         masks = (~cleared).astype(self.dtype)  # (uint32: the upper half, no leaves there, dropped)
-        thresholds, ranks_at = ranks.thresholds, ranks.threshold_ranks
+        ranks_at = ranks.threshold_ranks
         self.used = []
         self.tables = []
         all_ones = np.iinfo(self.dtype).max
@@ -67,11 +67,10 @@ class LeafMasks:
             table_f = np.full((len(limits) + 1, self.n_trees), all_ones, dtype=self.dtype)
             np.bitwise_and.at(table_f, (ranks_at[splits[on]] + 1, tree_of[splits[on]]), masks[on])
             self.tables.append(np.bitwise_and.accumulate(table_f, axis=0))
-            self.used.append((f, thresholds[f]))
-        self.nbytes = sum(t.nbytes for t in self.tables)
+            self.used.append((f, limits))
         values = np.zeros((self.n_trees, n_leaves))
         leaves = np.flatnonzero(table.is_leaf & (tree_of >= 0))
-        values[tree_of[leaves], leaf_number[leaves]] = table.value[leaves]
+        values[tree_of[leaves], first_leaf[leaves]] = table.value[leaves]  # a leaf's first is its number
         self.values = values.ravel()
         self.tree_starts = np.arange(0, self.n_trees * n_leaves, n_leaves, dtype=np.intp)
 
@@ -108,7 +107,7 @@ def lowest_bit_by_exponent(lowest: np.ndarray) -> np.ndarray:
 
 def _leaf_numbering(table):
     """Per node: its tree (summation order), the first and last leaf numbers below it (a leaf:
-    its own number, left to right); and the most leaves a tree has. None beyond 64 leaves.
+    its own number twice, left to right); and the most leaves a tree has. None beyond 64 leaves.
     Level by level, every tree at once: the table lays out each split's children side by side."""
     size, is_leaf = len(table.is_leaf), table.is_leaf
     left = table.left_and_feature >> table.feature_bits
@@ -133,4 +132,4 @@ def _leaf_numbering(table):
     for splits in levels[:-1]:  # parents first: the left subtree's leaves come first
         first[left[splits]] = first[splits]
         first[left[splits] + 1] = first[splits] + leaves_below[left[splits]]
-    return tree_of, first, first + leaves_below - 1, first, most
+    return tree_of, first, first + leaves_below - 1, most
