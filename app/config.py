@@ -176,7 +176,8 @@ class Settings:
     uwsgi_threads: int | None = None
     gunicorn_threads: int | None = None
     granian_blocking_threads: int | None = None
-    # The uWSGI config file; unset: ./uwsgi.ini (`mlapi serve --ini` wins).
+    # The uWSGI config file; unset: ./uwsgi.ini, else the source checkout's (`mlapi serve --ini`
+    # wins; app/server/launch.py find_ini).
     uwsgi_ini: str | None = None
     # Where workers write metric samples; unset: a fresh temporary directory. `mlapi serve`
     # empties it first, so a previous run's samples are not summed into this one's.

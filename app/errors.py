@@ -109,6 +109,19 @@ class RateLimited(MlapiError):
         self.headers = headers
 
 
+class BodyNotReceived(MlapiError):
+    """The client stopped sending the body it announced: it paused longer than the server waits
+    for one read (uWSGI's socket-timeout, 4 s), or closed its connection. The body is unread, so
+    the connection cannot carry another request."""
+
+    status_code = 408
+    headers = (("Connection", "close"),)
+
+    def __init__(self, reason: str):
+        super().__init__(f"the request body did not arrive in full ({reason}); send the whole body without "
+                         f"pausing, as the Content-Length announces")
+
+
 class ModelNotFound(MlapiError):
     status_code = 404
 

@@ -27,7 +27,8 @@ def register(commands) -> None:
     serve.add_argument("--server", choices=launch.SERVERS,
                        help="default: $SERVER, else granian when micro-batching is on (MAX_BATCH_SIZE > 1), else uwsgi")
     serve.add_argument("--port", type=int, help="overrides $PORT (default 8080)")
-    serve.add_argument("--ini", help="uWSGI config (default: $UWSGI_INI, then ./uwsgi.ini)")
+    serve.add_argument("--ini", help="uWSGI config (default: $UWSGI_INI, then ./uwsgi.ini, "
+                                     "then the uwsgi.ini of the checkout mlapi is installed from)")
     serve.add_argument("--dry-run", action="store_true", help="print the server command instead of running it")
     # Settings are read by cmd_serve itself: with model files named, the model settings are not.
     serve.set_defaults(handler=cmd_serve, reads_settings=False)

@@ -19,7 +19,7 @@ import re
 from typing import Any, Callable, Iterable
 
 from mlapi.http.errors import error_response, log_error, start_json
-from mlapi.http.pipeline import ROUTE_KEY
+from mlapi.http.pipeline import ROUTE_KEY, read_body
 from mlapi.protocols.jsonio import dumps, parse_json
 
 # A Flask rule's variable with the default converter: one path segment, anything but a slash.
@@ -57,7 +57,7 @@ class FastPath:
         rule, params, handler, length = route
         environ[ROUTE_KEY] = rule
         try:
-            sent = environ["wsgi.input"].read(length)
+            sent = read_body(environ["wsgi.input"].read, length)
             answer = handler(self.services, parse_json(sent), sent, **params)
             body = dumps(answer)
             status, headers = 200, getattr(answer, "headers", ())  # X-Cache: http/cache_headers.py

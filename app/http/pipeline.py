@@ -18,8 +18,10 @@ import select
 import time
 from typing import Callable, Iterable
 
+from werkzeug.exceptions import ClientDisconnected
+
 from mlapi import metrics
-from mlapi.errors import ApiKeyRequired, BadRequest, MlapiError, RateLimited, RequestTimeout, cut
+from mlapi.errors import ApiKeyRequired, BadRequest, BodyNotReceived, MlapiError, RateLimited, RequestTimeout, cut
 from mlapi.http.callers import CALLER_KEY, Callers
 from mlapi.http.deadline import Deadlines
 from mlapi.http.errors import error_response, start_json
@@ -90,7 +92,8 @@ class RequestPipeline:
                         body = self._answer(environ, respond)
                     finally:
                         self.deadlines.stop(armed)
-            except (RequestTimeout, BodyTooLarge, BadContentLength, ApiKeyRequired, RateLimited) as exc:
+            except (RequestTimeout, BodyTooLarge, BadContentLength, BodyNotReceived, ApiKeyRequired,
+                    RateLimited) as exc:
                 # Raised before the app is called (caller checks, limit_body), or anywhere inside
                 # it by the timer: a JSON answer like every other error's, unless the app had
                 # already begun its own.
@@ -138,7 +141,8 @@ class RequestPipeline:
         body = dumps(error)
         # The body is unread (401, 413, 429) or maybe half read (504): this connection cannot
         # carry another request.
-        start_json(respond, status, body, (("Connection", "close"), *headers))
+        closing = () if any(name == "Connection" for name, _ in headers) else (("Connection", "close"),)
+        start_json(respond, status, body, (*closing, *headers))
         if status != 504 and environ.get("uwsgi.version") is not None:
             return _DrainAfter([body], environ)
         return [body]
@@ -206,6 +210,20 @@ def _uwsgi_connection_fd() -> int | None:
         return None
 
 
+def read_body(read: Callable[..., bytes], *args, **kwargs) -> bytes:
+    """`read(*args, **kwargs)` of the request's body, where a client that stops sending it is a
+    408 (BodyNotReceived), not the OSError the server raises: uWSGI's "timeout during read(N) on
+    wsgi.input" after a pause of its socket-timeout, or an error once the client has closed.
+    Flask's request reads through werkzeug, which turns that OSError (or a body shorter than its
+    Content-Length) into its ClientDisconnected: the same 408."""
+    try:
+        return read(*args, **kwargs)
+    except OSError as exc:
+        raise BodyNotReceived(str(exc) or type(exc).__name__) from None
+    except ClientDisconnected as exc:
+        raise BodyNotReceived(str(exc.__context__ or "the body ended before its Content-Length")) from None
+
+
 def limit_body(environ: dict, limit: int) -> None:
     """Refuse a body over `limit` bytes before anything reads it (a declared Content-Length), or
     as soon as reading passes it (a chunked body, whose size nobody knows in advance). A chunked
@@ -226,7 +244,7 @@ def limit_body(environ: dict, limit: int) -> None:
         return
     if not chunked(environ):
         return
-    body = read_chunked(environ, limit + 1)
+    body = read_body(read_chunked, environ, limit + 1)
     if len(body) > limit:
         raise BodyTooLarge(limit)
     environ["wsgi.input"] = io.BytesIO(body)

@@ -29,6 +29,8 @@ ERRORS = {
     401: ("Unauthorized", "A token is required: Authorization: Bearer <token>."),
     404: ("NotFound", "No such model, version, record or route; `error.message` lists what there is."),
     405: ("MethodNotAllowed", "Another method than this path takes; the Allow header lists them."),
+    408: ("BodyNotReceived", "The body stopped arriving (a pause past the server's read timeout, or a closed "
+                             "connection): send it whole."),
     413: ("PayloadTooLarge", "The body is larger than MAX_REQUEST_BYTES, or holds more rows than MAX_ROWS."),
     415: ("UnsupportedMediaType", "The Content-Type is not application/json."),
     422: ("InvalidInput", "Well-formed, but does not fit the model: `error.message` names the instance and "
@@ -37,7 +39,7 @@ ERRORS = {
     504: ("RequestTimeout", "The request ran longer than REQUEST_TIMEOUT and was stopped."),
 }
 # What every JSON POST route may answer, whatever it does.
-JSON_POST_ERRORS = (400, 405, 413, 415)
+JSON_POST_ERRORS = (400, 405, 408, 413, 415)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
+import mlapi
 from mlapi.config import Settings
 from mlapi.errors import ConfigurationError
 from mlapi.server import limits
@@ -143,10 +144,28 @@ def private_socket_dir() -> str:
 
 
 def find_ini(explicit: str | None, settings: Settings) -> str:
-    for candidate in (explicit, settings.uwsgi_ini, "uwsgi.ini"):
-        if candidate and Path(candidate).is_file():
-            return str(Path(candidate).resolve())
-    raise ConfigurationError("no uwsgi.ini found: pass `mlapi serve --ini FILE` or set UWSGI_INI to a file")
+    """The uwsgi.ini to run, as an absolute path: `--ini`, else $UWSGI_INI (either must name a
+    file: a typo must not quietly start another config), else ./uwsgi.ini (the image's WORKDIR
+    holds one; a user's own beside their models wins), else the checkout's (checkout_ini), so
+    `mlapi serve` works from any directory of a source checkout."""
+    for name, chosen in (("--ini", explicit), ("UWSGI_INI", settings.uwsgi_ini)):
+        if chosen:
+            if not Path(chosen).is_file():
+                raise ConfigurationError(f"{name} names no file: {chosen}")
+            return str(Path(chosen).resolve())
+    looked = list(dict.fromkeys([Path("uwsgi.ini").resolve(), checkout_ini()]))  # one, run in the checkout
+    for candidate in looked:
+        if candidate.is_file():
+            return str(candidate)
+    raise ConfigurationError(f"no uwsgi.ini found (looked for {' and '.join(map(str, looked))}): "
+                             "pass `mlapi serve --ini FILE` or set UWSGI_INI to a file")
+
+
+def checkout_ini() -> Path:
+    """The uwsgi.ini of the source checkout this package is installed from (editable: setup.py
+    maps the checkout's app/ to `mlapi`, and uwsgi.ini sits beside app/). A wheel install has
+    no checkout: the path names no file then (docs/roadmap.md)."""
+    return Path(mlapi.__file__).resolve().parent.parent / "uwsgi.ini"
 
 
 def _executable(name: str) -> str:

@@ -6,6 +6,9 @@ rows once more — only then, so a request that succeeds pays nothing — and na
 cell at fault: its instance (the position in the request) and column, the value, and what the
 column takes (a number, or one of the categories the model's encoder learned; see
 app/serving/columns.py). What it cannot pin on a cell keeps scikit-learn's words, with a hint.
+Of missing values in several columns, the one named is in a column the model refuses one in,
+found by asking the model about each gap alone (serving/missing_values.py): an imputed
+column's gap is not at fault.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from mlapi.errors import InvalidInput, RequestTimeout, shown
 from mlapi.serving.frames import as_frame, is_dataframe
+from mlapi.serving.missing_values import first_refused_alone, missing_mask, says_missing
 
 if TYPE_CHECKING:
     from mlapi.serving.model import ServedModel
@@ -76,7 +80,7 @@ def _diagnose(model: ServedModel, model_input, exc: InvalidInput) -> InvalidInpu
         labels, columns = table
         for family, detector, message in _DIAGNOSES:
             if family(said.lower()):
-                fault = _first(detector(model, labels, columns))
+                fault = _first_at_fault(model, model_input, table, detector(model, labels, columns), message)
                 if fault is not None:
                     text, details = message(model, labels[fault.column], fault.value)
                     where = _where(fault.row, labels[fault.column])
@@ -147,8 +151,13 @@ def _where(row: int, label) -> str:
 
 def _first(per_column: list[tuple[int, int, Any]]) -> Fault | None:
     """The first fault in request order (row, then column) among each column's first."""
+    found = _in_request_order(per_column)
+    return found[0] if found else None
+
+
+def _in_request_order(per_column: list[tuple[int, int, Any]]) -> list[Fault]:
     found = [Fault(row, column, value) for column, row, value in per_column]
-    return min(found, key=lambda fault: (fault.row, fault.column)) if found else None
+    return sorted(found, key=lambda fault: (fault.row, fault.column))
 
 
 def _first_where(mask: np.ndarray, values: np.ndarray, column: int) -> list[tuple[int, int, Any]]:
@@ -156,10 +165,6 @@ def _first_where(mask: np.ndarray, values: np.ndarray, column: int) -> list[tupl
     return [(column, int(rows[0]), values[rows[0]])] if len(rows) else []
 
 
-def _missing_mask(values: np.ndarray) -> np.ndarray:
-    import pandas as pd  # imported already: pandas ships with scikit-learn's DataFrame support
-
-    return np.asarray(pd.isna(values), dtype=bool)
 
 
 # ---- one detector per kind of fault: each column's first faulty row -------------------------
@@ -170,7 +175,7 @@ def _not_numbers(model, labels, columns):
     for j, values in enumerate(columns):
         if values.dtype != object or labels[j] in model.string_columns:
             continue
-        present = ~_missing_mask(values)
+        present = ~missing_mask(values)
         numbers = pd.to_numeric(pd.Series(values), errors="coerce").notna().to_numpy()
         faults += _first_where(present & ~numbers, values, j)
     return faults
@@ -183,7 +188,7 @@ def _unknown_categories(model, labels, columns):
         if categories is not None:
             known = set(categories)
             unknown = np.fromiter((not _among(value, known) for value in values), dtype=bool, count=len(values))
-            faults += _first_where(unknown & ~_missing_mask(values), values, j)
+            faults += _first_where(unknown & ~missing_mask(values), values, j)
     return faults
 
 
@@ -201,7 +206,7 @@ def _missing_in(strings: bool | None):
         faults = []
         for j, values in enumerate(columns):
             if strings is None or (labels[j] in model.string_columns) == strings:
-                faults += _first_where(_missing_mask(values), values, j)
+                faults += _first_where(missing_mask(values), values, j)
         return faults
     return detector
 
@@ -212,6 +217,17 @@ def _infinite(model, labels, columns):
         if values.dtype.kind == "f":
             faults += _first_where(np.isinf(values), values, j)
     return faults
+
+
+# ---- of missing values in several columns, the one the model refuses -------------------
+def _first_at_fault(model, model_input, table, per_column, message) -> Fault | None:
+    """The first fault in request order; of missing values in more than one column, the first
+    the model refuses on its own when one can be shown (in one column: that one, no call)."""
+    if message is _a_missing_value and len(per_column) > 1:
+        refused = first_refused_alone(model, model_input, table, _in_request_order(per_column))
+        if refused is not None:
+            return refused
+    return _first(per_column)
 
 
 # ---- what each fault is called, and what to send instead ------------------------------------
@@ -253,7 +269,6 @@ _DIAGNOSES = [
     # missing value, which its encoder took, is not at fault); else on any column.
     (_mentions("unknown categor", "invalid document"), _missing_in(strings=True), _a_missing_value),
     (_mentions("contains nan", "missing value"), _missing_in(strings=False), _a_missing_value),
-    (_mentions("unknown categor", "contains nan", "missing value", "invalid document"), _missing_in(None),
-     _a_missing_value),
+    (says_missing, _missing_in(None), _a_missing_value),
     (_mentions("infinity"), _infinite, _an_infinity),
 ]

@@ -191,3 +191,34 @@ def test_a_content_length_that_is_no_number_is_a_client_error(make_app, trained,
     app = make_app(MODELS=models_env(trained, "cancer"), MAX_REQUEST_BYTES="1000")
     status, _, body = call(app, {"CONTENT_LENGTH": declared, "wsgi.input": io.BytesIO(b'{"instances": [[1.0]]}')})
     assert status.startswith("400 ") and body["error"]["status"] == 400
+
+
+class StopsMidway(io.RawIOBase):
+    """A body whose client stops sending: the server's read fails, as uWSGI's does after its
+    socket-timeout ("timeout during read(N) on wsgi.input")."""
+
+    def read(self, size=-1):
+        raise OSError(f"timeout during read({size}) on wsgi.input")
+
+    def readinto(self, buffer):  # what werkzeug's stream calls
+        return self.read(len(buffer))
+
+
+@pytest.mark.parametrize("flask_alone", [False, True], ids=["fast-path", "flask"])
+def test_a_body_that_stops_arriving_is_a_408_not_a_crash(make_app, trained, flask_alone, caplog):
+    _, estimator, sample = trained["cancer"]
+    app = make_app(MODELS=models_env(trained, "cancer"))
+    pipeline = app.wsgi_app
+    fast_path = pipeline.app
+    if flask_alone:
+        pipeline.app = fast_path.flask_wsgi
+    try:
+        status, headers, body = call(app, {"CONTENT_LENGTH": "100", "wsgi.input": StopsMidway()})
+        good = json.dumps({"instances": to_rows(sample[:2])}).encode()
+        after, _, answer = call(app, {"CONTENT_LENGTH": str(len(good)), "wsgi.input": io.BytesIO(good)})
+    finally:
+        pipeline.app = fast_path
+    assert status.startswith("408 ") and headers["Connection"] == "close", (status, headers)
+    assert body["error"]["status"] == 408 and "timeout during read(" in body["error"]["message"]
+    assert "unhandled error" not in caplog.text
+    assert after.startswith("200 ") and answer["predictions"] == estimator.predict(sample[:2]).tolist()

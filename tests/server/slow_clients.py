@@ -1,7 +1,9 @@
 """Slow clients on demand, for the slow-client tests and for measuring a server by hand.
 
 A slow client opens a connection and then sends its request at a trickle: one header line a
-second ("headers"), or complete headers and then its body one byte a second ("body"). Each
+second ("headers"), or complete headers and then its body one byte a second ("body"), or
+complete headers and the body's first bytes, then nothing ("pause"; "pause-chunked" with a
+chunked body). Each
 one is a thread that keeps trickling until it is stopped or the server closes its connection
 (then `cut_after` says when). Meanwhile `answered` counts how many ordinary requests from
 another client get an answer in time.
@@ -35,11 +37,20 @@ class SlowClient(threading.Thread):
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
                 self.started_at = time.monotonic()
                 sock.sendall(f"POST {self.path} HTTP/1.1\r\nHost: x\r\n".encode())
-                if self.mode == "body":
+                if self.mode in ("body", "pause"):
                     sock.sendall(b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+                if self.mode == "pause":
+                    sock.sendall(b'{"instances": [')
+                if self.mode == "pause-chunked":
+                    sock.sendall(b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b'f\r\n{"instances": [\r\n')
                 line = 0
                 while not self.stopping.wait(1):
                     line += 1
+                    if self.mode.startswith("pause"):
+                        if self._closed(sock):
+                            break
+                        continue
                     piece = b" " if self.mode == "body" else f"X-Slow-{line}: a\r\n".encode()
                     try:
                         sock.sendall(piece)

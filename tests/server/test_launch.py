@@ -10,6 +10,7 @@ import requests
 
 from conftest import ROOT, VENV_BIN, free_port
 from mlapi.config import Settings
+from mlapi.errors import ConfigurationError
 from mlapi.server import launch, limits
 from scratch_dirs import scratch_dirs_in_tmp_path  # noqa: F401  (autouse: no directories left in /tmp)
 
@@ -107,3 +108,62 @@ def test_gunicorn_runs_the_sync_worker_with_a_headers_deadline_unless_threaded(t
     assert flag(single, "--worker-class") == "mlapi.server.gunicorn_worker.SyncWorker"
     threaded = launch.server_command("gunicorn", 1, None, settings(GUNICORN_THREADS=4, PROMETHEUS_MULTIPROC_DIR=tmp_path))
     assert "--worker-class" not in threaded  # gunicorn's gthread worker, as it is
+
+
+def test_the_uwsgi_ini_is_the_first_of_ini_the_setting_the_current_directory_and_the_checkout(tmp_path, monkeypatch):
+    files = {name: tmp_path / name / "uwsgi.ini" for name in ("explicit", "setting", "cwd", "checkout")}
+    for path in files.values():
+        path.parent.mkdir()
+        path.write_text("[uwsgi]\n")
+    monkeypatch.setattr(launch, "checkout_ini", lambda: files["checkout"])
+    monkeypatch.chdir(files["cwd"].parent)
+
+    def found(explicit, **env):
+        return launch.find_ini(explicit, settings(**env))
+    assert found(str(files["explicit"]), UWSGI_INI=files["setting"]) == str(files["explicit"])
+    assert found(None, UWSGI_INI=files["setting"]) == str(files["setting"])
+    assert found(None) == str(files["cwd"])  # a uwsgi.ini beside the user's models beats the checkout's
+    files["cwd"].unlink()
+    assert found(None) == str(files["checkout"])
+    assert found("../explicit/uwsgi.ini") == str(files["explicit"])  # relative: to the cwd, made absolute
+
+
+def test_serve_run_outside_the_checkout_finds_the_checkouts_uwsgi_ini(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert launch.checkout_ini() == ROOT / "uwsgi.ini"  # an editable install: app/ is the package
+    assert launch.find_ini(None, settings()) == str(ROOT / "uwsgi.ini")
+
+
+def test_no_uwsgi_ini_anywhere_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(launch, "checkout_ini", lambda: tmp_path / "site-packages" / "uwsgi.ini")  # a wheel install
+    with pytest.raises(ConfigurationError) as error:
+        launch.find_ini(None, settings())
+    assert str(error.value) == (f"no uwsgi.ini found (looked for {tmp_path / 'uwsgi.ini'} and "
+                                f"{tmp_path / 'site-packages' / 'uwsgi.ini'}): "
+                                "pass `mlapi serve --ini FILE` or set UWSGI_INI to a file")
+
+
+@pytest.mark.parametrize("explicit, env, message", [
+    ("typo.ini", {}, "--ini names no file: typo.ini"),
+    (None, {"UWSGI_INI": "typo.ini"}, "UWSGI_INI names no file: typo.ini"),
+])
+def test_an_ini_named_but_missing_is_an_error_not_a_fallback(explicit, env, message):
+    # The checkout's uwsgi.ini exists: a typo must not quietly start it instead.
+    with pytest.raises(ConfigurationError, match=f"^{re.escape(message)}$"):
+        launch.find_ini(explicit, settings(**env))
+
+
+def test_serve_from_another_directory_reads_models_and_stores_there(start_server, trained, tmp_path):
+    """A newcomer's run: `cd mine && ../.venv/bin/mlapi serve model.joblib`, no uwsgi.ini in mine/."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.joblib").write_bytes(trained["cancer"][0].read_bytes())
+    server = start_server({"UWSGI_PROCESSES": "1", "FEATURE_STORE_URL": "sqlite:///data/features.db",
+                           "PREDICTIONS_DB_URL": "sqlite:///data/predictions.db"},
+                          args=("serve", "--server", "uwsgi", "model.joblib"), cwd=mine)
+    answer = requests.post(f"{server.url}/predict", json={"instances": trained["cancer"][2][:1].tolist()})
+    assert answer.status_code == 200 and answer.json()["model"]["name"] == "model"
+    assert requests.get(f"{server.url}/readyz").json()["stores"] == {"feature_store": "ok", "predictions_db": "ok"}
+    assert f"getting INI configuration from {ROOT / 'uwsgi.ini'}" in server.output()
+    assert (mine / "data" / "features.db").is_file() and (mine / "data" / "predictions.db").is_file()

@@ -46,16 +46,25 @@ def test_the_router_maps_no_model_and_is_started_again_when_killed(start_server,
     with open(f"/proc/{router}/maps") as maps:
         mapped = maps.read()
     assert "numpy" not in mapped and "sklearn" not in mapped  # the app was never imported there
-    os.kill(router, signal.SIGKILL)
-    deadline, answer = time.time() + 10, None
-    while time.time() < deadline:
-        try:
-            answer = requests.post(f"{server.url}/predict", json={"instances": X[:2].tolist()}, timeout=5)
-            break
-        except requests.ConnectionError:  # between the router's death and its successor's bind
-            time.sleep(0.1)
-    assert answer is not None and answer.status_code == 200, server.output()[-2000:]
-    assert len(routers(server)) == 1 and routers(server) != [router]
+    # Twice: the master adopts the router the app started (its pidfile), then the one it
+    # started itself, which must write that pidfile too (uWSGI's own UWSGI_RELOADS, inherited,
+    # made a respawned router skip it: "did not daemonize !!!" every second, for ever).
+    for _ in range(2):
+        os.kill(router, signal.SIGKILL)
+        deadline, answer = time.time() + 10, None
+        while time.time() < deadline:
+            try:
+                answer = requests.post(f"{server.url}/predict", json={"instances": X[:2].tolist()}, timeout=5)
+                break
+            except requests.ConnectionError:  # between the router's death and its successor's bind
+                time.sleep(0.1)
+        assert answer is not None and answer.status_code == 200, server.output()[-2000:]
+        [successor] = routers(server)
+        assert successor != router
+        router = successor
+        time.sleep(2.5)  # the master checks the pidfile once a second
+        assert "did not daemonize" not in server.output(), server.output()[-2000:]
+        assert routers(server) == [router]
 
 
 def _gated_server(start_server, tmp_path):
@@ -97,7 +106,14 @@ def test_requests_sent_while_the_models_load_wait_and_are_answered(start_server,
     assert answers and answers[0].status_code == 200, server.output()[-3000:]
     assert answers[0].json()["predictions"] == [4.0, 2.5]
     assert routers(server) == [router]  # the master adopted the router it had started
-    assert server.stop() == 0
+    assert f"found valid/active pidfile for" in server.output() and f"(pid: {router})" in server.output()
+    # Stopped once every worker is up (the ready line): uWSGI 2.0.31 loses a SIGHUP that reaches a
+    # worker still starting, and its master then waits for that worker for ever (docs/roadmap.md).
+    deadline = time.time() + 10
+    while "serving gated:1 on" not in server.output():
+        assert time.time() < deadline, server.output()[-3000:]
+        time.sleep(0.05)
+    assert server.stop() == 0, server.output()[-3000:]
     deadline = time.time() + 5
     while not _gone(router):
         assert time.time() < deadline, "the router outlived its server"

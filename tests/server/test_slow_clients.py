@@ -3,6 +3,8 @@ a byte a second. A server reading headers in an asynchronous front (uWSGI's HTTP
 granian's Rust server) keeps answering everyone else meanwhile; a worker that reads them itself
 (gunicorn) is held until the headers deadline cuts the client; a body is read by a worker on
 every server and is cut at REQUEST_TIMEOUT (granian cannot: docs/operations.md, Slow clients)."""
+import json
+
 import pytest
 
 from conftest import to_rows
@@ -47,3 +49,30 @@ def test_slow_clients(start_server, trained, server, mode, answered_meanwhile, c
         for client in clients:
             client.stop()
     assert srv.proc.poll() is None
+
+
+@pytest.mark.parametrize("mode", ["pause", "pause-chunked"])
+def test_a_body_that_stops_arriving_is_a_json_408(start_server, trained, mode):
+    """A client that sends part of its body and then nothing: uWSGI's read gives up after its
+    socket-timeout (4 s) and the client gets a JSON 408 saying so (it was a 500 with a
+    traceback), on the fast path (Content-Length) and through the chunked read alike; the
+    workers serve on."""
+    _, _, sample = trained["cancer"]
+    srv = start_server({"MODELS": f"cancer={trained['cancer'][0]}", "REQUEST_TIMEOUT": "20",
+                        "UWSGI_PROCESSES": "2"}, args=("serve", "--server", "uwsgi"))
+    clients = start_slow_clients(srv.port, mode, count=2)
+    try:
+        for client in clients:
+            client.join(10)
+        for client in clients:
+            head, _, body = client.response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), client.response[:300]
+            assert b"connection: close" in head.lower(), head
+            error = json.loads(body)["error"]
+            assert error["status"] == 408 and "did not arrive in full" in error["message"], error
+            assert client.cut_after is not None and client.cut_after < 8, client.cut_after
+        assert answered(srv.url, 4, timeout=3, body={"instances": to_rows(sample[:1])}) == 4
+    finally:
+        for client in clients:
+            client.stop()
+    assert "unhandled error" not in srv.output(), srv.output()[-2000:]

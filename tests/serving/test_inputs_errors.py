@@ -3,9 +3,10 @@ that takes one.
 
 The models are what a newcomer brings: a ColumnTransformer with a string category (and a zip
 code that looks like a number) beside numeric columns, fitted on a DataFrame; the same with
-imputers; a HistGradientBoostingClassifier, which takes NaN itself. Each request form the
-native protocol accepts (objects, lists, dataframe_split, dataframe_records) goes through the
-app (create_app), and the answers are compared with the model's own predict on a DataFrame.
+imputers; a HistGradientBoostingClassifier, which takes NaN itself; a boosting regressor
+whose pipeline imputes some columns and not another. Each request form the native protocol
+accepts (objects, lists, dataframe_split, dataframe_records) goes through the app
+(create_app), and the answers are compared with the model's own predict on a DataFrame.
 """
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from review_model import reviews, text_column_pipeline
-from mlapi.errors import InvalidInput
+from mlapi.errors import InvalidInput, RequestTimeout
 from mlapi.serving.columns import column_types
+from mlapi.serving.input_faults import explain_rejection
 from mlapi.serving.instances import to_model_input
 from mlapi.serving.model import ServedModel
 
@@ -57,6 +59,25 @@ def imputing_pipeline():
         LogisticRegression(max_iter=1000))
 
 
+def visitors(n: int = 200, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"plan": rng.choice(PLANS, n), "age": rng.integers(18, 80, n).astype(float),
+                          "income": rng.normal(50_000, 15_000, n).round(2),
+                          "visits": rng.integers(0, 30, n).astype(float)})
+    return frame, frame["visits"] * 3 + frame["age"] / 10 + (frame["plan"] == "premium") * 20
+
+
+def partly_imputing_pipeline():
+    """Age and income imputed; visits only scaled (MinMaxScaler lets NaN through) for a
+    regressor that refuses NaN."""
+    return make_pipeline(
+        ColumnTransformer([
+            ("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), ["age", "income"]),
+            ("visits", MinMaxScaler(), ["visits"]),
+            ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"])]),
+        GradientBoostingRegressor(n_estimators=20, random_state=0))
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("frame-models")
@@ -65,7 +86,8 @@ def models(tmp_path_factory):
     with_gaps.loc[::9, "age"] = np.nan  # trained with gaps: the trees learned where NaN goes
     fitted = {"strict": strict_pipeline().fit(frame, churn),
               "imputing": imputing_pipeline().fit(frame, churn),
-              "boosted": HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(with_gaps, churn)}
+              "boosted": HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(with_gaps, churn),
+              "gbreg": partly_imputing_pipeline().fit(*visitors())}
     paths = {}
     for name, estimator in fitted.items():
         paths[name] = folder / f"{name}.joblib"
@@ -223,6 +245,77 @@ def test_an_array_model_names_the_feature_of_a_missing_value():
         served.predict(to_model_input(served, rows))
     assert caught.value.message.startswith("instance 2, feature 3: the value is missing (null or NaN)")
     assert (caught.value.details["instance"], caught.value.details["column"]) == (2, 3)
+
+
+# ---- which of several missing values the model refuses: the model is asked, one gap at a time -----
+VISITS = [{"plan": "premium", "age": 34.0, "income": 61_000.0, "visits": 12.0},
+          {"plan": "basic", "age": 58.0, "income": 42_500.5, "visits": 3.0}]
+REFUSED_VISITS = ("the value is missing (null or NaN) and model gbreg:1 cannot take a missing value here; "
+                  "send a number (scikit-learn: Input X contains NaN)")
+
+
+def test_scikit_learn_refuses_a_missing_visits_and_takes_a_missing_income(models):
+    fitted, _ = models
+    fitted["gbreg"].predict(as_frame([dict(VISITS[0], income=None)]))
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        fitted["gbreg"].predict(as_frame([dict(VISITS[0], visits=None)]))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_of_gaps_in_one_row_the_column_that_cannot_take_one_is_named(client, form):
+    # income comes first and is missing too, but an imputer fills it: visits is at fault
+    rows = [dict(VISITS[0], plan=None, income=None, visits=None), VISITS[1]]
+    status, body = predict(client, "gbreg", form, rows)
+    error = body["error"]
+    assert status == 422, body
+    assert error["message"] == f"instance 0, column 'visits': {REFUSED_VISITS}"
+    assert (error["instance"], error["column"], error["expected"]) == (0, "visits", "a number")
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_gap_the_model_takes_in_an_earlier_row_is_not_named(client, form):
+    rows = [dict(VISITS[0], income=None), dict(VISITS[1], visits=None)]
+    status, body = predict(client, "gbreg", form, rows)
+    assert status == 422, body
+    assert body["error"]["message"] == f"instance 1, column 'visits': {REFUSED_VISITS}"
+    assert (body["error"]["instance"], body["error"]["column"]) == (1, "visits")
+
+
+def test_a_number_column_an_encoder_reads_is_filled_with_a_category_it_knows():
+    # 0.0 for floor (categories 1, 2, 3) would be refused as unknown, and income blamed for it
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"income": rng.normal(50, 15, 120), "floor": rng.integers(1, 4, 120)})
+    estimator = make_pipeline(ColumnTransformer([("income", SimpleImputer(), ["income"]),
+                                                 ("floor", OneHotEncoder(), ["floor"])]),
+                              LogisticRegression()).fit(frame, frame["floor"] == 2)
+    served = ServedModel("floors", "1", estimator)
+    with pytest.raises(InvalidInput) as caught:
+        served.predict(to_model_input(served, [{"income": 1.0, "floor": 3}, {"income": None, "floor": None}]))
+    assert caught.value.message.startswith("instance 1, column 'floor': the value is missing (null or NaN)")
+    assert (caught.value.details["instance"], caught.value.details["column"]) == (1, "floor")
+
+
+def test_when_no_gap_is_refused_on_its_own_the_first_is_named_as_before(models):
+    # A model that takes NaN, told it refused one: no gap can be shown at fault, so the first is named.
+    fitted, _ = models
+    served = ServedModel("boosted", "1", fitted["boosted"])
+    rows = pd.DataFrame({"age": [30.0, np.nan], "income": [np.nan, 52_000.0]})
+    explained = explain_rejection(served, rows, InvalidInput("input does not fit the model: Input X contains NaN."))
+    assert explained.message.startswith("instance 0, column 'income': the value is missing (null or NaN)")
+    assert (explained.details["instance"], explained.details["column"]) == (0, "income")
+
+
+def test_a_request_out_of_time_while_its_gaps_are_tried_is_a_timeout(models, monkeypatch):
+    fitted, _ = models
+    served = ServedModel("gbreg", "1", fitted["gbreg"])
+
+    def out_of_time(X):
+        raise RequestTimeout("the request ran longer than REQUEST_TIMEOUT")
+
+    monkeypatch.setattr(served.estimator, "predict", out_of_time)
+    rows = as_frame([dict(VISITS[0], income=None, visits=None)])
+    with pytest.raises(RequestTimeout):
+        explain_rejection(served, rows, InvalidInput("input does not fit the model: Input X contains NaN."))
 
 
 def test_what_each_column_takes_comes_from_the_fitted_encoders(models):

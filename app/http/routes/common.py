@@ -10,6 +10,7 @@ from typing import Any, Callable
 from flask import Blueprint, Response, current_app, request
 
 from mlapi.errors import UnsupportedMediaType
+from mlapi.http.pipeline import read_body
 from mlapi.protocols.jsonio import dumps, parse_json
 from mlapi.protocols.openapi import RouteDoc
 from mlapi.protocols.validation import BodyDecoder
@@ -28,7 +29,7 @@ def json_bytes() -> bytes:
             f"the header Content-Type: application/json (curl: -H 'Content-Type: application/json'; "
             f"Python requests: json=...)")
     # No body over MAX_REQUEST_BYTES gets here: the request pipeline refused it (http/pipeline.py).
-    return request.get_data(cache=False)
+    return read_body(request.get_data, cache=False)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
