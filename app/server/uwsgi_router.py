@@ -15,6 +15,13 @@ the master adopts the running router instead of starting another, starts a new o
 dies and stops it last. Until the master adopts it (a failed load exits first), the router dies
 with the master (PR_SET_PDEATHSIG). Only `mlapi serve` with uWSGI sets what this needs
 (MLAPI_UWSGI, MLAPI_ROUTER_INI from uwsgi.ini, MLAPI_SOCKET_DIR); elsewhere it does nothing.
+
+The routers the master starts again (the daemon line) come through here too, as
+`python -m mlapi.server.uwsgi_router` (`restart`): uWSGI gives a daemon with a pidfile no
+parent-death signal, so one it restarted outlived a killed master and kept $PORT (outside a
+container, where nothing else ends it); and it would inherit the master's UWSGI_RELOADS, with
+which a uWSGI takes itself for a reload and writes no pidfile (the master then logged "did not
+daemonize !!!" every second for as long as that router lived).
 """
 from __future__ import annotations
 
@@ -53,7 +60,7 @@ def start_before_loading(environ: Mapping[str, str] = os.environ) -> int | None:
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            os.execv(uwsgi, [uwsgi, "--ini", f"{ini}:router"])
+            _exec_router(uwsgi, ini, environ)
         finally:
             os._exit(127)  # exec failed: the master starts the router itself after the load
     try:
@@ -62,6 +69,18 @@ def start_before_loading(environ: Mapping[str, str] = os.environ) -> int | None:
         os.kill(pid, signal.SIGKILL)
         return None
     return pid
+
+
+def restart(environ: Mapping[str, str] = os.environ) -> None:
+    """uwsgi.ini's daemon line: become the router, tied to the master that started it."""
+    _parent_death_signal()()
+    _exec_router(environ["MLAPI_UWSGI"], environ["MLAPI_ROUTER_INI"], environ)
+
+
+def _exec_router(uwsgi: str, ini: str, environ: Mapping[str, str]) -> None:
+    # Without UWSGI_RELOADS, which uWSGI sets in the master: the router writes its pidfile.
+    router_environ = {name: value for name, value in environ.items() if name != "UWSGI_RELOADS"}
+    os.execve(uwsgi, [uwsgi, "--ini", f"{ini}:router"], router_environ)
 
 
 def _write_pidfile(path: str, pid: int) -> None:
@@ -81,3 +100,7 @@ def _parent_death_signal():
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+if __name__ == "__main__":
+    restart()

@@ -65,6 +65,13 @@ def test_the_router_maps_no_model_and_is_started_again_when_killed(start_server,
         time.sleep(2.5)  # the master checks the pidfile once a second
         assert "did not daemonize" not in server.output(), server.output()[-2000:]
         assert routers(server) == [router]
+    # A router the master started again dies with it too (uWSGI gives such a daemon no
+    # parent-death signal; app/server/uwsgi_router.py's restart does): the port is free again.
+    os.kill(server.proc.pid, signal.SIGKILL)
+    deadline = time.time() + 5
+    while not _gone(router):
+        assert time.time() < deadline, "a restarted router outlived its master"
+        time.sleep(0.05)
 
 
 def _gated_server(start_server, tmp_path):
