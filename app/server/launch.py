@@ -100,6 +100,8 @@ def prepare(settings: Settings, port: int, server: str, environ: Mapping[str, st
         env["MLAPI_SOCKET_DIR"] = private_socket_dir()
         env["MLAPI_UWSGI"] = _executable("uwsgi")  # uwsgi.ini runs its HTTP router with it
         env["MLAPI_PYTHON"] = sys.executable  # and restarts it through app/server/uwsgi_router.py
+        if "UWSGI_LISTEN" not in environ:  # the queue of both the workers' socket and $PORT
+            env["UWSGI_LISTEN"] = str(limits.listen_backlog())
         if settings.uwsgi_threads is None and settings.batching:
             env["UWSGI_THREADS"] = str(BATCHING_THREADS)  # uWSGI reads UWSGI_<OPTION> itself
     return settings, env

@@ -4,6 +4,8 @@ as $(MLAPI_...) placeholders, gunicorn as flags, granian as arguments), so the t
 cannot drift apart."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlapi.config import Settings
 from mlapi.server.cpus import available_cpus
 
@@ -33,6 +35,17 @@ KILL_GRACE_SECONDS = 1
 MAX_REQUESTS = 200_000
 MAX_REQUESTS_JITTER = 10_000
 
+# Connections a socket queues while every worker is busy (uWSGI's `listen`, set by `mlapi serve`
+# as UWSGI_LISTEN: uWSGI reads `listen` before it expands uwsgi.ini's placeholders). Past
+# the queue uWSGI's router closes the client's connection and answers nothing: at 128 (the value
+# before), wrk with 200 connections against 2 workers got 38,000 read errors in 5 s, and 167 of
+# 300 requests sent at once to one worker failed (tests/server/test_worker_socket.py); at 1024,
+# none, their latency growing instead. gunicorn's own default is 2048, granian's 1024. uWSGI
+# refuses to start with more than the kernel's net.core.somaxconn (4096 on Linux 5.4+, 128 on
+# older kernels and in some sandboxes), so it is capped there.
+LISTEN_BACKLOG = 1024
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
 
 def worker_count(settings: Settings) -> int:
     """Worker processes, on every server: WEB_CONCURRENCY, else one per CPU this instance may
@@ -54,6 +67,15 @@ def uwsgi_harakiri(settings: Settings) -> int:
     open, the router taking the dead worker's silence for an empty answer, for another whole
     http-timeout (measured: the client's connection closed 2 x kill_after after the request)."""
     return kill_after(settings) + KILL_GRACE_SECONDS
+
+
+def listen_backlog(somaxconn: Path = SOMAXCONN) -> int:
+    """LISTEN_BACKLOG, or the kernel's limit if lower (unreadable: 128, the old Linux default)."""
+    try:
+        limit = int(somaxconn.read_text())
+    except (OSError, ValueError):
+        limit = 128
+    return max(1, min(LISTEN_BACKLOG, limit))
 
 
 def uwsgi_placeholders(settings: Settings) -> dict[str, int]:
