@@ -54,15 +54,21 @@ def test_masks_give_the_models_raw_predictions(case):
     assert table.masks and table.masks.dtype == (np.uint64 if "uint64" in case else np.uint32)
 
 
-def test_gradient_boosting_finds_its_leaves_by_masks():
+def test_gradient_boosting_finds_its_leaves_by_masks(monkeypatch):
     from mlapi.serving.model import ServedModel
+    from mlapi.serving.shortcuts import boosting
 
+    tables = []
+    built = boosting.NodeTable
+    monkeypatch.setattr(boosting, "NodeTable", lambda *args, **kwargs: tables.append(built(*args, **kwargs)) or tables[-1])
     X, y = load_iris(return_X_y=True)
     model = GradientBoostingClassifier(n_estimators=20, random_state=0).fit(X, y)
     served = ServedModel("gb", "1", model)
     assert served.compute_path["predict_proba"] == {"path": "gradient-boosting"}
     rows = rows_at_splits(model, X)
     assert served.predict(rows).probabilities == model.predict_proba(rows).tolist()
+    [table] = tables
+    assert table.masks and table.masks.dtype == np.uint32  # the masks served, not the walk
 
 
 def test_trees_of_more_than_64_leaves_are_walked():
