@@ -119,7 +119,7 @@ class BodyNotReceived(MlapiError):
 
     def __init__(self, reason: str):
         super().__init__(f"the request body did not arrive in full ({reason}); send the whole body without "
-                         f"pausing, as the Content-Length announces")
+                         f"pausing")
 
 
 class ModelNotFound(MlapiError):

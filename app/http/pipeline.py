@@ -143,7 +143,7 @@ class RequestPipeline:
         # carry another request.
         closing = () if any(name == "Connection" for name, _ in headers) else (("Connection", "close"),)
         start_json(respond, status, body, (*closing, *headers))
-        if status != 504 and environ.get("uwsgi.version") is not None:
+        if status not in (408, 504) and environ.get("uwsgi.version") is not None:  # 408: nothing comes
             return _DrainAfter([body], environ)
         return [body]
 

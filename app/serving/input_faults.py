@@ -165,8 +165,6 @@ def _first_where(mask: np.ndarray, values: np.ndarray, column: int) -> list[tupl
     return [(column, int(rows[0]), values[rows[0]])] if len(rows) else []
 
 
-
-
 # ---- one detector per kind of fault: each column's first faulty row -------------------------
 def _not_numbers(model, labels, columns):
     import pandas as pd
