@@ -41,7 +41,7 @@ class LeafMasks:
         if numbering is None:
             return False
         # Sized before any is allocated: a large ensemble's tables could take gigabytes at load.
-        itemsize = 4 if numbering[-1] <= 32 else 8
+        itemsize = np.dtype(_mask_dtype(numbering[-1])).itemsize
         if sum(len(limits) + 1 for _, limits in ranks.used) * len(table.roots) * itemsize > MAX_TABLE_BYTES:
             return False
         return cls(table, ranks, *numbering)
@@ -49,7 +49,7 @@ class LeafMasks:
     def __init__(self, table, ranks, tree_of, first_leaf, last_leaf, n_leaves):
         feature = table.left_and_feature & ((1 << table.feature_bits) - 1)
         left = table.left_and_feature >> table.feature_bits
-        self.dtype = np.uint32 if n_leaves <= 32 else np.uint64
+        self.dtype = _mask_dtype(n_leaves)
         self.n_trees, self.n_outputs = len(table.roots), table.n_outputs
         splits = np.flatnonzero(~table.is_leaf & (tree_of >= 0))
         child = left[splits]  # each split's left child: its leaves are first_leaf..last_leaf
@@ -103,6 +103,11 @@ def lowest_bit(masks: np.ndarray) -> np.ndarray:
 def lowest_bit_by_exponent(lowest: np.ndarray) -> np.ndarray:
     """numpy 1.x: a power of two's exponent, exact in float64 up to 2**63."""
     return (np.frexp(lowest.astype(np.float64))[1] - 1).astype(np.intp)
+
+
+def _mask_dtype(n_leaves: int) -> type:
+    """One bit per leaf: uint32 masks up to 32 leaves, uint64 up to 64 (_MAX_LEAVES)."""
+    return np.uint32 if n_leaves <= 32 else np.uint64
 
 
 def _leaf_numbering(table):
